@@ -1,0 +1,129 @@
+"""The migration runner: brings a database to the current schema, idempotently.
+
+Order (docs/architecture.md):
+1. db/bootstrap/*.sql as the superuser: roles, extensions, the JSON Schema functions;
+2. the stack's passwords for its login roles;
+3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed;
+4. immutable wrappers generated from schemas/*.json, and the events' envelope constraint;
+5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
+6. the code version, this month's partitions, and `notify pgrst, 'reload schema'`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from stepledger import StepledgerError, __version__
+from stepledger.config import Settings
+
+IDEMPOTENT_DIRS = ("functions", "views", "policies")
+
+# Schema files turned into `ledger.<name>()` functions; a CHECK constraint cannot run a subquery,
+# so the envelope reaches it through an immutable function whose body is the file's literal.
+SCHEMA_FUNCTIONS = {
+    "step_event.v1.json": "step_event_v1_schema",
+    "pipeline.v1.json": "pipeline_v1_schema",
+}
+ENVELOPE_CONSTRAINT = "events_payload_matches_envelope"
+
+
+def code_version(repo_root: Path) -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo_root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def _sql_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.sql") if p.is_file())
+
+
+def _run_file(conn: psycopg.Connection, path: Path) -> None:
+    try:
+        conn.execute(path.read_text())  # type: ignore[arg-type]  # several statements, no parameters
+    except psycopg.Error as exc:
+        raise StepledgerError(f"{path.name}: {exc.diag.message_primary or exc}") from exc
+
+
+def ensure_database(settings: Settings) -> None:
+    with psycopg.connect(settings.dsn("postgres", dbname="postgres"), autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", [settings.dbname]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
+
+
+def bootstrap(settings: Settings) -> None:
+    """Superuser part: roles, extensions, validator functions, and the login roles' passwords."""
+    with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+        for path in _sql_files(settings.repo_root / "db" / "bootstrap"):
+            _run_file(conn, path)
+        for role in ("stepledger_owner", "authenticator"):
+            conn.execute(sql.SQL("alter role {} password {}").format(
+                sql.Identifier(role), sql.Literal(settings.password_for(role))))
+
+
+def apply_migrations(settings: Settings) -> list[str]:
+    """Numbered migrations through yoyo; returns the ids it applied."""
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(settings.dsn("stepledger_owner").replace("postgresql://", "postgresql+psycopg://", 1))
+    migrations = read_migrations(str(settings.repo_root / "db" / "migrations"))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [m.id for m in pending]
+
+
+def install_schema_functions(conn: psycopg.Connection, schemas_dir: Path) -> None:
+    for filename, function in SCHEMA_FUNCTIONS.items():
+        document = json.loads((schemas_dir / filename).read_text())
+        literal = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        conn.execute(sql.SQL(
+            "create or replace function ledger.{fn}() returns json language sql immutable parallel safe "
+            "as {body}").format(
+                fn=sql.Identifier(function),
+                body=sql.Literal("select " + _quote_literal(literal) + "::json")))
+        conn.execute(sql.SQL("comment on function ledger.{fn}() is {c}").format(
+            fn=sql.Identifier(function), c=sql.Literal(f"The JSON Schema in schemas/{filename}.")))
+    has_constraint = conn.execute(
+        "select 1 from pg_constraint where conrelid = 'ledger.events'::regclass and conname = %s",
+        [ENVELOPE_CONSTRAINT]).fetchone()
+    if not has_constraint:
+        conn.execute(sql.SQL(
+            "alter table ledger.events add constraint {} "
+            "check (public.jsonb_matches_schema(ledger.step_event_v1_schema(), payload))").format(
+                sql.Identifier(ENVELOPE_CONSTRAINT)))
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def migrate(settings: Settings) -> dict[str, object]:
+    """Bring the stack's database up to date. Safe to run any number of times."""
+    ensure_database(settings)
+    bootstrap(settings)
+    applied = apply_migrations(settings)
+    version = code_version(settings.repo_root)
+    with psycopg.connect(settings.dsn("stepledger_owner")) as conn:
+        with conn.transaction():
+            install_schema_functions(conn, settings.repo_root / "schemas")
+            for directory in IDEMPOTENT_DIRS:
+                for path in _sql_files(settings.repo_root / "db" / directory):
+                    _run_file(conn, path)
+            conn.execute("insert into ledger.code_versions (code_version) values (%s) "
+                         "on conflict do nothing", [version])
+            conn.execute("select ledger.ensure_partitions()")
+        conn.execute("notify pgrst, 'reload schema'")
+        conn.commit()
+    return {"applied": applied, "code_version": version}
