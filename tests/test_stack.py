@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+
 from conftest import make_home, make_settings
 from stepledger import StepledgerError, stack
 from stepledger.config import Settings

@@ -82,7 +82,8 @@ class Settings:
     @classmethod
     def from_env(cls, home: Path | None = None, **overrides: object) -> Settings:
         """Read STEPLEDGER_* variables; keyword arguments win over the environment."""
-        repo_root = Path(overrides.pop("repo_root", REPO_ROOT))  # type: ignore[arg-type]
+        default_root = os.environ.get("STEPLEDGER_REPO_ROOT") or REPO_ROOT
+        repo_root = Path(overrides.pop("repo_root", default_root))  # type: ignore[arg-type]
         if home is None:
             env_home = os.environ.get("STEPLEDGER_HOME")
             home = Path(env_home) if env_home else repo_root / ".stepledger"

@@ -1,0 +1,138 @@
+"""docker-compose.yml, checked without a Docker engine: it must match the local stack."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from stepledger import stack
+from stepledger.config import REPO_ROOT, Settings
+
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+POSTGREST_CONF = REPO_ROOT / "deploy" / "postgrest.conf"
+NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx" / "default.conf.template"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def local_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings.from_env(home=tmp_path_factory.mktemp("compose-home"))
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _bind_sources(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of every bind mount (named volumes skipped)."""
+    mounts = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+        else:
+            source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts.append((source, target))
+    return mounts
+
+
+def test_services(compose: dict[str, Any]) -> None:
+    assert {"db", "migrate", "postgrest", "web"} <= set(compose["services"])
+    services = compose["services"]
+    assert services["postgrest"]["image"] == "postgrest/postgrest:v12.0.2"
+    assert services["web"]["image"].startswith("nginx:1.25")
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["db"]
+    assert services["postgrest"]["depends_on"]["migrate"]["condition"] == \
+        "service_completed_successfully"
+
+
+def test_every_mounted_or_built_path_exists(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for source, _ in _bind_sources(service):
+            assert (REPO_ROOT / source).exists(), f"{name} mounts missing {source}"
+        build = service.get("build")
+        if build is None:
+            continue
+        context = REPO_ROOT / (build if isinstance(build, str) else build.get("context", "."))
+        assert context.is_dir(), f"{name} builds from missing {context}"
+        if isinstance(build, dict) and "dockerfile" in build:
+            assert (context / build["dockerfile"]).is_file(), f"{name}: no {build['dockerfile']}"
+        if isinstance(build, dict) and "dockerfile_inline" in build:
+            for line in build["dockerfile_inline"].splitlines():
+                if line.strip().startswith("COPY"):
+                    for src in line.split()[1:-1]:
+                        assert (context / src).exists(), f"{name} copies missing {src}"
+
+
+def test_postgrest_uses_the_local_stack_config(compose: dict[str, Any],
+                                               local_settings: Settings) -> None:
+    service = compose["services"]["postgrest"]
+    mounts = dict(_bind_sources(service))
+    conf_mount = next(t for s, t in mounts.items()
+                      if (REPO_ROOT / s).resolve() == POSTGREST_CONF.resolve())
+    assert conf_mount in service["command"]
+    assert local_settings.postgrest_conf.resolve() == POSTGREST_CONF.resolve()
+
+
+def test_postgrest_conf_variables_are_supplied_everywhere(compose: dict[str, Any],
+                                                          local_settings: Settings) -> None:
+    needed = stack.conf_variables(POSTGREST_CONF.read_text())
+    assert needed, "postgrest.conf should read its secrets from the environment"
+    compose_env = _env(compose["services"]["postgrest"])
+    assert needed <= set(compose_env), needed - set(compose_env)
+    local_env = stack.postgrest_env(local_settings)
+    assert needed <= set(local_env), needed - set(local_env)
+
+
+def test_nginx_template_variables_are_supplied_everywhere(compose: dict[str, Any],
+                                                          local_settings: Settings) -> None:
+    service = compose["services"]["web"]
+    template_target = dict(_bind_sources(service))["./deploy/nginx/default.conf.template"]
+    assert template_target.startswith("/etc/nginx/templates/")
+    assert template_target.endswith(".template")
+    needed = stack.template_variables(NGINX_TEMPLATE.read_text())
+    assert {"STEPLEDGER_WEB_PORT", "STEPLEDGER_API_UPSTREAM", "STEPLEDGER_WEB_ROOT"} <= needed
+    compose_env = _env(service)
+    assert needed <= set(compose_env), needed - set(compose_env)
+    local_env = stack.nginx_env(local_settings)
+    assert needed <= set(local_env), needed - set(local_env)
+    # The web root the template serves is the directory compose mounts ./web on.
+    web_mount = dict(_bind_sources(service))["./web"]
+    assert compose_env["STEPLEDGER_WEB_ROOT"] == web_mount
+    assert compose_env["STEPLEDGER_API_UPSTREAM"].split(":")[0] == "postgrest"
+
+
+def test_nginx_template_renders_without_leftovers(local_settings: Settings) -> None:
+    rendered = stack.render_template(NGINX_TEMPLATE.read_text(), stack.nginx_env(local_settings))
+    code = "\n".join(ln for ln in rendered.splitlines() if not ln.lstrip().startswith("#"))
+    assert "${" not in code
+    assert "$binary_remote_addr" in code  # nginx's own variables are left alone
+
+
+def test_compose_holds_no_secret(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for key, value in _env(service).items():
+            if re.search(r"PASSWORD|SECRET", key):
+                assert value.startswith("${"), f"{key} must come from the environment"
+    assert not (REPO_ROOT / ".env").exists() or ".env" in (REPO_ROOT / ".gitignore").read_text()
+
+
+def test_db_image_carries_pg_jsonschema() -> None:
+    dockerfile = (REPO_ROOT / "db" / "Dockerfile").read_text()
+    assert re.search(r"^FROM postgres:15\b", dockerfile, re.M)
+    assert "pg_jsonschema" in dockerfile
+    for package in ("postgresql-plpython3-", "python3-jsonschema", "python3-fastjsonschema"):
+        assert package in dockerfile
