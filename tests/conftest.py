@@ -28,6 +28,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
+
 from stepledger import stack as stack_mod
 from stepledger.config import Settings
 
