@@ -45,6 +45,8 @@ declare
   v_token_client text := auth.client_id();
   v_bound boolean;
   v_batch_id uuid := gen_random_uuid();
+  v_token_id uuid := auth.token_id();
+  v_code_version text := ledger.code_version();
   v_result jsonb;
 begin
   if v_role not in ('ingest', 'admin') and v_role not in (select rolname from pg_roles where rolsuper) then
@@ -64,7 +66,8 @@ begin
       from unnest(p_positions, p_payloads, p_raw, p_parse_errors)
            as u(position, payload, raw_text, parse_error)
   ),
-  validated as (
+  -- materialized: each element is validated exactly once, however often the result is read
+  validated as materialized (
     select i.*,
            case
              when i.parse_error is not null then
@@ -77,7 +80,7 @@ begin
            end as envelope_errors
       from input i
   ),
-  classified as (
+  classified as materialized (
     select v.position, v.payload, v.raw_text, v.client_id, v.event_id,
            coalesce(v.envelope_errors, (
              select coalesce(jsonb_agg(e order by e->>'path'), '[]'::jsonb)
@@ -133,11 +136,12 @@ begin
   ),
   ranked as (
     select k.*,
-           k.has_key and exists (select from ledger.event_ids e
-                                  where e.client_id = k.client_id and e.event_id = k.event_id) as seen_before,
+           e.event_id is not null as seen_before,
            min(k.position) filter (where k.valid) over (partition by k.has_key, k.client_id, k.event_id)
              as first_valid_position
       from keyed k
+      left join ledger.event_ids e
+             on k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
   ),
   claimed as (
     insert into ledger.event_ids (client_id, event_id)
@@ -167,7 +171,7 @@ begin
            v_batch_id, d.position, p_channel,
            left(d.event_id, 128), d.payload, d.raw_text, d.outcome,
            case when d.outcome = 'rejected' then d.errors else '[]'::jsonb end,
-           v_role, auth.token_id(), ledger.code_version()
+           v_role, v_token_id, v_code_version
       from decided d
     returning vault_id, received_at, position
   ),
