@@ -200,3 +200,17 @@ def test_wait_for_respects_its_deadline() -> None:
     with pytest.raises(StepledgerError, match="not ready"):
         stack._wait_for(lambda: False, timeout=0.3, what="nothing")
     assert time.monotonic() - started < 5
+
+
+# -- the shared session fixtures other tests build on ------------------------------------------
+def test_session_fixtures_work_together(db, as_user, api, jwt_for, web_url) -> None:
+    with as_user(db, "client", client_id="acme", email="a@example.org"):
+        row = db.execute("select current_user, "
+                         "current_setting('request.jwt.claims', true)::jsonb").fetchone()
+    assert row[0] == "client"
+    assert row[1]["client_id"] == "acme" and row[1]["role"] == "client"
+    assert db.execute("select current_user").fetchone()[0] == "postgres"
+    assert api().get("/").status_code == 200
+    assert api(jwt_for("admin")).get("/").status_code == 200
+    assert api("not-a-token").get("/").status_code == 401
+    assert httpx.get(f"{web_url}/api/", timeout=5).status_code == 200

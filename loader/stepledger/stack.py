@@ -540,14 +540,15 @@ def stop_nginx(settings: Settings) -> None:
 
 
 # -- whole stack ---------------------------------------------------------------------------------
-def run_migrations(settings: Settings) -> None:
-    """stepledger.migrate.migrate, then the login roles' passwords."""
+def run_migrations(settings: Settings) -> object:
+    """stepledger.migrate.migrate, then the login roles' passwords; returns migrate's result."""
     try:
         from stepledger.migrate import migrate
     except ImportError as exc:
         raise StepledgerError(f"migrations are not available ({exc}); use --no-migrate") from None
-    migrate(settings)
+    result = migrate(settings)
     sync_role_passwords(settings)
+    return result
 
 
 def up(settings: Settings, migrate: bool = True) -> list[str]:

@@ -74,8 +74,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 @_db_errors
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    stack.run_migrations(settings)
-    print(f"stepledger: migrated {settings.dbname} on {settings.pg_host}:{settings.pg_port}")
+    result = stack.run_migrations(settings)
+    applied = result.get("applied") if isinstance(result, dict) else None
+    suffix = f" (applied: {', '.join(applied)})" if applied else ""
+    print(f"stepledger: migrated {settings.dbname} on {settings.pg_host}:{settings.pg_port}"
+          f"{suffix}")
     return 0
 
 
