@@ -87,6 +87,7 @@ from jsonschema import validators as js_validators
 
 GD_KEY = "stepledger.jsonschema/1"
 MAX_ENTRIES = 256
+MEMO_ENTRIES = 4096  # recent instance results kept per schema (see make_match)
 INVALID = "22023"  # invalid_parameter_value
 
 loads = json.loads
@@ -296,6 +297,8 @@ def fast_copy(node, draft7, root):
             out[key] = value
         elif key == "$schema" and root:
             continue
+        elif key == "$id" and root and isinstance(value, str):
+            continue  # only local refs reach the fast path, so the base URI changes nothing
         else:
             raise NotFast
     return out
@@ -423,20 +426,39 @@ class Compiled:
 
 
 def make_match(compiled, cache, key):
-    """The per-schema hot path: instance text -> bool."""
+    """The per-schema hot path: instance text -> bool.
+
+    Results are memoised per schema for the most recent instances: ingest classifies an event and
+    then stores it in a table whose CHECK constraint validates the same text again; the second
+    call is a dict lookup. Validation is a pure function of (schema, instance), so this is safe.
+    """
     fast = compiled.fast
     if fast is not None:
-        def match(text, fast=fast, loads=loads, invalid=JsonSchemaValueException):
+        def match(text, fast=fast, loads=loads, invalid=JsonSchemaValueException, memo={}):
+            known = memo.get(text)
+            if known is not None:
+                return known
             try:
                 fast(loads(text))
+                valid = True
             except invalid:
-                return False
-            return True
+                valid = False
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[text] = valid
+            return valid
     else:
-        def match(text, compiled=compiled, loads=loads):
+        def match(text, compiled=compiled, loads=loads, memo={}):
             if compiled.uses_registry and compiled.stale():
                 return cache.refresh(key)(text)
-            return compiled.is_valid(loads(text))
+            known = memo.get(text)
+            if known is not None:
+                return known
+            valid = compiled.is_valid(loads(text))
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[text] = valid
+            return valid
     match.compiled = compiled
     return match
 
