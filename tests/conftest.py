@@ -55,9 +55,9 @@ def make_home(prefix: str) -> Path:
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:
-    pg, api, admin, web = free_ports(4)
+    pg, api, admin, postgrest, web = free_ports(5)
     values: dict[str, Any] = {"pg_port": pg, "api_port": api, "api_admin_port": admin,
-                              "web_port": web}
+                              "postgrest_port": postgrest, "web_port": web}
     values.update(overrides)
     return Settings.from_env(home=home, **values)
 

@@ -128,6 +128,7 @@ def test_cli_status_sees_the_stack(own: Settings) -> None:
         "STEPLEDGER_PG_PORT": str(own.pg_port),
         "STEPLEDGER_API_PORT": str(own.api_port),
         "STEPLEDGER_API_ADMIN_PORT": str(own.api_admin_port),
+        "STEPLEDGER_POSTGREST_PORT": str(own.postgrest_port),
         "STEPLEDGER_WEB_PORT": str(own.web_port),
     })
     proc = subprocess.run([sys.executable, "-m", "stepledger", "status"], env=env,
@@ -145,7 +146,7 @@ def test_down_stops_everything(own: Settings) -> None:
     assert _components_up(info) == {"postgres": False, "postgrest": False, "nginx": False}
     for name, pid in pids.items():
         assert not _alive(pid), f"{name} (pid {pid}) still running"
-    for port in (own.pg_port, own.api_port, own.web_port):
+    for port in (own.pg_port, own.api_port, own.postgrest_port, own.web_port):
         assert not stack._port_open(port)
     stack.down(own)  # again: harmless
 
@@ -174,12 +175,15 @@ def test_settings_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("STEPLEDGER_PG_PORT", "6543")
     monkeypatch.setenv("STEPLEDGER_API_PORT", "4000")
     monkeypatch.delenv("STEPLEDGER_API_ADMIN_PORT", raising=False)
+    monkeypatch.delenv("STEPLEDGER_POSTGREST_PORT", raising=False)
     monkeypatch.setenv("STEPLEDGER_WEB_PORT", "9090")
     s = Settings.from_env(home=tmp_path)
-    assert (s.pg_port, s.api_port, s.api_admin_port, s.web_port) == (6543, 4000, 4001, 9090)
+    assert (s.pg_port, s.api_port, s.api_admin_port, s.postgrest_port, s.web_port) == \
+        (6543, 4000, 4001, 4002, 9090)
     assert s.dsn().startswith("postgresql://postgres:")
     assert s.dsn().endswith("@127.0.0.1:6543/stepledger")
     assert Settings.from_env(home=tmp_path, api_port=5000).api_admin_port == 5001
+    assert Settings.from_env(home=tmp_path, api_port=5000).postgrest_port == 5002
     monkeypatch.setenv("STEPLEDGER_PG_PORT", "not-a-port")
     with pytest.raises(StepledgerError):
         Settings.from_env(home=tmp_path)

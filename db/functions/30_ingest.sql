@@ -18,10 +18,16 @@ $$;
 create or replace function ledger._parse_json(p_text text, out payload jsonb, out error text)
 language plpgsql immutable parallel safe
 as $$
+declare
+  v_detail text;
+  v_context text;
 begin
   payload := p_text::jsonb;
 exception when others then
-  error := 'not valid JSON: ' || sqlerrm;
+  -- e.g. 'not valid JSON: Token "nope" is invalid (JSON data, line 2: {"a": nope...)'
+  get stacked diagnostics v_detail = pg_exception_detail, v_context = pg_exception_context;
+  error := 'not valid JSON: ' || coalesce(nullif(v_detail, ''), sqlerrm)
+           || coalesce(' (' || substring(v_context from '^JSON data, line \d+: [^\n]*') || ')', '');
 end
 $$;
 comment on function ledger._parse_json(text) is 'Parses text as JSON, returning the parser''s message instead of raising.';

@@ -72,6 +72,7 @@ class Settings:
     pg_port: int = 5433
     api_port: int = 3000
     api_admin_port: int = 3001
+    postgrest_port: int = 3002  # PostgREST itself; the API port is the gateway in front of it
     web_port: int = 8080
     dbname: str = "stepledger"
     service_user: str = field(default_factory=_default_service_user)
@@ -93,11 +94,15 @@ class Settings:
             "pg_port": _env_int("STEPLEDGER_PG_PORT", 5433),
             "api_port": api_port,
             "api_admin_port": _env_int("STEPLEDGER_API_ADMIN_PORT", api_port + 1),
+            "postgrest_port": _env_int("STEPLEDGER_POSTGREST_PORT", api_port + 2),
             "web_port": _env_int("STEPLEDGER_WEB_PORT", 8080),
         }
         if "api_port" in overrides and "api_admin_port" not in overrides \
                 and not os.environ.get("STEPLEDGER_API_ADMIN_PORT"):
             values["api_admin_port"] = int(overrides["api_port"]) + 1  # type: ignore[call-overload]
+        if "api_port" in overrides and "postgrest_port" not in overrides \
+                and not os.environ.get("STEPLEDGER_POSTGREST_PORT"):
+            values["postgrest_port"] = int(overrides["api_port"]) + 2  # type: ignore[call-overload]
         values.update(overrides)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
@@ -159,6 +164,11 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def postgrest_url(self) -> str:
+        """PostgREST without the gateway: for health checks, not for clients."""
+        return f"http://127.0.0.1:{self.postgrest_port}"
 
     @property
     def api_admin_url(self) -> str:

@@ -376,7 +376,7 @@ def postgrest_env(settings: Settings) -> dict[str, str]:
         "STEPLEDGER_DB_URI": settings.dsn("authenticator"),
         "STEPLEDGER_JWT_SECRET": settings.jwt_secret,
         "STEPLEDGER_API_HOST": "127.0.0.1",
-        "STEPLEDGER_API_PORT": str(settings.api_port),
+        "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
         "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
         "STEPLEDGER_PUBLIC_API_URL": f"{settings.web_url}/api/",
     }
@@ -404,9 +404,10 @@ def start_postgrest(settings: Settings) -> None:
         binary = settings.postgrest_bin
         if not binary.exists():
             raise StepledgerError(f"{binary} not found; run scripts/bootstrap.sh (npm ci)")
-        for port in (settings.api_port, settings.api_admin_port):
+        for port in (settings.postgrest_port, settings.api_admin_port):
             if _port_open(port):
-                raise StepledgerError(f"port {port} is already in use; set STEPLEDGER_API_PORT")
+                raise StepledgerError(f"port {port} is already in use; set STEPLEDGER_API_PORT "
+                                      "(PostgREST uses it + 1 and + 2)")
         cmd = [os.fspath(_service_copy(settings, binary)),
                os.fspath(_service_copy(settings, settings.postgrest_conf))]
         proc = _spawn(settings, "postgrest", cmd, _service_env(settings, postgrest_env(settings)))
@@ -429,7 +430,9 @@ def nginx_env(settings: Settings) -> dict[str, str]:
     return {
         "STEPLEDGER_WEB_HOST": "127.0.0.1",
         "STEPLEDGER_WEB_PORT": str(settings.web_port),
-        "STEPLEDGER_API_UPSTREAM": f"127.0.0.1:{settings.api_port}",
+        "STEPLEDGER_API_HOST": "127.0.0.1",
+        "STEPLEDGER_API_PORT": str(settings.api_port),
+        "STEPLEDGER_API_UPSTREAM": f"127.0.0.1:{settings.postgrest_port}",
         "STEPLEDGER_WEB_ROOT": str(settings.web_dir.resolve()),
     }
 
@@ -518,12 +521,13 @@ def nginx_running(settings: Settings) -> bool:
 
 
 def start_nginx(settings: Settings) -> None:
-    """Serve web_dir at / and proxy /api/ to PostgREST."""
+    """Serve web_dir at / and proxy /api/ to PostgREST; the API port is the gateway to it."""
     if nginx_running(settings):
         return
-    if _port_open(settings.web_port):
-        raise StepledgerError(
-            f"port {settings.web_port} is already in use; set STEPLEDGER_WEB_PORT")
+    for port, variable in ((settings.web_port, "STEPLEDGER_WEB_PORT"),
+                           (settings.api_port, "STEPLEDGER_API_PORT")):
+        if _port_open(port):
+            raise StepledgerError(f"port {port} is already in use; set {variable}")
     conf = render_nginx(settings)
     error_log = settings.log_dir / "nginx-error.log"
     base = [_nginx_bin(), "-c", os.fspath(conf), "-e", os.fspath(error_log),
@@ -531,8 +535,8 @@ def start_nginx(settings: Settings) -> None:
     _run(_as_service(settings, [*base, "-t", "-q"]), env=_service_env(settings),
          what="nginx configuration test")
     proc = _spawn(settings, "nginx", base, _service_env(settings))
-    _wait_for(lambda: _port_open(settings.web_port), timeout=START_TIMEOUT_S, what="nginx",
-              alive=_reap(proc), log=error_log)
+    _wait_for(lambda: _port_open(settings.web_port) and _port_open(settings.api_port),
+              timeout=START_TIMEOUT_S, what="nginx", alive=_reap(proc), log=error_log)
 
 
 def stop_nginx(settings: Settings) -> None:
@@ -622,6 +626,7 @@ def status(settings: Settings) -> dict[str, object]:
             "ready": pgrst_up and _http_ok(f"{settings.api_admin_url}/ready"),
             "url": settings.api_url,
             "port": settings.api_port,
+            "internal_url": settings.postgrest_url,
             "admin_url": settings.api_admin_url,
             "pid": _running_pid(settings, "postgrest", "postgrest"),
             "user": _process_user(settings, "postgrest", "postgrest"),
