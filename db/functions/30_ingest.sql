@@ -41,6 +41,9 @@ create or replace function ledger._ingest_batch(
 ) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
+-- The big statement below plans in ~2 ms and runs in ~0.5 ms for one event: plan it once per
+-- connection, not on every call (a custom plan buys nothing here, the arrays are opaque).
+set plan_cache_mode = force_generic_plan
 as $$
 -- The set-based core of ingest. Element i is either a parsed payload p_payloads[i] or a raw text
 -- p_raw[i] that failed to parse with p_parse_errors[i]. One statement classifies every element,
