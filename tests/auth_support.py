@@ -131,3 +131,23 @@ def make_tenants(su_conn: psycopg.Connection, admin: httpx.Client) -> Tenants:
     admin_user = f"admin@{a}.example"
     add_user(su_conn, admin_user, ["admin"])
     return Tenants(a, b, jobs_a, jobs_b, shared, user_a, user_b, admin_user)
+
+
+def prepared_tenants(su_conn: psycopg.Connection, settings: Settings) -> Tenants:
+    """make_tenants, plus login tokens of both client users and an admin (extra["a"], ["b"],
+    ["admin"]) and an ingest token bound to client a (extra["ingest_a"])."""
+    with httpx.Client(base_url=settings.postgrest_url, timeout=60.0) as pgrst:
+        email = f"iso-admin-{unique('x')}@example.org"
+        add_user(su_conn, email, ["admin"])
+        admin_token = login(pgrst, email).json()["token"]
+        pgrst.headers["Authorization"] = f"Bearer {admin_token}"
+        made = make_tenants(su_conn, pgrst)
+        for key, user in (("a", made.user_a), ("b", made.user_b), ("admin", made.admin_user)):
+            response = login(pgrst, user)
+            assert response.status_code == 200, response.text
+            made.extra[key] = response.json()["token"]
+        token = pgrst.post("/rpc/create_api_token",
+                           json={"client_id": made.a, "name": "iso scanner", "scope": "ingest"})
+        assert token.status_code == 200, token.text
+        made.extra["ingest_a"] = token.json()["token"]
+    return made

@@ -13,28 +13,13 @@ import httpx
 import psycopg
 import pytest
 
-from auth_support import Tenants, ingest, job_events, login, make_tenants, unique
+from auth_support import Tenants, ingest, job_events, prepared_tenants, unique
 from stepledger.config import Settings
 
 
 @pytest.fixture(scope="module")
 def tenants(su_conn: psycopg.Connection, settings: Settings) -> Tenants:
-    with httpx.Client(base_url=settings.postgrest_url, timeout=60.0) as pgrst:
-        email = f"iso-admin-{unique('x')}@example.org"
-        su_conn.execute("select auth.add_user(%s, 'correct horse battery staple', '{admin}')",
-                        [email])
-        admin_token = login(pgrst, email).json()["token"]
-        pgrst.headers["Authorization"] = f"Bearer {admin_token}"
-        made = make_tenants(su_conn, pgrst)
-        for key, user in (("a", made.user_a), ("b", made.user_b), ("admin", made.admin_user)):
-            response = login(pgrst, user)
-            assert response.status_code == 200
-            made.extra[key] = response.json()["token"]
-        token = pgrst.post("/rpc/create_api_token",
-                           json={"client_id": made.a, "name": "iso scanner", "scope": "ingest"})
-        assert token.status_code == 200
-        made.extra["ingest_a"] = token.json()["token"]
-    return made
+    return prepared_tenants(su_conn, settings)
 
 
 @pytest.fixture
