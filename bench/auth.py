@@ -7,14 +7,17 @@
 2. Login: `POST /rpc/login` p50 through the gateway (paced under its 5 requests/s limit), against
    the bcrypt work alone measured in SQL. Target: p50 under 100 ms.
 
-Run: python -m bench.auth [--jobs 1000000] [--clients 100] [--requests 300] [--logins 40]
-The entry point for a `python -m bench auth` dispatcher is `main(argv)`.
+Run: python -m bench auth [--quick]   (the bench dispatcher calls run(quick))
+ or: python -m bench.auth [--jobs 1000000] [--clients 100] [--requests 300] [--logins 40]
+Sizes for the dispatcher: BENCH_AUTH_JOBS (default 1,000,000; 100,000 with --quick),
+BENCH_AUTH_REQUESTS (300; 100), BENCH_AUTH_LOGINS (40; 20).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -176,6 +179,38 @@ def bench_login(settings: Settings, logins: int) -> dict[str, float]:
     }
 
 
+def measure(jobs: int, clients: int, requests: int, logins: int) -> dict[str, object]:
+    """Both benchmarks on a fresh stack; prints a summary and returns the numbers."""
+    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-auth-", dir="/tmp"))
+    home.chmod(0o755)
+    settings = _settings(home)
+    results: dict[str, object] = {"jobs": jobs, "clients": clients}
+    try:
+        stack.up(settings, migrate=True)
+        results["load_s"] = load_jobs(settings, jobs, clients)
+        rls = bench_jobs_rls(settings, f"c{clients // 2:03d}", requests)
+        login = bench_login(settings, logins)
+        results["jobs_rls"], results["login"] = rls, login
+    finally:
+        stack.down(settings)
+        shutil.rmtree(home, ignore_errors=True)
+    print(f"jobs: {jobs} over {clients} clients (loaded in {results['load_s']:.0f} s)")
+    print(f"GET /jobs?order=updated_at.desc&limit=50  client (RLS) p50 "
+          f"{rls['client_rls_p50_ms']:.2f} ms  admin filtered p50 "
+          f"{rls['admin_filtered_p50_ms']:.2f} ms  ratio {rls['p50_ratio']:.2f} (target <= 1.3)")
+    print(f"POST /rpc/login p50 {login['login_p50_ms']:.1f} ms (p95 {login['login_p95_ms']:.1f}; "
+          f"bcrypt alone {login['bcrypt_alone_p50_ms']:.1f} ms; target < 100 ms)", flush=True)
+    return results
+
+
+def run(quick: bool = False) -> dict[str, object]:
+    """Entry point of `python -m bench auth [--quick]`."""
+    return measure(jobs=int(os.environ.get("BENCH_AUTH_JOBS", 100_000 if quick else 1_000_000)),
+                   clients=100,
+                   requests=int(os.environ.get("BENCH_AUTH_REQUESTS", 100 if quick else 300)),
+                   logins=int(os.environ.get("BENCH_AUTH_LOGINS", 20 if quick else 40)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.auth",
                                      description=(__doc__ or "").split("\n")[0])
@@ -185,33 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--logins", type=int, default=40)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
-
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-auth-", dir="/tmp"))
-    home.chmod(0o755)
-    settings = _settings(home)
-    results: dict[str, object] = {"jobs": args.jobs, "clients": args.clients}
-    try:
-        stack.up(settings, migrate=True)
-        results["load_s"] = load_jobs(settings, args.jobs, args.clients)
-        target = f"c{args.clients // 2:03d}"
-        results["jobs_rls"] = bench_jobs_rls(settings, target, args.requests)
-        results["login"] = bench_login(settings, args.logins)
-    finally:
-        stack.down(settings)
-        shutil.rmtree(home, ignore_errors=True)
-
-    rls, login = results["jobs_rls"], results["login"]
-    assert isinstance(rls, dict) and isinstance(login, dict)
-    print(f"jobs: {args.jobs} over {args.clients} clients (loaded in {results['load_s']:.0f} s)")
-    print(f"GET /jobs?order=updated_at.desc&limit=50  client (RLS) p50 "
-          f"{rls['client_rls_p50_ms']:.2f} ms  admin filtered p50 "
-          f"{rls['admin_filtered_p50_ms']:.2f} ms  ratio {rls['p50_ratio']:.2f} (target <= 1.3)")
-    print(f"POST /rpc/login p50 {login['login_p50_ms']:.1f} ms (p95 {login['login_p95_ms']:.1f}; "
-          f"bcrypt alone {login['bcrypt_alone_p50_ms']:.1f} ms; target < 100 ms)")
+    results = measure(args.jobs, args.clients, args.requests, args.logins)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    ok = rls["p50_ratio"] <= 1.3 and login["login_p50_ms"] < 100
-    return 0 if ok else 1
+    rls, login = results["jobs_rls"], results["login"]
+    assert isinstance(rls, dict) and isinstance(login, dict)
+    return 0 if rls["p50_ratio"] <= 1.3 and login["login_p50_ms"] < 100 else 1
 
 
 if __name__ == "__main__":
