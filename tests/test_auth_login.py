@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import jwt
@@ -274,15 +275,14 @@ def test_gateway_limits_login_rate(settings: Settings, port: str) -> None:
             return client.post("/rpc/login", json={"email": f"flood-{unique('x')}@example.org",
                                                    "password": "not it"})
 
-        statuses = []
-        for _ in range(60):
-            response = attempt()
-            statuses.append(response.status_code)
-            if response.status_code == 429:
-                break
-        assert statuses[-1] == 429, statuses
-        assert "SL303" not in response.text  # refused by the gateway, not by the database
-        assert set(statuses[:-1]) <= {401}
+        # 30 at once: well past the burst of 10, however slow bcrypt is on a busy machine
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            responses = list(pool.map(lambda _: attempt(), range(30)))
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) == {401, 429}, statuses
+        assert statuses.count(429) >= 5, statuses
+        # refused by the gateway, not by the database's lockout
+        assert all("SL303" not in r.text for r in responses)
         # The limit recovers (5 requests a second). Wait until it lets several probes in a row
         # through, so that the tests after this one find it rested.
         passed: list[bool] = []
