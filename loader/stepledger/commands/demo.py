@@ -6,11 +6,10 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from stepledger import simulate
+from stepledger import auth, simulate
 from stepledger.client import IngestClient
 from stepledger.config import Settings
 from stepledger.db import call, connect_owner
-from stepledger.tokens import operator_token
 
 DEMO_CLIENTS = [
     ("st-mary", "St Mary's Hospital", "EUR"),
@@ -32,10 +31,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             call(conn, "select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
         for client_id, name, currency in DEMO_CLIENTS:
             call(conn, "select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
+        logins = [("admin@botimage.example", "admin", None)]
+        logins += [(f"staff@{c[0]}.example", "client", c[0]) for c in DEMO_CLIENTS]
+        passwords = [auth.generate_password(16) for _ in logins]
+        for (email, role, client_id), password in zip(logins, passwords, strict=True):
+            auth.add_user(conn, email, password, [role], client_id)
+        token = auth.create_api_token(conn, None, "stepledger demo loader", "stepledger demo")
     now = datetime.now(timezone.utc)
     events = simulate.history([c[0] for c in DEMO_CLIENTS], args.jobs, now)
-    with IngestClient(settings.api_url, operator_token(settings.jwt_secret)) as client:
-        result = client.send_all(events, batch_size=1000)
+    try:
+        with IngestClient(settings.api_url, token["token"]) as client:
+            result = client.send_all(events, batch_size=1000)
+    finally:
+        with connect_owner(settings) as conn:
+            auth.revoke_api_token(conn, token["token_id"], "stepledger demo")
     print(f"stepledger: demo loaded: {result.accepted} events accepted, "
           f"{result.duplicates} duplicates, {len(result.rejected)} rejected")
     if result.rejected:
@@ -45,4 +54,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  API          {settings.api_url}/jobs  (through the web server: {settings.web_url}/api/jobs)")
     print(f"  OpenAPI      {settings.api_url}/")
     print(f"  database     psql {settings.dsn('stepledger_owner')}")
+    print()
+    print("  demo logins (POST /rpc/login, or the web app):")
+    for (email, role, client_id), password in zip(logins, passwords, strict=True):
+        print(f"    {email:<32} {password}  {role}{' of ' + client_id if client_id else ''}")
     return 0
