@@ -233,7 +233,7 @@ as $$
 -- state, duration and the queue time before it. Bars of running attempts have no end yet: draw
 -- them to `as_of`.
 declare
-  v_job api.jobs;
+  v_job record;
   v_matches integer;
   v_steps jsonb;
   v_span_start timestamptz;
