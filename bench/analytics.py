@@ -6,7 +6,8 @@ Builds the state that ingesting --jobs jobs of a 10-step pipeline leaves behind 
 per job: 1M jobs ~ 20M events, ~10M step attempts) directly in SQL, refreshes the analytics views,
 then measures through the API gateway, as the web app calls it:
 
-- a client's first page of jobs (GET /jobs, 50 rows) plus its counts per state (GET /rpc/job_counts);
+- a client's first page of jobs (GET /jobs, 50 rows) plus its counts per state
+  (GET /rpc/job_counts);
 - one job's timeline (GET /rpc/job_timeline);
 - error statistics (GET /error_stats) as a client and as an admin;
 - ingest of 1000-event batches with the progress upkeep (trigger on ledger.events) and without
@@ -110,7 +111,8 @@ select r.client_id, r.job_id, (%(steps)s::text[])[r.s], r.attempt, '{pipeline}',
        case when r.status = 'failed' then 'error in step ' || r.s end,
        case when r.status = 'failed' then r.attempt = 1 and r.retried end,
        format('%%s-node%%s', r.client_id, r.n %% 2),
-       r.t0 + make_interval(secs => r.start_s + case when r.status <> 'started' then r.run_s else 0 end),
+       r.t0 + make_interval(secs => r.start_s
+                                    + case when r.status <> 'started' then r.run_s else 0 end),
        case when r.status = 'started' then 1 else 2 end, now()
   from runs r
 """
@@ -193,7 +195,7 @@ def build(settings: Settings, jobs: int, clients: int) -> dict[str, float]:
     return timings
 
 
-# -- measurements ------------------------------------------------------------------------------------
+# -- measurements ----------------------------------------------------------------------------------
 def sample(call: Callable[[], httpx.Response], n: int) -> list[float]:
     """Latencies in ms of n calls (after 3 warm-up calls); each must answer 200."""
     for _ in range(3):
@@ -231,7 +233,8 @@ def reads(settings: Settings, clients: int, jobs: int, n: int) -> dict[str, dict
             client = f"c{rng.randrange(clients):03d}"
             h = as_(tokens[client])
             results["baseline: GET /jobs?limit=1"] += sample(
-                lambda h=h: http.get("/jobs", params={"limit": 1, "select": "job_id"}, headers=h), 1)
+                lambda h=h: http.get("/jobs", params={"limit": 1, "select": "job_id"},
+                                     headers=h), 1)
             page = sample(lambda h=h: http.get(
                 "/jobs", params={"order": "updated_at.desc", "limit": 50}, headers=h), 1)
             counts = sample(lambda h=h: http.get("/rpc/job_counts", headers=h), 1)
@@ -246,7 +249,8 @@ def reads(settings: Settings, clients: int, jobs: int, n: int) -> dict[str, dict
         for _ in range(max(10, n // 4)):
             client = f"c{rng.randrange(clients):03d}"
             h = as_(tokens[client])
-            results["error_stats (client)"] += sample(lambda h=h: http.get("/error_stats", headers=h), 1)
+            results["error_stats (client)"] += sample(
+                lambda h=h: http.get("/error_stats", headers=h), 1)
             results["step_durations 7 days (client)"] += sample(
                 lambda h=h: http.get("/rpc/step_durations", headers=h), 1)
             results["error_stats (admin)"] += sample(
@@ -327,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"starting a stack in {home}")
         stack.up(settings, migrate=True)
         log(f"building {args.jobs} jobs for {args.clients} clients")
-        report["build_s"] = {k: round(v, 1) for k, v in build(settings, args.jobs, args.clients).items()}
+        built = build(settings, args.jobs, args.clients)
+        report["build_s"] = {k: round(v, 1) for k, v in built.items()}
         log("measuring reads")
         measured = reads(settings, args.clients, args.jobs, args.samples)
         base = measured["baseline: GET /jobs?limit=1"]["p50"]

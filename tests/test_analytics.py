@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -634,3 +637,31 @@ def test_only_admins_refresh(loaded: Loaded, http: Callable[..., httpx.Client]) 
     assert refused.json()["code"] == "42501"
     bad = http("admin").post("/rpc/refresh_analytics", json={"max_age_s": -1})
     assert bad.status_code == 400 and bad.json()["code"] == "SL501"
+
+
+# -- operator command ------------------------------------------------------------------------------
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update({"STEPLEDGER_HOME": str(settings.home), "STEPLEDGER_PG_PORT": str(settings.pg_port),
+                "STEPLEDGER_API_PORT": str(settings.api_port),
+                "STEPLEDGER_WEB_PORT": str(settings.web_port)})
+    return subprocess.run([sys.executable, "-m", "stepledger", "analytics", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_refreshes_and_refuses_bad_input(settings: Settings,
+                                             su_conn: psycopg.Connection) -> None:
+    newest = "select max(refreshed_at) from ledger.analytics_refreshes"
+    before = su_conn.execute(newest).fetchone()[0]
+    done = _cli(settings, "refresh")
+    assert done.returncode == 0, done.stderr
+    assert "step_outcomes_daily" in done.stdout
+    oldest = "select min(refreshed_at) from ledger.analytics_refreshes"
+    after = su_conn.execute(oldest).fetchone()[0]
+    assert before is None or after > before
+    young = _cli(settings, "refresh", "--max-age", "3600")
+    assert young.returncode == 0 and "refreshed: nothing" in young.stdout
+    bad = _cli(settings, "refresh", "--max-age", "-1")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("stepledger: ")
+    assert len(bad.stderr.strip().splitlines()) == 1
