@@ -310,3 +310,37 @@ class LegacyConverter:
         if data:
             event["data"] = data
         return event
+
+
+def _quote_if_needed(value: str) -> str:
+    return json.dumps(value) if (not value or re.search(r"[\s\"=:]", value)) else value
+
+
+def format_line(event: dict[str, object], number: int, total: int | None = None,
+                with_attempt: bool = True) -> str:
+    """The legacy line a printf-logging program writes for `event` (step `number` of `total`):
+    the inverse of LegacyConverter.event, used to convert programs and to test the reader."""
+    status = str(event["status"])
+    level = "ERROR" if status == "failed" else "INFO"
+    parts = [str(event["occurred_at"]), level, f"[{event['client_id']}]",
+             f"job={_quote_if_needed(str(event['job_id']))}",
+             f"step {number}" + (f"/{total}" if total else ""), str(event["step"]), status]
+    if with_attempt and "attempt" in event:
+        parts.append(f"attempt={event['attempt']}")
+    if "units" in event:
+        parts.append(f"units={event['units']}")
+    if event.get("source"):
+        parts.append(f"host={_quote_if_needed(str(event['source']))}")
+    data = event.get("data")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key != "message" and isinstance(value, str | int | float | bool):
+                text = json.dumps(value) if isinstance(value, bool) else str(value)
+                parts.append(f"{key}={_quote_if_needed(text)}")
+    error = event.get("error")
+    if isinstance(error, dict):
+        parts.append(f"code={_quote_if_needed(str(error['code']))}")
+        if "retryable" in error:
+            parts.append(f"retryable={'yes' if error['retryable'] else 'no'}")
+        return " ".join(parts) + ": " + str(error["message"])
+    return " ".join(parts)
