@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime, timezone
 
-from stepledger import simulate
-from stepledger.client import IngestClient
+from stepledger.commands.pipeline_demo import run_demo_history
 from stepledger.config import Settings
 from stepledger.db import call, connect_owner
 from stepledger.tokens import operator_token
@@ -32,14 +29,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             call(conn, "select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
         for client_id, name, currency in DEMO_CLIENTS:
             call(conn, "select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
-    now = datetime.now(timezone.utc)
-    events = simulate.history([c[0] for c in DEMO_CLIENTS], args.jobs, now)
-    with IngestClient(settings.api_url, operator_token(settings.jwt_secret)) as client:
-        result = client.send_all(events, batch_size=1000)
-    print(f"stepledger: demo loaded: {result.accepted} events accepted, "
-          f"{result.duplicates} duplicates, {len(result.rejected)} rejected")
-    if result.rejected:
-        print(json.dumps(result.rejected[:3], indent=2))
+    # The mock BotImage pipeline reports two weeks of jobs through the SDK (pipeline_demo.py).
+    summary, tracker = run_demo_history(settings.api_url, operator_token(settings.jwt_secret),
+                                        [c[0] for c in DEMO_CLIENTS], args.jobs)
+    stats = tracker.stats
+    print(f"stepledger: demo loaded: {sum(summary.jobs.values())} jobs, {stats.accepted} events "
+          f"accepted, {stats.duplicates} duplicates, {stats.rejected} rejected")
     print()
     print(f"  web app      {settings.web_url}/")
     print(f"  API          {settings.api_url}/jobs  (through the web server: {settings.web_url}/api/jobs)")
