@@ -125,10 +125,12 @@ class Source:
             self.format = detect_format(path, self._peek())
 
     def _peek(self) -> bytes:
-        if isinstance(self._stream, gzip.GzipFile):
-            return self._stream.peek(4096)[:4096]
-        peek = getattr(self._stream, "peek", None)
-        return peek(4096)[:4096] if peek else b""
+        try:
+            peek = getattr(self._stream, "peek", None)
+            return peek(4096)[:4096] if peek else b""
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            self.close()
+            raise StepledgerError(f"cannot read {self.label}: {exc}") from None
 
     @property
     def position(self) -> int | None:
@@ -179,7 +181,7 @@ class Source:
                 data = data[len(_BOM):]
             line = data.decode("utf-8", "replace")
             if not converter.is_step_line(line):
-                if line.strip():
+                if line.strip() and not line.lstrip().startswith("#"):
                     self.skipped += 1
                 continue
             try:

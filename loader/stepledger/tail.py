@@ -164,7 +164,7 @@ class Tailer:
             stripped = text.strip()
             return (stripped.encode(), None) if stripped else (None, None)
         if not self.converter.is_step_line(text):
-            if text.strip():
+            if text.strip() and not text.lstrip().startswith("#"):
                 self.stats.skipped += 1
             return None, None
         try:
