@@ -295,10 +295,13 @@ class Tailer:
                         continue
                     self._adopt(fh, 0, 0)
                     self.state.save(self.state_path)
-                self._pump(fh)
                 fh = self._check_rotation(fh)
-                if fh is not None and os.fstat(fh.fileno()).st_size > self.state.offset:
+                if fh is None:
                     continue
+                before = self.state.offset
+                self._pump(fh)
+                if self.state.offset > before and os.fstat(fh.fileno()).st_size > self.state.offset:
+                    continue    # more arrived while sending: no pause
                 self.stop.wait(self.poll_s)
         except TransientError as exc:
             if not self.stop.is_set():
