@@ -115,6 +115,8 @@ class Tracker:
         self._closed = False
         self._error: TrackerError | None = None
         self._next_orphan_check = 0.0
+        self._orphans_wanted = 1        # orphan passes asked for (the first at start)
+        self._orphans_done = 0          # orphan passes completed
         self._thread = threading.Thread(target=self._run, name="stepledger-sender", daemon=True)
         self._thread.start()
         atexit.register(self._at_exit)
@@ -154,20 +156,24 @@ class Tracker:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.spool.seal()
         target = self.spool.slot.next_seq - 1
+        with self._cond:
+            self._orphans_wanted += 1
+            wanted = self._orphans_wanted
         self._wake.set()
         with self._cond:
             while True:
                 if self._error is not None:
                     break
                 waiting = [p for p in self.spool.pending() if int(p.stem[6:]) <= target]
-                if not waiting or not self._thread.is_alive():
+                if (not waiting and self._orphans_done >= wanted) or not self._thread.is_alive():
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(0.2 if remaining is None else min(0.2, remaining))
         self.raise_error()
-        return not [p for p in self.spool.pending() if int(p.stem[6:]) <= target]
+        return not [p for p in self.spool.pending() if int(p.stem[6:]) <= target] \
+            and self._orphans_done >= wanted
 
     def close(self, timeout_s: float = 30.0) -> bool:
         """Flush for at most timeout_s, then stop. Events not sent by then stay in the spool
@@ -253,7 +259,9 @@ class Tracker:
     def _drain(self) -> None:
         for batch in self.spool.pending():
             self._send(batch)
-        if time.monotonic() >= self._next_orphan_check:
+        with self._cond:
+            wanted = self._orphans_wanted
+        if time.monotonic() >= self._next_orphan_check or self._orphans_done < wanted:
             self._next_orphan_check = time.monotonic() + 30.0
             with self.spool.orphans() as slots:
                 for slot in slots:
@@ -261,6 +269,11 @@ class Tracker:
                              len(slot.batches()), slot.path)
                     for batch in slot.batches():
                         self._send(batch)
+                    if slot.batches():
+                        return          # refused or abandoned: try again on the next pass
+            with self._cond:
+                self._orphans_done = max(self._orphans_done, wanted)
+                self._cond.notify_all()
 
     def _send(self, batch: Path) -> None:
         lines = read_batch(batch)
