@@ -144,7 +144,8 @@ class Tracker:
         if "event_id" not in event:
             event = {"event_id": self._event_id(event), **event}
         self.spool.put(event)
-        self.stats.emitted += 1
+        with self._cond:
+            self.stats.emitted += 1
         if self.spool.active_count >= self.batch_size:
             self._wake.set()
         return event
