@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from stepledger import StepledgerError
 from stepledger.client import IngestClient
 from stepledger.legacy import LegacyConverter
 from stepledger.tail import Tailer, TailState
@@ -211,3 +212,17 @@ def test_tail_rereads_a_truncated_log(tmp_path: Path, su_conn: psycopg.Connectio
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["offset"] == log.stat().st_size
     assert state["line"] == len(lines) - 20
+
+
+def test_one_tail_per_state_file(tmp_path: Path, api_url: str, jwt_for: Callable[..., str],
+                                 tailer_factory: Callable[..., tuple[Tailer, threading.Thread]]
+                                 ) -> None:
+    log = tmp_path / "botimage.log"
+    log.write_text("")
+    tailer, thread = tailer_factory(log)
+    wait_for(lambda: (tmp_path / "state.json").exists(), what="the first tail's state")
+    with IngestClient(api_url, jwt_for("admin")) as client:
+        second = Tailer(log, client, LegacyConverter(), state_path=tmp_path / "state.json")
+        with pytest.raises(StepledgerError, match="another `stepledger tail` follows"):
+            second.run()
+    stop(tailer, thread)

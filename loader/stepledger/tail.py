@@ -15,6 +15,7 @@ directory and read from the saved offset first.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -285,6 +286,22 @@ class Tailer:
     def run(self) -> TailStats:
         """Follow the file until `stop` is set. Lines not yet stored when it stops (the API being
         away) stay after the saved offset and are sent by the next run."""
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(self.state_path.with_name(self.state_path.name + ".lock"),
+                       os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise StepledgerError(f"another `stepledger tail` follows {self.path} "
+                                  f"(state {self.state_path})") from None
+        try:
+            return self._follow()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(lock)
+
+    def _follow(self) -> TailStats:
         fh = self._resume()
         try:
             while not self.stop.is_set():
