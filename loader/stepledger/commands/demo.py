@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime, timezone
 
-from stepledger import auth, simulate
-from stepledger.client import IngestClient
+from stepledger import auth
+from stepledger.commands.pipeline_demo import run_demo_history
 from stepledger.config import Settings
 from stepledger.db import call, connect_owner
 
@@ -37,18 +35,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for (email, role, client_id), password in zip(logins, passwords, strict=True):
             auth.add_user(conn, email, password, [role], client_id)
         token = auth.create_api_token(conn, None, "stepledger demo loader", "stepledger demo")
-    now = datetime.now(timezone.utc)
-    events = simulate.history([c[0] for c in DEMO_CLIENTS], args.jobs, now)
     try:
-        with IngestClient(settings.api_url, token["token"]) as client:
-            result = client.send_all(events, batch_size=1000)
+        # The mock BotImage pipeline reports two weeks of jobs through the SDK (pipeline_demo.py),
+        # with a real, revocable ingest token.
+        summary, tracker = run_demo_history(settings.api_url, token["token"],
+                                            [c[0] for c in DEMO_CLIENTS], args.jobs)
     finally:
         with connect_owner(settings) as conn:
             auth.revoke_api_token(conn, token["token_id"], "stepledger demo")
-    print(f"stepledger: demo loaded: {result.accepted} events accepted, "
-          f"{result.duplicates} duplicates, {len(result.rejected)} rejected")
-    if result.rejected:
-        print(json.dumps(result.rejected[:3], indent=2))
+    stats = tracker.stats
+    print(f"stepledger: demo loaded: {sum(summary.jobs.values())} jobs, {stats.accepted} events "
+          f"accepted, {stats.duplicates} duplicates, {stats.rejected} rejected")
     print()
     print(f"  web app      {settings.web_url}/")
     print(f"  API          {settings.api_url}/jobs  (through the web server: {settings.web_url}/api/jobs)")
