@@ -448,6 +448,8 @@ begin
 
   insert into ledger.billing_changes (client_id, period_from, period_to, reason)
   values (new.client_id, ledger._month(new.effective_from), 'infinity', 'price');
+  -- The stack's scheduler refreshes the usage view soon after the commit (loader/stepledger/scheduler.py).
+  perform pg_notify('stepledger_scheduler', 'refresh_usage');
   return new;
 end
 $$;
@@ -492,6 +494,7 @@ begin
   new.recorded_via := v_actor.via;
   insert into ledger.billing_changes (client_id, period_from, period_to, reason)
   values (new.client_id, new.effective_from, 'infinity', 'minimum');
+  perform pg_notify('stepledger_scheduler', 'refresh_usage');
   return new;
 end
 $$;
