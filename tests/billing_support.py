@@ -6,11 +6,10 @@ can hold all of them at once: default prices are per pipeline, so they never lea
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -18,9 +17,6 @@ import psycopg
 
 from stepledger.billing.sql import dumps, loads
 from stepledger.client import IngestClient, IngestResult
-from stepledger.config import Settings
-
-REFRESH_LOCK = "select hashtext('stepledger.refresh_usage')"
 
 
 def uid(prefix: str) -> str:
@@ -109,18 +105,6 @@ def refresh(conn: psycopg.Connection, timeout: float = 60.0) -> dict[str, Any]:
             return result
         assert time.monotonic() < deadline, "the usage view could not be refreshed in time"
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def refreshes_paused(settings: Settings) -> Iterator[None]:
-    """Hold the refresh lock from another session: the stack's scheduler skips its refreshes,
-    so a test can watch usage go stale without a background refresh racing it."""
-    with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"select pg_advisory_lock(({REFRESH_LOCK}))")
-        try:
-            yield
-        finally:
-            conn.execute(f"select pg_advisory_unlock(({REFRESH_LOCK}))")
 
 
 def usage_rows(conn: psycopg.Connection, client_id: str) -> list[dict[str, Any]]:

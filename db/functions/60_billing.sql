@@ -637,7 +637,7 @@ begin
          null::numeric, null::bigint, m.monthly_minimum - m.usage_amount,
          format('monthly minimum %s %s; usage %s %s', m.monthly_minimum, v_currency,
                 m.usage_amount, v_currency),
-         'live'::text
+         case when m.period = any(v_fresh) then 'materialized' else 'live' end
     from minimums m;
 end
 $$;

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import psycopg
 
+from stepledger import StepledgerError
 from stepledger.config import Settings
 
 CHANNEL = "stepledger_scheduler"
 PID_NAME = "scheduler"
+START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 15.0
 # A burst of notifications (a price list loaded row by row) triggers one run, not one per row.
 DEBOUNCE_S = 5.0
@@ -184,11 +186,21 @@ def start(settings: Settings, refresh_every_s: float | None = None) -> int:
     cmd = [sys.executable, "-m", "stepledger", "scheduler", "run"]
     if refresh_every_s is not None:
         cmd += ["--refresh-every", str(refresh_every_s)]
-    with open(settings.log_dir / "scheduler.log", "ab") as out:
+    log_path = settings.log_dir / "scheduler.log"
+    with open(log_path, "ab") as out:
         proc = subprocess.Popen(cmd, env=_child_env(settings), cwd=settings.run_dir,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     _pid_file(settings).write_text(f"{proc.pid}\n")
+    # Until the exec has finished, /proc shows the parent's command line: wait for ours.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _is_scheduler(proc.pid):
+        if proc.poll() is not None:
+            _pid_file(settings).unlink(missing_ok=True)
+            raise StepledgerError(f"the scheduler exited at start (see {log_path})")
+        if time.monotonic() >= deadline:
+            raise StepledgerError(f"the scheduler did not start (see {log_path})")
+        time.sleep(0.01)
     return proc.pid
 
 
