@@ -5,7 +5,9 @@ Fixtures
 - su_conn: autocommit superuser connection to the stepledger database (session)
 - db: superuser connection inside a transaction that is rolled back after the test
 - api_url / web_url: PostgREST base URL / nginx base URL
-- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret
+- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret (an ingest
+  token made this way is refused: ingest tokens must exist in the database)
+- api_token(client_id=None): a real, revocable ingest token created in the database
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
@@ -117,6 +119,25 @@ def jwt_for(stack: Settings) -> Callable[..., str]:
             payload["client_id"] = client_id
         payload.update(claims)
         return jwt.encode(payload, stack.jwt_secret, algorithm="HS256")
+    return make
+
+
+@pytest.fixture(scope="session")
+def api_token(stack: Settings) -> Callable[..., str]:
+    """Real ingest tokens (auth.create_api_token), one per client, made on first use."""
+    from stepledger.auth import create_api_token
+
+    made: dict[str | None, str] = {}
+
+    def make(client_id: str | None = None) -> str:
+        if client_id not in made:
+            with psycopg.connect(stack.dsn("stepledger_owner"), autocommit=True) as conn:
+                if client_id is not None:  # a token is bound to an existing client
+                    conn.execute("insert into ledger.clients (client_id, name) values (%s, %s) "
+                                 "on conflict do nothing", [client_id, client_id])
+                made[client_id] = create_api_token(conn, client_id, f"test {client_id or 'all'}",
+                                                   "tests")["token"]
+        return made[client_id]
     return make
 
 

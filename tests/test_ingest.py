@@ -234,9 +234,9 @@ def test_ndjson_line_holding_two_values_is_rejected(admin: httpx.Client, tag: st
 
 # -- who may ingest ------------------------------------------------------------------------------
 def test_bound_token_writes_only_for_its_client(api: Callable[..., httpx.Client],
-                                                jwt_for: Callable[..., str],
+                                                api_token: Callable[..., str],
                                                 su_conn: psycopg.Connection, tag: str) -> None:
-    token = jwt_for("ingest", client_id="riverside", jti=str(uuid.uuid4()))
+    token = api_token("riverside")
     client = api(token)
     own = event(tag, 0, client_id="riverside")
     foreign = event(tag, 1, client_id="st-mary")
@@ -251,11 +251,11 @@ def test_bound_token_writes_only_for_its_client(api: Callable[..., httpx.Client]
 
 
 def test_foreign_event_ids_are_not_revealed_as_duplicates(
-        api: Callable[..., httpx.Client], jwt_for: Callable[..., str], admin: httpx.Client,
+        api: Callable[..., httpx.Client], api_token: Callable[..., str], admin: httpx.Client,
         tag: str) -> None:
     taken = event(tag, 0, client_id="st-mary")
     assert ingest(admin, taken).json()["accepted"] == 1
-    riverside = api(jwt_for("ingest", client_id="riverside", jti=str(uuid.uuid4())))
+    riverside = api(api_token("riverside"))
     body = ingest(riverside, taken).json()
     assert body["duplicates"] == 0 and len(body["rejected"]) == 1
 

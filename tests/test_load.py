@@ -199,9 +199,9 @@ def test_csv_with_unknown_columns_is_refused_before_sending(
 # -- legacy logs ----------------------------------------------------------------------------------
 def test_legacy_log_with_an_ingest_token_bound_to_its_client(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], su_conn: psycopg.Connection,
-        monkeypatch: pytest.MonkeyPatch, api_url: str, jwt_for: Callable[..., str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, api_url: str, api_token: Callable[..., str]) -> None:
     monkeypatch.setenv("STEPLEDGER_URL", api_url)
-    monkeypatch.setenv("STEPLEDGER_TOKEN", jwt_for("ingest", "st-mary"))
+    monkeypatch.setenv("STEPLEDGER_TOKEN", api_token("st-mary"))
     tag = new_tag()
     events = botimage_events(tag, jobs=3)
     foreign = botimage_events(tag + "f", clients=("riverside",), jobs=1)[:2]
