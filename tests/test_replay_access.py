@@ -1,4 +1,4 @@
-"""The access matrix of tests/access/loader.yaml, checked through the API gateway."""
+"""The HTTP access matrix of tests/loader_endpoints.yaml, checked through the API gateway."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-MATRIX = yaml.safe_load((Path(__file__).parent / "access" / "loader.yaml").read_text())
+MATRIX = yaml.safe_load((Path(__file__).parent / "loader_endpoints.yaml").read_text())
 CASES = [(entry, role, role in entry["allow"])
          for entry in MATRIX["endpoints"] for role in entry["allow"] + entry["deny"]]
 
