@@ -5,30 +5,22 @@ from __future__ import annotations
 import argparse
 
 from stepledger import auth
-from stepledger.commands.pipeline_demo import run_demo_history
+from stepledger.commands.pipeline_demo import DEMO_CLIENTS, run_demo_history, setup_catalog
 from stepledger.config import Settings
-from stepledger.db import call, connect_owner
-
-DEMO_CLIENTS = [
-    ("st-mary", "St Mary's Hospital", "EUR"),
-    ("riverside", "Riverside Oncology Centre", "EUR"),
-    ("northgate", "Northgate Imaging", "GBP"),
-]
+from stepledger.db import connect_owner
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="load the BotImage demo (pipeline, clients, jobs) into the stack")
+    p = subparsers.add_parser("demo", help="load the BotImage demo (pipeline, clients, jobs, "
+                                           "logins) into the stack")
     p.add_argument("--jobs", type=int, default=40, help="jobs per client (default 40)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    setup_catalog(settings)
     with connect_owner(settings) as conn:
-        for path in sorted((settings.repo_root / "schemas" / "pipelines").glob("*.json")):
-            call(conn, "select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-        for client_id, name, currency in DEMO_CLIENTS:
-            call(conn, "select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
         logins = [("admin@botimage.example", "admin", None)]
         logins += [(f"staff@{c[0]}.example", "client", c[0]) for c in DEMO_CLIENTS]
         passwords = [auth.generate_password(16) for _ in logins]
@@ -48,7 +40,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"accepted, {stats.duplicates} duplicates, {stats.rejected} rejected")
     print()
     print(f"  web app      {settings.web_url}/")
-    print(f"  API          {settings.api_url}/jobs  (through the web server: {settings.web_url}/api/jobs)")
+    print(f"  API          {settings.api_url}/jobs  "
+          f"(through the web server: {settings.web_url}/api/jobs)")
     print(f"  OpenAPI      {settings.api_url}/")
     print(f"  database     psql {settings.dsn('stepledger_owner')}")
     print()
