@@ -6,7 +6,8 @@ Measures, on one generated data set, side by side in the same run:
    from ledger.job_steps (what a stale month costs), and recomputed from the raw events;
 2. the all-clients monthly revenue report: the same three ways;
 3. a concurrent refresh of the materialized view while HTTP ingest and invoice readers run: their
-   latencies with and without the refresh, and how long the refresh takes.
+   latencies with and without the refresh, and how long the refresh takes;
+4. what the billing change-log triggers on ledger.job_steps add to HTTP ingest (on vs off).
 
 Data: BotImage's 20-step pipeline, N step events over C clients and M months (2025-01 on), with
 retries, a mid-month and a mid-year price change, client overrides, graduated tiers, unpriced
@@ -401,6 +402,43 @@ def measure_refresh(settings: Settings, readers: list[str], period: str,
     }
 
 
+def measure_trigger_overhead(settings: Settings, rounds: int = 6,
+                             batches: int = 15) -> dict[str, Any]:
+    """HTTP ingest with and without the billing change-log triggers on ledger.job_steps,
+    interleaved in rounds so that the machine's background load hits both alike."""
+    token = operator_token(settings.jwt_secret, ttl_s=7200)
+    client = "bench-triggers"
+    triggers = ("log_billing_insert", "log_billing_update")
+    with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as owner, \
+            httpx.Client(base_url=settings.api_url, timeout=120,
+                         headers={"Authorization": f"Bearer {token}"}) as http:
+        owner.execute("select ledger.add_client(%s, 'Bench triggers', 'EUR')", [client])
+        rng = random.Random(11)
+        now = datetime.now(UTC)
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        try:
+            for n in range(rounds * 2):
+                enabled = n % 2 == 0
+                for name in triggers:
+                    owner.execute(f"alter table ledger.job_steps "
+                                  f"{'enable' if enabled else 'disable'} trigger {name}")
+                for b in range(batches):
+                    plan = simulate.JobPlan(client, f"trg-{n}-{b}-{time.time_ns()}",
+                                            now - timedelta(hours=1), "completed")
+                    body = json.dumps(list(simulate.job_events(plan, rng, now)))
+                    t = time.perf_counter()
+                    r = http.post("/rpc/ingest", content=body,
+                                  headers={"Content-Type": "text/plain"})
+                    samples[enabled].append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200, r.text
+        finally:
+            for name in triggers:
+                owner.execute(f"alter table ledger.job_steps enable trigger {name}")
+    on, off = _stats(samples[True]), _stats(samples[False])
+    return {"with_triggers": on, "without_triggers": off,
+            "p50_ratio": round(on["p50_ms"] / max(off["p50_ms"], 1e-9), 3)}
+
+
 # -- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.billing", description=__doc__,
@@ -461,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         _say("measuring a concurrent refresh against ingest and readers")
         readers = [f"bench-{i:03d}" for i in range(1, args.clients + 1)]
         results["concurrency"] = measure_refresh(settings, readers, args.period, args.window)
+        _say("measuring the change-log triggers' cost on ingest")
+        results["trigger_overhead"] = measure_trigger_overhead(settings)
     finally:
         if not args.keep:
             stack.down(settings)
@@ -493,6 +533,10 @@ def report(results: dict[str, Any]) -> None:
               f"p95 {without['p95_ms']:.1f} -> {during['p95_ms']:.1f} ms, "
               f"max {without['max_ms']:.1f} -> {during['max_ms']:.1f} ms "
               f"({during['runs']} during)")
+    t = results["trigger_overhead"]
+    print(f"ingest batch with / without the change-log triggers: p50 "
+          f"{t['with_triggers']['p50_ms']:.1f} / {t['without_triggers']['p50_ms']:.1f} ms "
+          f"(ratio {t['p50_ratio']})")
     print(f"invoice sources (fresh, stale): {q['invoice_sources']}; agreement: "
           f"{results.get('agreement')}")
 
