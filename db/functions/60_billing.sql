@@ -81,7 +81,8 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- The billed completions recomputed from the accepted raw events alone, as a log parser would:
--- per attempt the terminal event with the latest occurred_at decides (ties: the later arrival);
+-- per attempt the terminal event with the latest occurred_at decides (ties broken as the ingest
+-- trigger breaks them: later batch, then vault id);
 -- the billed attempt is the latest one that completed. The reference that job_steps must match,
 -- and the baseline of the benchmark. A function of its own (not inlined) so that the planner
 -- drops it entirely from the job_steps path, which clients use without access to raw events.
