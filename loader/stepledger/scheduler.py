@@ -3,8 +3,8 @@
 Tasks are SQL statements run as the schema owner on a fixed interval, and on demand when a
 transaction sends `NOTIFY stepledger_scheduler, '<task name>'` (the price book does, so that
 GET /usage catches up with a price change within seconds). Where pg_cron is installed the
-database schedules the same statements itself (db/functions/60_billing.sql); both may run, since
-every task is idempotent and the usage refresh skips when another one is running.
+database also schedules the usage refresh itself (db/functions/60_billing.sql); both may run,
+since every task is idempotent and a refresh returns at once when another one is running.
 
 `stepledger up` starts it in the background (`start`), `stepledger down` stops it (`stop`);
 `stepledger scheduler run` runs it in the foreground.
