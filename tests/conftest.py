@@ -7,6 +7,8 @@ Fixtures
 - api_url / web_url: PostgREST base URL / nginx base URL
 - jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
+- api_token(client_id=None): an ingest API token registered in the database (jwt_for("ingest")
+  tokens are refused: the database does not know their id)
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
 """
@@ -136,6 +138,17 @@ def api(api_url: str) -> Iterator[Callable[..., httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
+    """Ingest API tokens made by auth.create_api_token, for one client or (None) every client."""
+    def make(client_id: str | None = None, name: str = "tests") -> str:
+        row = su_conn.execute("select auth.create_api_token(%s, %s, 'ingest', 'tests')",
+                              (client_id, name)).fetchone()
+        assert row is not None
+        return str(row[0]["token"])
+    return make
 
 
 @contextlib.contextmanager
