@@ -5,10 +5,10 @@ Fixtures
 - su_conn: autocommit superuser connection to the stepledger database (session)
 - db: superuser connection inside a transaction that is rolled back after the test
 - api_url / web_url: PostgREST base URL / nginx base URL
-- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret
+- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret; an ingest
+  token is also recorded in auth.api_tokens, as the database records the tokens it issues
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
-- api_token(client_id=None): an ingest API token registered in the database (jwt_for("ingest")
-  tokens are refused: the database does not know their id)
+- api_token(client_id=None): an ingest API token issued by auth.create_api_token
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
 """
@@ -22,6 +22,7 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -112,14 +113,36 @@ def web_url(stack: Settings) -> str:
 
 
 @pytest.fixture(scope="session")
-def jwt_for(stack: Settings) -> Callable[..., str]:
+def jwt_for(stack: Settings, su_conn: psycopg.Connection) -> Callable[..., str]:
     def make(role: str, client_id: str | None = None, **claims: Any) -> str:
         payload: dict[str, Any] = {"role": role, "exp": int(time.time()) + 3600}
         if client_id is not None:
             payload["client_id"] = client_id
+        if role == "ingest":
+            payload["jti"] = str(uuid.uuid4())
         payload.update(claims)
-        return jwt.encode(payload, stack.jwt_secret, algorithm="HS256")
+        token = jwt.encode(payload, stack.jwt_secret, algorithm="HS256")
+        if role == "ingest":
+            _register_api_token(su_conn, token, payload)
+        return token
     return make
+
+
+def _register_api_token(conn: psycopg.Connection, token: str, claims: dict[str, Any]) -> None:
+    """Record an ingest token as auth.create_api_token would, so that auth.pre_request accepts
+    it (it refuses ingest tokens the database did not issue). Tokens whose jti is not a UUID, or
+    whose client does not exist, stay unknown and are refused."""
+    conn.execute(
+        """
+        insert into auth.api_tokens (token_id, client_id, name, scope, token_hash, created_by)
+        select t.id::uuid, c.client_id, 'tests', 'ingest', sha256(convert_to(%(token)s, 'UTF8')),
+               'tests'
+          from (select %(jti)s as id) t
+          left join ledger.clients c on c.client_id = %(client)s
+         where t.id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+           and (%(client)s::text is null or c.client_id is not null)
+        on conflict do nothing
+        """, {"token": token, "jti": str(claims.get("jti", "")), "client": claims.get("client_id")})
 
 
 @pytest.fixture
