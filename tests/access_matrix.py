@@ -150,16 +150,27 @@ def load_files(directory: Path = ACCESS_DIR,
             if raw_name in OTHER_DOCUMENTS:
                 continue
             name = canonical(conn, str(raw_name))
-            if name in merged:
-                problems.append(f"{name}: in both {origin[name]} and {path.name}")
-                continue
             problem = _check_entry(name, entry)
             if problem:
                 problems.append(f"{path.name}: {problem}")
                 continue
-            merged[name] = normalise(entry)
+            entry = normalise(entry)
+            if name in merged:
+                # An area that changes another's object may list it too, if both say the same.
+                if not _agree(merged[name], entry):
+                    problems.append(f"{name}: {origin[name]} and {path.name} disagree")
+                elif "kind" in entry:
+                    merged[name], origin[name] = entry, path.name
+                continue
+            merged[name] = entry
             origin[name] = path.name
     return merged, problems
+
+
+def _agree(one: Entry, other: Entry) -> bool:
+    if "kind" in one and "kind" in other:
+        return one == other
+    return _short(one) == _short(other)
 
 
 def canonical(conn: psycopg.Connection | None, name: str) -> str:
