@@ -351,8 +351,9 @@ as $$
 -- attempts that started in a window of UTC days (default: the last 7 days, today included).
 -- Exact percentiles (linear interpolation) over the caller's visible clients.
 declare
-  v_since date := coalesce(step_durations.since, coalesce(step_durations.until, current_date) - 6);
-  v_until date := coalesce(step_durations.until, current_date);
+  v_today date := (now() at time zone 'UTC')::date;
+  v_since date := coalesce(step_durations.since, coalesce(step_durations.until, v_today) - 6);
+  v_until date := coalesce(step_durations.until, v_today);
 begin
   perform ledger._check_window(v_since, v_until);
   return query
@@ -509,8 +510,9 @@ as $$
 #variable_conflict use_column
 -- Failures and failure rate per UTC day and step (default: the last 30 days).
 declare
-  v_since date := coalesce(error_stats_by_day.since, coalesce(error_stats_by_day.until, current_date) - 29);
-  v_until date := coalesce(error_stats_by_day.until, current_date);
+  v_today date := (now() at time zone 'UTC')::date;
+  v_since date := coalesce(error_stats_by_day.since, coalesce(error_stats_by_day.until, v_today) - 29);
+  v_until date := coalesce(error_stats_by_day.until, v_today);
 begin
   perform ledger._check_window(v_since, v_until);
   return query
