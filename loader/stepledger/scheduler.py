@@ -52,6 +52,10 @@ class Task:
 def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
     return [
         Task("refresh_usage", "select ledger.refresh_usage('scheduler')::text", refresh_every_s),
+        # Error statistics and step timings (db/functions/70_analytics.sql); views refreshed
+        # less than a minute ago are skipped, so an on-demand refresh is not repeated at once.
+        Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
+             refresh_every_s),
         Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
     ]
 
