@@ -84,6 +84,11 @@ begin
              when jsonb_typeof(i.payload) <> 'object' then
                jsonb_build_array(jsonb_build_object('path', '',
                  'message', format('an event must be a JSON object, not %s', jsonb_typeof(i.payload))))
+             -- The validators recurse in Python and fail on documents nested ~1000 deep, which
+             -- would fail the whole batch: refuse deep nesting first (docs/reliability.md).
+             when jsonb_path_exists(i.payload, 'strict $.**{65}') then
+               jsonb_build_array(jsonb_build_object('path', '',
+                 'message', 'the event nests deeper than 64 levels'))
              when not public.jsonb_matches_schema(ledger.step_event_v1_schema(), i.payload) then
                public.jsonschema_errors(ledger.step_event_v1_schema(), i.payload)
            end as envelope_errors
@@ -191,7 +196,7 @@ begin
     select d.client_id, w.received_at, d.event_id, w.vault_id, d.payload->>'job_id',
            d.payload->>'pipeline', d.payload->>'step', d.payload->>'status',
            upper(d.payload->>'occurred_at')::timestamptz,
-           coalesce((d.payload->>'attempt')::integer, 1),
+           coalesce((d.payload->>'attempt')::numeric::integer, 1),  -- 2.0 is an integer too
            coalesce((d.payload->>'units')::numeric, 1),
            d.payload->'error'->>'code', d.payload->'error'->>'message',
            (d.payload->'error'->>'retryable')::boolean,
@@ -253,6 +258,25 @@ as $$
   returning vault_id
 $$;
 
+create or replace function ledger._refuse_oversized(p_channel text, p_text text, p_count integer)
+returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- A batch over the 10000-event limit: kept in the vault as one rejected raw row, answered 413.
+declare
+  v_message text := format('batch of %s events is too large', p_count);
+  v_vault_id bigint := ledger._vault_unparsable(p_channel, p_text, v_message);
+begin
+  perform set_config('response.status', '413', true);
+  return jsonb_build_object('code', 'SL202', 'message', v_message,
+    'details', format('kept in the vault as row %s', v_vault_id),
+    'hint', 'send at most 10000 events per request');
+end
+$$;
+comment on function ledger._refuse_oversized(text, text, integer) is
+  'Keeps an over-limit batch in the vault as one rejected raw row and answers 413 (SL202).';
+
 create or replace function api.ingest(text) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -282,6 +306,10 @@ begin
     return jsonb_build_object('code', 'SL203',
       'message', format('request body must be a JSON array of events or one event object, not %s', jsonb_typeof(v_parsed.payload)),
       'details', format('kept in the vault as row %s', v_vault_id), 'hint', null);
+  end if;
+  if jsonb_typeof(v_parsed.payload) = 'array' and jsonb_array_length(v_parsed.payload) > 10000 then
+    -- Refused whole, but kept: the vault holds every body that reached the database.
+    return ledger._refuse_oversized('json', $1, jsonb_array_length(v_parsed.payload));
   end if;
   return ledger._ingest_json(v_parsed.payload);
 end
@@ -323,8 +351,7 @@ begin
    where btrim(l, E' \t\r') <> '';
   v_n := coalesce(array_length(v_lines, 1), 0);
   if v_n > 10000 then
-    raise exception 'batch of % events is too large', v_n
-      using errcode = 'SL202', hint = 'send at most 10000 lines per request';
+    return ledger._refuse_oversized('ndjson', $1, v_n);
   end if;
 
   -- Fast path: parse every line in one go; only when that fails (or a line held several values)
