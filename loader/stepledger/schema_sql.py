@@ -174,24 +174,33 @@ class _Compiler:
         return f"public.jsonb_matches_schema({_lit(text, strict=False)}::json, {value.jsonb})"
 
     # -- one subschema --------------------------------------------------------------------
-    def node(self, schema: Any, v: _Value, known: _Known, where: str) -> str:
+    def node(self, schema: Any, v: _Value, known: _Known, where: str,
+             present: str | None = None) -> str:
+        """SQL for `schema` over v. With `present` (SQL true when v exists: an optional
+        property), an absent v is valid."""
         if schema is True:
             return "true"
         if schema is False:
-            return "false"
+            return "false" if present is None else f"not ({present})"
         try:
             if not isinstance(schema, dict):
                 raise _Fallback
-            return self.assertions(schema, v, known, where)
+            sql, absence_handled = self.assertions(schema, v, known, where,
+                                                   optional=present is not None)
         except _Fallback:
             if _contains_ref(schema):
                 raise _WholeFallback from None
             self.fallbacks.append(where)
-            return self.validator(schema, v)
+            sql, absence_handled = self.validator(schema, v), False
+        if present is None or sql == "true" or absence_handled:
+            return sql
+        return f"(case when {present} then {sql} else true end)"
 
-    def assertions(self, s: dict[str, Any], v: _Value, known: _Known, where: str) -> str:
+    def assertions(self, s: dict[str, Any], v: _Value, known: _Known, where: str,
+                   optional: bool = False) -> tuple[str, bool]:
+        """The checks of one schema object, and whether they already accept an absent value."""
         if self.draft == "7" and "$ref" in s:  # draft 7 ignores every keyword beside $ref
-            return self.ref(s["$ref"], v, known)
+            return self.ref(s["$ref"], v, known), False
         if set(s) & FALLBACK_KEYWORDS or s.get("uniqueItems", False) is not False:
             raise _Fallback
         allowed, integral = _types(s)
@@ -219,15 +228,18 @@ class _Compiler:
             body = typed(here)
             body = _and(body, *self.common(s, v, inner, where)) if body != "false" else body
             if known.type is not None or body == "false":
-                return body
+                return body, False
+            if optional:  # one lookup: jsonb_typeof is null when the property is absent
+                return (f"(case coalesce(jsonb_typeof({v.jsonb}), '')"
+                        f" when '{here}' then {body} when '' then true else false end)"), True
             is_type = f"jsonb_typeof({v.jsonb}) = '{here}'"
             if body == "true":
-                return is_type
-            return f"(case when {is_type} then {body} else false end)"
+                return is_type, False
+            return f"(case when {is_type} then {body} else false end)", False
         cases = "".join(f" when '{t}' then {sql}" for t in JSONB_TYPES
                         if (sql := typed(t)) != "true")
         by_type = f"(case jsonb_typeof({v.jsonb}){cases} else true end)" if cases else "true"
-        return _and(by_type, *self.common(s, v, inner, where))
+        return _and(by_type, *self.common(s, v, inner, where)), False
 
     # -- keywords of one type -------------------------------------------------------------
     def string_checks(self, s: dict[str, Any], v: _Value) -> str:
@@ -248,8 +260,9 @@ class _Compiler:
         length = f"char_length({v.text})"
         if hi is not None and lo > hi:
             return "false"
-        if lo and hi is not None:
-            bound = f"{length} = {lo}" if lo == hi else f"{length} between {lo} and {hi}"
+        if lo and hi is not None:  # |2n - (lo + hi)| <= hi - lo reads the length once
+            bound = (f"{length} = {lo}" if lo == hi
+                     else f"abs(2 * {length} - {lo + hi}) <= {hi - lo}")
         elif lo:
             bound = f"{length} >= {lo}"
         else:
@@ -310,15 +323,10 @@ class _Compiler:
         if not isinstance(properties, dict):
             raise _Fallback
         for name, sub in properties.items():
-            check = self.node(sub, v.key(name), _Known(), f"{where}/properties/{_escape(name)}")
-            if check == "true":
-                continue
-            if name in present:
+            check = self.node(sub, v.key(name), _Known(), f"{where}/properties/{_escape(name)}",
+                              None if name in present else f"{v.jsonb} ? {_lit(name)}")
+            if check != "true":
                 parts.append(check)
-            elif check == "false":
-                parts.append(f"not ({v.jsonb} ? {_lit(name)})")
-            else:
-                parts.append(f"(case when {v.jsonb} ? {_lit(name)} then {check} else true end)")
         extra = s.get("additionalProperties", True)
         rest = f"({v.jsonb} - {_text_array(list(properties))})" if properties else v.jsonb
         if extra is False:
