@@ -327,7 +327,7 @@ def test_bounded_repetition_becomes_a_length() -> None:
 @pytest.mark.parametrize("pattern", [
     "\\d", "\\w", "\\s", "\\b", "\\1", "(?=a)", "(?i)a", "(?P<n>a)", "a{,3}", "a{256}",
     "a**", "a*+", "^*", "[[:alpha:]]", "[a-\\d]", "[z-a]", "{", "a{x}", "(a", "a)", "\\\\$",
-    "\\p{L}", "\\x00", "[]",
+    "\\p{L}", "\\x00", "[]", "(a{2}){3}",
 ])
 def test_untranslatable(pattern: str) -> None:
     with pytest.raises(Untranslatable):

@@ -45,6 +45,7 @@ class _Parser:
     python_dollar: bool
     pos: int = 0
     depth: int = 0
+    bounded: int = 0  # bounded repetitions {n,m} parsed so far
     top: list[list[_Element]] = field(default_factory=list)
 
     def peek(self, ahead: int = 0) -> str:
@@ -72,9 +73,14 @@ class _Parser:
         elements = []
         while self.peek() and self.peek() not in "|)":
             start = self.pos
+            bounded_before = self.bounded
             atom, quantifiable = self.atom()
             single = quantifiable and self.src[start] != "("
             quantifier = self.quantifier()
+            if quantifier.startswith("{") and self.bounded > bounded_before + 1:
+                # PostgreSQL expands bounded repetitions: nested ones multiply into an
+                # expression "too complex" for its engine.
+                raise Untranslatable("bounded repetition inside a repeated group")
             if quantifier and not quantifiable:
                 raise Untranslatable("quantifier after an anchor")
             out.append(atom + quantifier)
@@ -150,6 +156,7 @@ class _Parser:
             if int(lo) > MAX_BOUND or (hi and (int(hi) > MAX_BOUND or int(hi) < int(lo))):
                 raise Untranslatable("repetition bound above 255 or reversed")
             self.pos = end + 1
+            self.bounded += 1
             out = "{" + str(int(lo)) + (comma + (str(int(hi)) if hi else "")) + "}"
         else:
             return ""
