@@ -180,3 +180,38 @@ def test_a_rejection_without_a_detailed_cause_still_says_why(admin: httpx.Client
     kept = su_conn.execute("select outcome, errors from ledger.vault where event_id = %s",
                            [bad["event_id"]]).fetchone()
     assert kept == ("rejected", rejection["errors"])
+
+
+@pytest.mark.parametrize(("occurred_at", "exists"), [
+    ("2024-02-29T10:00:00Z", True), ("2000-02-29T10:00:00Z", True),
+    ("2026-02-29T10:00:00Z", False), ("1900-02-29T10:00:00Z", False),
+    ("2026-02-28T23:59:59.999999999-23:59", True), ("2026-04-31T10:00:00Z", False),
+    ("2026-06-30T10:00:00Z", True), ("2026-12-31T10:00:00+05:00", True),
+    ("0000-01-01T00:00:00Z", False), ("0001-01-01T00:00:00+23:59", True),
+    ("9999-12-31T23:59:59-23:59", True),
+])
+def test_dates_that_do_not_exist_are_rejected(admin: httpx.Client, occurred_at: str,
+                                              exists: bool) -> None:
+    body = event(occurred_at=occurred_at)
+    answer = ingest(admin, json.dumps([body, event()]))
+    assert answer["accepted"] == (2 if exists else 1), answer
+    if not exists:
+        assert answer["rejected"][0]["errors"] == [
+            {"path": "/occurred_at", "message": f'"{occurred_at}" is not a date that exists'}]
+
+
+@pytest.mark.parametrize(("occurred_at", "utc"), [
+    ("2026-01-01T00:00:00+16:00", "2025-12-31 08:00:00+00"),
+    ("2026-01-01T00:00:00-23:59", "2026-01-01 23:59:00+00"),
+    ("2026-01-01T10:00:00.5+05:30", "2026-01-01 04:30:00.5+00"),
+    ("2026-01-01t10:00:00z", "2026-01-01 10:00:00+00"),
+])
+def test_any_rfc3339_offset_is_stored_as_its_instant(admin: httpx.Client,
+                                                     su_conn: psycopg.Connection,
+                                                     occurred_at: str, utc: str) -> None:
+    """PostgreSQL reads offsets only up to ±15:59; the envelope allows ±23:59."""
+    body = event(occurred_at=occurred_at)
+    assert ingest(admin, json.dumps([body]))["accepted"] == 1
+    row = su_conn.execute("select occurred_at = %s::timestamptz from ledger.events"
+                          " where event_id = %s", [utc, body["event_id"]]).fetchone()
+    assert row == (True,)
