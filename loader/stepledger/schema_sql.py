@@ -250,7 +250,8 @@ class _Compiler:
             if not isinstance(s["pattern"], str):
                 raise _Fallback
             try:
-                found = translate(s["pattern"], python_dollar=self.dialect == "general")
+                # Both validator paths read `$` as ECMA-262 does (the end of the string).
+                found = translate(s["pattern"])
             except Untranslatable:
                 raise _Fallback from None
             regex = f"{v.text} ~ {_lit(found.regex)}"
