@@ -43,6 +43,7 @@ const NAV_ICONS = {
 const root = document.getElementById('app');
 let current = null; // {route, instance, controller, cleanups, path}
 let expiryTimer = null;
+let scheduledFor = null;
 let refreshTimer = null;
 let lastActivity = Date.now();
 
@@ -80,6 +81,18 @@ function homeFor(s) {
   return s && s.role === 'admin' ? '/clients' : '/jobs';
 }
 
+/** The current location after '#': path and query. */
+function rawHash() {
+  return window.location.hash.replace(/^#/, '');
+}
+
+/** Replace the location with a raw 'path?query' (e.g. the page to return to after sign-in). */
+function goTo(raw) {
+  const target = typeof raw === 'string' && raw.startsWith('/') && !raw.startsWith('/login') ? raw : '/';
+  history.replaceState(null, '', `#${target}`);
+  route();
+}
+
 export function navigate(path, query = {}, { replace: replaceState = false } = {}) {
   const hash = buildHash(path, query);
   if (replaceState) {
@@ -108,16 +121,17 @@ function route() {
   if (path === '/login') {
     stopCurrent();
     if (s && session.msLeft(s) > 0) {
-      navigate(query.next && query.next !== '/login' ? query.next : homeFor(s), {}, { replace: true });
+      goTo(query.next || homeFor(s));
       return;
     }
     showLogin(query.next);
     return;
   }
   if (!s) {
-    navigate('/login', { next: path === '/' ? '' : path }, { replace: true });
+    navigate('/login', { next: path === '/' ? '' : rawHash() }, { replace: true });
     return;
   }
+  if (scheduledFor !== s.token) scheduleExpiry(s);
   if (session.msLeft(s) <= 0) {
     expire('Your session has expired. Please sign in again.');
     return;
@@ -202,7 +216,7 @@ function showLogin(next) {
     onSignedIn(s) {
       forgetCatalog();
       scheduleExpiry(s);
-      navigate(next && next !== '/login' ? next : homeFor(s), {}, { replace: true });
+      goTo(next || homeFor(s));
     },
   });
 }
@@ -273,6 +287,7 @@ function signOutNow() {
   session.setNotice('You have signed out.');
   clearTimeout(expiryTimer);
   clearTimeout(refreshTimer);
+  scheduledFor = null;
   shellFor = null;
   forgetCatalog();
   navigate('/login', {}, { replace: true });
@@ -281,18 +296,21 @@ function signOutNow() {
 export function expire(message) {
   stopCurrent();
   const { path } = parseHash();
+  const back = path !== '/login' && path !== '/' ? rawHash() : '';
   session.clear();
   session.setNotice(message || 'Your session has expired. Please sign in again.');
   clearTimeout(expiryTimer);
   clearTimeout(refreshTimer);
+  scheduledFor = null;
   shellFor = null;
   forgetCatalog();
-  navigate('/login', { next: path !== '/login' && path !== '/' ? path : '' }, { replace: true });
+  navigate('/login', { next: back }, { replace: true });
 }
 
 function scheduleExpiry(s) {
   clearTimeout(expiryTimer);
   clearTimeout(refreshTimer);
+  scheduledFor = s.token;
   const left = session.msLeft(s);
   if (!Number.isFinite(left)) return;
   // Renew a login token a minute before it ends if the user was active meanwhile.
@@ -327,9 +345,15 @@ for (const type of ['pointerdown', 'keydown']) {
 configure({
   token: () => session.load()?.token || null,
   onUnauthorized(err) {
-    const d = describeError(err);
-    const expired = /expired/i.test(err.message || '') || err.code === 'PGRST301';
-    expire(expired ? 'Your session has expired. Please sign in again.' : d.message);
+    if (/expired/i.test(err.message || '')) {
+      expire('Your session has expired. Please sign in again.');
+    } else if (err.code && err.code.startsWith('SL')) {
+      // stepledger's own refusals are written for people (e.g. "this login is no longer valid").
+      const text = describeError(err).message;
+      expire(`${text.charAt(0).toUpperCase()}${text.slice(1).replace(/\.?$/, '.')} Please sign in again.`);
+    } else {
+      expire('Your sign-in is no longer valid. Please sign in again.');
+    }
   },
 });
 
@@ -377,6 +401,4 @@ document.querySelector('.skip-link')?.addEventListener('click', (event) => {
 });
 
 window.addEventListener('hashchange', route);
-const initial = session.load();
-if (initial && session.msLeft(initial) > 0) scheduleExpiry(initial);
 route();
