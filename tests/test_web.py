@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ from web_helpers import (
     login_answer,
     screenshot,
     session_script,
-    wait_until,
 )
 
 pytestmark = pytest.mark.stack
@@ -50,12 +49,12 @@ STEPS = ["dicom-intake", "integrity-check", "deidentification", "metadata-extrac
          "series-selection", "format-conversion", "quality-control"]
 
 
-# -- fixtures ---------------------------------------------------------------------------------------
+# -- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def playwright_instance() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/bootstrap.sh --test` (installs Debian's "
-                    "chromium) or set STEPLEDGER_CHROMIUM")
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/bootstrap.sh --test` (installs "
+                    "Debian's chromium) or set STEPLEDGER_CHROMIUM")
     pw = sync_playwright().start()
     try:
         yield pw
@@ -163,7 +162,7 @@ def need_billing(data: WebData) -> None:
         pytest.fail("the billing API (/prices, /usage, /rpc/invoice) is not on this branch yet")
 
 
-# -- sign-in and session ----------------------------------------------------------------------------
+# -- sign-in and session ---------------------------------------------------------------------------
 def test_client_signs_in_sees_only_its_jobs_and_the_failing_step_error(
         app: App, web_data: WebData, admin_api: httpx.Client) -> None:
     need_login(web_data)
@@ -199,17 +198,20 @@ def test_client_signs_in_sees_only_its_jobs_and_the_failing_step_error(
     page.get_by_role("link", name=mine).click()
     expect(page.get_by_role("heading", name=mine)).to_be_visible()
 
-    runs = admin_api.get("/step_runs", params={"client_id": f"eq.{me}", "job_id": f"eq.{mine}",
-                                               "status": "eq.failed", "order": "step_index.desc"}).json()
+    runs = admin_api.get("/step_runs", params={
+        "client_id": f"eq.{me}", "job_id": f"eq.{mine}", "status": "eq.failed",
+        "order": "step_index.desc"}).json()
     failing = runs[0]
     steps = admin_api.get("/pipeline_steps", params={"pipeline": "eq.botimage",
                                                      "step": f"eq.{failing['step']}"}).json()
     failure = page.locator(".failure")
-    expect(failure).to_contain_text(f"Failed at step {failing['step_index']} of 20: {steps[0]['title']}")
+    expect(failure).to_contain_text(
+        f"Failed at step {failing['step_index']} of 20: {steps[0]['title']}")
     expect(failure).to_contain_text(failing["error_code"])
     expect(failure).to_contain_text(failing["error_message"])
     # It is the first thing after the heading, before the summary and the timeline.
-    order = page.evaluate("""() => [...document.querySelectorAll('.job-body > *')].map(n => n.className)""")
+    order = page.evaluate(
+        "() => [...document.querySelectorAll('.job-body > *')].map(n => n.className)")
     assert order[0].startswith("alert alert-error failure"), order
     step_item = page.locator(f"#step-{failing['step']}")
     expect(step_item).to_have_class(re.compile(r"\bstep-failing\b"))
@@ -220,7 +222,8 @@ def test_wrong_password_is_refused_without_saying_which_part(app: App, web_data:
     need_login(web_data)
     page = app.page()
     user = web_data.users["harbourview"]
-    sign_in_with_form(page, app.url, WebUser(user.email, "not-the-password", "client", "harbourview"))
+    wrong = WebUser(user.email, "not-the-password", "client", "harbourview")
+    sign_in_with_form(page, app.url, wrong)
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("The email or password is not correct.")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -257,7 +260,7 @@ def test_expired_session_returns_to_sign_in_with_a_message(
     expires = int(time.time()) + 4
     token = jwt_for("client", client_id="lakeside", exp=expires)
     answer = {"token": token, "role": "client", "client_id": "lakeside",
-              "expires_at": datetime.fromtimestamp(expires, timezone.utc).isoformat()}
+              "expires_at": datetime.fromtimestamp(expires, UTC).isoformat()}
     page = app.page(session=answer, email="lab@lakeside.example")
     page.goto(f"{app.url}/#/jobs?status=failed")
     expect(page.locator("tr.job-row").first).to_be_visible()
@@ -273,9 +276,10 @@ def test_a_token_the_server_refuses_also_returns_to_sign_in(
     # Signed with another secret: PostgREST answers 401; the app must not show a raw error.
     import jwt as pyjwt
 
-    forged = pyjwt.encode({"role": "admin", "exp": int(time.time()) + 600}, "x" * 48, algorithm="HS256")
+    forged = pyjwt.encode({"role": "admin", "exp": int(time.time()) + 600}, "x" * 48,
+                          algorithm="HS256")
     answer = {"token": forged, "role": "admin", "client_id": None,
-              "expires_at": datetime.fromtimestamp(time.time() + 600, timezone.utc).isoformat()}
+              "expires_at": datetime.fromtimestamp(time.time() + 600, UTC).isoformat()}
     page = app.page(session=answer, email="intruder@example.org")
     page.goto(f"{app.url}/#/jobs")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -300,7 +304,7 @@ def test_the_interface_shows_only_what_the_role_may_do(app: App) -> None:
     expect(admin.get_by_label("Client", exact=True)).to_be_visible()
 
 
-# -- jobs -------------------------------------------------------------------------------------------
+# -- jobs ------------------------------------------------------------------------------------------
 def test_filters_counts_and_paging_match_the_api(app: App, admin_api: httpx.Client) -> None:
     page = app.signed_in("admin", "/jobs")
     expect(page.locator("tr.job-row").first).to_be_visible()
@@ -337,7 +341,7 @@ def test_filters_counts_and_paging_match_the_api(app: App, admin_api: httpx.Clie
 def test_progress_advances_on_screen_while_a_pipeline_ingests(
         app: App, web_data: WebData, stack: Settings) -> None:
     job_id = f"lakeside-live-{uuid.uuid4().hex[:8]}"
-    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    start = datetime.now(UTC) - timedelta(minutes=5)
     plan = [(s, st) for s in STEPS for st in ("started", "completed")]
     events = job_events("lakeside", job_id, start, plan)
     http = httpx.Client(base_url=stack.api_url, timeout=30.0,
@@ -391,7 +395,7 @@ def test_dates_are_shown_in_the_users_time_zone(app: App, admin_api: httpx.Clien
     assert shown["Asia/Tokyo"] != shown["America/New_York"]
 
 
-# -- admin ------------------------------------------------------------------------------------------
+# -- admin -----------------------------------------------------------------------------------------
 def test_admin_overview_counts_every_client(app: App, admin_api: httpx.Client) -> None:
     page = app.signed_in("admin", "/clients")
     for client_id, name, _ in CLIENTS:
@@ -411,7 +415,7 @@ def test_admin_adds_a_price_and_the_clients_draft_invoice_changes(
         app: App, web_data: WebData, admin_api: httpx.Client) -> None:
     need_billing(web_data)
     client_id, step = "lakeside", "integrity-check"  # no default price for this step
-    period = datetime.now(timezone.utc).strftime("%Y-%m")
+    period = datetime.now(UTC).strftime("%Y-%m")
     before = admin_api.post("/rpc/invoice", json={"client_id": client_id, "period": period}).json()
     units = sum(Decimal(str(line["units"])) for line in before["lines"] if line["step"] == step)
     assert units > 0, "the fixture completed integrity checks this month"
@@ -477,7 +481,7 @@ def test_admin_creates_a_token_once_uses_it_and_revokes_it(
     assert token.count(".") == 2
 
     event = job_events("harbourview", f"harbourview-tok-{uuid.uuid4().hex[:6]}",
-                       datetime.now(timezone.utc), [("dicom-intake", "started")])
+                       datetime.now(UTC), [("dicom-intake", "started")])
     with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
         ok = http.post("/rpc/ingest", json=event, headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
@@ -511,8 +515,8 @@ def test_error_hotspots_show_the_steps_and_codes_that_fail_most(
     by_step = page.get_by_role("list", name="Failures by step")
     expect(by_step).to_be_visible()
     top = stats[0]
-    title = admin_api.get("/pipeline_steps", params={"pipeline": f"eq.{top['pipeline']}",
-                                                      "step": f"eq.{top['step']}"}).json()[0]["title"]
+    title = admin_api.get("/pipeline_steps", params={
+        "pipeline": f"eq.{top['pipeline']}", "step": f"eq.{top['step']}"}).json()[0]["title"]
     first = by_step.locator(".barlist-row").first
     expect(first.locator(".barlist-name")).to_have_text(title)
     expect(first.locator(".barlist-value")).to_have_text(f"{top['failures']} failures")
@@ -522,7 +526,7 @@ def test_error_hotspots_show_the_steps_and_codes_that_fail_most(
 
 def test_usage_and_invoice_csv_download(app: App, web_data: WebData) -> None:
     need_billing(web_data)
-    period = datetime.now(timezone.utc).strftime("%Y-%m")
+    period = datetime.now(UTC).strftime("%Y-%m")
     page = app.signed_in("hillcrest", f"/usage?period={period}")
     expect(page.locator(".table-invoice")).to_be_visible()
     with page.expect_download() as info:
@@ -535,7 +539,7 @@ def test_usage_and_invoice_csv_download(app: App, web_data: WebData) -> None:
     assert {r["currency"] for r in rows} == {"EUR"}
 
 
-# -- quality: layout, accessibility, screenshots ----------------------------------------------------
+# -- quality: layout, accessibility, screenshots ---------------------------------------------------
 ADMIN_PAGES = ["/clients", "/jobs", "/errors", "/billing", "/prices", "/tokens"]
 CLIENT_PAGES = ["/jobs", "/usage"]
 
@@ -547,7 +551,8 @@ def test_every_control_has_a_label_and_the_keyboard_reaches_everything(app: App)
         page.goto(f"{app.url}/#{path}")
         expect(page.locator("#page-title")).to_be_visible()
         page.wait_for_load_state("networkidle")
-        unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button')]
+        unlabelled = page.evaluate("""() =>
+            [...document.querySelectorAll('input, select, textarea, button')]
             .filter(el => !el.hidden && el.type !== 'hidden')
             .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
                           && !(el.textContent || '').trim())

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,8 @@ def load_web_data(settings: Settings, su_conn: psycopg.Connection,
     operator = jwt_for("admin", sub="web-tests")
     with admin_http(settings, operator) as http:
         if has_login and _exists(su_conn, "api.create_api_token(text,text,text)"):
-            answer = http.post("/rpc/create_api_token",
-                               json={"client_id": None, "name": "web tests loader", "scope": "ingest"})
+            answer = http.post("/rpc/create_api_token", json={
+                "client_id": None, "name": "web tests loader", "scope": "ingest"})
             answer.raise_for_status()
             ingest_token = answer.json()["token"]
         else:
@@ -121,7 +121,7 @@ def load_web_data(settings: Settings, su_conn: psycopg.Connection,
                 if response.status_code not in (200, 201, 409):
                     response.raise_for_status()
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     events = list(simulate.history([c[0] for c in CLIENTS], jobs_per_client, now, days=20, seed=11))
     # One failed job per client whose failure we know, on top of the random history.
     rng = random.Random(5)
@@ -149,7 +149,7 @@ def login_answer(settings: Settings, user: WebUser, jwt_for: Callable[..., str],
     """POST /rpc/login through the web server, as the app does."""
     if not has_login:
         token = jwt_for(user.role, client_id=user.client_id, email=user.email)
-        expires = datetime.now(timezone.utc) + timedelta(hours=1)
+        expires = datetime.now(UTC) + timedelta(hours=1)
         return {"token": token, "role": user.role, "client_id": user.client_id,
                 "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
     response = httpx.post(f"{settings.web_url}/api/rpc/login",
@@ -160,8 +160,9 @@ def login_answer(settings: Settings, user: WebUser, jwt_for: Callable[..., str],
 
 def session_script(answer: dict[str, Any], email: str | None) -> str:
     """An init script that stores a session the way the sign-in page does, unless one is stored."""
-    stored = {"token": answer["token"], "role": answer["role"], "client_id": answer.get("client_id"),
-              "email": email, "expires_at": answer.get("expires_at")}
+    stored = {"token": answer["token"], "role": answer["role"],
+              "client_id": answer.get("client_id"), "email": email,
+              "expires_at": answer.get("expires_at")}
     value = json.dumps(json.dumps(stored))
     key = json.dumps(SESSION_KEY)
     # Init scripts also run in about:blank, whose storage is off limits: only the app's origin.
