@@ -434,7 +434,7 @@ def test_admin_adds_a_price_and_the_clients_draft_invoice_changes(
     month_start = datetime.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     form.get_by_label("Effective from").fill(month_start.strftime("%Y-%m-%dT%H:%M"))
     form.get_by_role("button", name="Add price").click()
-    expect(admin.get_by_role("status").filter(has_text="Price added")).to_be_visible()
+    expect(form.get_by_role("status")).to_contain_text("Price added")
     expect(admin.locator(f'tr[data-step="{step}"][data-client="{client_id}"]').first).to_contain_text("2.50")
 
     after = admin_api.post("/rpc/invoice", json={"client_id": client_id, "period": period}).json()
@@ -458,13 +458,17 @@ def test_the_price_form_explains_what_is_wrong(app: App, web_data: WebData) -> N
     form.get_by_label("Currency").fill("E1")
     form.get_by_role("button", name="Add price").click()
     expect(form.get_by_text("Use a three-letter currency code")).to_be_visible()
-    # A rule only the database knows: its answer is shown as a sentence, not a stack.
-    form.get_by_label("Currency").fill("XXX")
+    # A rule only the database knows (a client's prices are in its currency): its answer is
+    # shown as a sentence, not a stack.
+    form.get_by_label("Applies to").select_option("harbourview")
+    expect(form.get_by_label("Currency")).to_have_value("GBP")
+    form.get_by_label("Currency").fill("EUR")
     form.get_by_role("button", name="Add price").click()
     alert = form.get_by_role("alert")
     expect(alert).to_contain_text("The price was not added")
+    expect(alert).to_contain_text('client "harbourview" is billed in GBP, not EUR')
     text = alert.inner_text()
-    assert "Traceback" not in text and "{" not in text
+    assert "Traceback" not in text and "{" not in text and "SL403" not in text
 
 
 def test_admin_creates_a_token_once_uses_it_and_revokes_it(

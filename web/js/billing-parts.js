@@ -3,7 +3,7 @@
 
 import { ApiError } from './api.js';
 import { columns } from './charts.js';
-import { badge, download, empty, errorBox, loading, toCsv, unavailable } from './components.js';
+import { badge, download, empty, errorBox, loading, timeEl, toCsv, unavailable } from './components.js';
 import { invoice as fetchInvoice, usageCsv } from './data.js';
 import { h, replace } from './dom.js';
 import * as fmt from './format.js';
@@ -19,28 +19,58 @@ export function monthlyChart(rows, periods, selected, onSelect) {
   const items = [...periods].reverse().map((p) => ({
     key: p,
     label: fmt.periodShort(p),
+    name: fmt.period(p),
     value: totals.get(p),
     text: fmt.money(totals.get(p), currency),
-    short: compactMoney(totals.get(p)),
+    short: compactMoney(totals.get(p), currency),
     selected: p === selected,
   }));
   return columns(items, { label: `Amount per month (${currency || 'no usage'})`, onSelect });
 }
 
-function compactMoney(n) {
-  return new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 }).format(n);
+function compactMoney(n, currency) {
+  const opts = { notation: 'compact', maximumFractionDigits: 1 };
+  if (/^[A-Z]{3}$/.test(currency || '')) Object.assign(opts, { style: 'currency', currency });
+  return new Intl.NumberFormat(undefined, opts).format(n);
 }
 
+/** What an invoice line is about: a step (usage), a monthly minimum, or an adjustment. */
 function lineTitle(cat, line) {
-  const p = cat.pipeline(line.pipeline);
-  const stepTitle = cat.stepTitle(line.pipeline, line.step);
-  return { step: stepTitle, pipeline: p ? p.title : line.pipeline };
+  const p = line.pipeline ? cat.pipeline(line.pipeline) : null;
+  // With one pipeline in the catalog, naming it on every line says nothing.
+  const pipelineTitle = cat.pipelines.length > 1 ? (p ? p.title : line.pipeline || '') : '';
+  if (line.kind === 'minimum') {
+    return { step: line.description || 'Monthly minimum', pipeline: 'Top-up to the agreed monthly minimum' };
+  }
+  if (line.kind === 'adjustment') {
+    const what = line.step ? cat.stepTitle(line.pipeline, line.step) : (line.description || 'Adjustment');
+    return { step: what, pipeline: `Adjustment for ${fmt.period(line.for_period)}${pipelineTitle ? ` · ${pipelineTitle}` : ''}` };
+  }
+  return { step: line.step ? cat.stepTitle(line.pipeline, line.step) : (line.description || '—'), pipeline: pipelineTitle };
+}
+
+/** "Figures as of 14:05" for GET /usage rows (a materialized view), and whether changes wait. */
+export function usageFreshness(rows) {
+  const refreshed = rows.map((r) => r.refreshed_at).filter(Boolean).sort().pop();
+  const stale = rows.some((r) => r.stale === true);
+  if (!refreshed) return null;
+  return h('p', { class: 'muted small freshness' }, 'Monthly figures as of ', timeEl(refreshed, { format: fmt.dateTimeFull }),
+    stale ? '. Recent steps are still being counted; the invoice below is always up to date.' : '.');
+}
+
+/** Usage rows in the order of the pipeline's steps. */
+export function byStepOrder(cat, rows) {
+  const index = (r) => cat.pipeline(r.pipeline)?.steps.find((s) => s.step === r.step)?.step_index ?? 999;
+  return [...rows].sort((a, b) => String(a.pipeline).localeCompare(String(b.pipeline)) || index(a) - index(b));
 }
 
 /** CSV of an invoice's lines. */
 export function invoiceCsv(inv) {
-  const rows = (inv.lines || []).map((l) => ({ ...l, currency: l.currency || inv.currency }));
-  return toCsv(['pipeline', 'step', 'completed_steps', 'units', 'unit_price', 'amount', 'currency'], rows);
+  const rows = (inv.lines || []).map((l) => ({
+    ...l, kind: l.kind || 'usage', currency: l.currency || inv.currency, period: inv.period,
+  }));
+  return toCsv(['period', 'kind', 'pipeline', 'step', 'description', 'completed_steps', 'units',
+    'unit_price', 'amount', 'currency'], rows);
 }
 
 /**
@@ -80,7 +110,7 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
     } }, 'Usage CSV'));
 
   const body = lines.length
-    ? h('div', { class: 'table-wrap' }, h('table', { class: 'table table-invoice responsive-table' },
+    ? h('div', { class: 'table-wrap' }, h('table', { class: 'table table-invoice responsive-table compact-rows' },
       h('caption', { class: 'visually-hidden' }, `Invoice lines of ${clientName} for ${fmt.period(period)}`),
       h('thead', h('tr',
         h('th', { scope: 'col' }, 'Step'),
@@ -89,14 +119,15 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
         h('th', { scope: 'col', class: 'num' }, 'Amount'))),
       h('tbody', lines.map((l) => {
         const t = lineTitle(cat, l);
-        const unpriced = l.unit_price === null || l.unit_price === undefined || l.unpriced === true;
-        return h('tr', { dataset: { step: l.step } },
+        const usageLine = !l.kind || l.kind === 'usage';
+        const unpriced = usageLine && (l.priced === false || l.unit_price === null || l.unit_price === undefined);
+        return h('tr', { dataset: { step: l.step || '', kind: l.kind || 'usage' } },
           h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, t.step),
-            h('span', { class: 'muted small' }, l.adjustment || l.kind === 'adjustment' ? `${t.pipeline} · adjustment` : t.pipeline)),
-          h('td', { class: 'num', 'data-label': 'Units' }, fmt.int(l.units)),
+            t.pipeline ? h('span', { class: 'muted small' }, t.pipeline) : null),
+          h('td', { class: 'num', 'data-label': 'Units' }, l.units === null || l.units === undefined ? '—' : fmt.int(l.units)),
           h('td', { class: 'num', 'data-label': 'Unit price' }, unpriced
-            ? h('span', { class: 'tag tag-warn' }, 'No price')
-            : fmt.unitPrice(l.unit_price, l.currency || currency)),
+            ? h('span', { class: 'tag tag-warn', title: 'No price was in force: billed at 0' }, 'No price')
+            : l.unit_price === null || l.unit_price === undefined ? '—' : fmt.unitPrice(l.unit_price, l.currency || currency)),
           h('td', { class: 'num', 'data-label': 'Amount' }, fmt.money(l.amount, l.currency || currency)));
       })),
       h('tfoot', h('tr',
@@ -111,6 +142,10 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
         h('span', { class: 'invoice-amount', 'aria-label': 'Total' }, fmt.money(inv.total, currency)))),
     inv.status !== 'finalized'
       ? h('p', { class: 'muted small' }, 'A draft: it changes while steps complete and prices change, until the month is finalized.')
+      : h('p', { class: 'muted small' }, `Invoice ${inv.invoice_no || ''}, finalized `, timeEl(inv.finalized_at), '.'),
+    Number(inv.unpriced_steps) > 0
+      ? h('p', { class: 'muted small' }, h('span', { class: 'tag tag-warn' }, 'No price'),
+        ` ${fmt.int(inv.unpriced_steps)} completed steps had no price in force and are billed at 0.`)
       : null,
     h('div', { class: 'invoice-messages' }),
     body,

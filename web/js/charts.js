@@ -25,35 +25,27 @@ export function barList(items, { valueText = (v) => String(v), label, max } = {}
 }
 
 /**
- * Vertical columns, one per category (e.g. months), with the value above each column.
- * items: [{key, label, value, text, selected}]
+ * Vertical columns, one per category (e.g. months), with the value above each column. Plain HTML
+ * so the labels stay legible at any width. With onSelect, each column is a button.
+ * items: [{key, label, value, text, short, selected}]
  */
 export function columns(items, { label, onSelect } = {}) {
-  const width = 100 * items.length;
-  const height = 150;
   const top = Math.max(1, ...items.map((i) => Number(i.value) || 0));
-  const plot = height - 40;
-  const svg = s('svg', {
-    class: 'columns-svg', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': label,
-    preserveAspectRatio: 'xMidYMid meet',
-  });
-  items.forEach((item, i) => {
-    const v = Number(item.value) || 0;
-    const barH = v > 0 ? Math.max(2, (v / top) * (plot - 14)) : 0;
-    const x = i * 100 + 22;
-    const y = plot - barH;
-    const g = s('g', { class: ['column', item.selected && 'column-selected'].filter(Boolean).join(' ') },
-      s('title', {}, `${item.label}: ${item.text}`),
-      s('rect', { x, y: 0, width: 56, height: plot, class: 'column-hit' }),
-      s('rect', { x, y, width: 56, height: barH, rx: 4, class: 'column-bar' }),
-      s('text', { x: x + 28, y: plot + 18, 'text-anchor': 'middle', class: 'column-label' }, item.label),
-      v > 0 ? s('text', { x: x + 28, y: Math.max(12, y - 6), 'text-anchor': 'middle', class: 'column-value' }, item.short || item.text) : null);
-    if (onSelect) {
-      g.addEventListener('click', () => onSelect(item.key));
-      g.style.cursor = 'pointer';
-    }
-    svg.append(g);
-  });
-  svg.append(s('line', { x1: 0, x2: width, y1: plot, y2: plot, class: 'axis' }));
-  return h('div', { class: 'columns' }, svg);
+  return h('ul', { class: 'columns', 'aria-label': label },
+    items.map((item) => {
+      const v = Number(item.value) || 0;
+      const pct = v > 0 ? Math.max(2, (v / top) * 100) : 0;
+      const inner = [
+        h('span', { class: 'column-value', 'aria-hidden': 'true' }, v > 0 ? item.short || item.text : ''),
+        h('span', { class: 'column-track', 'aria-hidden': 'true' },
+          h('span', { class: 'column-bar', style: { height: `${pct}%` } })),
+        h('span', { class: 'column-label', 'aria-hidden': 'true' }, item.label),
+      ];
+      const name = `${item.name || item.label}: ${item.text}`;
+      return h('li', { class: ['column', item.selected && 'column-selected'] },
+        onSelect
+          ? h('button', { type: 'button', class: 'column-button', 'aria-label': name,
+            'aria-pressed': String(Boolean(item.selected)), onClick: () => onSelect(item.key) }, inner)
+          : h('div', { class: 'column-button', role: 'img', 'aria-label': name }, inner));
+    }));
 }

@@ -185,6 +185,11 @@ export async function refreshAnalytics(maxAgeS = 0) {
   return rpc('refresh_analytics', { max_age_s: maxAgeS });
 }
 
+/** When each analytics view was last refreshed (GET /analytics_freshness). */
+export async function analyticsFreshness() {
+  return get('/analytics_freshness');
+}
+
 // -- billing --------------------------------------------------------------------------------------
 export async function usage({ client, periods }) {
   const params = { order: 'period.desc,client_id,pipeline,step' };
@@ -198,6 +203,10 @@ export async function usageCsv({ client, periods }) {
   if (client) params.client_id = `eq.${client}`;
   if (periods && periods.length) params.period = `in.(${periods.map(quoteValue).join(',')})`;
   return (await request('/usage', { params, accept: 'text/csv' })).data;
+}
+
+export async function refreshUsage() {
+  return rpc('refresh_usage', {});
 }
 
 export async function invoice(clientId, period) {

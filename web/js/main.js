@@ -23,11 +23,11 @@ const ROUTES = [
   { path: '/clients', view: clientsView, roles: ['admin'], nav: 'Overview' },
   { path: '/jobs', view: jobsView, roles: ['client', 'admin'], nav: 'Jobs' },
   { path: '/jobs/:client/:job', view: jobView, roles: ['client', 'admin'], nav: null, parent: '/jobs' },
-  { path: '/usage', view: usageView, roles: ['client'], nav: 'Usage & invoices' },
-  { path: '/errors', view: errorsView, roles: ['admin'], nav: 'Error hotspots' },
+  { path: '/usage', view: usageView, roles: ['client'], nav: 'Usage & invoices', short: 'Usage' },
+  { path: '/errors', view: errorsView, roles: ['admin'], nav: 'Error hotspots', short: 'Errors' },
   { path: '/billing', view: billingView, roles: ['admin'], nav: 'Billing' },
-  { path: '/prices', view: pricesView, roles: ['admin'], nav: 'Price book' },
-  { path: '/tokens', view: tokensView, roles: ['admin'], nav: 'API tokens' },
+  { path: '/prices', view: pricesView, roles: ['admin'], nav: 'Price book', short: 'Prices' },
+  { path: '/tokens', view: tokensView, roles: ['admin'], nav: 'API tokens', short: 'Tokens' },
 ];
 
 const NAV_ICONS = {
@@ -230,8 +230,11 @@ function showShell(s, activePath) {
     const navList = h('ul', { class: 'nav-list' });
     for (const r of ROUTES) {
       if (!r.nav || !r.roles.includes(s.role)) continue;
-      navList.append(h('li', h('a', { href: buildHash(r.path), class: 'nav-link', dataset: { path: r.path } },
-        navIcon(r.path), h('span', r.nav))));
+      // On a phone the navigation is a grid of short labels; the accessible name stays the full one.
+      navList.append(h('li', h('a', { href: buildHash(r.path), class: 'nav-link', dataset: { path: r.path },
+        'aria-label': r.short ? r.nav : null },
+      navIcon(r.path), h('span', { class: r.short ? 'nav-long' : null }, r.nav),
+      r.short ? h('span', { class: 'nav-short', 'aria-hidden': 'true' }, r.short) : null)));
     }
     const signOut = h('button', { type: 'button', class: 'btn btn-ghost btn-small', onClick: signOutNow }, 'Sign out');
     replace(root,

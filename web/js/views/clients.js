@@ -68,15 +68,18 @@ export function render(main, ctx) {
       for (const v of revenue.values()) money.set(v.currency, (money.get(v.currency) || 0) + v.amount);
     }
     const stat = (label, value, tone, href) => h('a', { class: `stat stat-${tone}`, href },
-      h('span', { class: 'stat-value' }, value), h('span', { class: 'stat-label' }, label));
+      Array.isArray(value) && value.length > 1
+        ? h('span', { class: 'stat-value stat-value-multi' }, value.map((v) => h('span', v)))
+        : h('span', { class: 'stat-value' }, Array.isArray(value) ? value[0] : value),
+      h('span', { class: 'stat-label' }, label));
     replace(totalsHost,
       stat('Clients', fmt.int(cat.clients.length), 'neutral', '#/clients'),
       stat('Jobs running', fmt.int(sum('running')), 'running', '#/jobs?status=running'),
       stat('Jobs failed', fmt.int(sum('failed')), 'failed', '#/jobs?status=failed'),
       stat('Jobs stalled', fmt.int(sum('stalled')), 'stalled', '#/jobs?status=stalled'),
-      stat(`Revenue ${fmt.periodShort(period)}`, revenue
-        ? ([...money.entries()].map(([cur, amt]) => fmt.money(amt, cur)).join(' + ') || fmt.money(0, 'EUR'))
-        : '—', 'neutral', '#/billing'));
+      stat(`Revenue ${fmt.periodShort(period)}`, revenue && money.size
+        ? [...money.entries()].map(([cur, amt]) => fmt.money(amt, cur))
+        : revenue ? fmt.money(0, 'EUR') : '—', 'neutral', '#/billing'));
   }
 
   function renderTable(cat, counts, revenue) {

@@ -3,10 +3,11 @@
 import { ApiError } from '../api.js';
 import { barList } from '../charts.js';
 import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
-import { catalog, errorCodes, errorStats, errorsBySource, refreshAnalytics } from '../data.js';
+import { analyticsFreshness, catalog, errorCodes, errorStats, errorsBySource, refreshAnalytics } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
 
+const MAX_AGE_S = 600;
 const WINDOWS = [
   { value: '7', label: 'Last 7 days' },
   { value: '30', label: 'Last 30 days' },
@@ -61,6 +62,22 @@ export function render(main, ctx) {
     }
   }
 
+  // Statistics come from materialized views: refresh them first when they were never computed or
+  // are more than ten minutes old (admins may; the refresh runs concurrently with reads).
+  async function ensureFresh() {
+    try {
+      const rows = await analyticsFreshness();
+      const oldest = rows.length ? Math.max(...rows.map((r) => Number(r.age_s) || 0)) : Infinity;
+      if (oldest > MAX_AGE_S) {
+        replace(content, loading('Updating the statistics…'));
+        await refreshAnalytics(MAX_AGE_S);
+      }
+    } catch (err) {
+      if (err instanceof ApiError && (err.missingEndpoint || err.status === 403)) return;
+      throw err;
+    }
+  }
+
   async function load() {
     content.setAttribute('aria-busy', 'true');
     try {
@@ -68,6 +85,7 @@ export function render(main, ctx) {
         cat = await catalog();
         for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
       }
+      await ensureFresh();
       const args = {
         since: state.window === 'all' ? null : utcDaysAgo(Number(state.window) - 1),
         until: null,

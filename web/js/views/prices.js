@@ -104,7 +104,8 @@ export function render(main, ctx) {
         h('th', { scope: 'col' }, 'State'))),
       h('tbody', rows.map((r) => h('tr', { class: `price-${r._state.replace(' ', '-')}`, dataset: { step: r.step, client: r.client_id ?? '' } },
         h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, cat.stepTitle(r.pipeline, r.step)),
-          h('span', { class: 'muted small' }, cat.pipeline(r.pipeline)?.title || r.pipeline)),
+          cat.pipelines.length > 1 ? h('span', { class: 'muted small' }, cat.pipeline(r.pipeline)?.title || r.pipeline) : null,
+          r.note ? h('span', { class: 'muted small block' }, r.note) : null),
         h('td', { 'data-label': 'Applies to' }, r.client_id ? cat.clientName(r.client_id) : h('span', { class: 'tag' }, 'Default')),
         h('td', { class: 'num', 'data-label': 'Unit price' }, fmt.unitPrice(r.unit_price, r.currency)),
         h('td', { 'data-label': 'From' }, timeEl(r.effective_from)),
@@ -119,6 +120,7 @@ export function render(main, ctx) {
     const priceInput = h('input', { type: 'text', name: 'unit_price', inputmode: 'decimal', autocomplete: 'off', placeholder: '0.00', required: true });
     const currencyInput = h('input', { type: 'text', name: 'currency', value: 'EUR', maxlength: '3', autocomplete: 'off', required: true, class: 'input-short', spellcheck: 'false' });
     const fromInput = h('input', { type: 'datetime-local', name: 'effective_from', value: nowLocalInput(), required: true });
+    const noteInput = h('input', { type: 'text', name: 'note', maxlength: '500', autocomplete: 'off', placeholder: 'e.g. 2027 contract' });
     const messages = h('div', { class: 'form-messages', 'aria-live': 'polite' });
     const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Add price');
 
@@ -142,6 +144,7 @@ export function render(main, ctx) {
         field('Unit price', priceInput, { hint: 'Per unit, e.g. 0.35' }),
         field('Currency', currencyInput, { hint: 'ISO code' })),
       field('Effective from', fromInput, { hint: `In your time zone (${fmt.timeZone}). Applies to steps completed from then on.` }),
+      field('Note (optional)', noteInput, { hint: 'Why this price: a contract, an offer.' }),
       h('div', { class: 'form-actions' }, submit));
 
     form.addEventListener('submit', async (event) => {
@@ -171,12 +174,14 @@ export function render(main, ctx) {
           unit_price: price,
           currency,
           effective_from: new Date(from).toISOString(),
+          ...(noteInput.value.trim() ? { note: noteInput.value.trim() } : {}),
         });
         const what = `${cat.stepTitle(pipelineSel.value, stepSel.value)}: ${fmt.unitPrice(row?.unit_price ?? price, currency)}`;
         replace(messages, h('div', { class: 'alert alert-success', role: 'status' },
           h('p', `Price added — ${what} for ${clientSel.value ? cat.clientName(clientSel.value) : 'every client'}, from ${fmt.dateTime(new Date(from))}.`)));
         toast('Price added', 'success');
         priceInput.value = '';
+        noteInput.value = '';
         await loadList();
       } catch (err) {
         const d = describeError(err);

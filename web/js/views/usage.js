@@ -1,7 +1,7 @@
 // Usage and invoices of the signed-in client: amount per month and the invoice of one month.
 
 import { ApiError } from '../api.js';
-import { monthlyChart, showInvoice } from '../billing-parts.js';
+import { monthlyChart, showInvoice, usageFreshness } from '../billing-parts.js';
 import { errorBox, loading, pageHeader, unavailable } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
@@ -35,7 +35,8 @@ export function render(main, ctx) {
       cat = cat || await catalog();
       usageRows = await usage({ client: clientId, periods });
       if (ctx.signal.aborted) return;
-      replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })));
+      replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
+        usageFreshness(usageRows));
     } catch (err) {
       if (ctx.signal.aborted) return;
       replace(chartHost, err instanceof ApiError && err.missingEndpoint
@@ -58,7 +59,10 @@ export function render(main, ctx) {
     update(query) {
       period = periods.includes(query.period) ? query.period : periods[0];
       periodSel.value = period;
-      if (usageRows) replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })));
+      if (usageRows) {
+        replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
+          usageFreshness(usageRows));
+      }
       loadInvoice();
     },
   };
