@@ -17,7 +17,7 @@ export function render(main, ctx) {
   const live = ctx.live(async () => { if (isOpen) await load({ quiet: true }); });
   const liveSlot = h('div', { class: 'page-actions' }, live);
   replace(main, h('div', { class: 'page page-job' },
-    h('p', { class: 'breadcrumb' }, h('a', { href: '#/jobs' }, h('span', { 'aria-hidden': 'true' }, '← '), 'All jobs')),
+    h('p', { class: 'breadcrumb' }, h('a', { href: backToList() }, h('span', { 'aria-hidden': 'true' }, '← '), 'All jobs')),
     h('div', { class: 'page-header' },
       h('div', { class: 'page-heading' },
         h('h1', { id: 'page-title', tabindex: '-1', class: 'mono job-title' }, jobId),
@@ -66,7 +66,7 @@ export function render(main, ctx) {
         fact(job.finished_at ? 'Finished' : 'Last activity',
           job.finished_at ? timeEl(job.finished_at) : timeEl(job.updated_at, { relative: true })),
         fact(job.finished_at ? 'Duration' : 'Running for', fmt.duration(seconds(job.started_at, end))),
-        fact('Attempts', `${fmt.int(attempts)} over ${fmt.int(steps.filter((s) => s.runs.length).length)} steps`),
+        fact('Steps run', `${fmt.int(steps.filter((s) => s.runs.length).length)} · ${fmt.int(attempts)} ${attempts === 1 ? 'attempt' : 'attempts'}`),
         sources.length ? fact(sources.length > 1 ? 'Sites' : 'Site', sources.join(', ')) : null));
 
     const alerts = [];
@@ -148,6 +148,17 @@ export function render(main, ctx) {
   }
 
   load();
+}
+
+/** The jobs list as the user left it (filters, page), else the plain list. */
+function backToList() {
+  try {
+    const last = sessionStorage.getItem('stepledger.lastJobs');
+    if (last && last.startsWith('#/jobs')) return last;
+  } catch {
+    // storage unavailable: the plain list
+  }
+  return '#/jobs';
 }
 
 function fact(label, value) {

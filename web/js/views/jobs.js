@@ -112,6 +112,11 @@ export function render(main, ctx) {
   // -- data --
   async function load({ quiet = false } = {}) {
     const seq = ++loadSeq;
+    try {
+      sessionStorage.setItem('stepledger.lastJobs', window.location.hash);
+    } catch {
+      // the back link then goes to the plain list
+    }
     if (!quiet) {
       listHost.setAttribute('aria-busy', 'true');
       if (!listHost.querySelector('table')) replace(listHost, loading('Loading jobs…'));
