@@ -10,6 +10,9 @@ const dateTimeSecFmt = new Intl.DateTimeFormat(locale, {
   year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
   second: '2-digit', timeZoneName: 'short',
 });
+const sameYearFmt = new Intl.DateTimeFormat(locale, {
+  month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+});
 const timeFmt = new Intl.DateTimeFormat(locale, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 const dateFmt = new Intl.DateTimeFormat(locale, { year: 'numeric', month: 'short', day: 'numeric' });
 const monthFmt = new Intl.DateTimeFormat(locale, { year: 'numeric', month: 'long', timeZone: 'UTC' });
@@ -28,6 +31,13 @@ function toDate(value) {
 export function dateTime(value) {
   const d = toDate(value);
   return d ? dateTimeFmt.format(d) : '—';
+}
+
+/** "Mar 4, 14:05" within the current year, else as dateTime(): for lists. */
+export function dateTimeShort(value, now = new Date()) {
+  const d = toDate(value);
+  if (!d) return '—';
+  return d.getFullYear() === now.getFullYear() ? sameYearFmt.format(d) : dateTimeFmt.format(d);
 }
 
 /** Full timestamp with seconds and zone name, for tooltips and <time> titles. */

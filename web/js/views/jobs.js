@@ -58,7 +58,7 @@ export function render(main, ctx) {
   const fromInput = h('input', { type: 'date', name: 'from', value: filters.from });
   const toInput = h('input', { type: 'date', name: 'to', value: filters.to });
   const search = h('input', {
-    type: 'search', name: 'q', value: filters.q, placeholder: 'e.g. st-mary-2025', autocomplete: 'off',
+    type: 'search', name: 'q', value: filters.q, placeholder: 'The first characters', autocomplete: 'off',
     spellcheck: 'false',
   });
   const clearBtn = h('button', { type: 'button', class: 'btn btn-ghost', onClick: () => apply({}, true) }, 'Clear filters');
@@ -216,7 +216,7 @@ export function render(main, ctx) {
       h('td', { 'data-label': 'Status' }, badge(job.status)),
       h('td', { class: 'col-progress', 'data-label': 'Progress' },
         progressBar(job.steps_done, job.steps_total, { status: job.status })),
-      h('td', { 'data-label': 'Started' }, timeEl(job.started_at)),
+      h('td', { 'data-label': 'Started' }, timeEl(job.started_at, { format: fmt.dateTimeShort })),
       h('td', { 'data-label': 'Last activity' }, timeEl(job.updated_at, { relative: true })));
   }
 

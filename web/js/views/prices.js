@@ -108,7 +108,7 @@ export function render(main, ctx) {
           r.note ? h('span', { class: 'muted small block' }, r.note) : null),
         h('td', { 'data-label': 'Applies to' }, r.client_id ? cat.clientName(r.client_id) : h('span', { class: 'tag' }, 'Default')),
         h('td', { class: 'num', 'data-label': 'Unit price' }, fmt.unitPrice(r.unit_price, r.currency)),
-        h('td', { 'data-label': 'From' }, timeEl(r.effective_from)),
+        h('td', { 'data-label': 'From' }, timeEl(r.effective_from, { format: fmt.dateTimeShort })),
         h('td', { 'data-label': 'State' }, h('span', { class: `tag tag-${r._state.replace(' ', '-')}` }, r._state))))))));
   }
 

@@ -4,6 +4,7 @@ import { ApiError, describeError } from '../api.js';
 import { badge, confirmDialog, empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
 import { apiTokens, catalog, createApiToken, revokeApiToken } from '../data.js';
 import { field, h, replace, select, setFieldError } from '../dom.js';
+import * as fmt from '../format.js';
 
 export function render(main, ctx) {
   let cat = null;
@@ -63,7 +64,7 @@ export function render(main, ctx) {
         return h('tr', { dataset: { token: t.token_id }, class: active ? '' : 'row-muted' },
           h('th', { scope: 'row', 'data-label': 'Name' }, t.name, h('span', { class: 'muted small block mono' }, String(t.token_id).slice(0, 8))),
           h('td', { 'data-label': 'Writes for' }, t.client_id ? cat.clientName(t.client_id) : h('span', { class: 'tag' }, 'All clients')),
-          h('td', { 'data-label': 'Created' }, timeEl(t.created_at), t.created_by ? h('span', { class: 'muted small block' }, t.created_by) : null),
+          h('td', { 'data-label': 'Created' }, timeEl(t.created_at, { format: fmt.dateTimeShort }), t.created_by ? h('span', { class: 'muted small block' }, t.created_by) : null),
           h('td', { 'data-label': 'Last used' }, t.last_used_at ? timeEl(t.last_used_at, { relative: true }) : h('span', { class: 'muted' }, 'Never')),
           h('td', { 'data-label': 'Status' }, active ? badge('active') : [badge('revoked'), h('span', { class: 'muted small block' }, timeEl(t.revoked_at))]),
           h('td', { class: 'cell-actions', 'data-label': '' }, active
