@@ -118,6 +118,9 @@ class App:
         self.contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        # The content security policy of the web server must not block anything the app does.
+        page.on("console", lambda msg: self.page_errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
         return page
 
     def signed_in(self, who: str, path: str = "/", **kwargs: Any) -> Page:
