@@ -1,12 +1,45 @@
--- Who is calling: PostgREST puts the verified JWT claims in request.jwt.claims for each request.
--- Policies wrap these as (select auth.client_id()) so they are evaluated once per statement.
+-- Who is calling. PostgREST puts the verified JWT claims in request.jwt.claims for each request;
+-- a BI login's claims come from auth.bi_logins. Policies wrap the helpers as
+-- (select auth.client_id()) so they are evaluated once per statement, not once per row.
+--
+-- Error codes raised here (SQLSTATE in the body's "code", asserted by tests); each is answered
+-- with HTTP 401 through PostgREST's raise-sqlstate-PGRST convention:
+--   SL311  API token unknown, revoked, or not the token issued under its id
+--   SL312  login token not acceptable (no expiry, no client, user disabled or lost the role)
+--   SL313  the token's role is not one the API serves
+
+create or replace function auth._session_claims() returns jsonb
+language sql stable security definer parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  -- Claims of a session that did not come through PostgREST (whose login is authenticator):
+  -- a BI login gets claims built from auth.bi_logins and can never choose its own; a superuser
+  -- or the owner (operators, migrations, tests) may set request.jwt.claims itself, as they
+  -- could bypass row-level security anyway; any other login gets no claims.
+  select case
+           when b.rolname is not null then
+             jsonb_strip_nulls(jsonb_build_object('role', 'bi_reader', 'client_id', b.client_id,
+                                                  'sub', 'bi:' || b.rolname))
+           when r.rolsuper or r.rolname = 'stepledger_owner' then
+             coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
+           else '{}'::jsonb
+         end
+    from pg_catalog.pg_roles r
+    left join auth.bi_logins b on b.rolname = r.rolname
+   where r.rolname = session_user
+$$;
+comment on function auth._session_claims() is
+  'Private: claims of a session outside PostgREST (BI login: from auth.bi_logins; superuser or owner: request.jwt.claims; else none).';
 
 create or replace function auth.claims() returns jsonb
 language sql stable parallel safe
 as $$
-  select coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
+  -- PostgREST verified these claims before it switched role; only its login may pass them.
+  select case when session_user = 'authenticator'
+              then coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
+              else coalesce(auth._session_claims(), '{}'::jsonb) end
 $$;
-comment on function auth.claims() is 'The verified JWT claims of the current HTTP request, or {} outside one.';
+comment on function auth.claims() is 'The verified JWT claims of the current HTTP request, the claims of a BI login, or {} otherwise.';
 
 create or replace function auth.role() returns text
 language sql stable parallel safe
@@ -20,7 +53,7 @@ language sql stable parallel safe
 as $$
   select nullif(auth.claims()->>'client_id', '')
 $$;
-comment on function auth.client_id() is 'The client the caller is bound to, or null when bound to none (admin, all-clients token).';
+comment on function auth.client_id() is 'The client the caller is bound to, or null when bound to none (admin, all-clients token or BI login).';
 
 create or replace function auth.token_id() returns uuid
 language sql stable parallel safe
@@ -30,22 +63,100 @@ as $$
 $$;
 comment on function auth.token_id() is 'The id (jti) of the token that authenticated the request, when it is a UUID.';
 
+create or replace function auth._refuse(p_code text, p_message text, p_hint text default null)
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- Ends the request with HTTP 401 and a body in PostgREST's error shape carrying our own code
+-- (PostgREST turns sqlstate PGRST into the response its message and detail describe).
+begin
+  raise sqlstate 'PGRST' using
+    message = json_build_object('code', p_code, 'message', p_message, 'details', null,
+                                'hint', p_hint)::text,
+    detail = json_build_object('status', 401,
+                               'headers', json_build_object('WWW-Authenticate',
+                                                            'Bearer error="invalid_token"'))::text;
+end
+$$;
+comment on function auth._refuse(text, text, text) is 'Private: refuses the HTTP request with 401 and the given stepledger error code.';
+
 create or replace function auth.pre_request() returns void
-language plpgsql stable
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 -- Runs before every PostgREST request (db-pre-request), after PostgREST verified the signature
--- and expiry. Refuses tokens that are well signed but must still not be honoured.
+-- and expiry and switched to the token's role. Refuses tokens that are well signed but must not
+-- be honoured. Kept to primary-key lookups: it runs on every request.
+--   ingest        the token must be a live row of auth.api_tokens, issued exactly as presented
+--                 (same client, same SHA-256); its last use is recorded at most once a minute.
+--   client/admin  must expire; a client token must name its client; a login token (sub = a
+--                 user id) must belong to an enabled user who still holds the role and client.
+--   anon          nothing to check.
 declare
   v_claims jsonb := auth.claims();
   v_role text := v_claims->>'role';
+  v_jti text := v_claims->>'jti';
+  v_sub text := v_claims->>'sub';
+  v_token record;
+  v_user record;
+  v_bearer text;
 begin
-  if v_role = 'client' and nullif(v_claims->>'client_id', '') is null then
-    raise exception 'a client token must name its client' using errcode = 'PT401';
+  if v_role is null or v_role = 'anon' then
+    return;
   end if;
-  if v_role in ('client', 'admin') and not v_claims ? 'exp' then
-    raise exception 'login tokens must expire' using errcode = 'PT401';
+
+  if v_role = 'ingest' then
+    if v_jti is null or v_jti !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+      perform auth._refuse('SL311', 'this API token has no token id',
+                           'create API tokens with stepledger token create or /rpc/create_api_token');
+    end if;
+    select t.token_id, t.client_id, t.token_hash, t.revoked_at, t.last_used_at into v_token
+      from auth.api_tokens t where t.token_id = v_jti::uuid;
+    if not found then
+      perform auth._refuse('SL311', 'unknown API token');
+    end if;
+    if v_token.revoked_at is not null then
+      perform auth._refuse('SL311', 'this API token has been revoked');
+    end if;
+    v_bearer := substring(current_setting('request.headers', true)::json->>'authorization'
+                          from '^[Bb]earer[ ]+([^ ]+)');
+    if v_token.client_id is distinct from nullif(v_claims->>'client_id', '')
+       or v_bearer is null or sha256(convert_to(v_bearer, 'UTF8')) <> v_token.token_hash then
+      perform auth._refuse('SL311', 'this API token is not the one issued under its id');
+    end if;
+    -- Last use, at most once a minute and never waiting on a concurrent request's row lock.
+    -- GET requests run read-only: they are not recorded (ingest tokens may only POST anyway).
+    if (v_token.last_used_at is null or v_token.last_used_at < now() - interval '1 minute')
+       and current_setting('transaction_read_only') = 'off' then
+      update auth.api_tokens t set last_used_at = now()
+       where t.token_id = (select l.token_id from auth.api_tokens l
+                            where l.token_id = v_token.token_id for update skip locked);
+    end if;
+    return;
   end if;
+
+  if v_role in ('client', 'admin') then
+    if v_role = 'client' and nullif(v_claims->>'client_id', '') is null then
+      perform auth._refuse('SL312', 'a client token must name its client');
+    end if;
+    if not v_claims ? 'exp' then
+      perform auth._refuse('SL312', 'login tokens must expire');
+    end if;
+    -- Tokens from POST /rpc/login carry the user's id; other tokens can only be signed by
+    -- whoever holds the stack's secret (operator tools).
+    if v_sub ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+      select u.roles, u.client_id, u.disabled_at into v_user
+        from auth.users u where u.user_id = v_sub::uuid;
+      if not found or v_user.disabled_at is not null or not v_role = any(v_user.roles)
+         or (v_role = 'client' and v_user.client_id is distinct from v_claims->>'client_id') then
+        perform auth._refuse('SL312', 'this login is no longer valid', 'log in again');
+      end if;
+    end if;
+    return;
+  end if;
+
+  perform auth._refuse('SL313', format('the API does not serve role "%s"', v_role));
 end
 $$;
-comment on function auth.pre_request() is 'PostgREST db-pre-request hook: refuses well-signed tokens that must not be honoured.';
+comment on function auth.pre_request() is 'PostgREST db-pre-request hook: refuses revoked or unknown API tokens and login tokens that must no longer be honoured.';

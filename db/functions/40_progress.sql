@@ -4,17 +4,30 @@
 -- Concurrency: the first statement upserts the batch's jobs in key order, which locks those job
 -- rows until commit. Every later statement takes a fresh snapshot (READ COMMITTED), so a batch
 -- that waited for that lock sees the other batch's committed step runs: no lost update.
+--
+-- Edge cases (tests/test_progress*.py):
+-- - retries: every attempt is a step run; the highest attempt number decides the step;
+-- - out-of-order and late events: within an attempt a terminal status beats `started` whatever
+--   the arrival order, and between terminal events the later occurred_at wins; an attempt that
+--   arrives late never displaces a higher attempt;
+-- - skipped steps count as done;
+-- - a pipeline that gained steps: a job counts the steps of the pipeline version it runs
+--   (ledger.jobs.pipeline_version), raised when it reports a step added by a later version;
+-- - attempts left `started` when the job failed, moved on or stalled, and stalled jobs, are
+--   derived at read time (db/views/10_api_jobs.sql), so no background job is needed.
 
 create or replace function ledger.tg_events__apply_progress() returns trigger
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_xid bigint := pg_current_xact_id()::text::bigint;
 begin
-  -- 1. Jobs: create, widen the time span, and lock.
-  insert into ledger.jobs as j (client_id, job_id, pipeline, steps_total, started_at, updated_at,
-                                last_received_at, events)
-  select n.client_id, n.job_id, min(n.pipeline), min(p.steps_total), min(n.occurred_at),
-         max(n.occurred_at), now(), count(*)
+  -- 1. Jobs: create, widen the time span, stamp the changing transaction, and lock.
+  insert into ledger.jobs as j (client_id, job_id, pipeline, steps_total, pipeline_version,
+                                started_at, updated_at, last_received_at, events, changed_xid)
+  select n.client_id, n.job_id, min(n.pipeline), min(p.steps_total), min(p.version),
+         min(n.occurred_at), max(n.occurred_at), now(), count(*), v_xid
     from new_events n
     join ledger.pipelines p on p.pipeline = n.pipeline
    group by n.client_id, n.job_id
@@ -23,7 +36,8 @@ begin
      set started_at = least(j.started_at, excluded.started_at),
          updated_at = greatest(j.updated_at, excluded.updated_at),
          last_received_at = excluded.last_received_at,
-         events = j.events + excluded.events;
+         events = j.events + excluded.events,
+         changed_xid = excluded.changed_xid;
 
   -- 2. Step runs: merge the batch into each attempt. A terminal status (completed, failed,
   --    skipped) beats started whatever the arrival order; between terminal events the later
@@ -88,18 +102,21 @@ begin
          billed_units = excluded.billed_units, completed_at = excluded.completed_at,
          step_index = excluded.step_index;
 
-  -- 4. Jobs: progress and status from their steps (contract §6).
+  -- 4. Jobs: the pipeline version they run, progress and status from their steps (contract §6).
   update ledger.jobs j
-     set steps_done = agg.done,
-         status = case when agg.done >= j.steps_total then 'completed'
+     set pipeline_version = v.version,
+         steps_total = t.steps_total,
+         steps_done = agg.done,
+         status = case when agg.done >= t.steps_total then 'completed'
                        when agg.failed > 0 then 'failed'
                        else 'running' end,
-         finished_at = case when agg.done >= j.steps_total then agg.last_finished
+         finished_at = case when agg.done >= t.steps_total then agg.last_finished
                             when agg.failed > 0 then agg.last_failed end,
          last_error = agg.last_error,
          last_error_step = agg.last_error_step
     from (
-      select js.client_id, js.job_id,
+      select js.client_id, js.job_id, jj.pipeline, jj.pipeline_version, jj.steps_total,
+             max(ps.added_in_version) as newest_step_version,
              count(*) filter (where js.latest_status in ('completed', 'skipped')) as done,
              count(*) filter (where js.latest_status = 'failed') as failed,
              max(js.latest_at) filter (where js.latest_status in ('completed', 'skipped')) as last_finished,
@@ -109,17 +126,33 @@ begin
              (array_agg(concat_ws(': ', r.error_code, r.error_message) order by js.latest_at desc)
                 filter (where js.latest_status = 'failed'))[1] as last_error
         from ledger.job_steps js
+        join ledger.jobs jj on jj.client_id = js.client_id and jj.job_id = js.job_id
+        left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
         left join ledger.step_runs r
                on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
               and r.attempt = js.latest_attempt
        where (js.client_id, js.job_id) in (select distinct n.client_id, n.job_id from new_events n)
-       group by js.client_id, js.job_id
+       group by js.client_id, js.job_id, jj.pipeline, jj.pipeline_version, jj.steps_total
     ) agg
+    cross join lateral (
+      select greatest(agg.pipeline_version, coalesce(agg.newest_step_version, 0)) as version
+    ) v
+    cross join lateral (
+      -- A job that reports a step of a newer version counts that version's steps.
+      select case when v.version > agg.pipeline_version
+                  then (select count(*)::integer from ledger.pipeline_steps ps
+                         where ps.pipeline = agg.pipeline and ps.added_in_version <= v.version)
+                  else agg.steps_total end as steps_total
+    ) t
    where j.client_id = agg.client_id and j.job_id = agg.job_id;
 
-  -- 5. Tell listeners which clients have news (docs/api.md, live updates).
-  perform pg_notify('stepledger_jobs', c.client_id)
-     from (select distinct n.client_id from new_events n) c;
+  -- 5. Tell listeners which clients have news (docs/api.md, live updates): one notification per
+  --    client and batch on channel stepledger_jobs, delivered at commit.
+  perform pg_notify('stepledger_jobs',
+                    json_build_object('client_id', c.client_id, 'jobs', c.jobs,
+                                      'changed_xid', v_xid)::text)
+     from (select n.client_id, count(distinct n.job_id) as jobs
+             from new_events n group by n.client_id) c;
   return null;
 end
 $$;

@@ -1,12 +1,21 @@
--- Who may touch what, in one place. Row-level policies are in 20_row_security.sql.
+-- Who may touch what, in one place for the spine; each area adds db/policies/NN_<area>.sql.
+-- Row-level policies are in 20_row_security.sql. The intended result, role by role, is written
+-- down in tests/access/*.yaml and checked against the catalog by tests/test_access_matrix.py.
+--
 -- Every function is executable by PUBLIC by default: revoke that, then grant explicitly.
 
 alter default privileges for role stepledger_owner revoke execute on functions from public;
-revoke execute on all functions in schema api, ledger, auth from public;
+revoke execute on all functions in schema api, ledger, auth, reporting from public;
 
+-- Schemas. anon, client, admin and ingest are the API roles PostgREST switches to; bi_reader is
+-- the group of BI logins (bi_all_clients inherits it).
 grant usage on schema api to anon, client, admin, ingest;
 grant usage on schema auth to anon, client, admin, ingest, bi_reader;
-grant execute on function auth.claims(), auth.role(), auth.client_id(), auth.token_id()
+grant usage on schema reporting to bi_reader;
+
+-- Who is calling: policies and functions evaluate these as the caller.
+grant execute on function auth.claims(), auth.role(), auth.client_id(), auth.token_id(),
+                          auth._session_claims()
   to anon, client, admin, ingest, bi_reader;
 
 -- security_invoker views read the tables with the caller's rights, under row-level security.
@@ -17,6 +26,8 @@ grant select on ledger.clients, ledger.pipelines, ledger.pipeline_steps,
 grant select on ledger.vault, ledger.events to admin;
 
 grant select on api.jobs, api.step_runs to client, admin;
+grant execute on function api.step_runs(api.jobs) to client, admin;
+grant select on reporting.jobs to bi_reader;
 
 grant execute on function api.ingest(text), api.ingest(jsonb), api.ingest_ndjson(text) to ingest, admin;
 grant execute on function auth.pre_request() to anon, client, admin, ingest;

@@ -16,7 +16,10 @@ select j.client_id,
        j.last_error,
        j.last_error_step,
        j.events,
-       j.last_received_at
+       j.last_received_at,
+       j.pipeline_version,
+       case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at,
+       j.changed_xid
   from ledger.jobs j
   join ledger.pipelines p on p.pipeline = j.pipeline;
 
@@ -27,6 +30,10 @@ comment on column api.jobs.steps_done is 'Distinct steps whose latest attempt is
 comment on column api.jobs.progress is 'steps_done / steps_total, from 0 to 1.';
 comment on column api.jobs.updated_at is 'occurred_at of the job''s latest event.';
 comment on column api.jobs.last_error is 'error code and message of the latest failed step, if any.';
+comment on column api.jobs.last_received_at is 'When the latest batch with events of this job arrived.';
+comment on column api.jobs.pipeline_version is 'The pipeline version whose steps the job counts: the version current at its first event, or a later one when the job reports a step that version added.';
+comment on column api.jobs.stalls_at is 'For a running (or stalled) job: when it counts as stalled without a further event.';
+comment on column api.jobs.changed_xid is 'Transaction that last changed the job; poll GET /rpc/job_changes with a cursor to get changed jobs (docs/api.md).';
 
 create or replace view api.step_runs with (security_invoker = true) as
 select r.client_id,
@@ -44,11 +51,34 @@ select r.client_id,
        r.pipeline,
        r.error_retryable,
        r.source,
-       (js.latest_attempt = r.attempt) as is_latest
+       (js.latest_attempt = r.attempt) as is_latest,
+       s.state,
+       case s.state
+         when 'running' then null
+         when 'stalled' then greatest(r.started_at, j.updated_at)
+         when 'abandoned' then greatest(r.started_at, coalesce(
+           (select min(coalesce(n.started_at, n.decided_at)) from ledger.step_runs n
+             where n.client_id = r.client_id and n.job_id = r.job_id and n.step = r.step
+               and n.attempt > r.attempt),
+           j.finished_at, j.updated_at))
+         else r.finished_at
+       end as ended_at
   from ledger.step_runs r
   join ledger.job_steps js
-    on js.client_id = r.client_id and js.job_id = r.job_id and js.step = r.step;
+    on js.client_id = r.client_id and js.job_id = r.job_id and js.step = r.step
+  join ledger.jobs j on j.client_id = r.client_id and j.job_id = r.job_id
+  join ledger.pipelines p on p.pipeline = j.pipeline
+  cross join lateral (
+    select case
+             when r.status <> 'started' then r.status::text
+             when r.attempt < js.latest_attempt or j.status <> 'running' then 'abandoned'
+             when now() - j.updated_at > p.stall_timeout then 'stalled'
+             else 'running'
+           end as state
+  ) s;
 
 comment on view api.step_runs is 'One row per attempt of a step in a job, with its timing, units and error. Filter with ?client_id=eq.C&job_id=eq.J.';
 comment on column api.step_runs.duration_s is 'Seconds from the started event to the completed, failed or skipped event.';
 comment on column api.step_runs.is_latest is 'Whether this is the latest attempt of the step, the one that decides its state.';
+comment on column api.step_runs.state is 'completed, failed or skipped as reported; for an attempt still `started`: running, stalled (its job is stalled), or abandoned (a later attempt of the step exists, or the job failed or completed without it).';
+comment on column api.step_runs.ended_at is 'When the bar ends on a timeline: finished_at, the last sign of life of a stalled job, or when an abandoned attempt was given up (the next attempt, else the end of the job); null while running.';

@@ -1,14 +1,27 @@
-"""A small HTTP client for the ingest API, shared by the loader, the demo and the SDK."""
+"""A small HTTP client for the ingest API, shared by the loader, the demo and the SDK.
+
+Errors are typed so that callers can decide whether to retry:
+- `TransientError`: the network failed, or the server answered 5xx, 408 or 429; the same request
+  may succeed later, and resending it is safe because events are deduplicated by `event_id`;
+- `RequestRefused`: any other 4xx (bad token, no permission, malformed request); resending the
+  same request cannot help.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
 from stepledger import StepledgerError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -23,9 +36,105 @@ class IngestResult:
         for item in other.rejected:
             self.rejected.append({**item, "index": int(item["index"]) + offset})  # type: ignore[call-overload]
 
+    @classmethod
+    def from_body(cls, body: object) -> IngestResult:
+        if not isinstance(body, dict) or not {"accepted", "duplicates", "rejected"} <= body.keys():
+            raise TransientError(f"unexpected answer from the ingest API: {str(body)[:200]}")
+        return cls(int(body["accepted"]), int(body["duplicates"]), list(body["rejected"]))
+
+
+class ApiError(StepledgerError):
+    """The API could not be used; `status` is the HTTP status, or None for a network failure."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class TransientError(ApiError):
+    """Worth retrying: network failure, 5xx, 408 or 429."""
+
+
+class RequestRefused(ApiError):
+    """A 4xx answer: the request itself is wrong (token, permission, body); do not retry."""
+
+
+_HINTS = {
+    401: "the token is missing, malformed or expired; pass --token or set STEPLEDGER_TOKEN "
+         "(create one with `stepledger token create`)",
+    403: "the token's role may not do this; ingest needs an ingest token or an admin login",
+    404: "no such endpoint; is the URL the stepledger API (e.g. http://127.0.0.1:3000)?",
+    413: "the request body is too large; send smaller batches",
+}
+
+
+def _reason(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase, None
+    if isinstance(body, dict):
+        message = str(body.get("message") or body)
+        if body.get("hint"):
+            message += f" ({body['hint']})"
+        code = body.get("code")
+        return message, str(code) if code is not None else None
+    return str(body)[:200], None
+
+
+def raise_for_answer(response: httpx.Response, what: str) -> None:
+    """Turn a non-2xx answer into TransientError or RequestRefused with a one-line reason."""
+    if response.is_success:
+        return
+    status = response.status_code
+    message, code = _reason(response)
+    text = f"{what} failed with HTTP {status}: {message}"
+    if status in (408, 429) or status >= 500:
+        raise TransientError(text, status, code)
+    hint = _HINTS.get(status)
+    raise RequestRefused(f"{text}; {hint}" if hint and hint not in text else text, status, code)
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter for transient errors.
+
+    `attempts` counts tries (None: retry forever, the SDK's choice while events sit in its
+    spool); the delay starts at `initial_s`, doubles up to `max_s`, and is jittered by ±25%.
+    """
+
+    attempts: int | None = 8
+    initial_s: float = 0.5
+    max_s: float = 30.0
+
+    def delays(self) -> Iterable[float]:
+        delay = self.initial_s
+        tried = 1
+        while self.attempts is None or tried < self.attempts:
+            yield delay * random.uniform(0.75, 1.25)
+            delay = min(self.max_s, delay * 2)
+            tried += 1
+
+    def run(self, call: Callable[[], T],
+            on_retry: Callable[[TransientError, float], None] | None = None,
+            sleep: Callable[[float], object] = time.sleep) -> T:
+        """Call until it succeeds, a RequestRefused is raised, or the attempts are used up."""
+        delays = iter(self.delays())
+        while True:
+            try:
+                return call()
+            except TransientError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                if on_retry is not None:
+                    on_retry(exc, delay)
+                sleep(delay)
+
 
 class IngestClient:
-    """Posts batches of events to `POST /rpc/ingest`.
+    """Posts batches of events to `POST /rpc/ingest` (or NDJSON to `/rpc/ingest_ndjson`).
 
     Bodies go out as text/plain: PostgREST parses an application/json array itself and refuses
     arrays whose objects have different keys (events with and without `error` or `data`); as text
@@ -34,7 +143,8 @@ class IngestClient:
 
     def __init__(self, base_url: str, token: str, timeout: float = 60.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
                                  headers={"Authorization": f"Bearer {token}"})
 
     def __enter__(self) -> IngestClient:
@@ -46,13 +156,40 @@ class IngestClient:
     def close(self) -> None:
         self.http.close()
 
+    def _post(self, path: str, what: str, **kwargs: object) -> object:
+        try:
+            response = self.http.post(path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            raise TransientError(f"{what}: cannot reach {self.base_url} "
+                                 f"({type(exc).__name__}: {exc or 'no answer'})") from None
+        raise_for_answer(response, what)
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientError(f"{what}: the answer is not JSON: {response.text[:200]}") from None
+
     def send(self, events: Sequence[object]) -> IngestResult:
-        response = self.http.post("/rpc/ingest", content=json.dumps(events, separators=(",", ":")),
-                                  headers={"Content-Type": "text/plain; charset=utf-8"})
-        if response.status_code != 200:
-            raise StepledgerError(f"ingest failed with HTTP {response.status_code}: {_reason(response)}")
-        body = response.json()
-        return IngestResult(body["accepted"], body["duplicates"], list(body["rejected"]))
+        """One batch (index = position in `events`, 0-based)."""
+        body = json.dumps(events, separators=(",", ":"), ensure_ascii=False).encode()
+        return IngestResult.from_body(self._post(
+            "/rpc/ingest", "ingest", content=body,
+            headers={"Content-Type": "text/plain; charset=utf-8"}))
+
+    def send_ndjson(self, body: bytes | str) -> IngestResult:
+        """One event per line (index = 1-based line number in `body`)."""
+        content = body.encode() if isinstance(body, str) else body
+        return IngestResult.from_body(self._post(
+            "/rpc/ingest_ndjson", "ingest", content=content,
+            headers={"Content-Type": "application/x-ndjson"}))
+
+    def send_unreadable(self, lines: Sequence[dict[str, object]]) -> IngestResult:
+        """Keep lines that are not events in the vault: [{line, text, error}] (index = line)."""
+        return IngestResult.from_body(self._post(
+            "/rpc/ingest_unreadable", "ingest", json={"lines": list(lines)}))
+
+    def rpc(self, name: str, params: dict[str, object]) -> object:
+        """Call another function of the API with named parameters."""
+        return self._post(f"/rpc/{name}", name, json=params)
 
     def send_all(self, events: Iterable[object], batch_size: int = 1000) -> IngestResult:
         total = IngestResult()
@@ -69,11 +206,30 @@ class IngestClient:
         return total
 
 
-def _reason(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("message") or body)
-    return str(body)[:200]
+def api_credentials(url: str | None = None, token: str | None = None) -> tuple[str, str]:
+    """The API URL and token for a CLI command.
+
+    URL: `url`, else STEPLEDGER_URL, else the local stack's API port. Token: `token`, else
+    STEPLEDGER_TOKEN, else a short-lived operator token signed with the local stack's secret when
+    that secret is readable (STEPLEDGER_JWT_SECRET or the stack's secrets file); else an error.
+    """
+    from stepledger.config import Settings
+    from stepledger.tokens import operator_token
+
+    settings = Settings.from_env()
+    url = url or os.environ.get("STEPLEDGER_URL") or settings.api_url
+    token = token or os.environ.get("STEPLEDGER_TOKEN")
+    if token:
+        return url, token
+    secret_file = settings.secrets_dir / "jwt_secret"
+    secret = os.environ.get("STEPLEDGER_JWT_SECRET")
+    if not secret:
+        try:
+            secret = secret_file.read_text().strip()
+        except OSError:
+            secret = ""
+    if not secret:
+        raise StepledgerError(
+            "no API token: pass --token or set STEPLEDGER_TOKEN (create one with "
+            f"`stepledger token create`); the local stack's secret ({secret_file}) is not readable")
+    return url, operator_token(secret)

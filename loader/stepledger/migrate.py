@@ -6,7 +6,8 @@ Order (docs/architecture.md):
 3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed;
 4. immutable wrappers generated from schemas/*.json, and the events' envelope constraint;
 5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
-6. the code version, this month's partitions, and `notify pgrst, 'reload schema'`.
+6. the JWT secret (for login tokens signed in the database), the code version, this month's
+   partitions, and `notify pgrst, 'reload schema'`.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def migrate(settings: Settings) -> dict[str, object]:
             for directory in IDEMPOTENT_DIRS:
                 for path in _sql_files(settings.repo_root / "db" / directory):
                     _run_file(conn, path)
+            # Login tokens are signed in the database with PostgREST's secret (docs/security.md).
+            conn.execute("select auth.install_jwt_secret(%s)", [settings.jwt_secret])
             conn.execute("insert into ledger.code_versions (code_version) values (%s) "
                          "on conflict do nothing", [version])
             conn.execute("select ledger.ensure_partitions()")

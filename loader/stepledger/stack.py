@@ -573,11 +573,15 @@ def up(settings: Settings, migrate: bool = True) -> list[str]:
         warnings.append("PostgREST not started: role authenticator does not exist yet "
                         "(run `stepledger migrate`, then `stepledger up`)")
     start_nginx(settings)
+    from stepledger import scheduler  # periodic database tasks: usage refresh, partitions
+    scheduler.start(settings)
     return warnings
 
 
 def down(settings: Settings) -> None:
     """Stop what `up` started, in reverse order. Harmless when already down."""
+    from stepledger import scheduler
+    scheduler.stop(settings)
     stop_nginx(settings)
     stop_postgrest(settings)
     stop_postgres(settings)

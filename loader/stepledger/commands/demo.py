@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime, timezone
 
-from stepledger import simulate
-from stepledger.client import IngestClient
+from stepledger import auth
+from stepledger.commands.pipeline_demo import run_demo_history
 from stepledger.config import Settings
 from stepledger.db import call, connect_owner
-from stepledger.tokens import operator_token
 
 DEMO_CLIENTS = [
     ("st-mary", "St Mary's Hospital", "EUR"),
@@ -32,17 +29,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
             call(conn, "select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
         for client_id, name, currency in DEMO_CLIENTS:
             call(conn, "select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
-    now = datetime.now(timezone.utc)
-    events = simulate.history([c[0] for c in DEMO_CLIENTS], args.jobs, now)
-    with IngestClient(settings.api_url, operator_token(settings.jwt_secret)) as client:
-        result = client.send_all(events, batch_size=1000)
-    print(f"stepledger: demo loaded: {result.accepted} events accepted, "
-          f"{result.duplicates} duplicates, {len(result.rejected)} rejected")
-    if result.rejected:
-        print(json.dumps(result.rejected[:3], indent=2))
+        logins = [("admin@botimage.example", "admin", None)]
+        logins += [(f"staff@{c[0]}.example", "client", c[0]) for c in DEMO_CLIENTS]
+        passwords = [auth.generate_password(16) for _ in logins]
+        for (email, role, client_id), password in zip(logins, passwords, strict=True):
+            auth.add_user(conn, email, password, [role], client_id)
+        token = auth.create_api_token(conn, None, "stepledger demo loader", "stepledger demo")
+    try:
+        # The mock BotImage pipeline reports two weeks of jobs through the SDK (pipeline_demo.py),
+        # with a real, revocable ingest token.
+        summary, tracker = run_demo_history(settings.api_url, token["token"],
+                                            [c[0] for c in DEMO_CLIENTS], args.jobs)
+    finally:
+        with connect_owner(settings) as conn:
+            auth.revoke_api_token(conn, token["token_id"], "stepledger demo")
+    stats = tracker.stats
+    print(f"stepledger: demo loaded: {sum(summary.jobs.values())} jobs, {stats.accepted} events "
+          f"accepted, {stats.duplicates} duplicates, {stats.rejected} rejected")
     print()
     print(f"  web app      {settings.web_url}/")
     print(f"  API          {settings.api_url}/jobs  (through the web server: {settings.web_url}/api/jobs)")
     print(f"  OpenAPI      {settings.api_url}/")
     print(f"  database     psql {settings.dsn('stepledger_owner')}")
+    print()
+    print("  demo logins (POST /rpc/login, or the web app):")
+    for (email, role, client_id), password in zip(logins, passwords, strict=True):
+        print(f"    {email:<32} {password}  {role}{' of ' + client_id if client_id else ''}")
     return 0

@@ -1,0 +1,47 @@
+-- Grants for progress and error analytics (db/functions/70_analytics.sql, db/views/40_analytics.sql).
+-- The materialized views themselves are granted to nobody: they cannot carry row-level security.
+-- Callers read them through the ledger.visible_* barrier views, which keep only the clients the
+-- caller sees in ledger.clients (row-level security of that table, 20_row_security.sql).
+
+revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily
+  from public;
+revoke execute on function
+  ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
+  ledger._check_window(date, date), ledger.refresh_analytics(interval),
+  ledger._outcomes(date, date, text, text),
+  api.refresh_analytics(integer),
+  api.job_counts(text, timestamptz, timestamptz, text, text),
+  api.job_changes(bigint, integer),
+  api.job_timeline(text, text),
+  api.step_durations(date, date, text),
+  api.error_stats_window(date, date, text),
+  api.error_stats_by_day(date, date, text),
+  api.error_stats_by_source(date, date, text, text),
+  api.error_codes(date, date, text)
+  from public;
+
+-- Freshness is not client data: which view was refreshed when.
+grant select on ledger.analytics_refreshes to client, admin, bi_reader;
+
+grant select on ledger.visible_step_outcomes_daily, ledger.visible_step_outcomes_total,
+                ledger.visible_step_timings_daily
+  to client, admin, bi_reader;
+grant execute on function ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
+                          ledger._check_window(date, date), ledger._outcomes(date, date, text, text)
+  to client, admin, bi_reader;
+
+grant select on api.error_stats, api.analytics_freshness to client, admin;
+grant execute on function
+  api.job_counts(text, timestamptz, timestamptz, text, text),
+  api.job_changes(bigint, integer),
+  api.job_timeline(text, text),
+  api.step_durations(date, date, text),
+  api.error_stats_window(date, date, text),
+  api.error_stats_by_day(date, date, text),
+  api.error_stats_by_source(date, date, text, text),
+  api.error_codes(date, date, text)
+  to client, admin;
+grant execute on function api.refresh_analytics(integer) to admin;
+
+grant usage on schema reporting to bi_reader;
+grant select on reporting.step_outcomes_daily to bi_reader, admin;

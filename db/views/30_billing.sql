@@ -1,0 +1,230 @@
+-- Billing views (contract §4: /usage, /prices, /rpc/invoice; docs/billing.md).
+--
+-- A materialized view has no row-level security, so nobody but the owner reads
+-- ledger.usage_lines_monthly directly: ledger.usage_lines_visible applies the same rule as the
+-- select_own_client / all_admin policies (own client only, admins everything). It is a
+-- security-barrier view with the owner's rights over the materialized view; every view that
+-- clients, admins and BI logins use is security_invoker on top of it.
+
+create or replace view ledger.usage_lines_visible with (security_barrier = true) as
+select m.client_id, m.period, m.pipeline, m.step, m.unit_price, m.priced, m.currency,
+       m.completed_steps, m.units, m.amount, m.first_completed_at, m.last_completed_at
+  from ledger.usage_lines_monthly m
+ where (select ledger._sees_all_clients())
+    or m.client_id = (select auth.client_id());
+
+comment on view ledger.usage_lines_visible is 'The usage materialized view under the row-level security rule: own client only, admins everything.';
+
+-- ---------------------------------------------------------------------------------------------
+-- HTTP surface
+-- ---------------------------------------------------------------------------------------------
+
+create or replace view api.usage with (security_invoker = true) as
+select u.client_id,
+       to_char(u.period, 'YYYY-MM') as period,
+       u.pipeline,
+       u.step,
+       sum(u.completed_steps)::bigint as completed_steps,
+       sum(u.units) as units,
+       sum(u.amount) as amount,
+       u.currency,
+       coalesce(sum(u.completed_steps) filter (where not u.priced), 0)::bigint as unpriced_steps,
+       (select r.finished_at from ledger.billing_refreshes r order by r.refresh_id desc limit 1)
+         as refreshed_at,
+       not ledger._usage_fresh(u.client_id, u.period) as stale
+  from ledger.usage_lines_visible u
+ group by u.client_id, u.period, u.pipeline, u.step, u.currency;
+
+comment on view api.usage is 'Billed usage per client, month (UTC), pipeline and step: completed steps, units and amount (sum of the rounded invoice lines). Served from a materialized view: refreshed_at says when it was refreshed, stale whether changes arrived since.';
+comment on column api.usage.period is 'Calendar month in UTC of the billed completions, YYYY-MM.';
+comment on column api.usage.completed_steps is 'Billed (client, job, step) completions: one per step of a job, the latest completed attempt.';
+comment on column api.usage.units is 'Sum of the units of the billed completions.';
+comment on column api.usage.amount is 'Sum of the invoice lines of this step: units x unit price, rounded half away from zero per line.';
+comment on column api.usage.unpriced_steps is 'Completed steps with no price in force (billed at 0).';
+comment on column api.usage.refreshed_at is 'When the usage materialized view was last refreshed.';
+comment on column api.usage.stale is 'True when usage of this client and month changed after that refresh (POST /rpc/invoice is always current).';
+
+create or replace view api.usage_freshness with (security_invoker = true) as
+select r.finished_at as refreshed_at,
+       r.started_at as refresh_started_at,
+       r.duration_ms as refresh_duration_ms,
+       round(extract(epoch from now() - r.finished_at)::numeric, 1) as age_s,
+       (select count(*) from ledger.billing_changes ch
+         where not pg_visible_in_snapshot(ch.xid, r.snapshot)) as pending_changes
+  from (select b.started_at, b.finished_at, b.duration_ms, b.snapshot
+          from ledger.billing_refreshes b order by b.refresh_id desc limit 1) r;
+
+comment on view api.usage_freshness is 'How fresh GET /usage is: last refresh of the usage materialized view and the number of changes (of the caller''s clients) since.';
+
+create or replace view api.prices with (security_invoker = true) as
+select p.pipeline,
+       p.step,
+       p.client_id,
+       p.unit_price,
+       p.currency,
+       p.effective_from,
+       p.tiers,
+       p.note,
+       p.price_id,
+       p.recorded_at,
+       p.recorded_by,
+       p.recorded_role
+  from ledger.prices p;
+
+comment on view api.prices is 'The price book. A client sees the default prices and its own. Admins add prices with POST /prices; rows are never changed: a change is a new row with a later effective_from.';
+comment on column api.prices.client_id is 'null: the default price (per currency); else this client''s own price, which beats the default.';
+comment on column api.prices.currency is 'ISO 4217 code; a client''s own price is in the client''s currency (default: the client''s, or EUR for default prices).';
+comment on column api.prices.effective_from is 'In force from this instant until the next row of the same pipeline, step, client and currency (default: now).';
+comment on column api.prices.tiers is 'Graduated tiers per client and month, e.g. [{"from_units": 1000, "unit_price": 0.03}]: unit_price applies below the first tier.';
+
+create or replace view api.client_minimums with (security_invoker = true) as
+select m.client_id,
+       m.monthly_minimum,
+       m.currency,
+       m.effective_from,
+       m.note,
+       m.minimum_id,
+       m.recorded_at,
+       m.recorded_by
+  from ledger.client_minimums m;
+
+comment on view api.client_minimums is 'Monthly minimum per client from a calendar month on (effective_from is a first day of month); 0 ends it. Admins add rows with POST /client_minimums.';
+
+create or replace view api.invoices with (security_invoker = true) as
+select i.client_id,
+       to_char(i.period, 'YYYY-MM') as period,
+       'finalized'::text as status,
+       i.currency,
+       i.total,
+       i.usage_amount,
+       i.minimum_amount,
+       i.adjustments_amount,
+       i.invoice_no,
+       i.lines_count,
+       i.finalized_at,
+       i.finalized_by
+  from ledger.invoices i;
+
+comment on view api.invoices is 'Finalized (immutable) invoices. Drafts of open periods: POST /rpc/invoice.';
+
+create or replace view api.invoice_lines with (security_invoker = true) as
+select l.client_id,
+       to_char(l.period, 'YYYY-MM') as period,
+       l.line_no,
+       l.kind,
+       l.pipeline,
+       l.step,
+       l.unit_price,
+       l.units,
+       l.amount,
+       l.completed_steps,
+       l.priced,
+       to_char(l.for_period, 'YYYY-MM') as for_period,
+       l.basis,
+       l.description
+  from ledger.invoice_lines l;
+
+comment on view api.invoice_lines is 'Lines of finalized invoices: usage, monthly-minimum top-up, and adjustments of earlier periods (for_period).';
+
+-- ---------------------------------------------------------------------------------------------
+-- Reports (schema reporting, for admins and BI logins; same row-level security)
+-- ---------------------------------------------------------------------------------------------
+
+create or replace view reporting.usage_by_step with (security_invoker = true) as
+select u.client_id,
+       to_char(u.period, 'YYYY-MM') as period,
+       u.period as period_start,
+       u.pipeline,
+       u.step,
+       s.step_index,
+       sum(u.completed_steps)::bigint as completed_steps,
+       sum(u.units) as units,
+       sum(u.amount) as amount,
+       u.currency,
+       coalesce(sum(u.completed_steps) filter (where not u.priced), 0)::bigint as unpriced_steps,
+       coalesce(sum(u.units) filter (where not u.priced), 0) as unpriced_units,
+       not ledger._usage_fresh(u.client_id, u.period) as stale
+  from ledger.usage_lines_visible u
+  left join ledger.pipeline_steps s on s.pipeline = u.pipeline and s.step = u.step
+ group by u.client_id, u.period, u.pipeline, u.step, s.step_index, u.currency;
+
+comment on view reporting.usage_by_step is 'Usage and amount per client, month, pipeline and step (from the usage materialized view).';
+
+create or replace view reporting.revenue_by_client_month with (security_invoker = true) as
+select p.client_id,
+       to_char(p.period, 'YYYY-MM') as period,
+       p.period as period_start,
+       c.currency,
+       coalesce(u.completed_steps, 0) as completed_steps,
+       coalesce(u.units, 0) as units,
+       coalesce(u.usage_amount, 0) as usage_amount,
+       m.monthly_minimum,
+       greatest(coalesce(m.monthly_minimum, 0) - coalesce(u.usage_amount, 0), 0) as minimum_topup,
+       coalesce(u.usage_amount, 0)
+         + greatest(coalesce(m.monthly_minimum, 0) - coalesce(u.usage_amount, 0), 0) as amount,
+       coalesce(u.unpriced_steps, 0) as unpriced_steps,
+       case when i.client_id is null then 'open' else 'finalized' end as invoice_status,
+       i.invoice_no,
+       i.total as invoiced_total,
+       not ledger._usage_fresh(p.client_id, p.period) as stale
+  from (
+    select v.client_id, v.period from ledger.usage_lines_visible v
+    union
+    select i.client_id, i.period from ledger.invoices i
+    union
+    select f.client_id, g::date
+      from (select cm.client_id, min(cm.effective_from) as first_month
+              from ledger.client_minimums cm where cm.monthly_minimum > 0
+             group by cm.client_id) f
+      cross join generate_series(f.first_month, ledger._month(now()), interval '1 month') g
+  ) p
+  join ledger.clients c on c.client_id = p.client_id
+  left join (
+    select v.client_id, v.period, sum(v.completed_steps)::bigint as completed_steps,
+           sum(v.units) as units, sum(v.amount) as usage_amount,
+           sum(v.completed_steps) filter (where not v.priced)::bigint as unpriced_steps
+      from ledger.usage_lines_visible v
+     group by v.client_id, v.period
+  ) u on u.client_id = p.client_id and u.period = p.period
+  left join lateral (
+    select cm.monthly_minimum
+      from ledger.client_minimums cm
+     where cm.client_id = p.client_id and cm.currency = c.currency and cm.effective_from <= p.period
+     order by cm.effective_from desc, cm.minimum_id desc
+     limit 1) m on true
+  left join ledger.invoices i on i.client_id = p.client_id and i.period = p.period
+ where u.client_id is not null or i.client_id is not null or m.monthly_minimum > 0;
+
+comment on view reporting.revenue_by_client_month is 'Revenue per client and month: usage amount, monthly-minimum top-up, and the finalized invoice (whose total also carries adjustments of earlier months).';
+
+create or replace view reporting.unpriced_completed_steps with (security_invoker = true) as
+select u.client_id,
+       to_char(u.period, 'YYYY-MM') as period,
+       u.period as period_start,
+       u.pipeline,
+       u.step,
+       sum(u.completed_steps)::bigint as completed_steps,
+       sum(u.units) as units,
+       min(u.first_completed_at) as first_completed_at,
+       max(u.last_completed_at) as last_completed_at
+  from ledger.usage_lines_visible u
+ where not u.priced
+ group by u.client_id, u.period, u.pipeline, u.step;
+
+comment on view reporting.unpriced_completed_steps is 'Completed steps billed at 0 because no price was in force: add a price (stepledger price set) to bill them.';
+
+create or replace view reporting.minimum_commitments with (security_invoker = true) as
+select r.client_id,
+       r.period,
+       r.period_start,
+       r.currency,
+       r.monthly_minimum,
+       r.usage_amount,
+       r.usage_amount - r.monthly_minimum as difference,
+       case when r.usage_amount >= r.monthly_minimum then 'over' else 'under' end as status,
+       r.minimum_topup,
+       r.invoice_status
+  from reporting.revenue_by_client_month r
+ where r.monthly_minimum > 0;
+
+comment on view reporting.minimum_commitments is 'Clients over or under their monthly minimum, per month.';

@@ -1,0 +1,149 @@
+"""`stepledger user | token | bi-user`: logins, API tokens for pipelines, BI database logins."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stepledger import auth
+from stepledger.config import Settings
+from stepledger.db import connect_owner
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    user = subparsers.add_parser("user", help="manage people who log in (POST /rpc/login)")
+    user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    p = user_sub.add_parser("add", help="add a user, or set its password and add roles")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True, help="at least 10 characters; - reads stdin")
+    p.add_argument("--role", required=True, action="append", choices=("admin", "client"),
+                   help="admin or client; repeat for both")
+    p.add_argument("--client", metavar="ID", help="the client a client user belongs to")
+    p.set_defaults(func=cmd_user_add)
+    p = user_sub.add_parser("list", help="list users")
+    p.set_defaults(func=cmd_user_list)
+    for action, text in (("disable", "refuse a user's logins and tokens at once"),
+                         ("enable", "let a disabled user log in again")):
+        p = user_sub.add_parser(action, help=text)
+        p.add_argument("email", metavar="EMAIL")
+        p.set_defaults(func=cmd_user_disable, disabled=action == "disable")
+
+    token = subparsers.add_parser("token", help="manage API tokens of pipelines")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    p = token_sub.add_parser("create", help="create an ingest token and print it")
+    p.add_argument("--client", metavar="ID",
+                   help="the client it may write for (default: every client)")
+    p.add_argument("--name", required=True, help="what the token is for, e.g. the pipeline host")
+    p.set_defaults(func=cmd_token_create)
+    p = token_sub.add_parser("list", help="list API tokens (never the tokens themselves)")
+    p.set_defaults(func=cmd_token_list)
+    p = token_sub.add_parser("revoke",
+                             help="revoke an API token; it is refused from its next request")
+    p.add_argument("token_id", metavar="TOKEN_ID")
+    p.set_defaults(func=cmd_token_revoke)
+
+    bi = subparsers.add_parser("bi-user", help="manage database logins for BI tools")
+    bi_sub = bi.add_subparsers(dest="bi_command", metavar="ACTION", required=True)
+    p = bi_sub.add_parser("add", help="create a BI login (or re-bind one and set a new password)")
+    p.add_argument("name", metavar="NAME", help="login name: lower-case letters, digits and _")
+    p.add_argument("--client", metavar="ID", help="the one client it reads (default: every client)")
+    p.add_argument("--password", help="at least 12 characters; - reads stdin; default: generated")
+    p.set_defaults(func=cmd_bi_add)
+    p = bi_sub.add_parser("list", help="list BI logins")
+    p.set_defaults(func=cmd_bi_list)
+    p = bi_sub.add_parser("remove", help="drop a BI login")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_bi_remove)
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = auth.read_password(args.password)
+    with connect_owner(Settings.from_env()) as conn:
+        row = auth.add_user(conn, args.email, password, args.role, args.client)
+    verb = "added" if row["created"] else "updated"
+    client = f", client {row['client_id']}" if row["client_id"] else ""
+    print(f"stepledger: user {row['email']} {verb} (roles {', '.join(row['roles'])}{client})")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        rows = conn.execute(
+            "select email, array_to_string(roles, ','), coalesce(client_id, '-'), "
+            "coalesce(to_char(last_login_at, 'YYYY-MM-DD HH24:MI'), 'never'), "
+            "disabled_at is not null from auth.users order by email").fetchall()
+    for email, roles, client, last_login, disabled in rows:
+        state = "  disabled" if disabled else ""
+        print(f"{email:<40} {roles:<13} {client:<20} last login {last_login}{state}")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        row = auth.set_user_disabled(conn, args.email, args.disabled)
+    print(f"stepledger: user {row['email']} {'disabled' if args.disabled else 'enabled'}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        row = auth.create_api_token(conn, args.client, args.name)
+    scope = f"client {row['client_id']}" if row["client_id"] else "every client"
+    print(f"stepledger: ingest token {row['token_id']} ({row['name']}) for {scope}; "
+          "it is shown only now", file=sys.stderr)
+    print(row["token"])
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        rows = conn.execute(
+            "select token_id, coalesce(client_id, '*'), name, "
+            "case when revoked_at is null then 'active' else 'revoked' end, "
+            "coalesce(to_char(last_used_at, 'YYYY-MM-DD HH24:MI'), 'never') "
+            "from auth.api_tokens order by created_at, token_id").fetchall()
+    for token_id, client, name, state, last_used in rows:
+        print(f"{token_id}  {client:<20} {state:<8} last used {last_used:<16}  {name}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        row = auth.revoke_api_token(conn, args.token_id)
+    print(f"stepledger: token {row['token_id']} revoked at {row['revoked_at']}")
+    return 0
+
+
+def cmd_bi_add(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    password = auth.read_password(args.password) if args.password else auth.generate_password(24)
+    with connect_owner(settings) as conn:
+        row = auth.add_bi_login(conn, args.name, args.client, password)
+    scope = f"client {row['client_id']}" if row["client_id"] else "every client"
+    verb = "created" if row["created"] else "updated"
+    print(f"stepledger: BI login {row['name']} {verb}; reads schema reporting for {scope}")
+    print(f"  host      {settings.pg_host}")
+    print(f"  port      {settings.pg_port}")
+    print(f"  database  {settings.dbname}")
+    print(f"  user      {row['name']}")
+    if not args.password:
+        print(f"  password  {password}")
+    print(f"  psql      psql 'postgresql://{row['name']}@{settings.pg_host}:{settings.pg_port}/"
+          f"{settings.dbname}'")
+    return 0
+
+
+def cmd_bi_list(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        rows = conn.execute("select rolname, coalesce(client_id, '*'), created_at::date "
+                            "from auth.bi_logins order by rolname").fetchall()
+    for name, client, created in rows:
+        print(f"{name:<32} {client:<20} since {created}")
+    return 0
+
+
+def cmd_bi_remove(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        auth.drop_bi_login(conn, args.name)
+    print(f"stepledger: BI login {args.name} removed")
+    return 0

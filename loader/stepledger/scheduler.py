@@ -1,0 +1,241 @@
+"""The stack's scheduler: periodic database housekeeping without pg_cron.
+
+Tasks are SQL statements run as the schema owner on a fixed interval, and on demand when a
+transaction sends `NOTIFY stepledger_scheduler, '<task name>'` (the price book does, so that
+GET /usage catches up with a price change within seconds). Where pg_cron is installed the
+database schedules the same statements itself (db/functions/60_billing.sql); both may run, since
+every task is idempotent and the usage refresh skips when another one is running.
+
+`stepledger up` starts it in the background (`start`), `stepledger down` stops it (`stop`);
+`stepledger scheduler run` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from stepledger import StepledgerError
+from stepledger.config import Settings
+
+CHANNEL = "stepledger_scheduler"
+PID_NAME = "scheduler"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 15.0
+# A burst of notifications (a price list loaded row by row) triggers one run, not one per row.
+DEBOUNCE_S = 5.0
+MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
+
+log = logging.getLogger("stepledger.scheduler")
+
+
+@dataclass(frozen=True)
+class Task:
+    """An SQL statement run every `every_s` seconds and on `NOTIFY stepledger_scheduler, name`."""
+
+    name: str
+    sql: str
+    every_s: float
+
+
+def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
+    return [
+        Task("refresh_usage", "select ledger.refresh_usage('scheduler')::text", refresh_every_s),
+        Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
+    ]
+
+
+class Scheduler:
+    """Runs tasks on their intervals and on notifications, reconnecting when the database goes."""
+
+    def __init__(self, dsn: str, tasks: Sequence[Task],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not tasks:
+            raise ValueError("a scheduler needs at least one task")
+        self.dsn = dsn
+        self.tasks = {t.name: t for t in tasks}
+        self.clock = clock
+        self.stopping = False
+        self.runs: dict[str, int] = {t.name: 0 for t in tasks}
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run_task(self, conn: psycopg.Connection, task: Task) -> None:
+        started = self.clock()
+        try:
+            row = conn.execute(task.sql).fetchone()  # type: ignore[arg-type]
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.error("task %s failed: %s", task.name, exc.diag.message_primary or exc)
+            return
+        self.runs[task.name] += 1
+        result = row[0] if row else None
+        log.info("task %s done in %.0f ms: %s", task.name, (self.clock() - started) * 1000, result)
+
+    def run(self, once: bool = False) -> None:
+        """Run until stop() (or SIGTERM via install_signal_handlers); `once`: every task once."""
+        backoff = 1.0
+        while not self.stopping:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True,
+                                     application_name="stepledger scheduler") as conn:
+                    backoff = 1.0
+                    self._loop(conn, once)
+                    return
+            except psycopg.OperationalError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("database unavailable (%s); retrying in %.0f s", first, backoff)
+                deadline = self.clock() + backoff
+                while not self.stopping and self.clock() < deadline:
+                    time.sleep(min(0.2, max(0.0, deadline - self.clock())))
+                backoff = min(backoff * 2, 30.0)
+
+    def _loop(self, conn: psycopg.Connection, once: bool) -> None:
+        conn.execute(f"listen {CHANNEL}")
+        now = self.clock()
+        next_due = {name: now for name in self.tasks}
+        requested: dict[str, float] = {}
+        while not self.stopping:
+            now = self.clock()
+            for name, task in self.tasks.items():
+                if next_due[name] <= now or (name in requested and requested[name] <= now):
+                    self.run_task(conn, task)
+                    next_due[name] = self.clock() + task.every_s
+                    requested.pop(name, None)
+            if once:
+                return
+            wake = min([*next_due.values(), *requested.values()])
+            timeout = min(MAX_WAIT_S, max(0.0, wake - self.clock()))
+            for notify in conn.notifies(timeout=timeout, stop_after=1):
+                name = notify.payload.strip()
+                if name in self.tasks and name not in requested:
+                    requested[name] = self.clock() + DEBOUNCE_S
+                    log.info("task %s requested by a notification", name)
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+
+# -- background process for `stepledger up` / `down` -------------------------------------------
+def _pid_file(settings: Settings) -> Path:
+    return settings.run_dir / f"{PID_NAME}.pid"
+
+
+def _is_scheduler(pid: int) -> bool:
+    """True if pid is a live `stepledger scheduler run` process (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and b"stepledger" in cmdline and b"scheduler" in cmdline \
+        and b"run" in cmdline
+
+
+def running_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(_pid_file(settings).read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return pid if _is_scheduler(pid) else None
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPLEDGER_", "PG"))}
+    env.update({
+        "STEPLEDGER_HOME": str(settings.home),
+        "STEPLEDGER_REPO_ROOT": str(settings.repo_root),
+        "STEPLEDGER_PG_HOST": settings.pg_host,
+        "STEPLEDGER_PG_PORT": str(settings.pg_port),
+        "STEPLEDGER_API_PORT": str(settings.api_port),
+        "STEPLEDGER_WEB_PORT": str(settings.web_port),
+    })
+    # Secrets given through the environment (compose) stay there; else the child reads home/secrets.
+    for name in ("OWNER_PASSWORD",):
+        value = os.environ.get(f"STEPLEDGER_{name}")
+        if value:
+            env[f"STEPLEDGER_{name}"] = value
+    return env
+
+
+def start(settings: Settings, refresh_every_s: float | None = None) -> int:
+    """Start `stepledger scheduler run` in the background unless it runs; return its pid.
+
+    It runs as the invoking user: it is a database client, not a server, and it reads the owner's
+    password from the stack's secrets.
+    """
+    pid = running_pid(settings)
+    if pid is not None:
+        return pid
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "stepledger", "scheduler", "run"]
+    if refresh_every_s is not None:
+        cmd += ["--refresh-every", str(refresh_every_s)]
+    log_path = settings.log_dir / "scheduler.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(cmd, env=_child_env(settings), cwd=settings.run_dir,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _pid_file(settings).write_text(f"{proc.pid}\n")
+    # Until the exec has finished, /proc shows the parent's command line: wait for ours.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _is_scheduler(proc.pid):
+        if proc.poll() is not None:
+            _pid_file(settings).unlink(missing_ok=True)
+            raise StepledgerError(f"the scheduler exited at start (see {log_path})")
+        if time.monotonic() >= deadline:
+            raise StepledgerError(f"the scheduler did not start (see {log_path})")
+        time.sleep(0.01)
+    return proc.pid
+
+
+def stop(settings: Settings) -> bool:
+    """SIGTERM the background scheduler (if ours and running), wait, then SIGKILL."""
+    pid = running_pid(settings)
+    if pid is None:
+        _pid_file(settings).unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _is_scheduler(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
+        time.sleep(0.05)
+    if _is_scheduler(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _pid_file(settings).unlink(missing_ok=True)
+    return True
+
+
+def status(settings: Settings) -> dict[str, object]:
+    pid = running_pid(settings)
+    return {"up": pid is not None, "pid": pid, "log": str(settings.log_dir / "scheduler.log")}
+
+
+def main_loop(settings: Settings, refresh_every_s: float, once: bool) -> None:
+    """Foreground entry point (`stepledger scheduler run`)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    scheduler = Scheduler(settings.dsn("stepledger_owner"), default_tasks(refresh_every_s))
+    scheduler.install_signal_handlers()
+    intervals = {t.name: t.every_s for t in scheduler.tasks.values()}
+    log.info("scheduler started: %s", json.dumps(intervals))
+    scheduler.run(once=once)
+    log.info("scheduler stopped")

@@ -1,0 +1,115 @@
+"""Helpers for the billing tests: isolated pipelines and clients, events, prices, invoices.
+
+Every test works on its own pipeline and clients (unique ids), so the shared session database
+can hold all of them at once: default prices are per pipeline, so they never leak between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from stepledger.billing.sql import dumps, loads
+from stepledger.client import IngestClient, IngestResult
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def make_pipeline(conn: psycopg.Connection, steps: Sequence[str] = ("ingest", "analyse", "report"),
+                  prefix: str = "bp") -> str:
+    name = uid(prefix)
+    definition = {"pipeline": name, "title": f"Billing test {name}",
+                  "steps": [{"key": s, "title": s.title()} for s in steps]}
+    conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(definition)])
+    return name
+
+
+def make_client(conn: psycopg.Connection, currency: str = "EUR", prefix: str = "bc") -> str:
+    client_id = uid(prefix)
+    conn.execute("select ledger.add_client(%s, %s, %s)",
+                 [client_id, f"Client {client_id}", currency])
+    return client_id
+
+
+def event(client_id: str, job_id: str, pipeline: str, step: str, status: str, at: str,
+          attempt: int = 1, units: Decimal | int | str | None = None,
+          event_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id or uid("e"), "client_id": client_id, "job_id": job_id,
+        "pipeline": pipeline, "step": step, "status": status, "occurred_at": at,
+        "attempt": attempt,
+    }
+    if units is not None:
+        body["units"] = units
+    if status == "failed":
+        body["error"] = {"code": "E_TEST", "message": "failed in a test", "retryable": True}
+    return body
+
+
+def ingest(api_url: str, token: str, events: Sequence[dict[str, Any]],
+           expect_rejected: int = 0) -> IngestResult:
+    text = dumps(list(events), indent=None)
+    with IngestClient(api_url, token) as client:
+        response = client.http.post("/rpc/ingest", content=text,
+                                    headers={"Content-Type": "text/plain; charset=utf-8"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    result = IngestResult(body["accepted"], body["duplicates"], list(body["rejected"]))
+    assert len(result.rejected) == expect_rejected, result.rejected
+    return result
+
+
+def add_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: str | Decimal,
+              effective_from: str, client_id: str | None = None, currency: str | None = None,
+              tiers: Sequence[tuple[str | Decimal, str | Decimal]] = ()) -> int:
+    row = conn.execute(
+        "insert into ledger.prices (pipeline, step, client_id, unit_price, currency, "
+        "effective_from, tiers) values (%s, %s, %s, %s, %s, %s, %s::jsonb) returning price_id",
+        [pipeline, step, client_id, Decimal(str(unit_price)), currency, effective_from,
+         dumps([{"from_units": Decimal(str(f)), "unit_price": Decimal(str(p))} for f, p in tiers],
+               indent=None)]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def invoice(conn: psycopg.Connection, client_id: str, period: str) -> dict[str, Any]:
+    row = conn.execute("select ledger._invoice_for_caller(%s, %s)::text",
+                       [client_id, period]).fetchone()
+    assert row is not None
+    return loads(row[0])  # type: ignore[no-any-return]
+
+
+def finalize(conn: psycopg.Connection, client_id: str, period: str) -> dict[str, Any]:
+    row = conn.execute("select ledger._finalize_invoice(%s, %s)::text",
+                       [client_id, period]).fetchone()
+    assert row is not None
+    return loads(row[0])  # type: ignore[no-any-return]
+
+
+def refresh(conn: psycopg.Connection, timeout: float = 60.0) -> dict[str, Any]:
+    """Refresh the usage view; when another refresh (the scheduler's) runs, wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute("select ledger.refresh_usage('test')::text").fetchone()
+        assert row is not None
+        result: dict[str, Any] = loads(row[0])
+        if result["refreshed"]:
+            return result
+        assert time.monotonic() < deadline, "the usage view could not be refreshed in time"
+        time.sleep(0.05)
+
+
+def usage_rows(conn: psycopg.Connection, client_id: str) -> list[dict[str, Any]]:
+    row = conn.execute("select coalesce(jsonb_agg(to_jsonb(u) order by u.period, u.pipeline, "
+                       "u.step), '[]')::text from api.usage u where u.client_id = %s",
+                       [client_id]).fetchone()
+    assert row is not None
+    return loads(row[0])  # type: ignore[no-any-return]

@@ -1,0 +1,291 @@
+"""Contract §5, rule by rule, with amounts worked out by hand (docs/billing.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from billing_support import (
+    add_price,
+    event,
+    ingest,
+    invoice,
+    make_client,
+    make_pipeline,
+    refresh,
+    uid,
+)
+
+D = Decimal
+
+
+def usage(document: dict[str, Any]) -> dict[tuple[str, Decimal], tuple[Decimal, Decimal, int]]:
+    """(step, unit_price) -> (units, amount, completed_steps) of the usage lines."""
+    out = {}
+    for line in document["lines"]:
+        if line["kind"] == "usage":
+            key = (line["step"], D(str(line["unit_price"])).normalize())
+            assert key not in out
+            out[key] = (D(str(line["units"])), D(str(line["amount"])), line["completed_steps"])
+    return out
+
+
+@pytest.fixture
+def admin_token(jwt_for: Callable[..., str]) -> str:
+    return jwt_for("admin")
+
+
+def test_a_step_is_billed_once_at_its_latest_completed_attempt(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a", "b", "c"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "0.10", "2025-01-01T00:00:00Z")
+    add_price(su_conn, pipeline, "b", "1", "2025-01-01T00:00:00Z")
+    add_price(su_conn, pipeline, "c", "0.5", "2025-01-01T00:00:00Z")
+    j1, j2 = uid("job"), uid("job")
+    retried = event(client, j1, pipeline, "a", "completed", "2025-01-05T10:02:00Z", attempt=2,
+                    units=4)
+    first = [
+        event(client, j1, pipeline, "a", "started", "2025-01-05T10:00:00Z"),
+        event(client, j1, pipeline, "a", "failed", "2025-01-05T10:01:00Z"),
+        retried,
+        # b: two completions; the later attempt arrives first and still wins.
+        event(client, j1, pipeline, "b", "completed", "2025-01-11T09:00:00Z", attempt=2, units=7),
+        # c: skipped is never billed
+        event(client, j1, pipeline, "c", "skipped", "2025-01-12T09:00:00Z"),
+        event(client, j2, pipeline, "a", "completed", "2025-01-06T08:00:00Z", units=2),
+        event(client, j2, pipeline, "b", "completed", "2025-01-07T08:00:00Z", units=5),
+        # a failed later attempt does not take the completion of attempt 1 away
+        event(client, j2, pipeline, "b", "failed", "2025-01-08T08:00:00Z", attempt=2),
+    ]
+    second = [
+        event(client, j1, pipeline, "b", "completed", "2025-01-10T09:00:00Z", attempt=1, units=3),
+        # the same event id again, other units: a duplicate, never counted
+        {**retried, "units": 100},
+    ]
+    ingest(api_url, admin_token, first)
+    result = ingest(api_url, admin_token, second)
+    assert (result.accepted, result.duplicates) == (1, 1)
+
+    document = invoice(su_conn, client, "2025-01")
+    assert usage(document) == {
+        ("a", D("0.1")): (D(6), D("0.60"), 2),
+        ("b", D("1")): (D(12), D("12.00"), 2),
+    }
+    assert document["total"] == D("12.60")
+    assert document["status"] == "draft"
+    assert document["currency"] == "EUR"
+
+
+def test_duplicates_count_once_whatever_their_body(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z")
+    job = uid("job")
+    done = event(client, job, pipeline, "a", "completed", "2025-01-05T10:00:00Z", units=3)
+    result = ingest(api_url, admin_token, [done, {**done, "units": 50}])
+    assert (result.accepted, result.duplicates) == (1, 1)
+    result = ingest(api_url, admin_token, [{**done, "units": 70, "attempt": 5}])
+    assert (result.accepted, result.duplicates) == (0, 1)
+    assert usage(invoice(su_conn, client, "2025-01")) == {("a", D(1)): (D(3), D("3.00"), 1)}
+
+
+def test_unpriced_completed_steps_are_billed_at_zero_and_listed(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a", "b"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "2", "2025-01-01T00:00:00Z")
+    # b is priced only from the 20th: the completion on the 10th has no price in force.
+    add_price(su_conn, pipeline, "b", "3", "2025-01-20T00:00:00Z")
+    job = uid("job")
+    ingest(api_url, admin_token, [
+        event(client, job, pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=2),
+        event(client, job, pipeline, "b", "completed", "2025-01-10T00:00:01Z", units=4),
+    ])
+    document = invoice(su_conn, client, "2025-01")
+    assert usage(document) == {("a", D(2)): (D(2), D("4.00"), 1), ("b", D(0)): (D(4), D(0), 1)}
+    unpriced = [ln for ln in document["lines"] if ln["priced"] is False]
+    assert [ln["step"] for ln in unpriced] == ["b"]
+    assert document["unpriced_steps"] == 1
+    assert document["total"] == D("4.00")
+
+    refresh(su_conn)
+    rows = su_conn.execute(
+        "select step, completed_steps, units from reporting.unpriced_completed_steps "
+        "where client_id = %s and period = '2025-01'", [client]).fetchall()
+    assert rows == [("b", 1, D(4))]
+
+
+def test_price_changed_in_the_middle_of_a_month(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    plain, override = make_client(su_conn), make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "0.10", "2025-01-01T00:00:00Z")
+    add_price(su_conn, pipeline, "a", "0.20", "2025-01-15T12:00:00Z")
+    # `override` gets its own price from the 18th: it beats the default from then on.
+    add_price(su_conn, pipeline, "a", "0.15", "2025-01-18T00:00:00Z", client_id=override)
+    for client in (plain, override):
+        ingest(api_url, admin_token, [
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=10),
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-15T11:59:59.999Z",
+                  units=1),
+            # exactly at effective_from: the new price is in force
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-15T12:00:00Z", units=2),
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-20T00:00:00Z", units=5),
+        ])
+    before = {("a", D("0.1")): (D(11), D("1.10"), 2)}
+    assert usage(invoice(su_conn, plain, "2025-01")) == {
+        **before, ("a", D("0.2")): (D(7), D("1.40"), 2)}
+    assert invoice(su_conn, plain, "2025-01")["total"] == D("2.50")
+    assert usage(invoice(su_conn, override, "2025-01")) == {
+        **before, ("a", D("0.2")): (D(2), D("0.40"), 1), ("a", D("0.15")): (D(5), D("0.75"), 1)}
+    assert invoice(su_conn, override, "2025-01")["total"] == D("2.25")
+
+
+def test_a_clients_own_price_beats_a_newer_default(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "0.30", "2025-01-01T00:00:00Z", client_id=client)
+    add_price(su_conn, pipeline, "a", "0.50", "2025-01-05T00:00:00Z")
+    # two rows with the same effective_from: the later recorded one wins
+    add_price(su_conn, pipeline, "a", "0.40", "2025-01-01T00:00:00Z", client_id=client)
+    ingest(api_url, admin_token, [
+        event(client, uid("job"), pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=10)])
+    assert usage(invoice(su_conn, client, "2025-01")) == {("a", D("0.4")): (D(10), D("4.00"), 1)}
+
+
+def test_lines_round_half_away_from_zero_and_the_total_adds_rounded_lines(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a", "b", "c"])
+    client = make_client(su_conn)
+    for step in ("a", "b", "c"):
+        add_price(su_conn, pipeline, step, "0.005", "2025-01-01T00:00:00Z")
+    job = uid("job")
+    ingest(api_url, admin_token, [
+        event(client, job, pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=1),
+        event(client, job, pipeline, "b", "completed", "2025-01-10T00:00:01Z", units=1),
+        # 5 x 0.005 = 0.025: half away from zero is 0.03 (banker's rounding would say 0.02)
+        event(client, job, pipeline, "c", "completed", "2025-01-10T00:00:02Z", units=5),
+    ])
+    document = invoice(su_conn, client, "2025-01")
+    assert usage(document) == {
+        ("a", D("0.005")): (D(1), D("0.01"), 1),
+        ("b", D("0.005")): (D(1), D("0.01"), 1),
+        ("c", D("0.005")): (D(5), D("0.03"), 1),
+    }
+    # rounding the sum (0.035) would give 0.04; the total is the sum of the rounded lines
+    assert document["total"] == D("0.05")
+
+
+def test_the_period_is_the_utc_month_of_the_billed_completion(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a", "b"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "1", "2024-12-01T00:00:00Z")
+    add_price(su_conn, pipeline, "b", "1", "2024-12-01T00:00:00Z")
+    j1, j2 = uid("job"), uid("job")
+    ingest(api_url, admin_token, [
+        # 00:30 on 1 February in Paris is 23:30 on 31 January in UTC: January
+        event(client, j1, pipeline, "a", "completed", "2025-02-01T00:30:00+01:00", units=1),
+        # 23:30 on 31 January at UTC-1 is 00:30 on 1 February in UTC: February
+        event(client, j2, pipeline, "a", "completed", "2025-01-31T23:30:00-01:00", units=2),
+        # a retry that completes again in February moves the step's bill to February
+        event(client, j1, pipeline, "b", "completed", "2025-01-31T23:00:00Z", units=3),
+        event(client, j1, pipeline, "b", "completed", "2025-02-01T01:00:00Z", attempt=2, units=4),
+    ])
+    assert usage(invoice(su_conn, client, "2025-01")) == {("a", D(1)): (D(1), D("1.00"), 1)}
+    assert usage(invoice(su_conn, client, "2025-02")) == {
+        ("a", D(1)): (D(2), D("2.00"), 1), ("b", D(1)): (D(4), D("4.00"), 1)}
+
+
+def test_graduated_tiers_count_units_per_client_and_month(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    first, second = make_client(su_conn), make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z",
+              tiers=[("10", "0.5"), ("20", "0.25")])
+    for client in (first, second):
+        ingest(api_url, admin_token, [
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-02T00:00:00Z", units=6),
+            # units 6..12: 4 at 1, 2 at 0.5
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-03T00:00:00Z", units=6),
+            # units 12..27: 8 at 0.5, 7 at 0.25
+            event(client, uid("job"), pipeline, "a", "completed", "2025-01-04T00:00:00Z",
+                  units=15),
+            # February starts from zero again
+            event(client, uid("job"), pipeline, "a", "completed", "2025-02-04T00:00:00Z", units=3),
+        ])
+        assert usage(invoice(su_conn, client, "2025-01")) == {
+            ("a", D(1)): (D(10), D("10.00"), 2),
+            ("a", D("0.5")): (D(10), D("5.00"), 1),
+            ("a", D("0.25")): (D(7), D("1.75"), 0),
+        }
+        assert usage(invoice(su_conn, client, "2025-02")) == {("a", D(1)): (D(3), D("3.00"), 1)}
+
+
+def test_prices_are_chosen_in_the_clients_currency(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    pounds = make_client(su_conn, currency="GBP")
+    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z")  # EUR default
+    ingest(api_url, admin_token, [
+        event(pounds, uid("job"), pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=2)])
+    document = invoice(su_conn, pounds, "2025-01")
+    assert document["currency"] == "GBP"
+    assert usage(document) == {("a", D(0)): (D(2), D(0), 1)}  # no GBP price: unpriced
+    add_price(su_conn, pipeline, "a", "0.8", "2025-01-01T00:00:00Z", currency="GBP")
+    assert usage(invoice(su_conn, pounds, "2025-01")) == {("a", D("0.8")): (D(2), D("1.60"), 1)}
+
+
+def test_a_monthly_minimum_tops_up_a_small_month(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z")
+    for month, amount in (("2025-01-01", "50"), ("2025-03-01", "0"), ("2025-04-01", "5")):
+        su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
+                        "effective_from) values (%s, %s, %s)", [client, D(amount), month])
+    ingest(api_url, admin_token, [
+        event(client, uid("job"), pipeline, "a", "completed", "2025-01-10T00:00:00Z",
+              units=D("12.6")),
+        event(client, uid("job"), pipeline, "a", "completed", "2025-04-10T00:00:00Z", units=8),
+    ])
+
+    def minimum_lines(period: str) -> list[Decimal]:
+        return [ln["amount"] for ln in invoice(su_conn, client, period)["lines"]
+                if ln["kind"] == "minimum"]
+
+    assert minimum_lines("2025-01") == [D("37.40")]
+    assert invoice(su_conn, client, "2025-01")["total"] == D("50.00")
+    assert minimum_lines("2025-02") == [D(50)]  # nothing used: the whole minimum
+    assert minimum_lines("2025-03") == []  # minimum ended
+    assert minimum_lines("2025-04") == []  # usage 8.00 is above the minimum of 5
+    assert invoice(su_conn, client, "2025-04")["total"] == D("8.00")
+
+
+def test_the_raw_event_recomputation_agrees_with_the_ingest_trigger(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    """The charges kept by the ingest trigger equal a recomputation from the raw events."""
+    pipeline = make_pipeline(su_conn, ["a", "b"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "0.7", "2025-01-01T00:00:00Z", tiers=[("3", "0.35")])
+    job = uid("job")
+    ingest(api_url, admin_token, [
+        event(client, job, pipeline, "a", "completed", "2025-01-03T00:00:00Z", units=2),
+        event(client, job, pipeline, "a", "completed", "2025-01-04T00:00:00Z", attempt=2,
+              units=5),
+        event(client, job, pipeline, "a", "failed", "2025-01-05T00:00:00Z", attempt=3),
+        event(client, job, pipeline, "b", "completed", "2025-01-05T00:00:00Z", units=1),
+        event(client, uid("job"), pipeline, "a", "completed", "2025-02-03T00:00:00Z", units=1),
+    ])
+    query = ("select period, pipeline, step, unit_price, priced, completed_steps, units, amount "
+             "from ledger._usage_lines_of(%s, null, null, %s) order by 1, 2, 3, 4")
+    live = su_conn.execute(query, [client, "job_steps"]).fetchall()
+    assert live == su_conn.execute(query, [client, "events"]).fetchall()
+    assert len(live) == 4
