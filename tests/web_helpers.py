@@ -65,18 +65,6 @@ class WebData:
     ingest_token: str
     failed_jobs: dict[str, str]              # client_id -> a job of it that failed
     job_ids: dict[str, list[str]] = field(default_factory=dict)
-    has_login: bool = True
-    has_billing: bool = True
-
-
-def _exists(conn: psycopg.Connection, signature: str) -> bool:
-    row = conn.execute("select to_regprocedure(%s) is not null", [signature]).fetchone()
-    return bool(row and row[0])
-
-
-def _relation_exists(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("select to_regclass(%s) is not null", [name]).fetchone()
-    return bool(row and row[0])
 
 
 def admin_http(settings: Settings, token: str) -> httpx.Client:
@@ -92,34 +80,25 @@ def load_web_data(settings: Settings, su_conn: psycopg.Connection,
     for client_id, name, currency in CLIENTS:
         su_conn.execute("select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
 
-    has_login = _exists(su_conn, "auth.add_user(text,text,text[],text)")
+    # Users who sign in through POST /rpc/login, made by the database's own function.
     users = {"admin": WebUser("admin@web-tests.example", secrets.token_urlsafe(12), "admin", None)}
     for client_id, _, _ in CLIENTS:
         users[client_id] = WebUser(f"lab@{client_id}.example", secrets.token_urlsafe(12), "client",
                                    client_id)
-    if has_login:
-        for user in users.values():
-            su_conn.execute("select auth.add_user(%s, %s, %s, %s)",
-                            [user.email, user.password, [user.role], user.client_id])
+    for user in users.values():
+        su_conn.execute("select auth.add_user(%s, %s, %s, %s)",
+                        [user.email, user.password, [user.role], user.client_id])
 
-    operator = jwt_for("admin", sub="web-tests")
-    with admin_http(settings, operator) as http:
-        if has_login and _exists(su_conn, "api.create_api_token(text,text,text)"):
-            answer = http.post("/rpc/create_api_token", json={
-                "client_id": None, "name": "web tests loader", "scope": "ingest"})
-            answer.raise_for_status()
-            ingest_token = answer.json()["token"]
-        else:
-            ingest_token = jwt_for("ingest")
-
-        has_billing = _relation_exists(su_conn, "api.prices")
-        if has_billing:
-            for step, price in PRICES.items():
-                response = http.post("/prices", json={
-                    "pipeline": "botimage", "step": step, "client_id": None, "unit_price": price,
-                    "currency": "EUR", "effective_from": "2020-01-01T00:00:00Z"})
-                if response.status_code not in (200, 201, 409):
-                    response.raise_for_status()
+    # An operator token (signed with the stack's secret) sets up what an admin would.
+    with admin_http(settings, jwt_for("admin", sub="web-tests")) as http:
+        answer = http.post("/rpc/create_api_token", json={
+            "client_id": None, "name": "web tests loader", "scope": "ingest"})
+        answer.raise_for_status()
+        ingest_token = answer.json()["token"]
+        for step, price in PRICES.items():
+            http.post("/prices", json={
+                "pipeline": "botimage", "step": step, "client_id": None, "unit_price": price,
+                "currency": "EUR", "effective_from": "2020-01-01T00:00:00Z"}).raise_for_status()
 
     now = datetime.now(UTC)
     events = list(simulate.history([c[0] for c in CLIENTS], jobs_per_client, now, days=20, seed=11))
@@ -141,17 +120,11 @@ def load_web_data(settings: Settings, su_conn: psycopg.Connection,
         if event["job_id"] not in ids:
             ids.append(str(event["job_id"]))
     return WebData(users=users, ingest_token=ingest_token, failed_jobs=failed_jobs,
-                   job_ids=job_ids, has_login=has_login, has_billing=has_billing)
+                   job_ids=job_ids)
 
 
-def login_answer(settings: Settings, user: WebUser, jwt_for: Callable[..., str],
-                 has_login: bool) -> dict[str, Any]:
+def login_answer(settings: Settings, user: WebUser) -> dict[str, Any]:
     """POST /rpc/login through the web server, as the app does."""
-    if not has_login:
-        token = jwt_for(user.role, client_id=user.client_id, email=user.email)
-        expires = datetime.now(UTC) + timedelta(hours=1)
-        return {"token": token, "role": user.role, "client_id": user.client_id,
-                "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
     response = httpx.post(f"{settings.web_url}/api/rpc/login",
                           json={"email": user.email, "password": user.password}, timeout=30.0)
     response.raise_for_status()

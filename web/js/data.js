@@ -1,7 +1,8 @@
 // What the app reads and writes, in one place: each function names the endpoint of the contract
-// (DESIGN.md §4) or of docs/api.md it uses. Views call these, never fetch directly.
+// (DESIGN.md §4), docs/api.md, docs/billing.md or docs/security.md it uses. Views call these,
+// never fetch directly.
 
-import { ApiError, get, quoteValue, request, rpc } from './api.js';
+import { get, quoteValue, request, rpc } from './api.js';
 import { localDayEnd, localDayStart } from './format.js';
 
 export const JOB_COLUMNS = 'client_id,job_id,pipeline,status,steps_total,steps_done,progress,'
@@ -52,8 +53,15 @@ export function jobFilters({ status, pipeline, from, to, q, client } = {}) {
   if (since) started.push(`gte.${since}`);
   if (until) started.push(`lt.${until}`);
   if (started.length) params.started_at = started;
-  if (q) params.job_id = `like.${q.replace(/\*/g, '')}*`;
+  if (q) params.job_id = `like.${likePrefix(q)}*`;
   return params;
+}
+
+/** A job id prefix as typed, for a PostgREST like filter: LIKE's own wildcards (% and _) and its
+ * escape character are escaped, so `st_mary` matches only st_mary, like starts_with() in
+ * POST /rpc/job_counts. PostgREST reads every * as a wildcard: those are dropped. */
+function likePrefix(q) {
+  return q.replace(/\*/g, '').replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 /** GET /jobs, one page, with the total count. */
@@ -66,39 +74,19 @@ export async function listJobs(filters, { offset = 0, limit = 25 } = {}) {
   return { rows: data || [], total };
 }
 
-let countsEndpoint = true;
-
-/** Jobs per state with the list's filters (except the state): POST /rpc/job_counts, or counts
- * from GET /jobs when the server has no job_counts. */
+/** Jobs per state with the list's filters except the state: POST /rpc/job_counts. */
 export async function jobCounts(filters) {
-  if (countsEndpoint && !(filters.q && /[%_]/.test(filters.q))) {
-    try {
-      const answer = await rpc('job_counts', {
-        pipeline: filters.pipeline || null,
-        since: localDayStart(filters.from),
-        until: localDayEnd(filters.to),
-        job_prefix: filters.q || null,
-        client: filters.client || null,
-      });
-      return {
-        running: answer.running, stalled: answer.stalled, failed: answer.failed,
-        completed: answer.completed, total: answer.total,
-      };
-    } catch (err) {
-      if (!(err instanceof ApiError && err.missingEndpoint)) throw err;
-      countsEndpoint = false;
-    }
-  }
-  const base = jobFilters({ ...filters, status: 'all' });
-  const counts = await Promise.all(JOB_STATES.map(async (state) => {
-    const { total } = await request('/jobs', {
-      method: 'HEAD', count: true, params: { ...base, status: `eq.${state}`, select: 'job_id' },
-    });
-    return [state, total || 0];
-  }));
-  const out = Object.fromEntries(counts);
-  out.total = counts.reduce((sum, [, n]) => sum + n, 0);
-  return out;
+  const answer = await rpc('job_counts', {
+    pipeline: filters.pipeline || null,
+    since: localDayStart(filters.from),
+    until: localDayEnd(filters.to),
+    job_prefix: filters.q ? filters.q.replace(/\*/g, '') : null,
+    client: filters.client || null,
+  });
+  return {
+    running: answer.running, stalled: answer.stalled, failed: answer.failed,
+    completed: answer.completed, total: answer.total,
+  };
 }
 
 /** One job with every attempt of every step of its pipeline (steps not reached yet: pending). */
@@ -138,32 +126,15 @@ export async function jobDetail(clientId, jobId) {
 }
 
 // -- live updates ---------------------------------------------------------------------------------
-let changesEndpoint = true;
-
-/** A cheap poll: returns a token that changes whenever a visible job changes. Uses
- * POST /rpc/job_changes with a cursor, else the newest last_received_at from GET /jobs. */
+/** A cheap poll: resolves true when a job the caller can see changed since the previous call.
+ * POST /rpc/job_changes with the previous cursor and max_jobs 1: the answer stays tiny, and
+ * `resync` (more than one job changed) counts as a change too. */
 export function changeProbe() {
   let cursor = null;
-  let mark = null;
   return async function probe() {
-    if (changesEndpoint) {
-      try {
-        const answer = await rpc('job_changes', { since: cursor, max_jobs: 1 });
-        const changed = cursor !== null && (answer.resync || (answer.jobs || []).length > 0);
-        cursor = answer.cursor;
-        return changed;
-      } catch (err) {
-        if (!(err instanceof ApiError && err.missingEndpoint)) throw err;
-        changesEndpoint = false;
-      }
-    }
-    const rows = await get('/jobs', {
-      select: 'client_id,job_id,last_received_at,steps_done,status',
-      order: 'last_received_at.desc.nullslast', limit: 1,
-    });
-    const next = JSON.stringify(rows[0] || null);
-    const changed = mark !== null && next !== mark;
-    mark = next;
+    const answer = await rpc('job_changes', { since: cursor, max_jobs: 1 });
+    const changed = cursor !== null && (answer.resync || (answer.jobs || []).length > 0);
+    cursor = answer.cursor;
     return changed;
   };
 }
