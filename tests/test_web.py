@@ -420,10 +420,12 @@ def test_admin_overview_counts_every_client(app: App, admin_api: httpx.Client) -
 
 def test_admin_adds_a_price_and_the_clients_draft_invoice_changes(
         app: App, web_data: WebData, admin_api: httpx.Client) -> None:
-    client_id, step = "lakeside", "integrity-check"  # no default price for this step
+    client_id, step = "lakeside", "integrity-check"
     period = datetime.now(UTC).strftime("%Y-%m")
     before = admin_api.post("/rpc/invoice", json={"client_id": client_id, "period": period}).json()
-    units = sum(Decimal(str(line["units"])) for line in before["lines"] if line["step"] == step)
+    lines = [line for line in before["lines"] if line["kind"] == "usage" and line["step"] == step]
+    units = sum(Decimal(str(line["units"])) for line in lines)
+    amount_before = sum(Decimal(str(line["amount"])) for line in lines)
     assert units > 0, "the fixture completed integrity checks this month"
 
     client = app.signed_in(client_id, f"/usage?period={period}")
@@ -444,7 +446,8 @@ def test_admin_adds_a_price_and_the_clients_draft_invoice_changes(
     expect(admin.locator(f'tr[data-step="{step}"][data-client="{client_id}"]').first).to_contain_text("2.50")
 
     after = admin_api.post("/rpc/invoice", json={"client_id": client_id, "period": period}).json()
-    want = Decimal(str(before["total"])) + (units * Decimal("2.5")).quantize(Decimal("0.01"))
+    want = (Decimal(str(before["total"])) - amount_before
+            + (units * Decimal("2.5")).quantize(Decimal("0.01")))
     assert Decimal(str(after["total"])) == want
     client.reload()
     expect(total).not_to_have_text(shown_before)

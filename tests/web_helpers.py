@@ -40,8 +40,9 @@ CLIENTS = [
     ("hillcrest", "Hillcrest Cancer Centre", "EUR"),
     ("harbourview", "Harbourview Imaging", "GBP"),
 ]
-# Default prices of the web fixture (per unit, from 2020 on): images for the first steps,
-# one per job for the analysis steps.
+# Default prices of the web fixture (per unit, from 2021 on, so they supersede any older default
+# another test put in the session's price book): images for the first steps, one per job for the
+# analysis steps.
 PRICES = {
     "dicom-intake": "0.02", "deidentification": "0.01", "quality-control": "0.015",
     "organ-segmentation": "4.50", "lesion-detection": "6.00", "lesion-segmentation": "3.20",
@@ -98,7 +99,7 @@ def load_web_data(settings: Settings, su_conn: psycopg.Connection,
         for step, price in PRICES.items():
             http.post("/prices", json={
                 "pipeline": "botimage", "step": step, "client_id": None, "unit_price": price,
-                "currency": "EUR", "effective_from": "2020-01-01T00:00:00Z"}).raise_for_status()
+                "currency": "EUR", "effective_from": "2021-01-01T00:00:00Z"}).raise_for_status()
 
     now = datetime.now(UTC)
     events = list(simulate.history([c[0] for c in CLIENTS], jobs_per_client, now, days=20, seed=11))

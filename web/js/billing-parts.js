@@ -4,7 +4,7 @@
 import { ApiError } from './api.js';
 import { columns } from './charts.js';
 import { badge, download, empty, errorBox, loading, timeEl, toCsv, unavailable } from './components.js';
-import { invoice as fetchInvoice, usageCsv } from './data.js';
+import { invoice as fetchInvoice, refreshUsage, usageCsv, usageFreshness } from './data.js';
 import { h, replace } from './dom.js';
 import * as fmt from './format.js';
 
@@ -49,13 +49,29 @@ function lineTitle(cat, line) {
   return { step: line.step ? cat.stepTitle(line.pipeline, line.step) : (line.description || '—'), pipeline: pipelineTitle };
 }
 
-/** "Figures as of 14:05" for GET /usage rows (a materialized view), and whether changes wait. */
-export function usageFreshness(rows) {
-  const refreshed = rows.map((r) => r.refreshed_at).filter(Boolean).sort().pop();
-  const stale = rows.some((r) => r.stale === true);
-  if (!refreshed) return null;
-  return h('p', { class: 'muted small freshness' }, 'Monthly figures as of ', timeEl(refreshed, { format: fmt.dateTimeFull }),
-    stale ? '. Recent steps are still being counted; the invoice below is always up to date.' : '.');
+/** "Monthly figures as of 14:05" from GET /usage_freshness (GET /usage is a materialized
+ * view), and whether changes wait to be counted. */
+export function freshnessNote(freshness) {
+  if (!freshness || !freshness.refreshed_at) return null;
+  const waiting = Number(freshness.pending_changes) > 0;
+  return h('p', { class: 'muted small freshness' }, 'Monthly figures as of ',
+    timeEl(freshness.refreshed_at, { format: fmt.dateTimeFull }),
+    waiting ? '. Recent steps are still being counted; the invoice is always up to date.' : '.');
+}
+
+/** Admins: bring GET /usage up to date first when changes wait and the figures are over a
+ * minute old (the refresh runs concurrently; a second one at the same time does nothing). */
+export async function freshUsage({ admin }) {
+  let freshness = await usageFreshness().catch(() => null);
+  if (admin && freshness && Number(freshness.pending_changes) > 0 && Number(freshness.age_s) > 60) {
+    try {
+      await refreshUsage();
+      freshness = await usageFreshness();
+    } catch {
+      // the figures stay as they are; the note says how old they are
+    }
+  }
+  return freshness;
 }
 
 /** Usage rows in the order of the pipeline's steps. */

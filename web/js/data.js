@@ -180,6 +180,12 @@ export async function refreshUsage() {
   return rpc('refresh_usage', {});
 }
 
+/** How fresh GET /usage is: {refreshed_at, age_s, pending_changes} (GET /usage_freshness). */
+export async function usageFreshness() {
+  const rows = await get('/usage_freshness');
+  return rows[0] || null;
+}
+
 export async function invoice(clientId, period) {
   return rpc('invoice', { client_id: clientId, period });
 }

@@ -1,7 +1,7 @@
 // Admin billing: per client and per step for one month (GET /usage), and any client's invoice.
 
 import { ApiError, describeError } from '../api.js';
-import { byStepOrder, showInvoice, usageFreshness } from '../billing-parts.js';
+import { byStepOrder, freshnessNote, freshUsage, showInvoice } from '../billing-parts.js';
 import { download, empty, errorBox, loading, pageHeader, toast, unavailable } from '../components.js';
 import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
@@ -75,9 +75,10 @@ export function render(main, ctx) {
         await showInvoice(invoiceHost, { cat, clientId: state.client, period: state.period, signal: ctx.signal });
         return;
       }
+      const freshness = await freshUsage({ admin: true });
       const rows = await usage({ periods: [state.period] });
       if (ctx.signal.aborted) return;
-      renderTable(rows);
+      renderTable(rows, freshness);
     } catch (err) {
       if (ctx.signal.aborted) return;
       replace(tableHost, err instanceof ApiError && err.missingEndpoint
@@ -85,10 +86,11 @@ export function render(main, ctx) {
     }
   }
 
-  function renderTable(rows) {
+  function renderTable(rows, freshness) {
     if (!rows.length) {
       replace(tableHost, empty(`Nothing billed in ${fmt.period(state.period)}`,
-        'Steps are billed when they complete; no completed steps fall in this month.'));
+        'Steps are billed when they complete; no completed steps fall in this month.'),
+      freshnessNote(freshness));
       return;
     }
     const byClient = new Map();
@@ -97,7 +99,8 @@ export function render(main, ctx) {
       if (!byClient.has(r.client_id)) byClient.set(r.client_id, []);
       byClient.get(r.client_id).push(r);
     }
-    const sections = [...byClient.entries()].map(([clientId, lines]) => {
+    const ordered = [...byClient.entries()].sort(([a], [b]) => cat.clientName(a).localeCompare(cat.clientName(b)));
+    const sections = ordered.map(([clientId, lines]) => {
       const total = lines.reduce((n, l) => n + Number(l.amount || 0), 0);
       const currency = lines[0].currency;
       const steps = lines.reduce((n, l) => n + Number(l.completed_steps || 0), 0);
@@ -118,7 +121,7 @@ export function render(main, ctx) {
     });
     replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'billing-table-title' },
       h('div', { class: 'card-header' }, h('h2', { id: 'billing-table-title' }, `Per client and step · ${fmt.period(state.period)}`)),
-      usageFreshness(rows),
+      freshnessNote(freshness),
       h('div', { class: 'table-wrap' }, h('table', { class: 'table table-billing responsive-table compact-rows' },
         h('thead', h('tr',
           h('th', { scope: 'col' }, 'Step'),

@@ -2,6 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { empty, errorBox, loading, pageHeader } from '../components.js';
+import { freshUsage } from '../billing-parts.js';
 import { catalog, jobCounts, usage } from '../data.js';
 import { h, replace } from '../dom.js';
 import * as fmt from '../format.js';
@@ -35,7 +36,7 @@ export function render(main, ctx) {
       const cat = await catalog({ refresh: !quiet });
       const [counts, revenue] = await Promise.all([
         mapLimit(cat.clients, 4, (c) => jobCounts({ client: c.client_id })),
-        usage({ periods: [period] }).then((rows) => {
+        freshUsage({ admin: true }).then(() => usage({ periods: [period] })).then((rows) => {
           const byClient = new Map();
           for (const r of rows) {
             const cur = byClient.get(r.client_id) || { amount: 0, currency: r.currency, steps: 0 };

@@ -1,7 +1,7 @@
 // Usage and invoices of the signed-in client: amount per month and the invoice of one month.
 
 import { ApiError } from '../api.js';
-import { monthlyChart, showInvoice, usageFreshness } from '../billing-parts.js';
+import { freshnessNote, freshUsage, monthlyChart, showInvoice } from '../billing-parts.js';
 import { errorBox, loading, pageHeader, unavailable } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
@@ -15,6 +15,7 @@ export function render(main, ctx) {
   const clientId = ctx.session.client_id;
   let cat = null;
   let usageRows = null;
+  let freshness = null;
 
   const periodSel = select(periods.map((p) => ({ value: p, label: fmt.period(p) })), period, { name: 'period' });
   periodSel.addEventListener('change', () => ctx.setQuery({ period: periodSel.value }));
@@ -33,10 +34,11 @@ export function render(main, ctx) {
   async function loadChart() {
     try {
       cat = cat || await catalog();
+      freshness = await freshUsage({ admin: false });
       usageRows = await usage({ client: clientId, periods });
       if (ctx.signal.aborted) return;
       replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
-        usageFreshness(usageRows));
+        freshnessNote(freshness));
     } catch (err) {
       if (ctx.signal.aborted) return;
       replace(chartHost, err instanceof ApiError && err.missingEndpoint
@@ -61,7 +63,7 @@ export function render(main, ctx) {
       periodSel.value = period;
       if (usageRows) {
         replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
-          usageFreshness(usageRows));
+          freshnessNote(freshness));
       }
       loadInvoice();
     },
