@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,14 @@ def load_web_data(settings: Settings, su_conn: psycopg.Connection,
             "client_id": None, "name": "web tests loader", "scope": "ingest"})
         answer.raise_for_status()
         ingest_token = answer.json()["token"]
-        for step, price in PRICES.items():
-            http.post("/prices", json={
-                "pipeline": "botimage", "step": step, "client_id": None, "unit_price": price,
-                "currency": "EUR", "effective_from": "2021-01-01T00:00:00Z"}).raise_for_status()
+        # Default prices are per currency: EUR for two clients, GBP for harbourview.
+        for currency, factor in (("EUR", Decimal(1)), ("GBP", Decimal("0.85"))):
+            for step, price in PRICES.items():
+                http.post("/prices", json={
+                    "pipeline": "botimage", "step": step, "client_id": None,
+                    "unit_price": str((Decimal(price) * factor).quantize(Decimal("0.0001"))),
+                    "currency": currency, "effective_from": "2021-01-01T00:00:00Z",
+                }).raise_for_status()
 
     now = datetime.now(UTC)
     events = list(simulate.history([c[0] for c in CLIENTS], jobs_per_client, now, days=20, seed=11))
