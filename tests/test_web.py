@@ -435,6 +435,8 @@ def test_admin_adds_a_price_and_the_clients_draft_invoice_changes(
 
     admin = app.signed_in("admin", "/prices")
     form = admin.locator("form", has=admin.get_by_role("button", name="Add price"))
+    # Other pipelines may be registered (other tests): name the one meant.
+    form.get_by_label("Pipeline").select_option("botimage")
     form.get_by_label("Step").select_option(step)
     form.get_by_label("Applies to").select_option(client_id)
     form.get_by_label("Unit price").fill("2.5")
@@ -443,7 +445,8 @@ def test_admin_adds_a_price_and_the_clients_draft_invoice_changes(
     form.get_by_label("Effective from").fill(month_start.strftime("%Y-%m-%dT%H:%M"))
     form.get_by_role("button", name="Add price").click()
     expect(form.get_by_role("status")).to_contain_text("Price added")
-    expect(admin.locator(f'tr[data-step="{step}"][data-client="{client_id}"]').first).to_contain_text("2.50")
+    expect(admin.locator(f'tr[data-pipeline="botimage"][data-step="{step}"]'
+                         f'[data-client="{client_id}"]').first).to_contain_text("2.50")
 
     after = admin_api.post("/rpc/invoice", json={"client_id": client_id, "period": period}).json()
     want = (Decimal(str(before["total"])) - amount_before

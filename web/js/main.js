@@ -2,7 +2,7 @@
 
 import { configure, describeError } from './api.js';
 import { errorBox, liveIndicator } from './components.js';
-import { changeProbe, forgetCatalog, refreshToken } from './data.js';
+import { catalog, changeProbe, forgetCatalog, refreshToken } from './data.js';
 import { h, replace } from './dom.js';
 import * as session from './session.js';
 import { logo, renderLogin } from './views/login.js';
@@ -196,9 +196,10 @@ function route() {
   focusHeading(main);
 }
 
+let firstPage = true;
 function focusHeading(main) {
   // Move focus to the new page's heading so screen readers announce it (not on first load).
-  if (!route.started) { route.started = true; return; }
+  if (firstPage) { firstPage = false; return; }
   const heading = main.querySelector('#page-title');
   if (heading) heading.focus({ preventScroll: true });
   window.scrollTo(0, 0);
@@ -261,7 +262,6 @@ function showShell(s, activePath) {
 
 async function fillClientName(s) {
   try {
-    const { catalog } = await import('./data.js');
     const cat = await catalog();
     const name = cat.clientName(s.client_id);
     const node = document.querySelector('.user-role');

@@ -102,7 +102,7 @@ export function render(main, ctx) {
         h('th', { scope: 'col', class: 'num' }, 'Unit price'),
         h('th', { scope: 'col' }, 'From'),
         h('th', { scope: 'col' }, 'State'))),
-      h('tbody', rows.map((r) => h('tr', { class: `price-${r._state.replace(' ', '-')}`, dataset: { step: r.step, client: r.client_id ?? '' } },
+      h('tbody', rows.map((r) => h('tr', { class: `price-${r._state.replace(' ', '-')}`, dataset: { pipeline: r.pipeline, step: r.step, client: r.client_id ?? '' } },
         h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, cat.stepTitle(r.pipeline, r.step)),
           cat.pipelines.length > 1 ? h('span', { class: 'muted small' }, cat.pipeline(r.pipeline)?.title || r.pipeline) : null,
           r.note ? h('span', { class: 'muted small block' }, r.note) : null),
