@@ -23,7 +23,9 @@ die() { echo "bootstrap: error: $*" >&2; exit 1; }
 packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema
           nginx postgresql-15-cron)
 if [[ $want_test -eq 1 ]]; then
-    packages+=(chromium chromium-driver)
+    # Browser tests (tests/test_web.py): Debian's Chromium, and the fonts the app's stylesheet
+    # falls back to (a Chromium recommendation that --no-install-recommends would skip).
+    packages+=(chromium chromium-driver fonts-liberation)
 fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }

@@ -1,0 +1,170 @@
+// Reusable pieces of the interface: status badges, progress bars, loading, empty and error
+// states, paging, toasts, confirmation dialogs and file downloads.
+
+import { describeError } from './api.js';
+import { h } from './dom.js';
+import * as fmt from './format.js';
+
+// Every status carries an icon and a word, never colour alone.
+export const STATUS = {
+  running: { label: 'Running', icon: '▶' },
+  completed: { label: 'Completed', icon: '✓' },
+  failed: { label: 'Failed', icon: '✕' },
+  stalled: { label: 'Stalled', icon: '◷' },
+  started: { label: 'Running', icon: '▶' },
+  skipped: { label: 'Skipped', icon: '↷' },
+  pending: { label: 'Pending', icon: '○' },
+  abandoned: { label: 'Abandoned', icon: '–' },
+  draft: { label: 'Draft', icon: '✎' },
+  finalized: { label: 'Finalized', icon: '▣' },
+  active: { label: 'Active', icon: '●' },
+  revoked: { label: 'Revoked', icon: '⊘' },
+};
+
+export function badge(status, { label } = {}) {
+  const key = STATUS[status] ? status : 'pending';
+  const info = STATUS[key] || { label: status, icon: '•' };
+  return h('span', { class: `badge badge-${key === 'started' ? 'running' : key}` },
+    h('span', { class: 'badge-icon', 'aria-hidden': 'true' }, info.icon),
+    h('span', { class: 'badge-label' }, label || info.label));
+}
+
+export function progressBar(done, total, { status, label } = {}) {
+  const pct = total > 0 ? Math.max(0, Math.min(1, done / total)) : 0;
+  const text = label || `${done} of ${total} steps`;
+  return h('div', { class: `progress progress-${status || 'running'}` },
+    h('div', {
+      class: 'progress-track', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': String(total),
+      'aria-valuenow': String(done), 'aria-valuetext': `${text} (${Math.round(pct * 100)}%)`,
+    }, h('div', { class: 'progress-fill', style: { width: `${(pct * 100).toFixed(1)}%` } })),
+    h('span', { class: 'progress-text' }, text));
+}
+
+/** <time> with the user's local rendering and the full timestamp on hover. */
+export function timeEl(value, { relative = false, format = fmt.dateTime } = {}) {
+  if (!value) return h('span', { class: 'muted' }, '—');
+  return h('time', { datetime: fmt.iso(value), title: fmt.dateTimeFull(value) },
+    relative ? fmt.relative(value) : format(value));
+}
+
+export function loading(text = 'Loading…') {
+  return h('div', { class: 'state state-loading', role: 'status' },
+    h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', text));
+}
+
+export function empty(title, text, action) {
+  return h('div', { class: 'state state-empty' },
+    h('div', { class: 'state-icon', 'aria-hidden': 'true' }, '○'),
+    h('p', { class: 'state-title' }, title),
+    text ? h('p', { class: 'muted' }, text) : null,
+    action || null);
+}
+
+/** A readable error box: the message, PostgREST's hint and details when they help. */
+export function errorBox(err, { title = 'Could not load this', retry } = {}) {
+  const d = describeError(err);
+  return h('div', { class: 'alert alert-error', role: 'alert' },
+    h('p', { class: 'alert-title' }, title),
+    h('p', d.message),
+    d.hint ? h('p', { class: 'muted' }, `Hint: ${d.hint}`) : null,
+    d.details ? h('p', { class: 'muted small' }, d.details) : null,
+    retry ? h('button', { type: 'button', class: 'btn btn-secondary', onClick: retry }, 'Try again') : null);
+}
+
+export function unavailable(what) {
+  return h('div', { class: 'alert alert-info', role: 'status' },
+    h('p', { class: 'alert-title' }, `${what} is not available on this server yet`),
+    h('p', 'The server does not offer this part of the API. Ask your administrator to update stepledger.'));
+}
+
+/** "Showing 1–25 of 120" with previous/next buttons. */
+export function pager({ offset, limit, total, shown, onPage }) {
+  const from = shown ? offset + 1 : 0;
+  const to = offset + shown;
+  const hasPrev = offset > 0;
+  const hasNext = total === null ? shown === limit : to < total;
+  const text = total === null ? `Showing ${from}–${to}` : `Showing ${fmt.int(from)}–${fmt.int(to)} of ${fmt.int(total)}`;
+  return h('nav', { class: 'pager', 'aria-label': 'Pages' },
+    h('span', { class: 'pager-text', 'aria-live': 'polite' }, text),
+    h('div', { class: 'pager-buttons' },
+      h('button', { type: 'button', class: 'btn btn-secondary', disabled: !hasPrev,
+        onClick: () => onPage(Math.max(0, offset - limit)) }, h('span', { 'aria-hidden': 'true' }, '‹ '), 'Previous'),
+      h('button', { type: 'button', class: 'btn btn-secondary', disabled: !hasNext,
+        onClick: () => onPage(offset + limit) }, 'Next', h('span', { 'aria-hidden': 'true' }, ' ›'))));
+}
+
+/** A short message that fades out; announced to screen readers. */
+export function toast(message, kind = 'info') {
+  const host = document.getElementById('toasts');
+  if (!host) return;
+  const node = h('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, message);
+  host.append(node);
+  setTimeout(() => node.classList.add('toast-out'), 4000);
+  setTimeout(() => node.remove(), 4600);
+}
+
+/** A modal confirmation (native <dialog>): resolves true when confirmed. */
+export function confirmDialog({ title, text, confirmLabel = 'Confirm', danger = false }) {
+  return new Promise((resolve) => {
+    const dialog = h('dialog', { class: 'dialog', 'aria-labelledby': 'dialog-title' },
+      h('form', { method: 'dialog' },
+        h('h2', { id: 'dialog-title' }, title),
+        h('p', text),
+        h('div', { class: 'form-actions' },
+          h('button', { value: 'cancel', class: 'btn btn-secondary' }, 'Cancel'),
+          h('button', { value: 'confirm', class: `btn ${danger ? 'btn-danger' : 'btn-primary'}` }, confirmLabel))));
+    document.body.append(dialog);
+    dialog.addEventListener('close', () => {
+      resolve(dialog.returnValue === 'confirm');
+      dialog.remove();
+    });
+    dialog.showModal();
+    dialog.querySelector('button[value="cancel"]').focus();
+  });
+}
+
+/** Offer a Blob or string as a file download. */
+export function download(filename, content, type = 'text/csv;charset=utf-8') {
+  const blob = content instanceof Blob ? content : new Blob([content], { type });
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: filename, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/** RFC 4180 CSV from rows of objects. */
+export function toCsv(columns, rows) {
+  const cell = (v) => {
+    if (v === null || v === undefined) return '';
+    const text = String(v);
+    return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  };
+  const lines = [columns.map(cell).join(',')];
+  for (const row of rows) lines.push(columns.map((c) => cell(row[c])).join(','));
+  return `${lines.join('\r\n')}\r\n`;
+}
+
+/** Page heading with an optional trailing area (actions, live indicator). */
+export function pageHeader(title, subtitle, ...aside) {
+  return h('div', { class: 'page-header' },
+    h('div', { class: 'page-heading' },
+      h('h1', { id: 'page-title', tabindex: '-1' }, title),
+      subtitle ? h('p', { class: 'muted page-subtitle' }, subtitle) : null),
+    aside.length ? h('div', { class: 'page-actions' }, aside) : null);
+}
+
+/** A small "Live · updated 14:05:10" indicator. */
+export function liveIndicator() {
+  const text = h('span', { class: 'live-text' }, 'Live');
+  const node = h('span', { class: 'live', title: 'This page refreshes by itself' },
+    h('span', { class: 'live-dot', 'aria-hidden': 'true' }), text);
+  return {
+    node,
+    update(when, ok = true) {
+      node.classList.toggle('live-stale', !ok);
+      text.textContent = ok ? `Live · updated ${fmt.time(when)}` : 'Reconnecting…';
+    },
+  };
+}

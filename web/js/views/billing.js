@@ -1,0 +1,143 @@
+// Admin billing: per client and per step for one month (GET /usage), and any client's invoice.
+
+import { ApiError, describeError } from '../api.js';
+import { byStepOrder, freshnessNote, freshUsage, showInvoice } from '../billing-parts.js';
+import { download, empty, errorBox, loading, pageHeader, toast, unavailable } from '../components.js';
+import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
+import { field, h, replace, select } from '../dom.js';
+import * as fmt from '../format.js';
+
+export function render(main, ctx) {
+  const periods = fmt.recentPeriods(12);
+  let state = read(ctx.query);
+  let cat = null;
+
+  function read(query) {
+    return {
+      period: periods.includes(query.period) ? query.period : periods[0],
+      client: query.client || '',
+    };
+  }
+
+  const periodSel = select(periods.map((p) => ({ value: p, label: fmt.period(p) })), state.period, { name: 'period' });
+  const clientSel = select([{ value: '', label: 'All clients' }], state.client, { name: 'client' });
+  const onChange = () => ctx.setQuery({ period: periodSel.value, client: clientSel.value });
+  periodSel.addEventListener('change', onChange);
+  clientSel.addEventListener('change', onChange);
+  const csvBtn = h('button', { type: 'button', class: 'btn btn-secondary', onClick: downloadCsv }, 'Download CSV');
+  const refreshBtn = h('button', { type: 'button', class: 'btn btn-ghost', onClick: refreshNow }, 'Refresh figures');
+  const tableHost = h('div', { class: 'table-host' }, loading('Loading billing…'));
+  const invoiceHost = h('div', { class: 'invoice-host' });
+
+  replace(main, h('div', { class: 'page page-billing' },
+    pageHeader('Billing', 'Completed steps and amounts per client and step, by month (UTC).'),
+    h('form', { class: 'filters filters-inline', 'aria-label': 'Billing period', onSubmit: (e) => e.preventDefault() },
+      field('Month', periodSel), field('Client', clientSel), h('div', { class: 'filters-actions' }, refreshBtn, csvBtn)),
+    tableHost,
+    invoiceHost));
+
+  async function downloadCsv() {
+    csvBtn.disabled = true;
+    try {
+      const blob = await usageCsv({ client: state.client || null, periods: [state.period] });
+      download(`stepledger-usage-${state.client || 'all'}-${state.period}.csv`, blob);
+    } catch (err) {
+      replace(invoiceHost, errorBox(err, { title: 'Could not download the CSV' }));
+    } finally {
+      csvBtn.disabled = false;
+    }
+  }
+
+  async function refreshNow() {
+    refreshBtn.disabled = true;
+    try {
+      await refreshUsage();
+      toast('Figures refreshed', 'success');
+      await load();
+    } catch (err) {
+      toast(describeError(err).message, 'error');
+    } finally {
+      refreshBtn.disabled = false;
+    }
+  }
+
+  async function load() {
+    replace(tableHost, loading('Loading billing…'));
+    replace(invoiceHost);
+    try {
+      if (!cat) {
+        cat = await catalog();
+        for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
+      }
+      if (state.client) {
+        // One client: its invoice is the per-step breakdown, always current.
+        replace(tableHost);
+        await showInvoice(invoiceHost, { cat, clientId: state.client, period: state.period, signal: ctx.signal });
+        return;
+      }
+      const freshness = await freshUsage({ admin: true });
+      const rows = await usage({ periods: [state.period] });
+      if (ctx.signal.aborted) return;
+      renderTable(rows, freshness);
+    } catch (err) {
+      if (ctx.signal.aborted) return;
+      replace(tableHost, err instanceof ApiError && err.missingEndpoint
+        ? unavailable('Usage') : errorBox(err, { title: 'Could not load billing', retry: load }));
+    }
+  }
+
+  function renderTable(rows, freshness) {
+    if (!rows.length) {
+      replace(tableHost, empty(`Nothing billed in ${fmt.period(state.period)}`,
+        'Steps are billed when they complete; no completed steps fall in this month.'),
+      freshnessNote(freshness));
+      return;
+    }
+    const byClient = new Map();
+    const several = cat.pipelines.length > 1;
+    for (const r of byStepOrder(cat, rows)) {
+      if (!byClient.has(r.client_id)) byClient.set(r.client_id, []);
+      byClient.get(r.client_id).push(r);
+    }
+    const ordered = [...byClient.entries()].sort(([a], [b]) => cat.clientName(a).localeCompare(cat.clientName(b)));
+    const sections = ordered.map(([clientId, lines]) => {
+      const total = lines.reduce((n, l) => n + Number(l.amount || 0), 0);
+      const currency = lines[0].currency;
+      const steps = lines.reduce((n, l) => n + Number(l.completed_steps || 0), 0);
+      return h('tbody', { class: 'client-group', dataset: { client: clientId } },
+        h('tr', { class: 'group-row' },
+          h('th', { scope: 'rowgroup' },
+            h('a', { href: `#/billing?period=${state.period}&client=${encodeURIComponent(clientId)}` }, cat.clientName(clientId))),
+          h('td', { class: 'num', 'data-label': 'Completed steps' }, fmt.int(steps)),
+          h('td', { class: 'num', 'data-label': 'Units' }, ''),
+          h('td', { class: 'num group-total', 'data-label': 'Amount' }, fmt.money(total, currency))),
+        lines.map((l) => h('tr', { class: 'line-row', dataset: { step: l.step } },
+          h('td', { 'data-label': 'Step' }, cat.stepTitle(l.pipeline, l.step),
+            several ? h('span', { class: 'muted small block' }, cat.pipeline(l.pipeline)?.title || l.pipeline) : null,
+            Number(l.unpriced_steps) > 0 ? [' ', h('span', { class: 'tag tag-warn', title: 'No price in force: billed at 0' }, 'No price')] : null),
+          h('td', { class: 'num', 'data-label': 'Completed steps' }, fmt.int(l.completed_steps)),
+          h('td', { class: 'num', 'data-label': 'Units' }, fmt.int(l.units)),
+          h('td', { class: 'num', 'data-label': 'Amount' }, fmt.money(l.amount, l.currency)))));
+    });
+    replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'billing-table-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'billing-table-title' }, `Per client and step · ${fmt.period(state.period)}`)),
+      freshnessNote(freshness),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'table table-billing responsive-table compact-rows' },
+        h('thead', h('tr',
+          h('th', { scope: 'col' }, 'Step'),
+          h('th', { scope: 'col', class: 'num' }, 'Completed steps'),
+          h('th', { scope: 'col', class: 'num' }, 'Units'),
+          h('th', { scope: 'col', class: 'num' }, 'Amount'))),
+        sections))));
+  }
+
+  load();
+  return {
+    update(query) {
+      state = read(query);
+      periodSel.value = state.period;
+      clientSel.value = state.client;
+      load();
+    },
+  };
+}

@@ -1,0 +1,123 @@
+// Admin overview: every client with its jobs per state and this month's revenue.
+
+import { ApiError } from '../api.js';
+import { empty, errorBox, loading, pageHeader } from '../components.js';
+import { freshUsage } from '../billing-parts.js';
+import { catalog, jobCounts, usage } from '../data.js';
+import { h, replace } from '../dom.js';
+import * as fmt from '../format.js';
+
+/** Run async fn over items with at most `limit` at a time. */
+async function mapLimit(items, limit, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  async function worker() {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export function render(main, ctx) {
+  const period = fmt.currentPeriod();
+  const live = ctx.live(() => load({ quiet: true }));
+  const totalsHost = h('div', { class: 'stat-grid' });
+  const tableHost = h('div', { class: 'table-host', 'aria-busy': 'true' }, loading('Loading clients…'));
+  replace(main, h('div', { class: 'page page-clients' },
+    pageHeader('Overview', `All clients · revenue for ${fmt.period(period)} (UTC)`, live),
+    totalsHost,
+    tableHost));
+
+  async function load({ quiet = false } = {}) {
+    try {
+      const cat = await catalog({ refresh: !quiet });
+      const [counts, revenue] = await Promise.all([
+        mapLimit(cat.clients, 4, (c) => jobCounts({ client: c.client_id })),
+        freshUsage({ admin: true }).then(() => usage({ periods: [period] })).then((rows) => {
+          const byClient = new Map();
+          for (const r of rows) {
+            const cur = byClient.get(r.client_id) || { amount: 0, currency: r.currency, steps: 0 };
+            cur.amount += Number(r.amount || 0);
+            cur.steps += Number(r.completed_steps || 0);
+            byClient.set(r.client_id, cur);
+          }
+          return byClient;
+        }).catch((err) => {
+          if (err instanceof ApiError && err.missingEndpoint) return null;
+          throw err;
+        }),
+      ]);
+      if (ctx.signal.aborted) return;
+      renderTotals(cat, counts, revenue);
+      renderTable(cat, counts, revenue);
+    } catch (err) {
+      if (ctx.signal.aborted) return;
+      if (quiet && tableHost.querySelector('table')) throw err;
+      replace(tableHost, errorBox(err, { title: 'Could not load the clients', retry: () => load() }));
+    } finally {
+      tableHost.setAttribute('aria-busy', 'false');
+    }
+  }
+
+  function renderTotals(cat, counts, revenue) {
+    const sum = (key) => counts.reduce((n, c) => n + (c[key] || 0), 0);
+    const money = new Map();
+    if (revenue) {
+      for (const v of revenue.values()) money.set(v.currency, (money.get(v.currency) || 0) + v.amount);
+    }
+    const stat = (label, value, tone, href) => h('a', { class: `stat stat-${tone}`, href },
+      Array.isArray(value) && value.length > 1
+        ? h('span', { class: 'stat-value stat-value-multi' }, value.map((v) => h('span', v)))
+        : h('span', { class: 'stat-value' }, Array.isArray(value) ? value[0] : value),
+      h('span', { class: 'stat-label' }, label));
+    replace(totalsHost,
+      stat('Clients', fmt.int(cat.clients.length), 'neutral', '#/clients'),
+      stat('Jobs running', fmt.int(sum('running')), 'running', '#/jobs?status=running'),
+      stat('Jobs failed', fmt.int(sum('failed')), 'failed', '#/jobs?status=failed'),
+      stat('Jobs stalled', fmt.int(sum('stalled')), 'stalled', '#/jobs?status=stalled'),
+      stat(`Revenue ${fmt.periodShort(period)}`, revenue && money.size
+        ? [...money.entries()].map(([cur, amt]) => fmt.money(amt, cur))
+        : revenue ? fmt.money(0, 'EUR') : '—', 'neutral', '#/billing'));
+  }
+
+  function renderTable(cat, counts, revenue) {
+    if (!cat.clients.length) {
+      replace(tableHost, empty('No clients yet', 'Add one with: stepledger client add ID --name NAME'));
+      return;
+    }
+    const rows = cat.clients.map((c, i) => ({ client: c, counts: counts[i], revenue: revenue ? revenue.get(c.client_id) : undefined }));
+    rows.sort((a, b) => (b.counts.failed + b.counts.stalled) - (a.counts.failed + a.counts.stalled)
+      || b.counts.total - a.counts.total);
+    const q = (id, extra = '') => `#/jobs?client=${encodeURIComponent(id)}${extra}`;
+    replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'clients-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'clients-title' }, 'Clients')),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'table table-clients responsive-table' },
+        h('thead', h('tr',
+          h('th', { scope: 'col' }, 'Client'),
+          h('th', { scope: 'col', class: 'num' }, 'Jobs'),
+          h('th', { scope: 'col', class: 'num' }, 'Running'),
+          h('th', { scope: 'col', class: 'num' }, 'Failed'),
+          h('th', { scope: 'col', class: 'num' }, 'Stalled'),
+          h('th', { scope: 'col', class: 'num' }, `Revenue ${fmt.periodShort(period)}`))),
+        h('tbody', rows.map(({ client, counts: c, revenue: r }) => h('tr', { dataset: { client: client.client_id } },
+          h('th', { scope: 'row', 'data-label': 'Client' },
+            h('a', { href: q(client.client_id) }, client.name),
+            h('span', { class: 'muted small block mono' }, client.client_id)),
+          h('td', { class: 'num', 'data-label': 'Jobs' }, fmt.int(c.total)),
+          h('td', { class: 'num', 'data-label': 'Running' }, fmt.int(c.running)),
+          h('td', { class: 'num', 'data-label': 'Failed' }, c.failed
+            ? h('a', { href: q(client.client_id, '&status=failed'), class: 'num-alert' }, h('span', { 'aria-hidden': 'true' }, '✕ '), fmt.int(c.failed))
+            : '0'),
+          h('td', { class: 'num', 'data-label': 'Stalled' }, c.stalled
+            ? h('a', { href: q(client.client_id, '&status=stalled'), class: 'num-warn' }, h('span', { 'aria-hidden': 'true' }, '◷ '), fmt.int(c.stalled))
+            : '0'),
+          h('td', { class: 'num', 'data-label': 'Revenue' }, revenue === null ? '—'
+            : h('a', { href: `#/billing?period=${period}&client=${encodeURIComponent(client.client_id)}` },
+              fmt.money(r ? r.amount : 0, r ? r.currency : client.currency))))))))));
+  }
+
+  load();
+}

@@ -1,0 +1,177 @@
+// Admin error hotspots: failures by step and by site, and the top error codes.
+
+import { ApiError } from '../api.js';
+import { barList } from '../charts.js';
+import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import { analyticsFreshness, catalog, errorCodes, errorStats, errorsBySource, refreshAnalytics } from '../data.js';
+import { field, h, replace, select } from '../dom.js';
+import * as fmt from '../format.js';
+
+const MAX_AGE_S = 600;
+const WINDOWS = [
+  { value: '7', label: 'Last 7 days' },
+  { value: '30', label: 'Last 30 days' },
+  { value: '90', label: 'Last 90 days' },
+  { value: 'all', label: 'All time' },
+];
+
+function utcDaysAgo(days) {
+  const now = new Date();
+  const d = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - days));
+  return d.toISOString().slice(0, 10);
+}
+
+export function render(main, ctx) {
+  let state = read(ctx.query);
+  let cat = null;
+
+  function read(query) {
+    return {
+      window: WINDOWS.some((w) => w.value === query.window) ? query.window : '30',
+      client: query.client || '',
+    };
+  }
+
+  const windowSel = select(WINDOWS, state.window, { name: 'window' });
+  const clientSel = select([{ value: '', label: 'All clients' }], state.client, { name: 'client' });
+  const onChange = () => ctx.setQuery({ window: windowSel.value, client: clientSel.value });
+  windowSel.addEventListener('change', onChange);
+  clientSel.addEventListener('change', onChange);
+  const freshness = h('p', { class: 'muted small freshness' });
+  const refreshBtn = h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: refreshNow }, 'Refresh statistics');
+  const content = h('div', { class: 'errors-content', 'aria-busy': 'true' }, loading('Loading error statistics…'));
+
+  replace(main, h('div', { class: 'page page-errors' },
+    pageHeader('Error hotspots', 'Where steps fail: by step, by site and by error code.'),
+    h('form', { class: 'filters filters-inline', 'aria-label': 'Error statistics window', onSubmit: (e) => e.preventDefault() },
+      field('Period', windowSel), field('Client', clientSel),
+      h('div', { class: 'filters-actions' }, refreshBtn)),
+    freshness,
+    content));
+
+  async function refreshNow() {
+    refreshBtn.disabled = true;
+    try {
+      await refreshAnalytics(0);
+      toast('Statistics refreshed');
+      await load();
+    } catch (err) {
+      toast(err instanceof ApiError ? err.message : 'Could not refresh', 'error');
+    } finally {
+      refreshBtn.disabled = false;
+    }
+  }
+
+  // Statistics come from materialized views: refresh them first when they were never computed or
+  // are more than ten minutes old (admins may; the refresh runs concurrently with reads).
+  async function ensureFresh() {
+    try {
+      const rows = await analyticsFreshness();
+      const oldest = rows.length ? Math.max(...rows.map((r) => Number(r.age_s) || 0)) : Infinity;
+      if (oldest > MAX_AGE_S) {
+        replace(content, loading('Updating the statistics…'));
+        await refreshAnalytics(MAX_AGE_S);
+      }
+    } catch (err) {
+      if (err instanceof ApiError && (err.missingEndpoint || err.status === 403)) return;
+      throw err;
+    }
+  }
+
+  async function load() {
+    content.setAttribute('aria-busy', 'true');
+    try {
+      if (!cat) {
+        cat = await catalog();
+        for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
+      }
+      await ensureFresh();
+      const args = {
+        since: state.window === 'all' ? null : utcDaysAgo(Number(state.window) - 1),
+        until: null,
+        client: state.client || null,
+      };
+      const [steps, sites, codes] = await Promise.all([errorStats(args), errorsBySource(args), errorCodes(args)]);
+      if (ctx.signal.aborted) return;
+      renderAll(steps, sites, codes);
+    } catch (err) {
+      if (ctx.signal.aborted) return;
+      replace(content, err instanceof ApiError && err.missingEndpoint
+        ? unavailable('Error statistics') : errorBox(err, { title: 'Could not load the error statistics', retry: load }));
+    } finally {
+      content.setAttribute('aria-busy', 'false');
+    }
+  }
+
+  function renderAll(steps, sites, codes) {
+    const refreshed = steps.find((s) => s.refreshed_at)?.refreshed_at;
+    replace(freshness, refreshed ? ['Statistics as of ', timeEl(refreshed, { format: fmt.dateTimeFull })] : '');
+    const failing = steps.filter((s) => Number(s.failures) > 0)
+      .sort((a, b) => b.failures - a.failures || a.step_index - b.step_index);
+    const totalFailures = steps.reduce((n, s) => n + Number(s.failures || 0), 0);
+    const totalAttempts = steps.reduce((n, s) => n + Number(s.attempts || 0), 0);
+    if (!totalFailures) {
+      replace(content, empty('No failures in this period', totalAttempts
+        ? `${fmt.int(totalAttempts)} step attempts finished, none failed.` : 'No step finished in this period.'));
+      return;
+    }
+
+    const byStep = barList(failing.map((s) => ({
+      label: cat.stepTitle(s.pipeline, s.step),
+      value: Number(s.failures),
+      note: `${fmt.percent(s.failure_rate)} of ${fmt.int(s.attempts)} attempts · mostly ${s.top_error_code || '—'}`,
+      tone: Number(s.failure_rate) >= 0.05 ? 'failed' : 'warn',
+    })), { label: 'Failures by step', valueText: (v) => `${fmt.int(v)} failures` });
+
+    const siteRows = sites.filter((s) => Number(s.failures) > 0).sort((a, b) => b.failures - a.failures);
+    const bySite = barList(siteRows.map((s) => ({
+      label: `${s.source || 'unknown site'} · ${cat.clientName(s.client_id)}`,
+      value: Number(s.failures),
+      note: `${fmt.percent(s.failure_rate)} of ${fmt.int(s.attempts)} attempts · mostly ${s.top_error_code || '—'}`
+        + (s.top_error_step ? ` at ${cat.anyStepTitle(s.top_error_step)}` : ''),
+      tone: Number(s.failure_rate) >= 0.05 ? 'failed' : 'warn',
+    })), { label: 'Failures by site', valueText: (v) => `${fmt.int(v)} failures` });
+
+    const topCodes = [...codes].sort((a, b) => b.failures - a.failures).slice(0, 15);
+    const codesTable = h('div', { class: 'table-wrap' }, h('table', { class: 'table table-codes responsive-table' },
+      h('thead', h('tr',
+        h('th', { scope: 'col' }, 'Error code'),
+        h('th', { scope: 'col' }, 'Step'),
+        h('th', { scope: 'col', class: 'num' }, 'Failures'),
+        h('th', { scope: 'col', class: 'num' }, 'Clients'),
+        h('th', { scope: 'col' }, 'Last seen'),
+        h('th', { scope: 'col' }, 'Latest message'))),
+      h('tbody', topCodes.map((c) => h('tr',
+        h('td', { 'data-label': 'Error code' }, h('code', { class: 'error-code' }, c.error_code || '—')),
+        h('td', { 'data-label': 'Step' }, cat.stepTitle(c.pipeline, c.step)),
+        h('td', { class: 'num', 'data-label': 'Failures' }, fmt.int(c.failures),
+          c.share !== null && c.share !== undefined ? h('span', { class: 'muted small block' }, `${fmt.percent(c.share)} of the step’s`) : null),
+        h('td', { class: 'num', 'data-label': 'Clients' }, fmt.int(c.clients)),
+        h('td', { 'data-label': 'Last seen' }, timeEl(c.last_at, { relative: true })),
+        h('td', { class: 'cell-message', 'data-label': 'Latest message' }, c.sample_message || '—'))))));
+
+    replace(content,
+      h('div', { class: 'stat-grid' },
+        h('div', { class: 'stat stat-failed' }, h('span', { class: 'stat-value' }, fmt.int(totalFailures)), h('span', { class: 'stat-label' }, 'Failed attempts')),
+        h('div', { class: 'stat stat-neutral' }, h('span', { class: 'stat-value' }, fmt.percent(totalAttempts ? totalFailures / totalAttempts : 0)), h('span', { class: 'stat-label' }, 'Failure rate')),
+        h('div', { class: 'stat stat-neutral' }, h('span', { class: 'stat-value' }, fmt.int(codes.length)), h('span', { class: 'stat-label' }, 'Distinct error codes'))),
+      h('div', { class: 'grid-2' },
+        h('section', { class: 'card', 'aria-labelledby': 'by-step-title' },
+          h('div', { class: 'card-header' }, h('h2', { id: 'by-step-title' }, 'By step')), byStep),
+        h('section', { class: 'card', 'aria-labelledby': 'by-site-title' },
+          h('div', { class: 'card-header' }, h('h2', { id: 'by-site-title' }, 'By site')),
+          siteRows.length ? bySite : empty('No failures by site', ''))),
+      h('section', { class: 'card', 'aria-labelledby': 'codes-title' },
+        h('div', { class: 'card-header' }, h('h2', { id: 'codes-title' }, 'Top error codes')), codesTable));
+  }
+
+  load();
+  return {
+    update(query) {
+      state = read(query);
+      windowSel.value = state.window;
+      clientSel.value = state.client;
+      load();
+    },
+  };
+}

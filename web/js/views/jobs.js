@@ -1,0 +1,237 @@
+// Jobs: counts per state, filters, a page of jobs with progress bars, live refresh.
+// Clients see their own jobs (row-level security); admins see every client's and can filter by client.
+
+import { badge, empty, errorBox, loading, pageHeader, pager, progressBar, timeEl } from '../components.js';
+import { catalog, jobCounts, listJobs } from '../data.js';
+import { field, h, replace, select } from '../dom.js';
+import * as fmt from '../format.js';
+
+const PAGE_SIZE = 25;
+const STATUS_OPTIONS = [
+  { value: '', label: 'All jobs' },
+  { value: 'open', label: 'Not completed' },
+  { value: 'failed', label: 'Failed only' },
+  { value: 'running', label: 'Running' },
+  { value: 'stalled', label: 'Stalled' },
+  { value: 'completed', label: 'Completed' },
+];
+const COUNT_CHIPS = [
+  { status: '', key: 'total', label: 'All' },
+  { status: 'running', key: 'running', label: 'Running' },
+  { status: 'stalled', key: 'stalled', label: 'Stalled' },
+  { status: 'failed', key: 'failed', label: 'Failed' },
+  { status: 'completed', key: 'completed', label: 'Completed' },
+];
+
+export function jobHref(clientId, jobId) {
+  return `#/jobs/${encodeURIComponent(clientId)}/${encodeURIComponent(jobId)}`;
+}
+
+function readFilters(query) {
+  return {
+    status: query.status || '',
+    pipeline: query.pipeline || '',
+    client: query.client || '',
+    from: query.from || '',
+    to: query.to || '',
+    q: query.q || '',
+    page: Math.max(1, Number.parseInt(query.page, 10) || 1),
+  };
+}
+
+export function render(main, ctx) {
+  let filters = readFilters(ctx.query);
+  let cat = null;
+  let loadSeq = 0;
+  let lastCounts = null;
+
+  const live = ctx.live(() => load({ quiet: true }));
+  const subtitle = ctx.isAdmin ? 'Every client’s jobs, most recently active first.' : 'Your analysis jobs, most recently active first.';
+  const countsHost = h('div', { class: 'counts', role: 'group', 'aria-label': 'Jobs per state' });
+  const announcer = h('p', { class: 'visually-hidden', 'aria-live': 'polite' });
+  const listHost = h('div', { class: 'list-host', 'aria-busy': 'true' }, loading('Loading jobs…'));
+
+  // -- filter form --
+  const statusSel = select(STATUS_OPTIONS, filters.status, { name: 'status' });
+  const pipelineSel = select([{ value: '', label: 'All pipelines' }], filters.pipeline, { name: 'pipeline' });
+  const clientSel = ctx.isAdmin ? select([{ value: '', label: 'All clients' }], filters.client, { name: 'client' }) : null;
+  const fromInput = h('input', { type: 'date', name: 'from', value: filters.from });
+  const toInput = h('input', { type: 'date', name: 'to', value: filters.to });
+  const search = h('input', {
+    type: 'search', name: 'q', value: filters.q, placeholder: 'The first characters', autocomplete: 'off',
+    spellcheck: 'false',
+  });
+  const clearBtn = h('button', { type: 'button', class: 'btn btn-ghost', onClick: () => apply({}, true) }, 'Clear filters');
+  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter jobs' },
+    field('Status', statusSel),
+    field('Pipeline', pipelineSel),
+    clientSel ? field('Client', clientSel) : null,
+    field('Started from', fromInput),
+    field('Started until', toInput),
+    field('Job ID starts with', search),
+    h('div', { class: 'filters-actions' }, clearBtn));
+  form.addEventListener('submit', (e) => { e.preventDefault(); apply(formValues()); });
+  for (const control of [statusSel, pipelineSel, clientSel, fromInput, toInput].filter(Boolean)) {
+    control.addEventListener('change', () => apply(formValues()));
+  }
+  let searchTimer = null;
+  search.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => apply(formValues()), 350);
+  });
+  ctx.onCleanup(() => clearTimeout(searchTimer));
+
+  function formValues() {
+    return {
+      status: statusSel.value, pipeline: pipelineSel.value, client: clientSel ? clientSel.value : '',
+      from: fromInput.value, to: toInput.value, q: search.value.trim(),
+    };
+  }
+
+  function apply(next, resetForm = false) {
+    const query = { ...next };
+    delete query.page;
+    if (next.page && next.page > 1) query.page = String(next.page);
+    if (resetForm) {
+      statusSel.value = ''; pipelineSel.value = ''; if (clientSel) clientSel.value = '';
+      fromInput.value = ''; toInput.value = ''; search.value = '';
+    }
+    ctx.setQuery(query);
+  }
+
+  const filtersDetails = h('details', { class: 'filters-panel', open: window.matchMedia('(min-width: 760px)').matches },
+    h('summary', 'Filters'), form);
+
+  replace(main, h('div', { class: 'page page-jobs' },
+    pageHeader('Jobs', subtitle, live),
+    countsHost,
+    filtersDetails,
+    announcer,
+    listHost));
+
+  // -- data --
+  async function load({ quiet = false } = {}) {
+    const seq = ++loadSeq;
+    try {
+      sessionStorage.setItem('stepledger.lastJobs', window.location.hash);
+    } catch {
+      // the back link then goes to the plain list
+    }
+    if (!quiet) {
+      listHost.setAttribute('aria-busy', 'true');
+      if (!listHost.querySelector('table')) replace(listHost, loading('Loading jobs…'));
+      else listHost.classList.add('is-refreshing');
+    }
+    try {
+      if (!cat) {
+        cat = await catalog();
+        fillSelects();
+      }
+      const offset = (filters.page - 1) * PAGE_SIZE;
+      const [page, counts] = await Promise.all([
+        listJobs(filters, { offset, limit: PAGE_SIZE }),
+        jobCounts(filters),
+      ]);
+      if (seq !== loadSeq || ctx.signal.aborted) return;
+      renderCounts(counts);
+      renderList(page, offset);
+    } catch (err) {
+      if (seq !== loadSeq || ctx.signal.aborted) return;
+      if (quiet && listHost.querySelector('table')) throw err; // keep the last good list; live shows it
+      replace(listHost, errorBox(err, { title: 'Could not load the jobs', retry: () => load() }));
+    } finally {
+      if (seq === loadSeq) {
+        listHost.setAttribute('aria-busy', 'false');
+        listHost.classList.remove('is-refreshing');
+      }
+    }
+  }
+
+  function fillSelects() {
+    for (const p of cat.pipelines) {
+      pipelineSel.append(h('option', { value: p.pipeline, selected: p.pipeline === filters.pipeline }, p.title));
+    }
+    if (clientSel) {
+      for (const c of cat.clients) {
+        clientSel.append(h('option', { value: c.client_id, selected: c.client_id === filters.client }, c.name));
+      }
+    }
+  }
+
+  function renderCounts(counts) {
+    const active = ['', 'running', 'stalled', 'failed', 'completed'].includes(filters.status) ? filters.status : null;
+    replace(countsHost, COUNT_CHIPS.map((chip) => h('button', {
+      type: 'button',
+      class: ['count-chip', chip.status && `count-${chip.status}`],
+      'aria-pressed': String(active === chip.status),
+      onClick: () => apply({ ...formValues(), status: chip.status }),
+    },
+    h('span', { class: 'count-value', dataset: { state: chip.key } }, fmt.int(counts[chip.key] ?? 0)),
+    h('span', { class: 'count-label' }, chip.label))));
+    const summary = `${fmt.int(counts.running)} running, ${fmt.int(counts.stalled)} stalled, ${fmt.int(counts.failed)} failed, ${fmt.int(counts.completed)} completed`;
+    if (lastCounts !== null && lastCounts !== summary) announcer.textContent = `Jobs updated: ${summary}.`;
+    lastCounts = summary;
+  }
+
+  function renderList({ rows, total }, offset) {
+    if (!rows.length) {
+      const filtered = Object.entries(filters).some(([k, v]) => k !== 'page' && v);
+      replace(listHost, filtered
+        ? empty('No jobs match these filters', 'Try a wider date range or clear the filters.',
+          h('button', { type: 'button', class: 'btn btn-secondary', onClick: () => apply({}, true) }, 'Clear filters'))
+        : empty('No jobs yet', 'Jobs appear here as soon as a pipeline sends its first event.'));
+      return;
+    }
+    const table = h('table', { class: 'table table-jobs responsive-table' },
+      h('caption', { class: 'visually-hidden' }, 'Jobs'),
+      h('thead', h('tr',
+        h('th', { scope: 'col' }, 'Job'),
+        ctx.isAdmin ? h('th', { scope: 'col' }, 'Client') : null,
+        h('th', { scope: 'col' }, 'Status'),
+        h('th', { scope: 'col', class: 'col-progress' }, 'Progress'),
+        h('th', { scope: 'col' }, 'Started'),
+        h('th', { scope: 'col' }, 'Last activity'))),
+      h('tbody', rows.map((job) => jobRow(job))));
+    replace(listHost, table, pager({
+      offset, limit: PAGE_SIZE, total, shown: rows.length,
+      onPage: (nextOffset) => apply({ ...formValues(), page: Math.floor(nextOffset / PAGE_SIZE) + 1 }),
+    }));
+  }
+
+  function jobRow(job) {
+    const pipelineTitle = cat?.pipeline(job.pipeline)?.title || job.pipeline;
+    const problem = job.status === 'failed' && job.last_error
+      ? h('p', { class: 'row-problem' }, h('span', { class: 'visually-hidden' }, 'Error: '),
+        job.last_error_step ? `${cat?.stepTitle(job.pipeline, job.last_error_step) || job.last_error_step}: ` : '',
+        job.last_error)
+      : job.status === 'stalled'
+        ? h('p', { class: 'row-problem row-problem-warn' }, `No event since ${fmt.relative(job.updated_at)}`)
+        : null;
+    return h('tr', { class: `job-row job-${job.status}`, dataset: { job: job.job_id, client: job.client_id } },
+      h('td', { class: 'cell-job', 'data-label': 'Job' },
+        h('a', { href: jobHref(job.client_id, job.job_id), class: 'job-link mono' }, job.job_id),
+        cat && cat.pipelines.length > 1 ? h('span', { class: 'muted small block' }, pipelineTitle) : null,
+        problem),
+      ctx.isAdmin ? h('td', { 'data-label': 'Client' }, cat?.clientName(job.client_id) || job.client_id) : null,
+      h('td', { 'data-label': 'Status' }, badge(job.status)),
+      h('td', { class: 'col-progress', 'data-label': 'Progress' },
+        progressBar(job.steps_done, job.steps_total, { status: job.status })),
+      h('td', { 'data-label': 'Started' }, timeEl(job.started_at, { format: fmt.dateTimeShort })),
+      h('td', { 'data-label': 'Last activity' }, timeEl(job.updated_at, { relative: true })));
+  }
+
+  load();
+
+  return {
+    update(query) {
+      filters = readFilters(query);
+      statusSel.value = filters.status;
+      pipelineSel.value = filters.pipeline;
+      if (clientSel) clientSel.value = filters.client;
+      fromInput.value = filters.from;
+      toInput.value = filters.to;
+      if (document.activeElement !== search) search.value = filters.q;
+      load();
+    },
+  };
+}

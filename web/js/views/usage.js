@@ -1,0 +1,71 @@
+// Usage and invoices of the signed-in client: amount per month and the invoice of one month.
+
+import { ApiError } from '../api.js';
+import { freshnessNote, freshUsage, monthlyChart, showInvoice } from '../billing-parts.js';
+import { errorBox, loading, pageHeader, unavailable } from '../components.js';
+import { catalog, usage } from '../data.js';
+import { field, h, replace, select } from '../dom.js';
+import * as fmt from '../format.js';
+
+const MONTHS = 12;
+
+export function render(main, ctx) {
+  const periods = fmt.recentPeriods(MONTHS);
+  let period = periods.includes(ctx.query.period) ? ctx.query.period : periods[0];
+  const clientId = ctx.session.client_id;
+  let cat = null;
+  let usageRows = null;
+  let freshness = null;
+
+  const periodSel = select(periods.map((p) => ({ value: p, label: fmt.period(p) })), period, { name: 'period' });
+  periodSel.addEventListener('change', () => ctx.setQuery({ period: periodSel.value }));
+  const chartHost = h('div', { class: 'chart-host' }, loading('Loading usage…'));
+  const invoiceHost = h('div', { class: 'invoice-host' });
+
+  replace(main, h('div', { class: 'page page-usage' },
+    pageHeader('Usage & invoices', 'What your completed steps cost, month by month (months in UTC).'),
+    h('section', { class: 'card', 'aria-labelledby': 'months-title' },
+      h('div', { class: 'card-header' },
+        h('h2', { id: 'months-title' }, 'Amount per month'),
+        h('form', { class: 'inline-form', onSubmit: (e) => e.preventDefault() }, field('Month', periodSel))),
+      chartHost),
+    invoiceHost));
+
+  async function loadChart() {
+    try {
+      cat = cat || await catalog();
+      freshness = await freshUsage({ admin: false });
+      usageRows = await usage({ client: clientId, periods });
+      if (ctx.signal.aborted) return;
+      replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
+        freshnessNote(freshness));
+    } catch (err) {
+      if (ctx.signal.aborted) return;
+      replace(chartHost, err instanceof ApiError && err.missingEndpoint
+        ? unavailable('Usage') : errorBox(err, { title: 'Could not load the usage' }));
+    }
+  }
+
+  async function loadInvoice() {
+    cat = cat || await catalog().catch(() => null);
+    if (!cat) {
+      replace(invoiceHost, errorBox(new ApiError(0, null, 'Cannot reach the server.')));
+      return;
+    }
+    await showInvoice(invoiceHost, { cat, clientId, period, signal: ctx.signal });
+  }
+
+  loadChart().then(loadInvoice);
+
+  return {
+    update(query) {
+      period = periods.includes(query.period) ? query.period : periods[0];
+      periodSel.value = period;
+      if (usageRows) {
+        replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
+          freshnessNote(freshness));
+      }
+      loadInvoice();
+    },
+  };
+}
