@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STEPLEDGER := $(VENV)/bin/stepledger
 PYTEST_FLAGS ?= -q -ra
 
-.PHONY: help bootstrap bootstrap-test demo up down status migrate test bench lint
+.PHONY: help bootstrap bootstrap-test demo up down status migrate schema test bench lint
 
 help:
 	@echo "make demo     set up, start the local stack, load the BotImage demo data"
@@ -15,6 +15,7 @@ help:
 	@echo "make down     stop the local stack"
 	@echo "make status   show the local stack"
 	@echo "make migrate  apply bootstrap, migrations, functions and policies"
+	@echo "make schema   rewrite db/schema.sql (the reviewed schema snapshot; needs the stack up)"
 	@echo "make test     install test dependencies and run the whole suite"
 	@echo "make bench    run the benchmarks and print the ratios"
 	@echo "make lint     ruff"
@@ -40,6 +41,9 @@ status:
 
 migrate: bootstrap
 	@$(STEPLEDGER) migrate
+
+schema: bootstrap
+	@$(STEPLEDGER) schema-snapshot
 
 test: bootstrap-test
 	$(PY) -m pytest $(PYTEST_FLAGS)

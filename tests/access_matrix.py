@@ -128,8 +128,16 @@ def actual(conn: psycopg.Connection) -> dict[str, Entry]:
         conn.execute("reset search_path")
 
 
-def load_files(directory: Path = ACCESS_DIR) -> tuple[dict[str, Entry], list[str]]:
-    """Merge every <area>.yaml; returns the matrix and the problems found in the files."""
+# Top-level keys that hold another kind of matrix, checked by their own tests (loader.yaml lists
+# HTTP endpoints with the roles allowed and denied; tests/test_replay_access.py).
+OTHER_DOCUMENTS = frozenset({"endpoints"})
+
+
+def load_files(directory: Path = ACCESS_DIR,
+               conn: psycopg.Connection | None = None) -> tuple[dict[str, Entry], list[str]]:
+    """Merge every <area>.yaml; returns the matrix and the problems found in the files. With a
+    connection, function names are written the way the catalog prints them, so that
+    `f(text, timestamptz)` and `f(text,timestamp with time zone)` are the same key."""
     merged: dict[str, Entry] = {}
     origin: dict[str, str] = {}
     problems: list[str] = []
@@ -138,25 +146,57 @@ def load_files(directory: Path = ACCESS_DIR) -> tuple[dict[str, Entry], list[str
         if not isinstance(document, dict):
             problems.append(f"{path.name}: the top level must be a mapping of objects")
             continue
-        for name, entry in document.items():
-            if name in merged:
-                problems.append(f"{name}: in both {origin[name]} and {path.name}")
+        for raw_name, entry in document.items():
+            if raw_name in OTHER_DOCUMENTS:
                 continue
+            name = canonical(conn, str(raw_name))
             problem = _check_entry(name, entry)
             if problem:
                 problems.append(f"{path.name}: {problem}")
                 continue
-            merged[name] = normalise(entry)
+            entry = normalise(entry)
+            if name in merged:
+                # An area that changes another's object may list it too, if both say the same.
+                if not _agree(merged[name], entry):
+                    problems.append(f"{name}: {origin[name]} and {path.name} disagree")
+                elif "kind" in entry:
+                    merged[name], origin[name] = entry, path.name
+                continue
+            merged[name] = entry
             origin[name] = path.name
     return merged, problems
 
 
+def _agree(one: Entry, other: Entry) -> bool:
+    if "kind" in one and "kind" in other:
+        return one == other
+    return _short(one) == _short(other)
+
+
+def canonical(conn: psycopg.Connection | None, name: str) -> str:
+    """A function's name(argument types) as regprocedure prints it; other names unchanged."""
+    if conn is None or "(" not in name:
+        return name
+    conn.execute("set search_path = pg_catalog")
+    try:
+        row = conn.execute("select to_regprocedure(%s)::text", [name]).fetchone()
+    except psycopg.Error:
+        row = None  # a type that does not exist: leave the name, reported as missing
+    finally:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        conn.execute("reset search_path")
+    return str(row[0]) if row and row[0] else name
+
+
 def _check_entry(name: str, entry: object) -> str | None:
-    if not isinstance(entry, dict) or "kind" not in entry:
-        return f"{name}: an entry is a mapping with a kind"
+    if not isinstance(entry, dict):
+        return f"{name}: an entry is a mapping"
     unknown = set(entry) - {"kind", *FLAGS, *ROLES}
     if unknown:
         return f"{name}: unknown keys {sorted(unknown)} (roles are {', '.join(ROLES)})"
+    if "kind" not in entry and set(entry) & set(FLAGS):
+        return f"{name}: flags need a kind"
     for role in ROLES:
         if role in entry and not (isinstance(entry[role], list)
                                   and all(isinstance(p, str) for p in entry[role])):
@@ -165,18 +205,24 @@ def _check_entry(name: str, entry: object) -> str | None:
 
 
 def normalise(entry: Entry) -> Entry:
-    out: Entry = {"kind": entry["kind"]}
+    """Full entries (with a kind) are compared exactly; short ones (roles only) on privilege names
+    alone, whatever the order, a privilege held on some columns counting as held."""
+    out: Entry = {"kind": entry["kind"]} if "kind" in entry else {}
     for flag in FLAGS:
         if flag in entry:
             out[flag] = bool(entry[flag])
     for role in ROLES:
         if entry.get(role):
-            out[role] = list(entry[role])
+            out[role] = list(entry[role]) if "kind" in entry else sorted(set(entry[role]))
     return out
 
 
-def intended() -> dict[str, Entry]:
-    matrix, problems = load_files()
+def _short(entry: Entry) -> Entry:
+    return {role: sorted({p.split("(")[0] for p in entry[role]}) for role in ROLES if role in entry}
+
+
+def intended(conn: psycopg.Connection | None = None) -> dict[str, Entry]:
+    matrix, problems = load_files(conn=conn)
     if problems:
         raise ValueError("; ".join(problems))
     return matrix
@@ -191,6 +237,10 @@ def differences(want: dict[str, Entry], have: dict[str, Entry]) -> list[str]:
                          f"{_flow(have[name])}")
         elif name not in have:
             lines.append(f"{name}: listed but does not exist")
+        elif "kind" not in want[name]:
+            if want[name] != _short(have[name]):
+                lines.append(f"{name}: intended {_flow(want[name])}, "
+                             f"actual {_flow(_short(have[name]))}")
         elif want[name] != have[name]:
             lines.append(f"{name}: intended {_flow(want[name])}, actual {_flow(have[name])}")
     return lines
@@ -227,7 +277,8 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
         have = actual(conn)
-    want, _ = load_files()
+    with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+        want, _ = load_files(conn=conn)
     missing = {k: v for k, v in have.items()
                if k not in want and (not argv or any(k.startswith(a) for a in argv))}
     sys.stdout.write(dump(missing))

@@ -105,7 +105,9 @@ class Ledger:
         """One charge per (client, job, step) with a completed attempt: the latest such attempt.
 
         Per attempt, the terminal event (completed, failed, skipped) with the latest occurred_at
-        decides its outcome, a later arrival winning a tie; started events never decide.
+        decides its outcome; started events never decide. (Ties: the database lets the later
+        batch win but leaves the order within one batch undefined, so the tests never send two
+        terminal events of one attempt at the same instant; here the later arrival wins.)
         """
         decisive: dict[tuple[str, str, str, int], tuple[datetime, int, dict[str, object]]] = {}
         for arrival, event in enumerate(self.events):

@@ -5,8 +5,10 @@ Fixtures
 - su_conn: autocommit superuser connection to the stepledger database (session)
 - db: superuser connection inside a transaction that is rolled back after the test
 - api_url / web_url: PostgREST base URL / nginx base URL
-- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret
+- jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret; an ingest
+  token is also recorded in auth.api_tokens, as the database records the tokens it issues
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
+- api_token(client_id=None): an ingest API token issued by auth.create_api_token
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
 """
@@ -20,6 +22,7 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,14 +113,36 @@ def web_url(stack: Settings) -> str:
 
 
 @pytest.fixture(scope="session")
-def jwt_for(stack: Settings) -> Callable[..., str]:
+def jwt_for(stack: Settings, su_conn: psycopg.Connection) -> Callable[..., str]:
     def make(role: str, client_id: str | None = None, **claims: Any) -> str:
         payload: dict[str, Any] = {"role": role, "exp": int(time.time()) + 3600}
         if client_id is not None:
             payload["client_id"] = client_id
+        if role == "ingest":
+            payload["jti"] = str(uuid.uuid4())
         payload.update(claims)
-        return jwt.encode(payload, stack.jwt_secret, algorithm="HS256")
+        token = jwt.encode(payload, stack.jwt_secret, algorithm="HS256")
+        if role == "ingest":
+            _register_api_token(su_conn, token, payload)
+        return token
     return make
+
+
+def _register_api_token(conn: psycopg.Connection, token: str, claims: dict[str, Any]) -> None:
+    """Record an ingest token as auth.create_api_token would, so that auth.pre_request accepts
+    it (it refuses ingest tokens the database did not issue). Tokens whose jti is not a UUID, or
+    whose client does not exist, stay unknown and are refused."""
+    conn.execute(
+        """
+        insert into auth.api_tokens (token_id, client_id, name, scope, token_hash, created_by)
+        select t.id::uuid, c.client_id, 'tests', 'ingest', sha256(convert_to(%(token)s, 'UTF8')),
+               'tests'
+          from (select %(jti)s as id) t
+          left join ledger.clients c on c.client_id = %(client)s
+         where t.id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+           and (%(client)s::text is null or c.client_id is not null)
+        on conflict do nothing
+        """, {"token": token, "jti": str(claims.get("jti", "")), "client": claims.get("client_id")})
 
 
 @pytest.fixture
@@ -136,6 +161,20 @@ def api(api_url: str) -> Iterator[Callable[..., httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
+    """Ingest API tokens made by auth.create_api_token, for one client or (None) every client."""
+    def make(client_id: str | None = None, name: str = "tests") -> str:
+        if client_id is not None:  # a token is bound to an existing client
+            su_conn.execute("insert into ledger.clients (client_id, name) values (%s, %s) "
+                            "on conflict do nothing", (client_id, client_id))
+        row = su_conn.execute("select auth.create_api_token(%s, %s, 'ingest', 'tests')",
+                              (client_id, name)).fetchone()
+        assert row is not None
+        return str(row[0]["token"])
+    return make
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -20,19 +21,21 @@ CLIENT_POLICY = re.compile(r"\(\s*SELECT auth\.client_id\(\)")
 OUR_SCHEMAS = list(access_matrix.SCHEMAS)
 
 
-def test_the_files_are_well_formed() -> None:
-    _, problems = access_matrix.load_files()
+def test_the_files_are_well_formed(su_conn: psycopg.Connection) -> None:
+    _, problems = access_matrix.load_files(conn=su_conn)
     assert problems == []
 
 
 def test_the_catalog_matches_the_intended_matrix(su_conn: psycopg.Connection) -> None:
-    diff = access_matrix.differences(access_matrix.intended(), access_matrix.actual(su_conn))
+    diff = access_matrix.differences(access_matrix.intended(su_conn),
+                                     access_matrix.actual(su_conn))
     assert diff == [], "access matrix differs:\n" + "\n".join(diff)
 
 
-def test_the_comparison_catches_a_new_endpoint_and_a_new_grant(db: psycopg.Connection) -> None:
+def test_the_comparison_catches_a_new_endpoint_and_a_new_grant(
+        db: psycopg.Connection, su_conn: psycopg.Connection) -> None:
     # The same computation inside a transaction that adds what a careless change would add.
-    want = access_matrix.intended()
+    want = access_matrix.intended(su_conn)
     db.execute("create function api.sneaky() returns int language sql as 'select 1'")
     db.execute("create table ledger.sneaky (client_id text primary key)")
     db.execute("grant select on ledger.jobs to ingest")
@@ -43,6 +46,36 @@ def test_the_comparison_catches_a_new_endpoint_and_a_new_grant(db: psycopg.Conne
     # a new function is executable by PUBLIC unless revoked: every role shows it
     sneaky = access_matrix.actual(db)["api.sneaky()"]
     assert sneaky["anon"] == ["execute"]
+
+
+def test_short_entries_aliases_and_other_documents(tmp_path: Path,
+                                                   su_conn: psycopg.Connection) -> None:
+    (tmp_path / "area.yaml").write_text(
+        "'auth._login_token(uuid, text, timestamptz)': {}\n"
+        "api.jobs: {admin: [select], client: [select]}\n"
+        "auth.api_tokens: {admin: [select]}\n"
+        "endpoints:\n  - {name: x, path: /x}\n")
+    want, problems = access_matrix.load_files(tmp_path, conn=su_conn)
+    assert problems == []
+    assert set(want) == {"auth._login_token(uuid,text,timestamp with time zone)", "api.jobs",
+                         "auth.api_tokens"}
+    have = access_matrix.actual(su_conn)
+    # short entries compare privilege names only: admin's column grant on api_tokens is "select"
+    assert access_matrix.differences(want, {k: have[k] for k in want}) == []
+    want["api.jobs"] = {"admin": ["select"]}
+    [line] = access_matrix.differences(want, {k: have[k] for k in want})
+    assert line.startswith("api.jobs: intended") and "client" in line
+    # an object in two files must be described the same way in both
+    (tmp_path / "same.yaml").write_text("api.jobs: {kind: view, security_invoker: true, "
+                                        "client: [select], admin: [select]}\n")
+    merged, problems = access_matrix.load_files(tmp_path, conn=su_conn)
+    assert problems == [] and merged["api.jobs"]["kind"] == "view"
+    (tmp_path / "bad.yaml").write_text("api.step_runs: {security_invoker: true}\n"
+                                       "ledger.x: [1]\napi.jobs: {admin: [select]}\n")
+    _, problems = access_matrix.load_files(tmp_path, conn=su_conn)
+    assert any("flags need a kind" in p for p in problems)
+    assert any("ledger.x: an entry is a mapping" in p for p in problems)
+    assert "api.jobs: area.yaml and bad.yaml disagree" in problems
 
 
 def test_nothing_is_granted_to_public(su_conn: psycopg.Connection) -> None:

@@ -412,6 +412,15 @@ def test_counts_per_state_match_python(loaded: Loaded, http: Callable[..., httpx
         {k: expected[k] for k in ("running", "completed", "failed", "stalled")}
     assert counts["total"] == len(states)
     assert expected["failed"] and expected["stalled"] and expected["running"]
+    # Without filters the counts come from an index-only path; an empty prefix forces the
+    # general one: both must agree, for a client and for an admin.
+    for http_client, params in ((http("client", loaded.a), {}),
+                                (http("admin"), {"client": loaded.b})):
+        fast = get(http_client, "/rpc/job_counts", **params)
+        general = get(http_client, "/rpc/job_counts", job_prefix="", **params)
+        assert {k: v for k, v in fast.items() if k != "as_of"} == \
+            {k: v for k, v in general.items() if k != "as_of"}
+        assert fast["stalled"] > 0
 
 
 def test_job_filters_users_expect(loaded: Loaded, http: Callable[..., httpx.Client]) -> None:

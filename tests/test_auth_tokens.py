@@ -124,11 +124,17 @@ def test_wrong_role_claims_are_refused(api: Callable[..., httpx.Client],
 
 
 def test_an_ingest_token_signed_outside_the_database_is_refused(
-        api: Callable[..., httpx.Client], jwt_for: Callable[..., str], client_id: str) -> None:
+        api: Callable[..., httpx.Client], settings: Settings,
+        api_token: Callable[..., str], client_id: str) -> None:
+    # Signed with the right secret, but never issued by the database (jwt_for would record it).
     events = job_events(client_id, unique("job"))[:1]
     for claims in ({}, {"jti": "not-a-uuid"}, {"jti": "00000000-0000-4000-8000-000000000000"}):
-        response = ingest(api(jwt_for("ingest", client_id, **claims)), events)
+        token = jwt.encode({"role": "ingest", "client_id": client_id, **claims},
+                           settings.jwt_secret, algorithm="HS256")
+        response = ingest(api(token), events)
         assert response.status_code == 401 and response.json()["code"] == "SL311", claims
+    registered = ingest(api(api_token(client_id)), events)
+    assert registered.status_code == 200 and registered.json()["accepted"] == 1
 
 
 # ---- API tokens over HTTP ----------------------------------------------------------------------

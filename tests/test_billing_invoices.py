@@ -292,10 +292,10 @@ def test_a_client_sees_only_its_own_invoices(
 
 def test_only_admins_finalize_over_http(
         api: Callable[..., httpx.Client], jwt_for: Callable[..., str],
-        billed: dict[str, str]) -> None:
+        api_token: Callable[..., str], billed: dict[str, str]) -> None:
     client = billed["client"]
     body = {"client_id": client, "period": "2025-01"}
-    for token in (jwt_for("client", client), jwt_for("ingest", client)):
+    for token in (jwt_for("client", client), api_token(client)):
         response = _post(api, token, "/rpc/finalize_invoice", body)
         assert response.status_code in (401, 403), response.text
         assert response.json()["code"] == "42501"

@@ -12,6 +12,7 @@ import pytest
 from billing_support import (
     add_price,
     event,
+    finalize,
     ingest,
     invoice,
     make_client,
@@ -289,3 +290,54 @@ def test_the_raw_event_recomputation_agrees_with_the_ingest_trigger(
     live = su_conn.execute(query, [client, "job_steps"]).fetchall()
     assert live == su_conn.execute(query, [client, "events"]).fetchall()
     assert len(live) == 4
+
+
+def test_the_worked_example_of_docs_billing(
+        su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
+    """docs/billing.md, "A worked example": every figure there comes from this test."""
+    pipeline = make_pipeline(su_conn, ["dicom-intake", "lesion-detection", "report"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "lesion-detection", "2.50", "2025-01-01T00:00:00Z")
+    add_price(su_conn, pipeline, "lesion-detection", "2.75", "2026-01-15T12:00:00Z")
+    add_price(su_conn, pipeline, "dicom-intake", "0.02", "2025-01-01T00:00:00Z", client_id=client,
+              tiers=[("10000", "0.015")])
+    su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
+                    "effective_from) values (%s, 250, '2026-01-01')", [client])
+    a, b, c, late = "job-a", "job-b", "job-c", "job-d"
+    b_done = event(client, b, pipeline, "lesion-detection", "completed", "2026-01-20T09:00:00Z")
+    ingest(api_url, admin_token, [
+        event(client, a, pipeline, "dicom-intake", "completed", "2026-01-10T08:00:00Z",
+              units=6000),
+        event(client, a, pipeline, "lesion-detection", "failed", "2026-01-10T08:30:00Z"),
+        event(client, a, pipeline, "lesion-detection", "completed", "2026-01-10T08:45:00Z",
+              attempt=2),
+        event(client, a, pipeline, "report", "completed", "2026-01-10T09:00:00Z"),
+        event(client, b, pipeline, "dicom-intake", "completed", "2026-01-20T08:00:00Z",
+              units=6000),
+        b_done,
+        {**b_done},  # sent twice: a duplicate
+        event(client, c, pipeline, "lesion-detection", "completed", "2026-01-15T11:00:00Z"),
+    ], expect_rejected=0)
+    january = invoice(su_conn, client, "2026-01")
+    assert [(ln["kind"], ln["step"], ln["units"], ln["unit_price"], ln["amount"],
+             ln["completed_steps"]) for ln in january["lines"]] == [
+        ("usage", "dicom-intake", 10000, D("0.02"), D("200.00"), 2),
+        ("usage", "dicom-intake", 2000, D("0.015"), D("30.00"), 0),
+        ("usage", "lesion-detection", 1, D("2.75"), D("2.75"), 1),
+        ("usage", "lesion-detection", 2, D("2.5"), D("5.00"), 2),
+        ("usage", "report", 1, 0, D("0.00"), 1),
+        ("minimum", None, None, None, D("12.25"), None),
+    ]
+    assert (january["usage_amount"], january["total"]) == (D("237.75"), D("250.00"))
+    frozen = finalize(su_conn, client, "2026-01")
+    ingest(api_url, admin_token, [
+        event(client, late, pipeline, "lesion-detection", "completed", "2026-01-28T10:00:00Z")])
+    assert invoice(su_conn, client, "2026-01")["total"] == frozen["total"]
+    february = invoice(su_conn, client, "2026-02")
+    assert [(ln["kind"], ln["for_period"], ln["step"], ln["units"], ln["amount"])
+            for ln in february["lines"]] == [
+        ("minimum", "2026-02", None, None, D(250)),
+        ("adjustment", "2026-01", "lesion-detection", 1, D("2.75")),
+        ("adjustment", "2026-01", None, None, D("-2.75")),
+    ]
+    assert february["total"] == D(250)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,16 @@ class Job:
     def send(self, step: str, status: str, minute: float, **extra: Any) -> None:
         self.n += 1
         moment = self.start + timedelta(minutes=minute)
-        body = {"event_id": f"{self.job_id}:{self.n}", "client_id": "st-mary", "job_id": self.job_id,
-                "pipeline": "botimage", "step": step, "status": status,
-                "occurred_at": moment.isoformat().replace("+00:00", "Z"), **extra}
+        body = {
+            "event_id": f"{self.job_id}:{self.n}",
+            "client_id": "st-mary",
+            "job_id": self.job_id,
+            "pipeline": "botimage",
+            "step": step,
+            "status": status,
+            "occurred_at": moment.isoformat().replace("+00:00", "Z"),
+            **extra,
+        }
         answer = self.http.post("/rpc/ingest", json=body).json()
         assert answer["accepted"] == 1, answer
 
@@ -53,12 +60,17 @@ class Job:
         return rows[0]
 
     def runs(self) -> list[dict[str, Any]]:
-        return self.http.get("/step_runs", params={"client_id": "eq.st-mary",
-                                                   "job_id": f"eq.{self.job_id}",
-                                                   "order": "step_index,attempt"}).json()
+        return self.http.get(
+            "/step_runs",
+            params={
+                "client_id": "eq.st-mary",
+                "job_id": f"eq.{self.job_id}",
+                "order": "step_index,attempt",
+            },
+        ).json()
 
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 FAIL = {"code": "GPU_OOM", "message": "CUDA out of memory"}
 
 
@@ -75,7 +87,9 @@ def test_a_retry_that_succeeds_clears_the_failure(admin: httpx.Client) -> None:
     assert (row["status"], row["steps_done"], row["last_error"]) == ("running", 1, None)
     runs = job.runs()
     assert [(r["attempt"], r["status"], r["is_latest"]) for r in runs] == [
-        (1, "failed", False), (2, "completed", True)]
+        (1, "failed", False),
+        (2, "completed", True),
+    ]
     assert runs[0]["error_code"] == "GPU_OOM" and runs[1]["units"] == 12
     assert runs[1]["duration_s"] == 60
 
@@ -114,10 +128,15 @@ def test_a_quiet_running_job_is_stalled_after_the_pipeline_timeout(admin: httpx.
 def test_jobs_support_filters_ordering_paging_and_csv(admin: httpx.Client) -> None:
     for _ in range(3):
         Job(admin, NOW - timedelta(minutes=20)).send(STEPS[0], "started", 0)
-    page = admin.get("/jobs", params={"status": "eq.running", "order": "updated_at.desc",
-                                      "limit": 2, "offset": 1})
+    page = admin.get(
+        "/jobs",
+        params={"status": "eq.running", "order": "updated_at.desc", "limit": 2, "offset": 1},
+    )
     assert page.status_code == 200 and len(page.json()) == 2
-    csv = admin.get("/jobs", params={"select": "job_id,status,progress", "limit": 2},
-                    headers={"Accept": "text/csv"})
+    csv = admin.get(
+        "/jobs",
+        params={"select": "job_id,status,progress", "limit": 2},
+        headers={"Accept": "text/csv"},
+    )
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "job_id,status,progress"

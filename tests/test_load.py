@@ -10,6 +10,7 @@ import pty
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from stepledger.client import IngestClient
+from stepledger import stack
+from stepledger.client import IngestClient, RetryPolicy
 from stepledger.config import Settings
-from stepledger.load import Loader, LoadOptions
+from stepledger.load import Loader, LoadOptions, LoadSummary
 from test_loader_support import (
     botimage_events,
     count,
@@ -29,6 +31,7 @@ from test_loader_support import (
     new_tag,
     register_catalog,
     run_cli,
+    wait_for,
     write_ndjson,
 )
 
@@ -199,9 +202,9 @@ def test_csv_with_unknown_columns_is_refused_before_sending(
 # -- legacy logs ----------------------------------------------------------------------------------
 def test_legacy_log_with_an_ingest_token_bound_to_its_client(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], su_conn: psycopg.Connection,
-        monkeypatch: pytest.MonkeyPatch, api_url: str, jwt_for: Callable[..., str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, api_url: str, api_token: Callable[..., str]) -> None:
     monkeypatch.setenv("STEPLEDGER_URL", api_url)
-    monkeypatch.setenv("STEPLEDGER_TOKEN", jwt_for("ingest", "st-mary"))
+    monkeypatch.setenv("STEPLEDGER_TOKEN", api_token("st-mary"))
     tag = new_tag()
     events = botimage_events(tag, jobs=3)
     foreign = botimage_events(tag + "f", clients=("riverside",), jobs=1)[:2]
@@ -352,3 +355,31 @@ def test_progress_bar_on_a_terminal(tmp_path: Path, api_url: str,
     assert "\r\x1b[K" in tty and "100.0% [########################]" in tty
     assert re.search(r"records  [\d,]+/s  ETA 0:00", tty)
     assert b"accepted" in proc.stdout and b"\x1b" not in proc.stdout
+
+
+def test_a_load_rides_out_an_api_restart(tmp_path: Path, settings: Settings, api_url: str,
+                                         jwt_for: Callable[..., str],
+                                         su_conn: psycopg.Connection) -> None:
+    tag = new_tag()
+    events = botimage_events(tag, jobs=2)
+    path = write_ndjson(tmp_path / "events.ndjson", events)
+    access_log = settings.log_dir / "nginx-access.log"
+    seen = access_log.read_text().count('/rpc/ingest_ndjson HTTP/1.1" 502')
+    result: list[object] = []
+    stack.stop_postgrest(settings)
+    try:
+        with IngestClient(api_url, jwt_for("admin")) as client:
+            loader = Loader(client, LoadOptions(batch_size=50, retry=RetryPolicy(
+                attempts=None, initial_s=0.2, max_s=1.0)))
+            thread = threading.Thread(target=lambda: result.append(loader.load([str(path)])))
+            thread.start()
+            wait_for(lambda: access_log.read_text().count(
+                '/rpc/ingest_ndjson HTTP/1.1" 502') >= seen + 2, what="502s from the gateway")
+            stack.start_postgrest(settings)
+            thread.join(timeout=120)
+    finally:
+        stack.start_postgrest(settings)
+    [summary] = result
+    assert isinstance(summary, LoadSummary)
+    assert (summary.accepted, summary.rejected) == (len(events), 0)
+    assert events_of(su_conn, tag) == len(events)

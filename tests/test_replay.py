@@ -147,9 +147,9 @@ def test_replay_after_registering_the_missing_step(
 
 
 def test_replay_keeps_the_binding_of_an_ingest_token(
-        tag: str, api: Callable[..., httpx.Client], jwt_for: Callable[..., str],
+        tag: str, api: Callable[..., httpx.Client], api_token: Callable[..., str],
         admin: httpx.Client, su_conn: psycopg.Connection) -> None:
-    pipeline_token = api(jwt_for("ingest", f"rp-{tag}"))
+    pipeline_token = api(api_token(f"rp-{tag}"))
     answer = ingest(pipeline_token, [ev(tag, 1, "c", "started"),
                                      ev(tag, 2, "c", "started", client=f"rp-{tag}-2")])
     assert len(answer["rejected"]) == 2

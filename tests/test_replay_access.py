@@ -1,4 +1,4 @@
-"""The access matrix of tests/access/loader.yaml, checked through the API gateway."""
+"""The HTTP access matrix of tests/loader_endpoints.yaml, checked through the API gateway."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-MATRIX = yaml.safe_load((Path(__file__).parent / "access" / "loader.yaml").read_text())
+MATRIX = yaml.safe_load((Path(__file__).parent / "loader_endpoints.yaml").read_text())
 CASES = [(entry, role, role in entry["allow"])
          for entry in MATRIX["endpoints"] for role in entry["allow"] + entry["deny"]]
 
@@ -18,8 +18,12 @@ CASES = [(entry, role, role in entry["allow"])
 @pytest.mark.parametrize(("entry", "role", "allowed"), CASES,
                          ids=[f"{e['name']}-{r}" for e, r, _ in CASES])
 def test_access(entry: dict[str, Any], role: str, allowed: bool,
-                api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> None:
-    token = None if role == "anon" else jwt_for(role, None if role == "admin" else "st-mary")
+                api: Callable[..., httpx.Client], jwt_for: Callable[..., str],
+                api_token: Callable[..., str]) -> None:
+    if role == "ingest":
+        token = api_token("st-mary")
+    else:
+        token = None if role == "anon" else jwt_for(role, None if role == "admin" else "st-mary")
     client = api(token)
     response = client.request(entry["method"], entry["path"], json=entry.get("body"))
     if allowed:

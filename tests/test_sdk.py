@@ -40,7 +40,7 @@ def trackers() -> Iterator[list[Tracker]]:
 
 
 @pytest.fixture
-def make_tracker(api_url: str, jwt_for: Callable[..., str], tmp_path: Path,
+def make_tracker(api_url: str, api_token: Callable[..., str], tmp_path: Path,
                  trackers: list[Tracker]) -> Callable[..., Tracker]:
     def make(**kwargs: Any) -> Tracker:
         kwargs.setdefault("spool_dir", tmp_path / "spool")
@@ -48,7 +48,7 @@ def make_tracker(api_url: str, jwt_for: Callable[..., str], tmp_path: Path,
         kwargs.setdefault("client_id", "st-mary")
         kwargs.setdefault("flush_interval_s", 0.1)
         url = kwargs.pop("url", api_url)
-        token = kwargs.pop("token", jwt_for("ingest", kwargs["client_id"]))
+        token = kwargs.pop("token", api_token(kwargs["client_id"]))
         tracker = Tracker(url, token, **kwargs)
         trackers.append(tracker)
         return tracker
@@ -170,13 +170,13 @@ CRASHING_PIPELINE = textwrap.dedent("""
 
 
 def test_a_crashed_pipeline_loses_nothing(tmp_path: Path, api_url: str,
-                                          jwt_for: Callable[..., str],
+                                          api_token: Callable[..., str],
                                           make_tracker: Callable[..., Tracker],
                                           su_conn: psycopg.Connection) -> None:
     job_id = f"{new_tag()}-crash"
     spool = tmp_path / "spool"
     dead_url = f"http://127.0.0.1:{free_ports(1)[0]}"
-    token = jwt_for("ingest", "riverside")
+    token = api_token("riverside")
     result = subprocess.run([sys.executable, "-c", CRASHING_PIPELINE, dead_url, token,
                              str(spool), job_id], capture_output=True, text=True, timeout=120)
     assert result.returncode == 9, result.stderr
@@ -193,12 +193,12 @@ def test_a_crashed_pipeline_loses_nothing(tmp_path: Path, api_url: str,
 
 
 def test_a_batch_sent_before_a_crash_is_stored_once(tmp_path: Path, api_url: str,
-                                                    jwt_for: Callable[..., str],
+                                                    api_token: Callable[..., str],
                                                     make_tracker: Callable[..., Tracker],
                                                     su_conn: psycopg.Connection) -> None:
     job_id = f"{new_tag()}-sent"
     root = tmp_path / "spool"
-    token = jwt_for("ingest", "st-mary")
+    token = api_token("st-mary")
     # a process spools a batch, sends it, and dies before it can forget it
     spool = Spool(root)
     for n, step in enumerate(STEPS):
@@ -219,7 +219,7 @@ def test_a_batch_sent_before_a_crash_is_stored_once(tmp_path: Path, api_url: str
 
 def test_a_refused_token_is_a_clear_error_and_the_events_are_kept(
         tmp_path: Path, make_tracker: Callable[..., Tracker], api_url: str,
-        jwt_for: Callable[..., str], capsys: pytest.CaptureFixture[str],
+        api_token: Callable[..., str], capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, su_conn: psycopg.Connection) -> None:
     job_id = f"{new_tag()}-refused"
     tracker = make_tracker(token="expired.or.wrong")
@@ -235,7 +235,7 @@ def test_a_refused_token_is_a_clear_error_and_the_events_are_kept(
     assert tracker.flush(timeout_s=5)                # raised once: the pipeline goes on
     # once the token is fixed, the kept batch loads as it is
     monkeypatch.setenv("STEPLEDGER_URL", api_url)
-    monkeypatch.setenv("STEPLEDGER_TOKEN", jwt_for("ingest", "st-mary"))
+    monkeypatch.setenv("STEPLEDGER_TOKEN", api_token("st-mary"))
     code, out, _ = run_cli(capsys, "load", "--quiet", str(error.dead))
     assert code == 0, out
     assert events_of_job(su_conn, job_id) == 4

@@ -3,7 +3,12 @@
 create extension if not exists pgcrypto;
 create extension if not exists plpython3u;
 
-alter database stepledger owner to stepledger_owner;
-grant create on database stepledger to stepledger_owner;
+-- The database being migrated (usually `stepledger`; the schema snapshot uses a scratch one).
+do $$
+begin
+  execute format('alter database %I owner to stepledger_owner', current_database());
+  execute format('grant create on database %I to stepledger_owner', current_database());
+end
+$$;
 -- PostgreSQL 15 no longer lets everyone create objects in public; keep it that way.
 revoke create on schema public from public;

@@ -77,6 +77,8 @@ import json
 import re
 from urllib.parse import urldefrag, urljoin
 
+import sys
+
 import fastjsonschema
 from fastjsonschema.exceptions import JsonSchemaDefinitionException, JsonSchemaValueException
 from operator import methodcaller
@@ -156,8 +158,43 @@ def multiple_of_fixed(validator, dB, instance, schema):
         yield js_exceptions.ValidationError(f"{instance!r} is not a multiple of {dB}")
 
 
+def ecma_pattern(pattern):
+    """ECMA-262's `$` (no m flag) matches only at the very end; Python's also matches before a
+    final newline, so "st-mary\\n" would pass ^[a-z-]+$. Rewrite unescaped `$` outside character
+    classes to \\Z, as the fast path does."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+PATTERNS = {}
+
+
+def pattern_fixed(validator, pattern, instance, schema):
+    if not validator.is_type(instance, "string"):
+        return
+    compiled = PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = PATTERNS[pattern] = re.compile(ecma_pattern(pattern))
+    if not compiled.search(instance):
+        yield js_exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 FIXES = {"enum": enum_fixed, "const": const_fixed, "uniqueItems": unique_fixed,
-         "multipleOf": multiple_of_fixed}
+         "multipleOf": multiple_of_fixed, "pattern": pattern_fixed}
 
 
 def fixed_class(cls):
@@ -182,6 +219,10 @@ def fixed_class(cls):
 
 
 FIXED = {cls: fixed_class(cls) for cls in set(DRAFTS.values())}
+
+# JSON numbers have no digit limit; Python 3.11 refuses to parse integers over 4,300 digits.
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
 
 version_plan = plpy.prepare("select public._jsonschema_registry_version() as v")
 lookup_plan = plpy.prepare("select public._jsonschema_registry_lookup($1) as s", ["text"])

@@ -9,11 +9,32 @@ create or replace function ledger._calendar_date_ok(p_ts text) returns boolean
 language sql immutable parallel safe
 as $$
   -- The envelope's pattern admits 2026-02-30; this rejects days past the end of their month
-  -- (and year 0000), so the timestamptz cast that follows can never fail.
+  -- (and year 0000), so the timestamptz cast that follows can never fail. Integer arithmetic on
+  -- the proleptic Gregorian calendar PostgreSQL uses (make_date and interval arithmetic cost
+  -- a few microseconds an event).
   select substr(p_ts, 1, 4)::int >= 1
-     and substr(p_ts, 9, 2)::int <= extract(day from
-           make_date(substr(p_ts, 1, 4)::int, substr(p_ts, 6, 2)::int, 1) + interval '1 month - 1 day')
+     and substr(p_ts, 9, 2)::int <= case substr(p_ts, 6, 2)::int
+           when 2 then 28 + (substr(p_ts, 1, 4)::int % 4 = 0
+                             and (substr(p_ts, 1, 4)::int % 100 <> 0
+                                  or substr(p_ts, 1, 4)::int % 400 = 0))::int
+           when 4 then 30 when 6 then 30 when 9 then 30 when 11 then 30
+           else 31 end
 $$;
+
+create or replace function ledger._occurred_at(p_ts text) returns timestamptz
+language sql stable parallel safe
+as $$
+  -- An envelope timestamp (RFC 3339, offsets up to ±23:59) as timestamptz. PostgreSQL's input
+  -- accepts offsets only up to ±15:59, so the local time is read as UTC and the offset is
+  -- subtracted: "+16:00" is valid in an event and must not fail its batch.
+  select case when upper(right(p_ts, 1)) = 'Z' then upper(p_ts)::timestamptz
+              else (upper(left(p_ts, -6)) || 'Z')::timestamptz
+                   - (case substr(p_ts, length(p_ts) - 5, 1) when '-' then -1 else 1 end)
+                     * make_interval(hours => substr(p_ts, length(p_ts) - 4, 2)::int,
+                                     mins => substr(p_ts, length(p_ts) - 1, 2)::int)
+         end
+$$;
+comment on function ledger._occurred_at(text) is 'An envelope occurred_at (RFC 3339, any offset up to ±23:59) as timestamptz.';
 
 create or replace function ledger._parse_json(p_text text, out payload jsonb, out error text)
 language plpgsql immutable parallel safe
@@ -84,14 +105,36 @@ begin
              when jsonb_typeof(i.payload) <> 'object' then
                jsonb_build_array(jsonb_build_object('path', '',
                  'message', format('an event must be a JSON object, not %s', jsonb_typeof(i.payload))))
-             when not public.jsonb_matches_schema(ledger.step_event_v1_schema(), i.payload) then
-               public.jsonschema_errors(ledger.step_event_v1_schema(), i.payload)
+             -- The validators recurse in Python and fail on documents nested ~1000 deep, which
+             -- would fail the whole batch: refuse deep nesting first (docs/reliability.md).
+             when jsonb_path_exists(i.payload, 'strict $.**{65}') then
+               jsonb_build_array(jsonb_build_object('path', '',
+                 'message', 'the event nests deeper than 64 levels'))
+             -- The envelope compiled to SQL (ADR 0003); the detailed report only for bad ones.
+             when not ledger.step_event_v1_valid(i.payload) then
+               coalesce(nullif(public.jsonschema_errors(ledger.step_event_v1_schema(), i.payload), '[]'),
+                        -- The check and the report are two implementations; should they ever
+                        -- disagree, the rejection still says why in general terms.
+                        jsonb_build_array(jsonb_build_object('path', '', 'keyword', null,
+                          'message', 'the event does not match the event envelope '
+                                     '(schemas/step_event.v1.json), but no single cause was found')))
            end as envelope_errors
       from input i
   ),
   classified as materialized (
     select v.position, v.payload, v.raw_text, v.client_id, v.event_id,
-           coalesce(v.envelope_errors, (
+           coalesce(v.envelope_errors,
+             -- Most events pass every check below: say so without building the error list
+             -- (the list, in the else branch, is the reference; this test only skips it).
+             case when not (v_bound and v.client_id <> v_token_client)
+                       and c.client_id is not null
+                       and s.step is not null
+                       and (j.pipeline is null or j.pipeline = v.payload->>'pipeline')
+                       and ledger._calendar_date_ok(v.payload->>'occurred_at')
+                       and not (s.data_schema is not null and v.payload ? 'data'
+                                and not public.jsonb_matches_schema(s.data_schema::json, v.payload->'data'))
+                  then '[]'::jsonb
+                  else (
              select coalesce(jsonb_agg(e order by e->>'path'), '[]'::jsonb)
                from (
                  select jsonb_build_object('path', '/client_id', 'message',
@@ -125,7 +168,7 @@ begin
                                then public.jsonschema_errors(s.data_schema::json, v.payload->'data')
                                else '[]'::jsonb end) d
                ) checks
-           )) as errors
+           ) end) as errors
       from validated v
       left join ledger.clients c on c.client_id = v.client_id and v.envelope_errors is null
       left join ledger.pipelines p on p.pipeline = v.payload->>'pipeline' and v.envelope_errors is null
@@ -182,6 +225,8 @@ begin
            case when d.outcome = 'rejected' then d.errors else '[]'::jsonb end,
            v_role, v_token_id, v_code_version
       from decided d
+     -- vault ids follow the batch order, so ties between events of one batch resolve by position
+     order by d.position
     returning vault_id, received_at, position
   ),
   stored as (
@@ -190,9 +235,11 @@ begin
                                error_retryable, source, payload)
     select d.client_id, w.received_at, d.event_id, w.vault_id, d.payload->>'job_id',
            d.payload->>'pipeline', d.payload->>'step', d.payload->>'status',
-           upper(d.payload->>'occurred_at')::timestamptz,
-           coalesce((d.payload->>'attempt')::integer, 1),
-           coalesce((d.payload->>'units')::numeric, 1),
+           ledger._occurred_at(d.payload->>'occurred_at'),
+           -- The envelope reads numbers as JSON Schema does: 1.0 is an integer, and a decimal
+           -- that rounds to a valid double is valid (1.00000000000000001, -1e-400 >= 0).
+           coalesce(round((d.payload->>'attempt')::numeric)::integer, 1),
+           greatest(coalesce((d.payload->>'units')::numeric, 1), 0),
            d.payload->'error'->>'code', d.payload->'error'->>'message',
            (d.payload->'error'->>'retryable')::boolean,
            d.payload->>'source', d.payload
@@ -253,6 +300,25 @@ as $$
   returning vault_id
 $$;
 
+create or replace function ledger._refuse_oversized(p_channel text, p_text text, p_count integer)
+returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- A batch over the 10000-event limit: kept in the vault as one rejected raw row, answered 413.
+declare
+  v_message text := format('batch of %s events is too large', p_count);
+  v_vault_id bigint := ledger._vault_unparsable(p_channel, p_text, v_message);
+begin
+  perform set_config('response.status', '413', true);
+  return jsonb_build_object('code', 'SL202', 'message', v_message,
+    'details', format('kept in the vault as row %s', v_vault_id),
+    'hint', 'send at most 10000 events per request');
+end
+$$;
+comment on function ledger._refuse_oversized(text, text, integer) is
+  'Keeps an over-limit batch in the vault as one rejected raw row and answers 413 (SL202).';
+
 create or replace function api.ingest(text) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -282,6 +348,10 @@ begin
     return jsonb_build_object('code', 'SL203',
       'message', format('request body must be a JSON array of events or one event object, not %s', jsonb_typeof(v_parsed.payload)),
       'details', format('kept in the vault as row %s', v_vault_id), 'hint', null);
+  end if;
+  if jsonb_typeof(v_parsed.payload) = 'array' and jsonb_array_length(v_parsed.payload) > 10000 then
+    -- Refused whole, but kept: the vault holds every body that reached the database.
+    return ledger._refuse_oversized('json', $1, jsonb_array_length(v_parsed.payload));
   end if;
   return ledger._ingest_json(v_parsed.payload);
 end
@@ -323,8 +393,7 @@ begin
    where btrim(l, E' \t\r') <> '';
   v_n := coalesce(array_length(v_lines, 1), 0);
   if v_n > 10000 then
-    raise exception 'batch of % events is too large', v_n
-      using errcode = 'SL202', hint = 'send at most 10000 lines per request';
+    return ledger._refuse_oversized('ndjson', $1, v_n);
   end if;
 
   -- Fast path: parse every line in one go; only when that fails (or a line held several values)

@@ -1,9 +1,12 @@
 -- Live progress: a statement-level trigger folds each batch of new events into step runs, the
 -- latest attempt of each step, and the jobs, in a few set-based statements per batch.
 --
--- Concurrency: the first statement upserts the batch's jobs in key order, which locks those job
--- rows until commit. Every later statement takes a fresh snapshot (READ COMMITTED), so a batch
--- that waited for that lock sees the other batch's committed step runs: no lost update.
+-- Concurrency: the first statement takes a transaction-level advisory lock per job of the batch,
+-- in one global order (no deadlock), held until commit; it works for jobs that do not exist yet.
+-- Every later statement takes a fresh snapshot (READ COMMITTED), so a batch that waited for a
+-- lock sees the other batch's committed step runs and job: no lost update. Only this trigger
+-- writes ledger.jobs, and it writes each job once per batch (one row version, one round of index
+-- entries), which keeps the upkeep cheap.
 --
 -- Edge cases (tests/test_progress*.py):
 -- - retries: every attempt is a step run; the highest attempt number decides the step;
@@ -23,21 +26,11 @@ as $$
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
 begin
-  -- 1. Jobs: create, widen the time span, stamp the changing transaction, and lock.
-  insert into ledger.jobs as j (client_id, job_id, pipeline, steps_total, pipeline_version,
-                                started_at, updated_at, last_received_at, events, changed_xid)
-  select n.client_id, n.job_id, min(n.pipeline), min(p.steps_total), min(p.version),
-         min(n.occurred_at), max(n.occurred_at), now(), count(*), v_xid
-    from new_events n
-    join ledger.pipelines p on p.pipeline = n.pipeline
-   group by n.client_id, n.job_id
-   order by n.client_id, n.job_id
-  on conflict (client_id, job_id) do update
-     set started_at = least(j.started_at, excluded.started_at),
-         updated_at = greatest(j.updated_at, excluded.updated_at),
-         last_received_at = excluded.last_received_at,
-         events = j.events + excluded.events,
-         changed_xid = excluded.changed_xid;
+  -- 1. Lock the batch's jobs: one advisory lock per job (64-bit hash of client and job id).
+  perform pg_advisory_xact_lock(k.key)
+     from (select distinct hashtextextended(n.client_id || '/' || n.job_id, 0) as key
+             from new_events n
+            order by 1) k;
 
   -- 2. Step runs: merge the batch into each attempt. A terminal status (completed, failed,
   --    skipped) beats started whatever the arrival order; between terminal events the later
@@ -46,10 +39,14 @@ begin
     select distinct on (n.client_id, n.job_id, n.step, n.attempt)
            n.client_id, n.job_id, n.step, n.attempt, n.pipeline, n.status, n.occurred_at,
            n.units, n.error_code, n.error_message, n.error_retryable, n.source,
-           min(n.occurred_at) filter (where n.status = 'started')
-             over (partition by n.client_id, n.job_id, n.step, n.attempt) as started_at,
-           count(*) over (partition by n.client_id, n.job_id, n.step, n.attempt) as events
+           min(n.occurred_at) filter (where n.status = 'started') over w as started_at,
+           count(*) over w as events
       from new_events n
+    window w as (partition by n.client_id, n.job_id, n.step, n.attempt
+                 order by n.status <> 'started' desc, n.occurred_at desc, n.received_at desc,
+                          n.vault_id desc
+                 rows between unbounded preceding and unbounded following)
+     -- the window's order is the one DISTINCT ON needs: one sort for both
      order by n.client_id, n.job_id, n.step, n.attempt,
               n.status <> 'started' desc, n.occurred_at desc, n.received_at desc, n.vault_id desc
   )
@@ -102,49 +99,63 @@ begin
          billed_units = excluded.billed_units, completed_at = excluded.completed_at,
          step_index = excluded.step_index;
 
-  -- 4. Jobs: the pipeline version they run, progress and status from their steps (contract §6).
-  update ledger.jobs j
-     set pipeline_version = v.version,
-         steps_total = t.steps_total,
-         steps_done = agg.done,
-         status = case when agg.done >= t.steps_total then 'completed'
-                       when agg.failed > 0 then 'failed'
-                       else 'running' end,
-         finished_at = case when agg.done >= t.steps_total then agg.last_finished
-                            when agg.failed > 0 then agg.last_failed end,
-         last_error = agg.last_error,
-         last_error_step = agg.last_error_step
-    from (
-      select js.client_id, js.job_id, jj.pipeline, jj.pipeline_version, jj.steps_total,
-             max(ps.added_in_version) as newest_step_version,
-             count(*) filter (where js.latest_status in ('completed', 'skipped')) as done,
-             count(*) filter (where js.latest_status = 'failed') as failed,
-             max(js.latest_at) filter (where js.latest_status in ('completed', 'skipped')) as last_finished,
-             max(js.latest_at) filter (where js.latest_status = 'failed') as last_failed,
-             (array_agg(js.step order by js.latest_at desc) filter (where js.latest_status = 'failed'))[1]
-               as last_error_step,
-             (array_agg(concat_ws(': ', r.error_code, r.error_message) order by js.latest_at desc)
-                filter (where js.latest_status = 'failed'))[1] as last_error
-        from ledger.job_steps js
-        join ledger.jobs jj on jj.client_id = js.client_id and jj.job_id = js.job_id
-        left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
-        left join ledger.step_runs r
-               on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
-              and r.attempt = js.latest_attempt
-       where (js.client_id, js.job_id) in (select distinct n.client_id, n.job_id from new_events n)
-       group by js.client_id, js.job_id, jj.pipeline, jj.pipeline_version, jj.steps_total
-    ) agg
-    cross join lateral (
-      select greatest(agg.pipeline_version, coalesce(agg.newest_step_version, 0)) as version
-    ) v
-    cross join lateral (
-      -- A job that reports a step of a newer version counts that version's steps.
-      select case when v.version > agg.pipeline_version
-                  then (select count(*)::integer from ledger.pipeline_steps ps
-                         where ps.pipeline = agg.pipeline and ps.added_in_version <= v.version)
-                  else agg.steps_total end as steps_total
-    ) t
-   where j.client_id = agg.client_id and j.job_id = agg.job_id;
+  -- 4. Jobs: create or update each job once: time span, the pipeline version it runs, progress
+  --    and status from its steps (contract §6), and the transaction that changed it.
+  insert into ledger.jobs as j (client_id, job_id, pipeline, pipeline_version, steps_total,
+                                steps_done, status, started_at, updated_at, finished_at,
+                                last_error, last_error_step, last_received_at, events, changed_xid)
+  select b.client_id, b.job_id, b.pipeline, v.version, t.steps_total, a.done,
+         case when a.done >= t.steps_total then 'completed'
+              when a.failed > 0 then 'failed'
+              else 'running' end,
+         least(o.started_at, b.first_at), greatest(o.updated_at, b.last_at),
+         case when a.done >= t.steps_total then a.last_finished
+              when a.failed > 0 then a.last_failed end,
+         a.last_error, a.last_error_step, now(), coalesce(o.events, 0) + b.events, v_xid
+    from (select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
+                 max(n.occurred_at) as last_at, count(*) as events
+            from new_events n
+           group by n.client_id, n.job_id) b
+    join ledger.pipelines p on p.pipeline = b.pipeline
+    left join ledger.jobs o on o.client_id = b.client_id and o.job_id = b.job_id
+   cross join lateral (
+     select max(ps.added_in_version) as newest_step_version,
+            count(*) filter (where js.latest_status in ('completed', 'skipped')) as done,
+            count(*) filter (where js.latest_status = 'failed') as failed,
+            max(js.latest_at) filter (where js.latest_status in ('completed', 'skipped')) as last_finished,
+            max(js.latest_at) filter (where js.latest_status = 'failed') as last_failed,
+            (array_agg(js.step order by js.latest_at desc) filter (where js.latest_status = 'failed'))[1]
+              as last_error_step,
+            (array_agg(concat_ws(': ', r.error_code, r.error_message) order by js.latest_at desc)
+               filter (where js.latest_status = 'failed'))[1] as last_error
+       from ledger.job_steps js
+       left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
+       left join ledger.step_runs r
+              on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
+             and r.attempt = js.latest_attempt
+      where js.client_id = b.client_id and js.job_id = b.job_id
+   ) a
+   cross join lateral (
+     -- A new job runs the current version; one that reports a step of a newer version moves to it.
+     select coalesce(o.pipeline_version, p.version) as base_version,
+            greatest(coalesce(o.pipeline_version, p.version), coalesce(a.newest_step_version, 0))
+              as version
+   ) v
+   cross join lateral (
+     select case when o.job_id is null and v.version = v.base_version then p.steps_total
+                 when v.version = v.base_version then o.steps_total
+                 else (select count(*)::integer from ledger.pipeline_steps ps
+                        where ps.pipeline = b.pipeline and ps.added_in_version <= v.version)
+            end as steps_total
+   ) t
+   order by b.client_id, b.job_id
+  on conflict (client_id, job_id) do update
+     set pipeline_version = excluded.pipeline_version, steps_total = excluded.steps_total,
+         steps_done = excluded.steps_done, status = excluded.status,
+         started_at = excluded.started_at, updated_at = excluded.updated_at,
+         finished_at = excluded.finished_at, last_error = excluded.last_error,
+         last_error_step = excluded.last_error_step, last_received_at = excluded.last_received_at,
+         events = excluded.events, changed_xid = excluded.changed_xid;
 
   -- 5. Tell listeners which clients have news (docs/api.md, live updates): one notification per
   --    client and batch on channel stepledger_jobs, delivered at commit.

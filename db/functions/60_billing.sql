@@ -81,7 +81,8 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- The billed completions recomputed from the accepted raw events alone, as a log parser would:
--- per attempt the terminal event with the latest occurred_at decides (ties: the later arrival);
+-- per attempt the terminal event with the latest occurred_at decides (ties broken as the ingest
+-- trigger breaks them: later batch, then vault id);
 -- the billed attempt is the latest one that completed. The reference that job_steps must match,
 -- and the baseline of the benchmark. A function of its own (not inlined) so that the planner
 -- drops it entirely from the job_steps path, which clients use without access to raw events.
@@ -577,38 +578,56 @@ returns table (period date, basis text, pipeline text, step text, unit_price num
                description text, source text)
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
 as $$
 -- What a client owes for each of the given periods as of now: its usage lines (from the
 -- materialized view where that is current for the client and period, else computed live) and a
 -- monthly-minimum top-up when usage is below the minimum in force. Runs with the caller's rights.
+-- The live query is planned and run only when some period is stale: planning it is not free,
+-- and the view path stays a cached plan.
 declare
   v_periods date[];
   v_fresh date[];
   v_stale date[];
   v_currency text;
+  v_usage jsonb := '[]';
+  v_part jsonb;
 begin
   select c.currency into v_currency from ledger.clients c where c.client_id = p_client_id;
   select coalesce(array_agg(x.p order by x.p), '{}') into v_periods
     from (select distinct unnest(p_periods) as p) x;
-  select coalesce(array_agg(x.p) filter (where ledger._usage_fresh(p_client_id, x.p)), '{}'),
-         coalesce(array_agg(x.p) filter (where not ledger._usage_fresh(p_client_id, x.p)), '{}')
+  select coalesce(array_agg(x.p) filter (where x.fresh), '{}'),
+         coalesce(array_agg(x.p) filter (where not x.fresh), '{}')
     into v_fresh, v_stale
-    from unnest(v_periods) as x(p);
+    from (select p, ledger._usage_fresh(p_client_id, p) as fresh from unnest(v_periods) p) x;
+
+  if cardinality(v_fresh) > 0 then
+    select coalesce(jsonb_agg(to_jsonb(l)), '[]') into v_part
+      from (select v.period, v.pipeline, v.step, v.unit_price, v.priced, v.units,
+                   v.completed_steps, v.amount, 'materialized' as source
+              from ledger.usage_lines_visible v
+             where v.client_id = p_client_id and v.period = any(v_fresh)) l;
+    v_usage := v_usage || v_part;
+  end if;
+  if cardinality(v_stale) > 0 then
+    -- Dynamic, so it is planned with the actual client and months: the inlined query's
+    -- "client is null or client_id = client" filters then fold into index conditions.
+    execute $q$
+      select coalesce(jsonb_agg(to_jsonb(l)), '[]')
+        from (select u.period, u.pipeline, u.step, u.unit_price, u.priced, u.units,
+                     u.completed_steps, u.amount, 'live' as source
+                from ledger._usage_lines($1, $2, $3) u
+               where u.period = any($4)) l
+    $q$ into v_part
+    using p_client_id, v_stale[1], (v_stale[cardinality(v_stale)] + interval '1 month')::date,
+          v_stale;
+    v_usage := v_usage || v_part;
+  end if;
 
   return query
   with usage as (
-    select v.period, v.pipeline, v.step, v.unit_price, v.priced, v.units, v.completed_steps,
-           v.amount, 'materialized'::text as source
-      from ledger.usage_lines_visible v
-     where cardinality(v_fresh) > 0
-       and v.client_id = p_client_id and v.period = any(v_fresh)
-    union all
-    select u.period, u.pipeline, u.step, u.unit_price, u.priced, u.units, u.completed_steps,
-           u.amount, 'live'::text
-      from ledger._usage_lines(p_client_id, v_stale[1],
-                               (v_stale[cardinality(v_stale)] + interval '1 month')::date) u
-     where cardinality(v_stale) > 0 and u.period = any(v_stale)
+    select * from jsonb_to_recordset(v_usage)
+      as u(period date, pipeline text, step text, unit_price numeric, priced boolean,
+           units numeric, completed_steps bigint, amount numeric, source text)
   ),
   totals as (
     select p.p as period, coalesce(sum(u.amount), 0) as usage_amount
@@ -650,7 +669,6 @@ returns table (line_no integer, kind text, basis text, for_period date, pipeline
                completed_steps bigint, amount numeric, description text, source text)
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
 as $$
 -- The lines of a client's open invoice for a period: the period's usage and minimum top-up, plus
 -- adjustment lines for every finalized period whose next open invoice this is (every month
@@ -815,7 +833,6 @@ comment on function api.invoice(text, text) is
 create or replace function ledger._finalize_invoice(p_client_id text, p_period text) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
-set plan_cache_mode = force_custom_plan
 as $$
 -- Freezes a client's invoice for a period that is over: the draft's lines as of now become an
 -- immutable invoice. Later changes for that period become adjustment lines of the next open

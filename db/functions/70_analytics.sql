@@ -157,6 +157,27 @@ begin
     raise exception 'since (%) is after until (%)', job_counts.since, job_counts.until
       using errcode = 'SL501';
   end if;
+  if job_counts.pipeline is null and job_counts.since is null and job_counts.until is null
+     and job_counts.job_prefix is null then
+    -- No filter but the client: count states from the index on (client_id, status, updated_at)
+    -- alone, then look up the pipelines of the running jobs only, to tell the stalled ones.
+    select jsonb_build_object(
+             'running', c.running - st.stalled, 'completed', c.completed, 'failed', c.failed,
+             'stalled', st.stalled, 'total', c.total, 'as_of', now())
+      into v_result
+      from (select count(*) filter (where j.status = 'running') as running,
+                   count(*) filter (where j.status = 'completed') as completed,
+                   count(*) filter (where j.status = 'failed') as failed,
+                   count(*) as total
+              from ledger.jobs j
+             where job_counts.client is null or j.client_id = job_counts.client) c,
+           (select count(*) as stalled
+              from ledger.jobs j
+              join ledger.pipelines p on p.pipeline = j.pipeline
+             where j.status = 'running' and now() - j.updated_at > p.stall_timeout
+               and (job_counts.client is null or j.client_id = job_counts.client)) st;
+    return v_result;
+  end if;
   select jsonb_build_object(
            'running', count(*) filter (where s.status = 'running'),
            'completed', count(*) filter (where s.status = 'completed'),
@@ -330,8 +351,9 @@ as $$
 -- attempts that started in a window of UTC days (default: the last 7 days, today included).
 -- Exact percentiles (linear interpolation) over the caller's visible clients.
 declare
-  v_since date := coalesce(step_durations.since, coalesce(step_durations.until, current_date) - 6);
-  v_until date := coalesce(step_durations.until, current_date);
+  v_today date := (now() at time zone 'UTC')::date;
+  v_since date := coalesce(step_durations.since, coalesce(step_durations.until, v_today) - 6);
+  v_until date := coalesce(step_durations.until, v_today);
 begin
   perform ledger._check_window(v_since, v_until);
   return query
@@ -488,8 +510,9 @@ as $$
 #variable_conflict use_column
 -- Failures and failure rate per UTC day and step (default: the last 30 days).
 declare
-  v_since date := coalesce(error_stats_by_day.since, coalesce(error_stats_by_day.until, current_date) - 29);
-  v_until date := coalesce(error_stats_by_day.until, current_date);
+  v_today date := (now() at time zone 'UTC')::date;
+  v_since date := coalesce(error_stats_by_day.since, coalesce(error_stats_by_day.until, v_today) - 29);
+  v_until date := coalesce(error_stats_by_day.until, v_today);
 begin
   perform ledger._check_window(v_since, v_until);
   return query

@@ -16,7 +16,6 @@ alter table ledger.jobs add column changed_xid bigint not null default 0;
 
 create index jobs_client_id_changed_xid_idx on ledger.jobs (client_id, changed_xid);
 create index jobs_changed_xid_idx on ledger.jobs (changed_xid);
-create index jobs_client_id_started_at_idx on ledger.jobs (client_id, started_at desc);
 
 -- When each analytics view was last refreshed, how long it took and how many rows it holds.
 create table ledger.analytics_refreshes (

@@ -14,7 +14,8 @@ def connect_owner(settings: Settings) -> psycopg.Connection:
         return psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StepledgerError(f"cannot reach the database ({first}); is the stack up? try `stepledger up`") from None
+        raise StepledgerError(
+            f"cannot reach the database ({first}); is the stack up? try `stepledger up`") from None
 
 
 def call(conn: psycopg.Connection, query: str, params: list[object]) -> object:

@@ -4,7 +4,8 @@ Order (docs/architecture.md):
 1. db/bootstrap/*.sql as the superuser: roles, extensions, the JSON Schema functions;
 2. the stack's passwords for its login roles;
 3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed;
-4. immutable wrappers generated from schemas/*.json, and the events' envelope constraint;
+4. immutable wrappers generated from schemas/*.json, the envelope compiled to SQL
+   (`ledger.step_event_v1_valid`, ADR 0003) and the events' envelope constraint;
 5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
 6. the JWT secret (for login tokens signed in the database), the code version, this month's
    partitions, and `notify pgrst, 'reload schema'`.
@@ -21,6 +22,7 @@ from psycopg import sql
 
 from stepledger import StepledgerError, __version__
 from stepledger.config import Settings
+from stepledger.schema_sql import Dialect, compile_schema_details
 
 IDEMPOTENT_DIRS = ("functions", "views", "policies")
 
@@ -30,7 +32,10 @@ SCHEMA_FUNCTIONS = {
     "step_event.v1.json": "step_event_v1_schema",
     "pipeline.v1.json": "pipeline_v1_schema",
 }
+ENVELOPE_FILE = "step_event.v1.json"
+ENVELOPE_PREDICATE = "step_event_v1_valid"
 ENVELOPE_CONSTRAINT = "events_payload_matches_envelope"
+ENVELOPE_CHECK = f"ledger.{ENVELOPE_PREDICATE}(payload)"
 
 
 def code_version(repo_root: Path) -> str:
@@ -58,7 +63,8 @@ def _run_file(conn: psycopg.Connection, path: Path) -> None:
 
 def ensure_database(settings: Settings) -> None:
     with psycopg.connect(settings.dsn("postgres", dbname="postgres"), autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s", [settings.dbname]).fetchone()
+        exists = conn.execute("select 1 from pg_database where datname = %s",
+                              [settings.dbname]).fetchone()
         if not exists:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
 
@@ -77,7 +83,8 @@ def apply_migrations(settings: Settings) -> list[str]:
     """Numbered migrations through yoyo; returns the ids it applied."""
     from yoyo import get_backend, read_migrations
 
-    backend = get_backend(settings.dsn("stepledger_owner").replace("postgresql://", "postgresql+psycopg://", 1))
+    dsn = settings.dsn("stepledger_owner").replace("postgresql://", "postgresql+psycopg://", 1)
+    backend = get_backend(dsn)
     migrations = read_migrations(str(settings.repo_root / "db" / "migrations"))
     with backend.lock():
         pending = backend.to_apply(migrations)
@@ -90,20 +97,72 @@ def install_schema_functions(conn: psycopg.Connection, schemas_dir: Path) -> Non
         document = json.loads((schemas_dir / filename).read_text())
         literal = json.dumps(document, separators=(",", ":"), sort_keys=True)
         conn.execute(sql.SQL(
-            "create or replace function ledger.{fn}() returns json language sql immutable parallel safe "
-            "as {body}").format(
+            "create or replace function ledger.{fn}() returns json "
+            "language sql immutable parallel safe as {body}").format(
                 fn=sql.Identifier(function),
                 body=sql.Literal("select " + _quote_literal(literal) + "::json")))
         conn.execute(sql.SQL("comment on function ledger.{fn}() is {c}").format(
             fn=sql.Identifier(function), c=sql.Literal(f"The JSON Schema in schemas/{filename}.")))
-    has_constraint = conn.execute(
-        "select 1 from pg_constraint where conrelid = 'ledger.events'::regclass and conname = %s",
+    install_envelope_predicate(conn, json.loads((schemas_dir / ENVELOPE_FILE).read_text()))
+    ensure_envelope_constraint(conn)
+
+
+def validator_dialect(conn: psycopg.Connection, schema: object) -> Dialect:
+    """Which implementation `public.jsonb_matches_schema` uses for this schema (schema_sql)."""
+    row = conn.execute("select exists (select from pg_extension where extname = 'pg_jsonschema')"
+                       ).fetchone()
+    if row and row[0]:
+        return "spec"
+    row = conn.execute("select public._jsonschema_path(%s::json)", [json.dumps(schema)]).fetchone()
+    return "fast" if row and row[0] == "fast" else "general"
+
+
+def install_envelope_predicate(conn: psycopg.Connection, schema: dict[str, object]) -> None:
+    """`ledger.step_event_v1_valid(payload jsonb)`: the envelope compiled to one SQL expression,
+    inlined wherever it is called (the CHECK constraint, ingest), equal to the validator."""
+    text = json.dumps(schema)
+    row = conn.execute("select public.jsonschema_is_valid(%s::json)", [text]).fetchone()
+    if not row or not row[0]:
+        raise StepledgerError(f"schemas/{ENVELOPE_FILE} is not a valid JSON Schema")
+    compiled = compile_schema_details(schema, "payload", dialect=validator_dialect(conn, schema))
+    body = (f"-- Generated from schemas/{ENVELOPE_FILE} by stepledger.schema_sql (ADR 0003).\n"
+            f"select {compiled.sql}")
+    fn = sql.Identifier(ENVELOPE_PREDICATE)
+    conn.execute(sql.SQL(
+        "create or replace function ledger.{fn}(payload jsonb) returns boolean "
+        "language sql immutable parallel safe as {body}").format(fn=fn, body=sql.Literal(body)))
+    comment = (f"True when payload matches schemas/{ENVELOPE_FILE}, exactly as "
+               "public.jsonb_matches_schema(ledger.step_event_v1_schema(), payload) says, "
+               "without leaving SQL: generated by the migration runner (ADR 0003).")
+    if compiled.fallbacks:
+        comment += " Left to the validator: " + ", ".join(p or "(whole schema)"
+                                                         for p in compiled.fallbacks) + "."
+    conn.execute(sql.SQL("comment on function ledger.{fn}(jsonb) is {c}").format(
+        fn=fn, c=sql.Literal(comment)))
+    conn.execute(sql.SQL("revoke execute on function ledger.{fn}(jsonb) from public").format(fn=fn))
+    conn.execute(sql.SQL("grant execute on function ledger.{fn}(jsonb) to admin").format(fn=fn))
+
+
+def ensure_envelope_constraint(conn: psycopg.Connection) -> None:
+    """events_payload_matches_envelope must be CHECK (ledger.step_event_v1_valid(payload)).
+
+    0001 has landed, so an older definition is replaced here: dropped and added NOT VALID, then
+    validated, in the caller's transaction (the drop already holds an ACCESS EXCLUSIVE lock on
+    ledger.events until commit; validating scans every stored event once). A definition that
+    already matches is left alone, so a second migrate changes nothing.
+    """
+    row = conn.execute(
+        "select pg_get_expr(conbin, conrelid) from pg_constraint "
+        "where conrelid = 'ledger.events'::regclass and conname = %s",
         [ENVELOPE_CONSTRAINT]).fetchone()
-    if not has_constraint:
-        conn.execute(sql.SQL(
-            "alter table ledger.events add constraint {} "
-            "check (public.jsonb_matches_schema(ledger.step_event_v1_schema(), payload))").format(
-                sql.Identifier(ENVELOPE_CONSTRAINT)))
+    if row and row[0] in (ENVELOPE_CHECK, ENVELOPE_CHECK.removeprefix("ledger.")):
+        return
+    name = sql.Identifier(ENVELOPE_CONSTRAINT)
+    if row:
+        conn.execute(sql.SQL("alter table ledger.events drop constraint {}").format(name))
+    conn.execute(sql.SQL("alter table ledger.events add constraint {} check ({}) not valid").format(
+        name, sql.SQL(ENVELOPE_CHECK)))
+    conn.execute(sql.SQL("alter table ledger.events validate constraint {}").format(name))
 
 
 def _quote_literal(text: str) -> str:

@@ -3,8 +3,8 @@
 Tasks are SQL statements run as the schema owner on a fixed interval, and on demand when a
 transaction sends `NOTIFY stepledger_scheduler, '<task name>'` (the price book does, so that
 GET /usage catches up with a price change within seconds). Where pg_cron is installed the
-database schedules the same statements itself (db/functions/60_billing.sql); both may run, since
-every task is idempotent and the usage refresh skips when another one is running.
+database also schedules the usage refresh itself (db/functions/60_billing.sql); both may run,
+since every task is idempotent and a refresh returns at once when another one is running.
 
 `stepledger up` starts it in the background (`start`), `stepledger down` stops it (`stop`);
 `stepledger scheduler run` runs it in the foreground.
@@ -52,6 +52,10 @@ class Task:
 def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
     return [
         Task("refresh_usage", "select ledger.refresh_usage('scheduler')::text", refresh_every_s),
+        # Error statistics and step timings (db/functions/70_analytics.sql); views refreshed
+        # less than a minute ago are skipped, so an on-demand refresh is not repeated at once.
+        Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
+             refresh_every_s),
         Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
     ]
 

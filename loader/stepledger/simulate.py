@@ -3,12 +3,13 @@
 Deterministic for a given seed, so demos, tests and benchmarks are repeatable.
 """
 
+# ruff: noqa: E501  (the step table below reads better one row per line)
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # (step key, typical seconds, failure probability, error code, error message)
 BOTIMAGE_STEPS: list[tuple[str, float, float, str, str]] = [
@@ -47,7 +48,7 @@ class JobPlan:
 
 
 def _ts(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_events(plan: JobPlan, rng: random.Random, now: datetime,

@@ -1,21 +1,33 @@
-"""A readable schema snapshot: `pg_dump --schema-only`, cleaned of what changes run to run.
+"""A readable schema snapshot: `pg_dump --schema-only` of a freshly migrated database, cleaned of
+what changes from run to run.
 
-db/schema.sql is committed so every schema change shows as a diff in review; the test suite
-fails when the migrated database and the snapshot differ (`make schema` rewrites it).
+db/schema.sql is committed so every schema change shows as a diff in review; the test suite fails
+when a fresh migration and the snapshot differ. `stepledger schema-snapshot` rewrites it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 from stepledger.config import Settings
+
+SCRATCH_DB = "stepledger_snapshot"
 
 # Lines that differ between two dumps of the same schema: pg_dump's per-run \restrict key and
 # version banner, and the monthly partitions, which depend on the date of the run.
 _VOLATILE = re.compile(r"^(\\restrict|\\unrestrict|-- Dumped (from|by))")
 _MONTHLY = re.compile(r"\b(vault|events)_\d{4}_\d{2}")
+
+
+def snapshot_path(settings: Settings) -> Path:
+    return settings.repo_root / "db" / "schema.sql"
 
 
 def schema_dump(settings: Settings) -> str:
@@ -28,8 +40,27 @@ def schema_dump(settings: Settings) -> str:
     return clean(raw)
 
 
+def fresh_schema(settings: Settings) -> str:
+    """Migrate a scratch database on the same cluster from nothing, dump it, drop it."""
+    from stepledger.migrate import migrate
+
+    scratch = dataclasses.replace(settings, dbname=SCRATCH_DB)
+    _drop(settings, SCRATCH_DB)
+    try:
+        migrate(scratch)
+        return schema_dump(scratch)
+    finally:
+        _drop(settings, SCRATCH_DB)
+
+
+def _drop(settings: Settings, dbname: str) -> None:
+    with psycopg.connect(settings.dsn("postgres", dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(
+            sql.Identifier(dbname)))
+
+
 def clean(dump: str) -> str:
-    """Drop volatile lines and the statements about dated monthly partitions."""
+    """Drop volatile lines and the blocks about dated monthly partitions."""
     blocks = re.split(r"\n(?=--\n-- Name: )", dump)
     kept = [b for b in blocks if not _MONTHLY.search(_name_line(b))]
     lines = [line for line in "\n".join(kept).splitlines() if not _VOLATILE.match(line)]

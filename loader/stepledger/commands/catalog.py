@@ -35,7 +35,8 @@ def read_definition(path: Path) -> dict[str, object]:
     except OSError as exc:
         raise StepledgerError(f"{path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise StepledgerError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        raise StepledgerError(
+            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     if not isinstance(document, dict):
         raise StepledgerError(f"{path}: a pipeline definition is a JSON object")
     return document

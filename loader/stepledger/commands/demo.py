@@ -10,15 +10,9 @@ import psycopg
 
 from stepledger import auth
 from stepledger.billing.prices import set_price
-from stepledger.commands.pipeline_demo import run_demo_history
+from stepledger.commands.pipeline_demo import DEMO_CLIENTS, run_demo_history, setup_catalog
 from stepledger.config import Settings
 from stepledger.db import call, connect_owner
-
-DEMO_CLIENTS = [
-    ("st-mary", "St Mary's Hospital", "EUR"),
-    ("riverside", "Riverside Oncology Centre", "EUR"),
-    ("northgate", "Northgate Imaging", "GBP"),
-]
 
 # The demo's default price list (per unit, from 2020 on) so that invoices and the web app's
 # billing pages show amounts: per image for the steps that count images, per job for the others.
@@ -49,18 +43,16 @@ def _add_demo_prices(conn: psycopg.Connection) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="load the BotImage demo (pipeline, clients, jobs) into the stack")
+    p = subparsers.add_parser("demo", help="load the BotImage demo (pipeline, clients, jobs, "
+                                           "logins) into the stack")
     p.add_argument("--jobs", type=int, default=40, help="jobs per client (default 40)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    setup_catalog(settings)
     with connect_owner(settings) as conn:
-        for path in sorted((settings.repo_root / "schemas" / "pipelines").glob("*.json")):
-            call(conn, "select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-        for client_id, name, currency in DEMO_CLIENTS:
-            call(conn, "select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
         _add_demo_prices(conn)
         logins = [("admin@botimage.example", "admin", None)]
         logins += [(f"staff@{c[0]}.example", "client", c[0]) for c in DEMO_CLIENTS]
@@ -77,14 +69,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with connect_owner(settings) as conn:
             auth.revoke_api_token(conn, token["token_id"], "stepledger demo")
     with connect_owner(settings) as conn:
-        # Count the demo's steps in the usage view now rather than at the scheduler's next turn.
+        # Count the demo's steps in usage and error statistics now, not at the scheduler's next turn.
         call(conn, "select ledger.refresh_usage('stepledger demo')", [])
+        call(conn, "select ledger.refresh_analytics()", [])
     stats = tracker.stats
     print(f"stepledger: demo loaded: {sum(summary.jobs.values())} jobs, {stats.accepted} events "
           f"accepted, {stats.duplicates} duplicates, {stats.rejected} rejected")
     print()
     print(f"  web app      {settings.web_url}/")
-    print(f"  API          {settings.api_url}/jobs  (through the web server: {settings.web_url}/api/jobs)")
+    print(f"  API          {settings.api_url}/jobs  "
+          f"(through the web server: {settings.web_url}/api/jobs)")
     print(f"  OpenAPI      {settings.api_url}/")
     print(f"  database     psql {settings.dsn('stepledger_owner')}")
     print()
