@@ -240,7 +240,8 @@ function showShell(s, activePath) {
     const signOut = h('button', { type: 'button', class: 'btn btn-ghost btn-small', onClick: signOutNow }, 'Sign out');
     replace(root,
       h('header', { class: 'topbar' },
-        h('a', { class: 'brand', href: buildHash(homeFor(s)) }, logo(), h('span', 'stepledger')),
+        h('a', { class: 'brand', href: buildHash(homeFor(s)), 'aria-label': 'stepledger: start page' },
+          logo(), h('span', { class: 'brand-name' }, 'stepledger')),
         h('div', { class: 'topbar-user' },
           h('span', { class: 'user-name', id: 'user-name' },
             h('span', { class: 'user-email' }, s.email || ''),
