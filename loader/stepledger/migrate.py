@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -35,6 +36,8 @@ SCHEMA_FUNCTIONS = {
 ENVELOPE_FILE = "step_event.v1.json"
 ENVELOPE_PREDICATE = "step_event_v1_valid"
 ENVELOPE_CONSTRAINT = "events_payload_matches_envelope"
+MIGRATE_ATTEMPTS = 5
+LOCK_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
 ENVELOPE_CHECK = f"ledger.{ENVELOPE_PREDICATE}(payload)"
 
 
@@ -57,6 +60,8 @@ def _sql_files(directory: Path) -> list[Path]:
 def _run_file(conn: psycopg.Connection, path: Path) -> None:
     try:
         conn.execute(path.read_text())  # type: ignore[arg-type]  # several statements, no parameters
+    except LOCK_CONFLICTS:
+        raise  # migrate() retries the whole idempotent phase
     except psycopg.Error as exc:
         raise StepledgerError(f"{path.name}: {exc.diag.message_primary or exc}") from exc
 
@@ -175,8 +180,26 @@ def migrate(settings: Settings) -> dict[str, object]:
     bootstrap(settings)
     applied = apply_migrations(settings)
     version = code_version(settings.repo_root)
+    for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+        try:
+            _apply_idempotent(settings, version)
+            break
+        except LOCK_CONFLICTS:
+            # A live stack (ingest, the scheduler's refreshes) may hold locks that the policy
+            # files need; the phase is one transaction and idempotent, so run it again.
+            if attempt == MIGRATE_ATTEMPTS:
+                raise StepledgerError("migrate: the database stayed busy (lock conflicts); "
+                                      "try again") from None
+            time.sleep(0.5 * attempt)
+    return {"applied": applied, "code_version": version}
+
+
+def _apply_idempotent(settings: Settings, version: str) -> None:
+    """Schema functions, db/functions, views, policies, secret, version, partitions: one
+    transaction, safe to repeat."""
     with psycopg.connect(settings.dsn("stepledger_owner")) as conn:
         with conn.transaction():
+            conn.execute("set local lock_timeout = '10s'")
             install_schema_functions(conn, settings.repo_root / "schemas")
             for directory in IDEMPOTENT_DIRS:
                 for path in _sql_files(settings.repo_root / "db" / directory):
@@ -188,4 +211,3 @@ def migrate(settings: Settings) -> dict[str, object]:
             conn.execute("select ledger.ensure_partitions()")
         conn.execute("notify pgrst, 'reload schema'")
         conn.commit()
-    return {"applied": applied, "code_version": version}
