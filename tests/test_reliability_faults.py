@@ -16,8 +16,12 @@ import psycopg
 import pytest
 from bench.faults import drive, generate, own_stack, prepare, verify
 
+from conftest import free_ports
 from stepledger import stack
+from stepledger.client import RetryPolicy
 from stepledger.config import Settings
+from stepledger.sdk import Tracker
+from stepledger.spool import read_batch
 
 CLIENT = "faults-a"
 
@@ -65,3 +69,21 @@ def test_the_checks_see_a_lost_and_a_doubled_billing(own: Settings) -> None:
     more = [{**e, "units": 7777} if e["status"] == "completed" else e for e in events]
     with pytest.raises(AssertionError, match="billed steps differ"):
         verify(own, CLIENT, more)
+
+
+def test_batches_stay_within_batch_size_while_the_api_is_away(tmp_path: Path) -> None:
+    """Found by bench/faults.py at 100,000 events: while the sender waited out an outage the
+    spool's open batch kept growing (10,670 events), the API refused it (413: over 10,000 per
+    request) and the whole batch went to dead/. Batches are now sealed at batch_size by emit."""
+    (port,) = free_ports(1)  # nothing listens there: every send fails and is retried
+    tracker = Tracker(f"http://127.0.0.1:{port}", "no-token", client_id="c", pipeline="p",
+                      spool_dir=tmp_path / "spool", batch_size=50, flush_interval_s=0.05,
+                      fsync=False, retry=RetryPolicy(attempts=None, initial_s=0.05, max_s=0.2))
+    try:
+        for n in range(1234):
+            tracker.emit({"event_id": f"e{n}", "step": "s", "status": "started"})
+    finally:
+        tracker.close(timeout_s=0.5)
+    batches = sorted((tmp_path / "spool").glob("slot-*/batch-*.ndjson"))
+    sizes = [len(read_batch(b)) for b in batches]
+    assert sum(sizes) == 1234 and max(sizes) <= 50, sizes
