@@ -106,12 +106,13 @@ def _strategy(operation: object) -> st.SearchStrategy[object]:
     return st.one_of(modes)
 
 
-def _bad_header_bytes(headers: Mapping[str, str]) -> bool:
+def _bad_header_bytes(headers: Mapping[str, str | bytes]) -> bool:
     """True when a header value goes on the wire as bytes that are not UTF-8 (requests sends
     header strings as Latin-1)."""
     for value in headers.values():
+        raw = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
         try:
-            value.encode("latin-1").decode("utf-8")
+            raw.decode("utf-8")
         except UnicodeError:
             return True
     return False
@@ -127,6 +128,7 @@ def _fuzz_role(fuzz: Fuzz, role: str) -> tuple[int, int, list[str], set[str], li
     known: list[str] = []
     sent = 0
     deadline = time.monotonic() + ROLE_BUDGET_S
+
     def fuzz_operation(operation: object) -> None:
         label = f"{operation.method.upper()} {operation.path}"  # type: ignore[attr-defined]
 
