@@ -147,6 +147,9 @@ class Tracker:
         with self._cond:
             self.stats.emitted += 1
         if self.spool.active_count >= self.batch_size:
+            # Seal here, not only in the sender: while it waits out an outage the batch must
+            # not outgrow batch_size (and the API's 10,000 events per request).
+            self.spool.seal()
             self._wake.set()
         return event
 
