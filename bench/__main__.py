@@ -9,7 +9,6 @@ import sys
 
 import bench
 
-
 # Benchmarks with their own command line (`python -m bench.NAME --help`) run here at these sizes;
 # docs/benchmarks.md gives the full-size commands behind each recorded result.
 MAIN_ARGS = {

@@ -1,4 +1,4 @@
-"""Billing benchmark (docs/benchmarks-billing.md).
+"""Billing benchmark (docs/benchmarks.md).
 
 Measures, on one generated data set, side by side in the same run:
 

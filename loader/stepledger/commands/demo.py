@@ -69,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with connect_owner(settings) as conn:
             auth.revoke_api_token(conn, token["token_id"], "stepledger demo")
     with connect_owner(settings) as conn:
-        # Count the demo's steps in usage and error statistics now, not at the scheduler's next turn.
+        # Count the demo's steps in usage and error statistics now, not at the scheduler's turn.
         call(conn, "select ledger.refresh_usage('stepledger demo')", [])
         call(conn, "select ledger.refresh_analytics()", [])
     stats = tracker.stats
