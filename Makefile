@@ -15,7 +15,7 @@ help:
 	@echo "make down     stop the local stack"
 	@echo "make status   show the local stack"
 	@echo "make migrate  apply bootstrap, migrations, functions and policies"
-	@echo "make schema   rewrite db/schema.sql (the reviewed schema snapshot; needs the stack up)"
+	@echo "make schema   rewrite db/schema.snapshot (the reviewed schema snapshot; needs the stack up)"
 	@echo "make test     install test dependencies and run the whole suite"
 	@echo "make bench    run the benchmarks and print the ratios"
 	@echo "make lint     ruff"

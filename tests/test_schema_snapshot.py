@@ -1,4 +1,4 @@
-"""db/schema.sql is what a fresh migration produces: schema changes show up as diffs in review."""
+"""db/schema.snapshot is what a fresh migration produces: schema changes show up in review."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ def test_the_committed_snapshot_matches_a_fresh_migration(settings: Settings) ->
     if actual != expected:
         diff = "".join(list(difflib.unified_diff(
             expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            "db/schema.sql", "fresh migration"))[:80])
-        raise AssertionError("db/schema.sql is out of date; run `stepledger schema-snapshot` "
+            "db/schema.snapshot", "fresh migration"))[:80])
+        raise AssertionError("db/schema.snapshot is out of date; run `stepledger schema-snapshot` "
                              "and review the diff:\n" + diff)

@@ -1,7 +1,8 @@
 """A readable schema snapshot: `pg_dump --schema-only` of a freshly migrated database, cleaned of
 what changes from run to run.
 
-db/schema.sql is committed so every schema change shows as a diff in review; the test suite fails
+db/schema.snapshot is committed so every schema change shows as a diff in review (it is SQL, named
+so that tools looking for source code do not count it twice); the test suite fails
 when a fresh migration and the snapshot differ. `stepledger schema-snapshot` rewrites it.
 """
 
@@ -27,7 +28,7 @@ _MONTHLY = re.compile(r"\b(vault|events)_\d{4}_\d{2}")
 
 
 def snapshot_path(settings: Settings) -> Path:
-    return settings.repo_root / "db" / "schema.sql"
+    return settings.repo_root / "db" / "schema.snapshot"
 
 
 def schema_dump(settings: Settings) -> str:

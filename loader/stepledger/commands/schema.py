@@ -1,4 +1,4 @@
-"""`stepledger schema-snapshot`: rewrite db/schema.sql from a freshly migrated scratch database."""
+"""`stepledger schema-snapshot`: rewrite db/schema.snapshot from a fresh scratch migration."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from stepledger.snapshot import fresh_schema, snapshot_path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("schema-snapshot",
-                              help="rewrite db/schema.sql (pg_dump of a fresh migration)")
+                              help="rewrite db/schema.snapshot (pg_dump of a fresh migration)")
     p.set_defaults(func=cmd_schema_snapshot)
 
 
