@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench import harness
 from stepledger import stack
 from stepledger.client import IngestClient
 from stepledger.config import Settings
@@ -49,15 +49,6 @@ TARGETS_MS = {"first page + counts": 10.0, "timeline": 5.0, "error_stats (client
               "error_stats (admin)": 100.0}
 
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def log(message: str) -> None:
@@ -357,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="stepledger-bench-", dir="/tmp"))
     home.chmod(0o755)
-    pg, api, web = free_ports(3)
+    pg, api, web = harness.free_ports(3)
     settings = Settings.from_env(home=home, pg_port=pg, api_port=api, web_port=web,
                                  api_admin_port=api + 1, postgrest_port=api + 2)
     report: dict[str, object] = {"jobs": args.jobs, "clients": args.clients}

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,27 +29,17 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench import harness
 from stepledger import stack
 from stepledger.config import Settings
 
 PASSWORD = "bench password 2024"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _settings(home: Path) -> Settings:
-    pg, api, admin, postgrest, web = _free_ports(5)
+    pg, api, admin, postgrest, web = harness.free_ports(5)
     return Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
                              postgrest_port=postgrest, web_port=web)
 

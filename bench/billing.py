@@ -27,7 +27,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench import harness
 from stepledger import scheduler, simulate, stack
 from stepledger.config import Settings
 from stepledger.tokens import operator_token
@@ -52,17 +52,6 @@ TARGETS_MS = {"invoice": 50.0, "report": 500.0}
 
 
 # -- stack ------------------------------------------------------------------------------------
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _settings(home: Path) -> Settings:
@@ -70,7 +59,7 @@ def _settings(home: Path) -> Settings:
     if ports_file.exists():
         ports = json.loads(ports_file.read_text())
     else:
-        pg, api, web = _free_ports(3)
+        pg, api, web = harness.free_ports(3)
         ports = {"pg_port": pg, "api_port": api, "web_port": web}
         ports_file.write_text(json.dumps(ports))
     return Settings.from_env(home=home, **ports)

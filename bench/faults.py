@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench import harness
 from stepledger import simulate, stack
 from stepledger.billing.prices import set_price
 from stepledger.client import RetryPolicy
@@ -49,15 +49,6 @@ CENT = Decimal("0.01")
 
 
 # -- the stack -----------------------------------------------------------------------------------
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @contextlib.contextmanager
@@ -66,7 +57,7 @@ def own_stack(prefix: str = "stepledger-faults-") -> Iterator[Settings]:
     other stack); always stopped and removed."""
     home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     home.chmod(0o755)
-    pg, api, admin, postgrest, web = _free_ports(5)
+    pg, api, admin, postgrest, web = harness.free_ports(5)
     settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
                                  postgrest_port=postgrest, web_port=web)
     try:

@@ -22,7 +22,8 @@ from stepledger.tokens import operator_token
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
     socks = [socket.socket() for _ in range(count)]
     try:
         for s in socks:
@@ -38,7 +39,7 @@ def bench_stack() -> Iterator[Settings]:
     """A migrated stack on free ports in a fresh home, with the BotImage catalog; always stopped."""
     home = Path(tempfile.mkdtemp(prefix="stepledger-bench-", dir="/tmp"))
     home.chmod(0o755)
-    pg, api, admin, postgrest, web = _free_ports(5)
+    pg, api, admin, postgrest, web = free_ports(5)
     settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
                                  postgrest_port=postgrest, web_port=web)
     try:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import harness
 from stepledger import simulate, stack
 from stepledger.config import Settings
 from stepledger.tokens import operator_token
@@ -37,15 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 CLIENTS = [f"client-{n:03d}" for n in range(20)]
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @contextmanager
@@ -53,7 +44,7 @@ def fresh_stack() -> Iterator[Settings]:
     """A migrated stack on free ports in a throw-away home, with the BotImage catalog."""
     home = Path(tempfile.mkdtemp(prefix="stepledger-bench-load-", dir="/tmp"))
     home.chmod(0o755)
-    pg, api, admin, postgrest, web = _free_ports(5)
+    pg, api, admin, postgrest, web = harness.free_ports(5)
     settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
                                  postgrest_port=postgrest, web_port=web)
     try:
