@@ -174,7 +174,8 @@ begin
            (select count(*) as stalled
               from ledger.jobs j
               join ledger.pipelines p on p.pipeline = j.pipeline
-             where j.status = 'running' and now() - j.updated_at > p.stall_timeout
+             where j.status = 'running'
+               and ledger.job_status(j.status, j.updated_at, p.stall_timeout) = 'stalled'
                and (job_counts.client is null or j.client_id = job_counts.client)) st;
     return v_result;
   end if;
@@ -188,10 +189,7 @@ begin
     into v_result
     from ledger.jobs j
     join ledger.pipelines p on p.pipeline = j.pipeline
-   cross join lateral (
-     select case when j.status = 'running' and now() - j.updated_at > p.stall_timeout
-                 then 'stalled' else j.status end as status
-   ) s
+   cross join lateral (select ledger.job_status(j.status, j.updated_at, p.stall_timeout) as status) s
    where (job_counts.client is null or j.client_id = job_counts.client)
      and (job_counts.pipeline is null or j.pipeline = job_counts.pipeline)
      and (job_counts.since is null or j.started_at >= job_counts.since)

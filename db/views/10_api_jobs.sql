@@ -5,11 +5,10 @@ create or replace view api.jobs with (security_invoker = true) as
 select j.client_id,
        j.job_id,
        j.pipeline,
-       case when j.status = 'running' and now() - j.updated_at > p.stall_timeout then 'stalled'
-            else j.status end as status,
+       ledger.job_status(j.status, j.updated_at, p.stall_timeout) as status,
        j.steps_total,
        j.steps_done,
-       round(least(1, j.steps_done::numeric / nullif(j.steps_total, 0)), 4) as progress,
+       ledger.job_progress(j.steps_done, j.steps_total) as progress,
        j.started_at,
        j.updated_at,
        j.finished_at,
