@@ -51,14 +51,16 @@ def test_the_comparison_catches_a_new_endpoint_and_a_new_grant(
 def test_short_entries_aliases_and_other_documents(tmp_path: Path,
                                                    su_conn: psycopg.Connection) -> None:
     (tmp_path / "area.yaml").write_text(
-        "'auth._login_token(uuid, text, timestamptz)': {}\n"
+        "'api.job_counts(text, timestamptz, timestamptz, text, text)': "
+        "{client: [execute], admin: [execute]}\n"
         "api.jobs: {admin: [select], client: [select]}\n"
         "auth.api_tokens: {admin: [select]}\n"
         "endpoints:\n  - {name: x, path: /x}\n")
     want, problems = access_matrix.load_files(tmp_path, conn=su_conn)
     assert problems == []
-    assert set(want) == {"auth._login_token(uuid,text,timestamp with time zone)", "api.jobs",
-                         "auth.api_tokens"}
+    assert set(want) == {
+        "api.job_counts(text,timestamp with time zone,timestamp with time zone,text,text)",
+        "api.jobs", "auth.api_tokens"}
     have = access_matrix.actual(su_conn)
     # short entries compare privilege names only: admin's column grant on api_tokens is "select"
     assert access_matrix.differences(want, {k: have[k] for k in want}) == []
@@ -296,7 +298,8 @@ def test_openapi_describes_the_endpoints_each_role_may_use(
 @pytest.mark.parametrize("role", ["anon", "client", "ingest", "bi_reader", "authenticator"])
 def test_no_tenant_role_can_read_the_secret_or_the_users(su_conn: psycopg.Connection,
                                                          role: str) -> None:
-    for table in ("auth.secrets", "auth.users", "auth.login_failures", "auth.bi_logins"):
+    for table in ("auth.secrets", "auth.users", "auth.sessions", "auth.login_failures",
+                  "auth.bi_logins"):
         row = su_conn.execute("select has_any_column_privilege(%s, %s::regclass, 'select')",
                               [role, table]).fetchone()
         assert row == (False,), (role, table)

@@ -7,6 +7,7 @@
 --   SL311  API token unknown, revoked, or not the token issued under its id
 --   SL312  login token not acceptable (no expiry, no client, user disabled or lost the role)
 --   SL313  the token's role is not one the API serves
+--   SL314  a function that writes was called with GET or HEAD (405; only POST may call it)
 
 create or replace function auth._session_claims() returns jsonb
 language sql stable security definer parallel safe
@@ -81,6 +82,70 @@ end
 $$;
 comment on function auth._refuse(text, text, text) is 'Private: refuses the HTTP request with 401 and the given stepledger error code.';
 
+create or replace function auth._as_uuid(p_text text) returns uuid
+language sql immutable strict parallel safe
+as $$
+  -- A UUID in any spelling PostgreSQL itself would accept (upper case, braces, hyphens or none)
+  -- as the uuid it stands for (braces and hyphens anywhere are ignored); null for anything
+  -- else, never an error. Claims are compared as
+  -- uuids, so that no spelling of a user id can avoid the checks made for it.
+  select case when t ~ '^[0-9a-f]{32}$' then t::uuid end
+    from (select lower(translate(p_text, '{}-', '')) as t) n
+$$;
+comment on function auth._as_uuid(text) is 'Private: the uuid a text spells in any form PostgreSQL accepts, or null.';
+
+create or replace function auth._percent_decode(p_text text) returns text
+language plpgsql immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+-- Decodes %XX escapes, as PostgREST does with the path before it looks up a function; null when
+-- the result is not UTF-8. request.path holds the path as sent (/rpc/%6cogin calls login).
+begin
+  return convert_from(
+    (select coalesce(string_agg(case when m[1] is not null then decode(m[1], 'hex')
+                                     else convert_to(m[2], 'UTF8') end, ''::bytea order by n),
+                     ''::bytea)
+       from regexp_matches(p_text, '%([0-9A-Fa-f]{2})|([^%]+|%)', 'g') with ordinality as t(m, n)),
+    'UTF8');
+exception when character_not_in_repertoire or untranslatable_character then
+  return null;
+end
+$$;
+comment on function auth._percent_decode(text) is 'Private: a URL path segment with its %XX escapes decoded, or null when that is not UTF-8.';
+
+create or replace function auth._refuse_method(p_function text) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- Ends the request with 405 and Allow: POST. PostgREST runs GET and HEAD in a read-only
+-- transaction, where a function that writes would still do its work (a login its bcrypt) and
+-- then fail with an error that tells what it tried to write.
+begin
+  raise sqlstate 'PGRST' using
+    message = json_build_object('code', 'SL314',
+                                'message', format('/rpc/%s changes data: call it with POST', p_function),
+                                'details', null, 'hint', 'send the arguments as a JSON body')::text,
+    detail = json_build_object('status', 405,
+                               'headers', json_build_object('Allow', 'POST'))::text;
+end
+$$;
+comment on function auth._refuse_method(text) is 'Private: refuses a GET or HEAD of a function that writes with 405 (Allow: POST).';
+
+create or replace function auth.require_post(p_function text) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- First statement of every api function that writes: refuses to run in a read-only transaction
+-- (PostgREST's GET and HEAD), before any other work. auth.pre_request already refuses those
+-- requests by path; this guard holds whatever the path looked like.
+begin
+  if current_setting('transaction_read_only') = 'on' then
+    perform auth._refuse_method(p_function);
+  end if;
+end
+$$;
+comment on function auth.require_post(text) is 'Refuses (405 SL314) a call of a function that writes in a read-only transaction, as PostgREST runs GET and HEAD.';
+
 create or replace function auth.pre_request() returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -93,15 +158,31 @@ as $$
 --   client/admin  must expire; a client token must name its client; a login token (sub = a
 --                 user id) must belong to an enabled user who still holds the role and client.
 --   anon          nothing to check.
+-- Before that, for every role: GET and HEAD of a function that writes are refused (405).
 declare
   v_claims jsonb := auth.claims();
   v_role text := v_claims->>'role';
   v_jti text := v_claims->>'jti';
   v_sub text := v_claims->>'sub';
+  v_function text;
+  v_user_id uuid;
+  v_session_id uuid;
   v_token record;
-  v_user record;
+  v_login record;
   v_bearer text;
 begin
+  -- A function that writes (volatile) answers only POST. PostgREST looks functions up by the
+  -- decoded path; api.* functions that write also call auth.require_post themselves.
+  if current_setting('request.method', true) in ('GET', 'HEAD') then
+    v_function := auth._percent_decode(substring(current_setting('request.path', true)
+                                                 from '^/+rpc/+([^/]+)/*$'));
+    if exists (select from pg_catalog.pg_proc p
+                where p.pronamespace = 'api'::regnamespace and p.proname = v_function
+                  and p.provolatile = 'v') then
+      perform auth._refuse_method(v_function);
+    end if;
+  end if;
+
   if v_role is null or v_role = 'anon' then
     return;
   end if;
@@ -143,14 +224,35 @@ begin
     if not v_claims ? 'exp' then
       perform auth._refuse('SL312', 'login tokens must expire');
     end if;
-    -- Tokens from POST /rpc/login carry the user's id; other tokens can only be signed by
-    -- whoever holds the stack's secret (operator tools).
-    if v_sub ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-      select u.roles, u.client_id, u.disabled_at into v_user
-        from auth.users u where u.user_id = v_sub::uuid;
-      if not found or v_user.disabled_at is not null or not v_role = any(v_user.roles)
-         or (v_role = 'client' and v_user.client_id is distinct from v_claims->>'client_id') then
+    if v_claims ? 'sub' and jsonb_typeof(v_claims->'sub') <> 'string' then
+      perform auth._refuse('SL312', 'the token''s subject must be a string');
+    end if;
+    -- Tokens from POST /rpc/login carry the user's id (sub) and their session (sid); other
+    -- tokens can only be signed by whoever holds the stack's secret (operator tools). A subject
+    -- that spells a uuid in any form, or any sid, makes it a login token.
+    v_user_id := auth._as_uuid(v_sub);
+    if v_user_id is not null or v_claims ? 'sid' then
+      v_session_id := auth._as_uuid(v_claims->>'sid');
+      if v_user_id is null or v_session_id is null then
+        perform auth._refuse('SL312', 'this login token names no user and session', 'log in again');
+      end if;
+      select s.user_id, s.role, s.ended_at, s.ended_reason, u.roles, u.client_id, u.disabled_at
+        into v_login
+        from auth.sessions s join auth.users u on u.user_id = s.user_id
+       where s.session_id = v_session_id;
+      if not found or v_login.user_id <> v_user_id or v_login.role <> v_role
+         or v_login.disabled_at is not null or not v_role = any(v_login.roles)
+         or (v_role = 'client' and v_login.client_id is distinct from v_claims->>'client_id') then
         perform auth._refuse('SL312', 'this login is no longer valid', 'log in again');
+      end if;
+      if v_login.ended_at is not null then
+        perform auth._refuse('SL312', 'this login was ended: ' || case v_login.ended_reason
+                               when 'password_changed' then 'the password was changed'
+                               when 'user_disabled' then 'the user was disabled'
+                               when 'logout_everywhere' then 'signed out everywhere'
+                               when 'refresh_reused' then 'one of its tokens was refreshed twice'
+                               else v_login.ended_reason end,
+                             'log in again');
       end if;
     end if;
     return;
@@ -159,4 +261,4 @@ begin
   perform auth._refuse('SL313', format('the API does not serve role "%s"', v_role));
 end
 $$;
-comment on function auth.pre_request() is 'PostgREST db-pre-request hook: refuses revoked or unknown API tokens and login tokens that must no longer be honoured.';
+comment on function auth.pre_request() is 'PostgREST db-pre-request hook: refuses GET and HEAD of functions that write, revoked or unknown API tokens, and login tokens whose session ended or that must no longer be honoured.';

@@ -12,7 +12,8 @@
 --   SL307  unknown API token id
 --   SL308  invalid BI login: name, password verifier, client, or a clash with another role
 --   SL309  the caller may not do this (e.g. refresh a token that did not come from a login)
--- (SL311-SL313 are raised by auth.pre_request, db/functions/00_auth_context.sql.)
+--   SL315  a login token was refreshed a second time: its whole session is ended (401)
+-- (SL311-SL314 are raised by auth.pre_request, db/functions/00_auth_context.sql.)
 
 -- ---- signing -----------------------------------------------------------------------------------
 
@@ -92,6 +93,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- Adds a user, or updates an existing one (same email): sets the password, the client when one is
 -- given, adds the roles and enables it. Operator function (stepledger user add, the demo).
+-- Setting the password it already has keeps its hash, so that its sessions go on; a new password
+-- ends them (auth.tg_users__end_sessions).
 declare
   v_email text := lower(btrim(p_email));
   v_roles text[];
@@ -126,7 +129,8 @@ begin
     returning * into v_row;
   else
     update auth.users u
-       set password_hash = v_hash,
+       set password_hash = case when public.crypt(p_password, u.password_hash) = u.password_hash
+                                then u.password_hash else v_hash end,
            client_id = coalesce(p_client_id, u.client_id),
            roles = (select array_agg(distinct r order by r) from unnest(u.roles || v_roles) r),
            disabled_at = null,
@@ -144,8 +148,9 @@ create or replace function auth.set_user_disabled(p_email text, p_disabled boole
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
--- Disables (or enables) a user. A disabled user cannot log in, and the tokens it already holds are
--- refused by auth.pre_request on their next request.
+-- Disables (or enables) a user. A disabled user cannot log in, and disabling ends its sessions
+-- (auth.tg_users__end_sessions): the tokens it held are refused at once, and enabling the user
+-- again revives none of them.
 declare
   v_row auth.users;
 begin
@@ -163,37 +168,75 @@ comment on function auth.set_user_disabled(text, boolean) is 'Disables or enable
 
 -- ---- login -------------------------------------------------------------------------------------
 
-create or replace function auth._login_token(p_user_id uuid, p_role text, p_auth_time timestamptz)
-returns jsonb
+create or replace function auth._end_sessions(p_user_id uuid, p_reason text) returns integer
+language sql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  -- Ends every live session of a user: auth.pre_request refuses their tokens from now on.
+  with ended as (
+    update auth.sessions s set ended_at = now(), ended_reason = p_reason
+     where s.user_id = p_user_id and s.ended_at is null
+    returning 1)
+  select count(*)::integer from ended
+$$;
+comment on function auth._end_sessions(uuid, text) is 'Private: ends every live session of a user (the reason is kept), so that all its tokens are refused.';
+
+create or replace function auth.tg_users__end_sessions() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- A new password or disabling the user ends every session it has, whichever way the row was
+-- changed (stepledger user add / disable, or SQL).
+begin
+  perform auth._end_sessions(new.user_id,
+                             case when new.disabled_at is not null then 'user_disabled'
+                                  else 'password_changed' end);
+  return null;
+end
+$$;
+comment on function auth.tg_users__end_sessions() is 'Trigger: a password change or disabling a user ends its sessions.';
+
+create or replace trigger end_sessions
+  after update of password_hash, disabled_at on auth.users
+  for each row
+  when (old.password_hash is distinct from new.password_hash
+        or (new.disabled_at is not null and old.disabled_at is null))
+  execute function auth.tg_users__end_sessions();
+
+create or replace function auth._session_token(p_session_id uuid) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
--- A login token for a user and one of its roles: 30 minutes, refreshable for 12 hours after the
--- password was given (auth_time). Returns the contract's login response.
+-- The login token of a session's newest token id (refresh_jti): 30 minutes, refreshable for
+-- 12 hours after the password was given (auth_time). Returns the contract's login response.
 declare
-  v_user auth.users;
+  v_session record;
   v_now timestamptz := now();
   v_exp timestamptz := now() + interval '30 minutes';
   v_client text;
 begin
-  select * into v_user from auth.users u where u.user_id = p_user_id;
-  v_client := case when p_role = 'client' then v_user.client_id end;
+  select s.session_id, s.role, s.auth_time, s.refresh_jti, u.user_id, u.email, u.client_id
+    into v_session
+    from auth.sessions s join auth.users u on u.user_id = s.user_id
+   where s.session_id = p_session_id;
+  v_client := case when v_session.role = 'client' then v_session.client_id end;
   return jsonb_build_object(
     'token', auth._sign_jwt(jsonb_strip_nulls(jsonb_build_object(
-               'role', p_role,
+               'role', v_session.role,
                'client_id', v_client,
-               'sub', v_user.user_id,
-               'email', v_user.email,
+               'sub', v_session.user_id,
+               'sid', v_session.session_id,
+               'email', v_session.email,
                'iat', floor(extract(epoch from v_now))::bigint,
                'exp', floor(extract(epoch from v_exp))::bigint,
-               'auth_time', floor(extract(epoch from p_auth_time))::bigint,
-               'jti', gen_random_uuid()))),
-    'role', p_role,
+               'auth_time', floor(extract(epoch from v_session.auth_time))::bigint,
+               'jti', v_session.refresh_jti))),
+    'role', v_session.role,
     'client_id', v_client,
     'expires_at', to_char(v_exp at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
 end
 $$;
-comment on function auth._login_token(uuid, text, timestamptz) is 'Private: signs a 30-minute login token for a user and role.';
+comment on function auth._session_token(uuid) is 'Private: signs a 30-minute login token for a session''s newest token id.';
 
 create or replace function api.login(email text, password text, role text default null)
 returns jsonb
@@ -207,6 +250,8 @@ as $$
 --        the same bcrypt work (a dummy hash), so neither the body nor the timing tells them apart
 --   403  SL302: right password, but the user does not hold the role asked for
 --   429  SL303: 5 failures within 15 minutes lock the email for 15 minutes (known or not)
+--   405  SL314: GET or HEAD, before any credential work (nothing is checked or recorded)
+-- A success opens a session (auth.sessions) that every token of this login names.
 declare
   v_email text := lower(btrim(coalesce(login.email, '')));
   v_key bytea := sha256(convert_to(v_email, 'UTF8'));
@@ -216,7 +261,9 @@ declare
   v_computed text;
   v_role text;
   v_wait integer;
+  v_session_id uuid;
 begin
+  perform auth.require_post('login');
   -- What a login writes (failure counts, last login) may be lost in a crash without harm: do not
   -- make the caller wait for the WAL flush (about 8 ms here, on top of bcrypt's 55 ms).
   perform set_config('synchronous_commit', 'off', true);
@@ -261,37 +308,98 @@ begin
 
   delete from auth.login_failures f where f.email_hash = v_key;
   update auth.users u set last_login_at = now() where u.user_id = v_user.user_id;
-  return auth._login_token(v_user.user_id, v_role, now());
+  -- Forget sessions whose every token has expired (refreshable 12 hours, then 30 minutes).
+  delete from auth.sessions s where s.auth_time < now() - interval '13 hours';
+  insert into auth.sessions (user_id, role, auth_time, refresh_jti)
+  values (v_user.user_id, v_role, now(), gen_random_uuid())
+  returning session_id into v_session_id;
+  return auth._session_token(v_session_id);
 end
 $$;
 comment on function api.login(text, text, text) is
   'Log in with email and password. Returns a signed token (30 minutes), its role, client_id and expires_at. Wrong email or password: 401; 5 failures in 15 minutes lock the email for 15 minutes (429). A user with several roles gets the client role unless role is given.';
 
+create or replace function auth._caller_session() returns auth.sessions
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- The session of the caller's login token, or raises SL309 for any other token.
+-- auth.pre_request has already refused tokens whose session ended or whose user changed.
+declare
+  v_claims jsonb := auth.claims();
+  v_session auth.sessions;
+begin
+  select * into v_session from auth.sessions s
+   where s.session_id = auth._as_uuid(v_claims->>'sid')
+     and s.user_id = auth._as_uuid(v_claims->>'sub')
+     and s.role = v_claims->>'role';
+  if not found then
+    raise exception 'only tokens from /rpc/login can do this' using errcode = 'SL309',
+      hint = 'log in with POST /rpc/login';
+  end if;
+  return v_session;
+end
+$$;
+comment on function auth._caller_session() is 'Private: the session of the caller''s login token (SL309 for other tokens).';
+
 create or replace function api.refresh_token() returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
--- POST /rpc/refresh_token: a fresh login token for the caller's own login token (same user, role
--- and client), up to 12 hours after the password was given. auth.pre_request has already checked
--- that the user is enabled and still holds the role.
+-- POST /rpc/refresh_token: a fresh login token for the caller's own login token (same session,
+-- user, role and client), up to 12 hours after the password was given. Rotation: only the
+-- session's newest token may refresh, once. An older token presented again means two parties
+-- hold the session (a stolen token): the whole session ends, the newest token with it, and the
+-- answer (401 SL315) is returned rather than raised so that the ending is committed.
 declare
   v_claims jsonb := auth.claims();
-  v_auth_time timestamptz;
+  v_session auth.sessions;
 begin
-  if v_claims->>'role' not in ('client', 'admin')
-     or coalesce(v_claims->>'sub', '') !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-     or not exists (select from auth.users u where u.user_id = (v_claims->>'sub')::uuid and u.disabled_at is null) then
-    raise exception 'only tokens from /rpc/login can be refreshed' using errcode = 'SL309';
+  perform auth.require_post('refresh_token');
+  v_session := auth._caller_session();
+  -- Serialises refreshes of one session: of two at once, the second sees the first's new id.
+  select * into v_session from auth.sessions s where s.session_id = v_session.session_id for update;
+  if v_session.ended_at is not null then
+    perform auth._refuse('SL312', 'this login was ended', 'log in again');
   end if;
-  v_auth_time := to_timestamp(coalesce((v_claims->>'auth_time')::bigint, (v_claims->>'iat')::bigint, 0));
-  if v_auth_time < now() - interval '12 hours' then
+  if v_session.refresh_jti is distinct from auth._as_uuid(v_claims->>'jti') then
+    update auth.sessions s set ended_at = now(), ended_reason = 'refresh_reused'
+     where s.session_id = v_session.session_id;
+    perform set_config('response.status', '401', true);
+    perform set_config('response.headers',
+                       json_build_array(json_build_object('WWW-Authenticate',
+                                                          'Bearer error="invalid_token"'))::text, true);
+    return jsonb_build_object('code', 'SL315',
+                              'message', 'this token was already refreshed: the session is ended',
+                              'details', null, 'hint', 'log in again');
+  end if;
+  if v_session.auth_time < now() - interval '12 hours' then
     raise exception 'this login is more than 12 hours old' using errcode = 'SL309', hint = 'log in again';
   end if;
-  return auth._login_token((v_claims->>'sub')::uuid, v_claims->>'role', v_auth_time);
+  update auth.sessions s set refresh_jti = gen_random_uuid(), refreshed_at = now()
+   where s.session_id = v_session.session_id;
+  return auth._session_token(v_session.session_id);
 end
 $$;
 comment on function api.refresh_token() is
-  'A new 30-minute token for the caller''s login (same user, role and client), up to 12 hours after logging in with a password.';
+  'A new 30-minute token for the caller''s login (same user, role and client), up to 12 hours after logging in with a password. Each token refreshes once; refreshing an already refreshed token ends the whole login (401 SL315).';
+
+create or replace function api.logout_everywhere() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- POST /rpc/logout_everywhere: ends every session of the caller's user, this one included;
+-- every token of them is refused from the next request on.
+declare
+  v_session auth.sessions;
+begin
+  perform auth.require_post('logout_everywhere');
+  v_session := auth._caller_session();
+  return jsonb_build_object('sessions_ended', auth._end_sessions(v_session.user_id, 'logout_everywhere'));
+end
+$$;
+comment on function api.logout_everywhere() is
+  'Sign out everywhere: ends every login of the caller''s user (every browser and tab, this one included). Their tokens are refused from the next request on; log in again with a password.';
 
 -- ---- API tokens --------------------------------------------------------------------------------
 
@@ -360,6 +468,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- POST /rpc/create_api_token (admin).
 begin
+  perform auth.require_post('create_api_token');
   if auth.role() <> 'admin' then
     raise exception 'only admins create API tokens' using errcode = 'SL309';
   end if;
@@ -376,6 +485,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- POST /rpc/revoke_api_token (admin).
 begin
+  perform auth.require_post('revoke_api_token');
   if auth.role() <> 'admin' then
     raise exception 'only admins revoke API tokens' using errcode = 'SL309';
   end if;

@@ -1,7 +1,7 @@
 -- Grants and policies of the auth area (issue 3). Every auth table has row-level security on
 -- (0010_auth.sql); only the ones below have a policy, and only admins have one. The others
--- (secrets, users, login failures, BI logins) are read by the owner's security definer functions
--- alone.
+-- (secrets, users, sessions, login failures, BI logins) are read by the owner's security definer
+-- functions alone.
 
 -- API tokens: admins list them through api.api_tokens, never the hash column.
 drop policy if exists select_admin on auth.api_tokens;
@@ -13,5 +13,5 @@ grant select on api.api_tokens to admin;
 
 -- Log in: anyone; a signed-in user may log in again (e.g. as another of its roles).
 grant execute on function api.login(text, text, text) to anon, client, admin;
-grant execute on function api.refresh_token() to client, admin;
+grant execute on function api.refresh_token(), api.logout_everywhere() to client, admin;
 grant execute on function api.create_api_token(text, text, text), api.revoke_api_token(uuid) to admin;
