@@ -47,7 +47,7 @@ def people(su_conn: psycopg.Connection) -> dict[str, str]:
 
 def _claims(token: str, settings: Settings) -> dict[str, object]:
     return jwt.decode(token, settings.jwt_secret, algorithms=["HS256"],
-                      options={"require": ["exp", "iat", "role", "sub", "jti"]})
+                      options={"require": ["exp", "iat", "role", "sub", "sid", "jti"]})
 
 
 def test_login_returns_a_signed_short_lived_token(pgrst: httpx.Client, settings: Settings,
@@ -200,7 +200,9 @@ def test_a_disabled_user_cannot_log_in_and_its_tokens_stop_working(
     failed = login(pgrst, email)
     assert failed.status_code == 401 and failed.json()["code"] == "SL301"
     su_conn.execute("select auth.set_user_disabled(%s, false)", [email])
-    assert api(token).get("/jobs").status_code == 200
+    # enabling the user again revives none of its old tokens (test_auth_sessions.py)
+    assert api(token).get("/jobs").status_code == 401
+    assert api(login(pgrst, email).json()["token"]).get("/jobs").status_code == 200
 
 
 def test_a_user_who_loses_a_role_loses_its_tokens(pgrst: httpx.Client,
@@ -230,23 +232,29 @@ def test_refresh_gives_a_new_token_for_the_same_login(pgrst: httpx.Client, setti
     body = response.json()
     old, new = _claims(first, settings), _claims(body["token"], settings)
     assert new["jti"] != old["jti"]
-    for claim in ("sub", "role", "client_id", "auth_time"):
+    for claim in ("sub", "sid", "role", "client_id", "auth_time"):
         assert new[claim] == old[claim]
     assert pgrst.post("/rpc/refresh_token").status_code == 401  # anonymous: nothing to refresh
 
 
 def test_refresh_refuses_old_logins_and_operator_tokens(pgrst: httpx.Client,
                                                         jwt_for: Callable[..., str],
+                                                        su_conn: psycopg.Connection,
+                                                        settings: Settings,
                                                         people: dict[str, str]) -> None:
-    old = jwt_for("client", people["client_id"], sub=people["client_user_id"],
-                  auth_time=int(time.time()) - 13 * 3600)
+    def login_from(hours_ago: int) -> str:
+        token = login(pgrst, people["client"]).json()["token"]
+        su_conn.execute("update auth.sessions set auth_time = now() - make_interval(hours => %s) "
+                        "where session_id = %s", [hours_ago, _claims(token, settings)["sid"]])
+        return str(token)
+
+    old = login_from(13)
     response = pgrst.post("/rpc/refresh_token", headers={"Authorization": f"Bearer {old}"})
     assert response.status_code == 400 and response.json()["code"] == "SL309"
     operator = jwt_for("admin", sub="operator")
     response = pgrst.post("/rpc/refresh_token", headers={"Authorization": f"Bearer {operator}"})
     assert response.status_code == 400 and response.json()["code"] == "SL309"
-    recent = jwt_for("client", people["client_id"], sub=people["client_user_id"],
-                     auth_time=int(time.time()) - 3600)
+    recent = login_from(1)
     response = pgrst.post("/rpc/refresh_token", headers={"Authorization": f"Bearer {recent}"})
     assert response.status_code == 200
 
