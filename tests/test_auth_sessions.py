@@ -147,6 +147,23 @@ def test_disable_then_enable_revives_no_token(pgrst: httpx.Client,
     assert _status(api, _token(pgrst, email)) == 200  # enabled: a new login works
 
 
+def test_taking_a_role_away_and_back_revives_no_token(pgrst: httpx.Client,
+                                                      api: Callable[..., httpx.Client],
+                                                      su_conn: psycopg.Connection,
+                                                      client_id: str) -> None:
+    email, user_id = _person(su_conn, client_id, ("admin", "client"))
+    as_admin = _token(pgrst, email, role="admin")
+    as_client = _token(pgrst, email)
+    su_conn.execute("update auth.users set roles = '{client}' where user_id = %s", [user_id])
+    su_conn.execute("update auth.users set roles = '{admin,client}' where user_id = %s", [user_id])
+    _refused(api, as_admin, "roles or client changed")
+    _refused(api, as_client, "roles or client changed")
+    # adding a role takes nothing away: the new login's token stays valid
+    fresh = _token(pgrst, email)
+    su_conn.execute("select auth.add_user(%s, %s, '{admin}')", [email, PASSWORD])
+    assert _status(api, fresh) == 200
+
+
 # ---- refresh tokens rotate -----------------------------------------------------------------------
 
 def test_each_token_refreshes_once_along_a_chain(pgrst: httpx.Client,

@@ -249,6 +249,7 @@ begin
         perform auth._refuse('SL312', 'this login was ended: ' || case v_login.ended_reason
                                when 'password_changed' then 'the password was changed'
                                when 'user_disabled' then 'the user was disabled'
+                               when 'user_changed' then 'the user''s roles or client changed'
                                when 'logout_everywhere' then 'signed out everywhere'
                                when 'refresh_reused' then 'one of its tokens was refreshed twice'
                                else v_login.ended_reason end,

@@ -185,22 +185,27 @@ create or replace function auth.tg_users__end_sessions() returns trigger
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
--- A new password or disabling the user ends every session it has, whichever way the row was
--- changed (stepledger user add / disable, or SQL).
+-- A new password, disabling the user, taking a role from it or moving it to another client
+-- ends every session it has, whichever way the row was changed (stepledger user add / disable,
+-- or SQL): giving the role or the client back later revives none of them.
 begin
   perform auth._end_sessions(new.user_id,
                              case when new.disabled_at is not null then 'user_disabled'
-                                  else 'password_changed' end);
+                                  when old.password_hash is distinct from new.password_hash
+                                    then 'password_changed'
+                                  else 'user_changed' end);
   return null;
 end
 $$;
-comment on function auth.tg_users__end_sessions() is 'Trigger: a password change or disabling a user ends its sessions.';
+comment on function auth.tg_users__end_sessions() is 'Trigger: a password change, disabling a user, or taking a role or its client from it ends its sessions.';
 
 create or replace trigger end_sessions
-  after update of password_hash, disabled_at on auth.users
+  after update of password_hash, disabled_at, roles, client_id on auth.users
   for each row
   when (old.password_hash is distinct from new.password_hash
-        or (new.disabled_at is not null and old.disabled_at is null))
+        or (new.disabled_at is not null and old.disabled_at is null)
+        or not old.roles <@ new.roles
+        or old.client_id is distinct from new.client_id)
   execute function auth.tg_users__end_sessions();
 
 create or replace function auth._session_token(p_session_id uuid) returns jsonb

@@ -16,7 +16,7 @@ create table auth.sessions (
   created_at timestamptz not null default now(),
   refreshed_at timestamptz,
   ended_at timestamptz,
-  ended_reason text check (ended_reason in ('password_changed', 'user_disabled',
+  ended_reason text check (ended_reason in ('password_changed', 'user_disabled', 'user_changed',
                                             'logout_everywhere', 'refresh_reused')),
   check ((ended_at is null) = (ended_reason is null))
 );
