@@ -5,7 +5,8 @@
 -- Error codes raised here (SQLSTATE in the body's "code", asserted by tests); each is answered
 -- with HTTP 401 through PostgREST's raise-sqlstate-PGRST convention:
 --   SL311  API token unknown, revoked, or not the token issued under its id
---   SL312  login token not acceptable (no expiry, no client, user disabled or lost the role)
+--   SL312  login token not acceptable (no expiry, no client, no session, session ended, user
+--          disabled or lost the role)
 --   SL313  the token's role is not one the API serves
 --   SL314  a function that writes was called with GET or HEAD (405; only POST may call it)
 
@@ -87,8 +88,8 @@ language sql immutable strict parallel safe
 as $$
   -- A UUID in any spelling PostgreSQL itself would accept (upper case, braces, hyphens or none)
   -- as the uuid it stands for (braces and hyphens anywhere are ignored); null for anything
-  -- else, never an error. Claims are compared as
-  -- uuids, so that no spelling of a user id can avoid the checks made for it.
+  -- else, never an error. Claims are compared as uuids, so that no spelling of a user id can
+  -- avoid the checks made for it.
   select case when t ~ '^[0-9a-f]{32}$' then t::uuid end
     from (select lower(translate(p_text, '{}-', '')) as t) n
 $$;
@@ -156,7 +157,8 @@ as $$
 --   ingest        the token must be a live row of auth.api_tokens, issued exactly as presented
 --                 (same client, same SHA-256); its last use is recorded at most once a minute.
 --   client/admin  must expire; a client token must name its client; a login token (sub = a
---                 user id) must belong to an enabled user who still holds the role and client.
+--                 user id, sid = its session) must name a live session of that user and role,
+--                 and the user must be enabled and still hold the role and client.
 --   anon          nothing to check.
 -- Before that, for every role: GET and HEAD of a function that writes are refused (405).
 declare
@@ -240,12 +242,7 @@ begin
         into v_login
         from auth.sessions s join auth.users u on u.user_id = s.user_id
        where s.session_id = v_session_id;
-      if not found or v_login.user_id <> v_user_id or v_login.role <> v_role
-         or v_login.disabled_at is not null or not v_role = any(v_login.roles)
-         or (v_role = 'client' and v_login.client_id is distinct from v_claims->>'client_id') then
-        perform auth._refuse('SL312', 'this login is no longer valid', 'log in again');
-      end if;
-      if v_login.ended_at is not null then
+      if found and v_login.user_id = v_user_id and v_login.ended_at is not null then
         perform auth._refuse('SL312', 'this login was ended: ' || case v_login.ended_reason
                                when 'password_changed' then 'the password was changed'
                                when 'user_disabled' then 'the user was disabled'
@@ -254,6 +251,11 @@ begin
                                when 'refresh_reused' then 'one of its tokens was refreshed twice'
                                else v_login.ended_reason end,
                              'log in again');
+      end if;
+      if not found or v_login.user_id <> v_user_id or v_login.role <> v_role
+         or v_login.disabled_at is not null or not v_role = any(v_login.roles)
+         or (v_role = 'client' and v_login.client_id is distinct from v_claims->>'client_id') then
+        perform auth._refuse('SL312', 'this login is no longer valid', 'log in again');
       end if;
     end if;
     return;
