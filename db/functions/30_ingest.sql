@@ -92,7 +92,11 @@ begin
 
   with input as (
     select u.position, u.payload, u.raw_text, u.parse_error,
-           u.payload->>'client_id' as client_id, u.payload->>'event_id' as event_id
+           u.payload->>'client_id' as client_id, u.payload->>'event_id' as event_id,
+           -- The token's right to write for the element's client comes first: nothing below
+           -- reads a client's data (its existence, jobs, dedup keys) for an element whose client
+           -- this caller may not write for, so no answer can depend on another client's data.
+           not (v_bound and (u.payload->>'client_id') is distinct from v_token_client) as may_write
       from unnest(p_positions, p_payloads, p_raw, p_parse_errors)
            as u(position, payload, raw_text, parse_error)
   ),
@@ -122,11 +126,11 @@ begin
       from input i
   ),
   classified as materialized (
-    select v.position, v.payload, v.raw_text, v.client_id, v.event_id,
+    select v.position, v.payload, v.raw_text, v.client_id, v.event_id, v.may_write,
            coalesce(v.envelope_errors,
              -- Most events pass every check below: say so without building the error list
              -- (the list, in the else branch, is the reference; this test only skips it).
-             case when not (v_bound and v.client_id <> v_token_client)
+             case when v.may_write
                        and c.client_id is not null
                        and s.step is not null
                        and (j.pipeline is null or j.pipeline = v.payload->>'pipeline')
@@ -139,11 +143,11 @@ begin
                from (
                  select jsonb_build_object('path', '/client_id', 'message',
                           format('this token may only write events for client "%s"', v_token_client)) as e
-                  where v_bound and v.client_id <> v_token_client
+                  where not v.may_write
                  union all
                  select jsonb_build_object('path', '/client_id', 'message',
                           format('unknown client "%s"', v.client_id))
-                  where not (v_bound and v.client_id <> v_token_client) and c.client_id is null
+                  where v.may_write and c.client_id is null
                  union all
                  select jsonb_build_object('path', '/pipeline', 'message',
                           format('unknown pipeline "%s"', v.payload->>'pipeline'))
@@ -170,12 +174,16 @@ begin
                ) checks
            ) end) as errors
       from validated v
-      left join ledger.clients c on c.client_id = v.client_id and v.envelope_errors is null
+      -- clients and jobs are read only for elements this caller may write (see may_write);
+      -- the catalog (pipelines, steps, their schemas) is the same for every client
+      left join ledger.clients c
+             on c.client_id = v.client_id and v.envelope_errors is null and v.may_write
       left join ledger.pipelines p on p.pipeline = v.payload->>'pipeline' and v.envelope_errors is null
       left join ledger.pipeline_steps s
              on s.pipeline = p.pipeline and s.step = v.payload->>'step'
       left join ledger.jobs j
-             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id' and v.envelope_errors is null
+             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
+            and v.envelope_errors is null and v.may_write
   ),
   keyed as (
     -- An element has a dedup key when it names a client this caller may write for and an event
@@ -183,7 +191,7 @@ begin
     select c.*,
            jsonb_array_length(c.errors) = 0 as valid,
            jsonb_typeof(c.payload->'client_id') = 'string' and jsonb_typeof(c.payload->'event_id') = 'string'
-             and not (v_bound and c.client_id <> v_token_client) as has_key
+             and c.may_write as has_key
       from classified c
   ),
   ranked as (
