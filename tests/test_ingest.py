@@ -340,7 +340,8 @@ def test_answers_for_a_foreign_client_do_not_depend_on_its_data(
     unused["rejected"][0]["event_id"] = existing["event_id"]
     assert used == unused
     assert used["rejected"][0]["errors"] == [
-        {"path": "/client_id", "message": 'this token may only write events for client "riverside"'}]
+        {"path": "/client_id",
+         "message": 'this token may only write events for client "riverside"'}]
 
 
 @pytest.mark.parametrize("role", ["client", "anon"])

@@ -47,12 +47,14 @@ def odd_bodies(tag: str) -> dict[str, tuple[str, bytes, int]]:
     one = compact(event(tag, 0))
     two = compact(event(tag, 1))
     return {
-        "invalid-utf8": ("/rpc/ingest", f'[{{"event_id":"{tag}","x":"'.encode() + b'\xff\xfe"}]', 400),
+        "invalid-utf8": ("/rpc/ingest",
+                         f'[{{"event_id":"{tag}","x":"'.encode() + b'\xff\xfe"}]', 400),
         "overlong-utf8": ("/rpc/ingest", f'["{tag}","'.encode() + b'\xc0\xaf"]', 400),
         "nul-byte": ("/rpc/ingest", f'[{one[:-1]},"x":"a'.encode() + b"\x00" + b'b"}]', 400),
         "nul-after-json": ("/rpc/ingest", f"[{one}]".encode() + b"\x00trailing", 400),
-        "duplicate-keys": ("/rpc/ingest",
-                           f'[{one[:-1]},"data":{{"a":1,"a":2}},"status":"started"}}]'.encode(), 200),
+        "duplicate-keys": (
+            "/rpc/ingest",
+            f'[{one[:-1]},"data":{{"a":1,"a":2}},"status":"started"}}]'.encode(), 200),
         "byte-order-mark": ("/rpc/ingest", b"\xef\xbb\xbf" + f"[{one}]".encode(), 400),
         "huge-numbers": ("/rpc/ingest", (
             f'[{one[:-1]},"data":{{"n":123456789012345678901234567890.1234567890123e-5,'
@@ -62,8 +64,8 @@ def odd_bodies(tag: str) -> dict[str, tuple[str, bytes, int]]:
         "not-json": ("/rpc/ingest", f"[{{{tag}: nope}}]".encode(), 400),
         "empty": ("/rpc/ingest", b"", 400),
         "ndjson-crlf": ("/rpc/ingest_ndjson", f"{one}\r\n\r\n  \r\n{two}\r\n".encode(), 200),
-        "ndjson-bad-bytes": ("/rpc/ingest_ndjson", f"{one}\n".encode() + b"\xff\n" + f"{two}\n".encode(),
-                             400),
+        "ndjson-bad-bytes": ("/rpc/ingest_ndjson",
+                             f"{one}\n".encode() + b"\xff\n" + f"{two}\n".encode(), 400),
         "ndjson-duplicate-keys": ("/rpc/ingest_ndjson",
                                   f'{one}\n{two[:-1]},"units":2,"units":3}}\n'.encode(), 200),
         "ndjson-empty": ("/rpc/ingest_ndjson", b"", 200),
@@ -144,15 +146,18 @@ def test_the_vault_says_what_was_wrong(
 
         response, problems = send("duplicate-keys")
         assert response.json()["accepted"] == 1
-        assert problems == [{"path": "/0", "key": "status", "message":
-                             'duplicate key "status" in the object at /0: only its last value was read'},
-                            {"path": "/0/data", "key": "a", "message":
-                             'duplicate key "a" in the object at /0/data: only its last value was read'}]
+        read = "only its last value was read"
+        assert problems == [
+            {"path": "/0", "key": "status",
+             "message": f'duplicate key "status" in the object at /0: {read}'},
+            {"path": "/0/data", "key": "a",
+             "message": f'duplicate key "a" in the object at /0/data: {read}'}]
 
         response, problems = send("ndjson-duplicate-keys")
         assert response.json()["accepted"] + response.json()["duplicates"] == 2
-        assert problems == [{"line": 2, "path": "", "key": "units", "message":
-                             'line 2: duplicate key "units" in the top-level object: only its last value was read'}]
+        assert problems == [
+            {"line": 2, "path": "", "key": "units",
+             "message": f'line 2: duplicate key "units" in the top-level object: {read}'}]
 
         response, problems = send("byte-order-mark")
         assert response.status_code == 400 and "byte order mark" in response.json()["message"]
@@ -164,7 +169,8 @@ def test_the_vault_says_what_was_wrong(
 
         response, problems = send("ndjson-bad-bytes")
         offset = bodies["ndjson-bad-bytes"][1].index(b"\xff")
-        assert problems == [{"offset": offset, "message": f"invalid UTF-8 at byte offset {offset} (byte 0xff)"}]
+        assert problems == [
+            {"offset": offset, "message": f"invalid UTF-8 at byte offset {offset} (byte 0xff)"}]
 
         # bodies without a fault say nothing
         for name in ("huge-numbers", "whitespace", "ndjson-crlf", "ndjson-empty"):
@@ -235,9 +241,9 @@ def test_bodies_are_read_by_admins_only_and_never_changed(
         assert db.execute(query, [digest, since]).fetchone()[0] == 1  # admins can
     for role in ("client", "ingest"):  # even the body's own client cannot
         db.execute("savepoint s")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            with as_user(db, role, client_id=CLIENT):
-                db.execute(query, [digest, since])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), \
+                as_user(db, role, client_id=CLIENT):
+            db.execute(query, [digest, since])
         db.execute("rollback to savepoint s")
     for statement in ("update ledger.vault_bodies set body = ''::bytea where sha256(body) = %s",
                       "delete from ledger.vault_bodies where sha256(body) = %s"):
