@@ -397,11 +397,14 @@ returns table (path text, key text)
 language sql immutable parallel safe
 as $$
   -- Every object (by JSON pointer) that holds a key more than once; the json type keeps them all.
-  -- node identifies one value even when a duplicate key gives two values the same path.
-  with recursive walk(node, path, value) as (
-    select '', '', p_json
+  -- node identifies one value even when a duplicate key gives two values the same path. The walk
+  -- stops 66 levels down (a batch, an event, and the 64 levels an event may nest): each level
+  -- re-reads the text below it, and deeper events are rejected anyway.
+  with recursive walk(node, path, value, depth) as (
+    select '', '', p_json, 0
     union all
-    select w.node || '.' || e.n, w.path || '/' || replace(replace(e.key, '~', '~0'), '/', '~1'), e.value
+    select w.node || '.' || e.n, w.path || '/' || replace(replace(e.key, '~', '~0'), '/', '~1'),
+           e.value, w.depth + 1
       from walk w
      cross join lateral (
        select o.key, o.value, o.n
@@ -412,7 +415,7 @@ as $$
          from json_array_elements(case when json_typeof(w.value) = 'array' then w.value end)
               with ordinality a(value, n)
      ) e
-     where json_typeof(e.value) in ('object', 'array')
+     where json_typeof(e.value) in ('object', 'array') and w.depth < 66
   )
   select min(w.path), k.key
     from walk w
