@@ -640,6 +640,27 @@ def test_statistics_show_their_freshness_and_change_on_refresh(
     assert parse_ts(after[0]["refreshed_at"]) > parse_ts(before[0]["refreshed_at"])
 
 
+def test_freshness_tells_clients_nothing_of_other_clients_activity(
+        loaded: Loaded, http: Callable[..., httpx.Client], settings: Settings,
+        as_user: Callable[..., Any]) -> None:
+    """Row counts and refresh durations grow with every client's activity: admins only."""
+    assert http("admin").post("/rpc/refresh_analytics", json={}).status_code == 200
+    admin = get(http("admin"), "/analytics_freshness")
+    assert admin and all(r["row_count"] is not None and r["duration_ms"] is not None
+                         for r in admin)  # the same rows, seen by an admin
+    client = get(http("client", loaded.a), "/analytics_freshness")
+    assert {r["view_name"] for r in client} == {r["view_name"] for r in admin}
+    assert all(r["refreshed_at"] for r in client)
+    assert [(r["row_count"], r["duration_ms"]) for r in client] == [(None, None)] * len(client)
+    with psycopg.connect(settings.dsn("postgres")) as conn:
+        for role in ("client", "bi_reader"):
+            with as_user(conn, role, loaded.a):
+                conn.execute("select view_name, refreshed_at from ledger.analytics_refreshes")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("select row_count from ledger.analytics_refreshes")
+            conn.rollback()
+
+
 def test_only_admins_refresh(loaded: Loaded, http: Callable[..., httpx.Client]) -> None:
     refused = http("client", loaded.a).post("/rpc/refresh_analytics", json={})
     assert refused.status_code in (401, 403)

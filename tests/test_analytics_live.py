@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ def as_client(api: Callable[..., httpx.Client],
     return make
 
 
-def changes(http: httpx.Client, since: int | None = None, **params: Any) -> dict[str, Any]:
+def changes(http: httpx.Client, since: str | None = None, **params: Any) -> dict[str, Any]:
     query: dict[str, Any] = dict(params)
     if since is not None:
         query["since"] = since
@@ -72,14 +73,14 @@ def changes(http: httpx.Client, since: int | None = None, **params: Any) -> dict
 def test_poll_with_a_cursor(live: Live, as_client: Callable[[str | None], httpx.Client]) -> None:
     a, admin = as_client(live.a), as_client(None)
     first = changes(a)
-    assert first["jobs"] == [] and isinstance(first["cursor"], int)
+    assert first["jobs"] == [] and re.fullmatch(r"[A-Za-z0-9_-]{43}", first["cursor"])
     admin_cursor = changes(admin)["cursor"]
 
     live.send(live.event(live.a, "a-job"), live.event(live.b, "b-job"))
     second = changes(a, first["cursor"])
     assert [(j["client_id"], j["job_id"]) for j in second["jobs"]] == [(live.a, "a-job")]
     assert second["jobs"][0]["status"] == "running"
-    assert second["cursor"] > first["cursor"]
+    assert "changed_xid" not in second["jobs"][0]
     # The admin's poll sees both clients' jobs.
     seen = {(j["client_id"], j["job_id"]) for j in changes(admin, admin_cursor)["jobs"]}
     assert {(live.a, "a-job"), (live.b, "b-job")} <= seen
@@ -127,10 +128,37 @@ def test_too_many_changes_ask_for_a_resync(live: Live,
 def test_bad_cursor_and_limit_are_refused(live: Live,
                                           as_client: Callable[[str | None], httpx.Client]) -> None:
     a = as_client(live.a)
-    for params in ({"since": -1}, {"since": 1, "max_jobs": 0}, {"since": 1, "max_jobs": 10001}):
+    cursor = changes(a)["cursor"]
+    forged = [cursor[:20] + ("A" if cursor[20] != "A" else "B") + cursor[21:],
+              cursor[:-1] + ("A" if cursor[-1] != "A" else "B")]
+    for params in ({"since": -1}, {"since": "1"}, {"since": "not a cursor"},
+                   *({"since": f} for f in forged),
+                   {"since": cursor, "max_jobs": 0}, {"since": cursor, "max_jobs": 10001}):
         response = a.get("/rpc/job_changes", params=params)
         assert response.status_code == 400, params
         assert response.json()["code"] == "SL501", params
+
+
+def test_cursors_tell_nothing_of_other_clients_activity(
+        live: Live, as_client: Callable[[str | None], httpx.Client]) -> None:
+    """A cursor must not count transactions (every client's), and no job shows a transaction id:
+    differences between them would count the other clients' batches."""
+    a = as_client(live.a)
+    quiet = [changes(a)["cursor"] for _ in range(2)]
+    live.send(*[live.event(live.b, f"busy-{n}") for n in range(3)])
+    busy = changes(a, quiet[1])
+    for cursor in (*quiet, busy["cursor"]):
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", cursor), cursor  # not a number
+    # Two cursors taken with nothing written in between differ as much as any two: equal cursors
+    # would tell that nobody wrote.
+    assert quiet[0] != quiet[1]
+    assert busy["jobs"] == []
+    live.send(live.event(live.a, "own-job"))
+    own = changes(a, busy["cursor"])["jobs"]
+    assert [j["job_id"] for j in own] == ["own-job"] and "changed_xid" not in own[0]
+    listed = a.get("/jobs", params={"select": "changed_xid", "limit": 1})
+    assert listed.status_code == 400  # no transaction ids in GET /jobs either
+    assert "changed_xid" not in a.get("/jobs", params={"limit": 1}).json()[0]
 
 
 @pytest.fixture

@@ -307,6 +307,43 @@ def test_foreign_event_ids_are_not_revealed_as_duplicates(
     assert body["duplicates"] == 0 and len(body["rejected"]) == 1
 
 
+def test_answers_for_a_foreign_client_do_not_depend_on_its_data(
+    api: Callable[..., httpx.Client], api_token: Callable[..., str], admin: httpx.Client,
+    su_conn: psycopg.Connection, tag: str
+) -> None:
+    """A token bound to riverside sends events for st-mary: every answer must be the same
+    whether st-mary has the job, the event id, or nothing at all (byte for byte)."""
+    other = dict(BOTIMAGE, pipeline="second", title="Second", steps=BOTIMAGE["steps"][:2])
+    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(other)])
+    existing = event(tag, 0, client_id="st-mary", job_id=f"secret-{tag}")
+    assert ingest(admin, existing).json()["accepted"] == 1  # st-mary has the job and the event id
+    riverside = api(api_token("riverside"))
+
+    def answer(**fields: Any) -> bytes:
+        return riverside.post("/rpc/ingest", content=json.dumps(dict(existing, **fields)),
+                              headers={"Content-Type": "application/json"}).content
+
+    for fields in ({"pipeline": "nope"},                      # unknown pipeline
+                   {"pipeline": "second", "step": STEPS[0]},  # not the job's pipeline
+                   {"step": STEPS[1]},                        # otherwise valid
+                   {}):                                       # st-mary's very event
+        for event_id in (existing["event_id"], f"{tag}-never-sent"):
+            known = answer(**fields, event_id=event_id)
+            unknown = answer(**dict(fields, job_id=f"absent-{tag}"), event_id=event_id)
+            assert known == unknown, (fields, event_id)
+            assert json.loads(known)["duplicates"] == 0
+    assert answer(client_id=f"ghost-{tag}") == answer()  # a client that does not exist
+    # and the event id of st-mary is no duplicate either: the answers for a used and an unused
+    # id differ only in the id they echo
+    used = json.loads(answer(event_id=existing["event_id"]))
+    unused = json.loads(answer(event_id=f"{tag}-never-sent"))
+    unused["rejected"][0]["event_id"] = existing["event_id"]
+    assert used == unused
+    assert used["rejected"][0]["errors"] == [
+        {"path": "/client_id",
+         "message": 'this token may only write events for client "riverside"'}]
+
+
 @pytest.mark.parametrize("role", ["client", "anon"])
 def test_clients_and_anonymous_callers_cannot_ingest(
     api: Callable[..., httpx.Client], jwt_for: Callable[..., str], role: str, tag: str

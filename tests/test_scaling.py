@@ -11,7 +11,8 @@ from __future__ import annotations
 import psycopg
 
 DISTRIBUTED = {
-    "ledger.vault", "ledger.events", "ledger.event_ids", "ledger.step_runs", "ledger.job_steps",
+    "ledger.vault", "ledger.vault_bodies", "ledger.events", "ledger.event_ids", "ledger.step_runs",
+    "ledger.job_steps",
     "ledger.jobs", "ledger.invoices", "ledger.invoice_lines",
     "ledger.usage_lines_monthly", "ledger.step_outcomes_daily", "ledger.step_outcomes_total",
     "ledger.step_timings_daily",

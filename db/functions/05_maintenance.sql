@@ -14,7 +14,7 @@ declare
   v_name text;
   v_created integer := 0;
 begin
-  foreach v_parent in array array['vault', 'events'] loop
+  foreach v_parent in array array['vault', 'vault_bodies', 'events'] loop
     for v_month in
       -- Months are UTC calendar months, whatever the session's time zone.
       select generate_series(date_trunc('month', (now() at time zone 'UTC') - interval '1 month'),
@@ -35,7 +35,7 @@ begin
   return v_created;
 end
 $$;
-comment on function ledger.ensure_partitions(integer) is 'Creates the monthly vault and events partitions from last month to N months ahead.';
+comment on function ledger.ensure_partitions(integer) is 'Creates the monthly vault, vault body and events partitions from last month to N months ahead.';
 
 create or replace function ledger.code_version() returns text
 language sql stable

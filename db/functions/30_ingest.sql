@@ -3,7 +3,7 @@
 --
 -- Error codes raised here (SQLSTATE, asserted by tests):
 --   SL201  caller may not ingest           SL202  batch too large
---   SL203  body is not an array or object
+--   SL203  body is not an array or object   SL204  body is not JSON (an answer, not raised)
 
 create or replace function ledger._calendar_date_ok(p_ts text) returns boolean
 language sql immutable parallel safe
@@ -53,12 +53,15 @@ end
 $$;
 comment on function ledger._parse_json(text) is 'Parses text as JSON, returning the parser''s message instead of raising.';
 
+drop function if exists ledger._ingest_batch(text, integer[], jsonb[], text[], text[]);
 create or replace function ledger._ingest_batch(
   p_channel text,
   p_positions integer[],
   p_payloads jsonb[],
   p_raw text[],
-  p_parse_errors text[]
+  p_parse_errors text[],
+  p_body bytea default null,
+  p_body_problems jsonb default '[]'
 ) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -68,8 +71,9 @@ set plan_cache_mode = force_generic_plan
 as $$
 -- The set-based core of ingest. Element i is either a parsed payload p_payloads[i] or a raw text
 -- p_raw[i] that failed to parse with p_parse_errors[i]. One statement classifies every element,
--- claims the dedup keys of the valid ones, writes the whole batch to the vault and the accepted
--- events to ledger.events; it returns the contract's response object.
+-- claims the dedup keys of the valid ones, writes the whole batch to the vault (and the request
+-- body as received, p_body, once: ledger.vault_bodies) and the accepted events to ledger.events;
+-- it returns the contract's response object.
 declare
   v_role text := auth.role();
   v_token_client text := auth.client_id();
@@ -92,7 +96,11 @@ begin
 
   with input as (
     select u.position, u.payload, u.raw_text, u.parse_error,
-           u.payload->>'client_id' as client_id, u.payload->>'event_id' as event_id
+           u.payload->>'client_id' as client_id, u.payload->>'event_id' as event_id,
+           -- The token's right to write for the element's client comes first: nothing below
+           -- reads a client's data (its existence, jobs, dedup keys) for an element whose client
+           -- this caller may not write for, so no answer can depend on another client's data.
+           not (v_bound and (u.payload->>'client_id') is distinct from v_token_client) as may_write
       from unnest(p_positions, p_payloads, p_raw, p_parse_errors)
            as u(position, payload, raw_text, parse_error)
   ),
@@ -122,11 +130,11 @@ begin
       from input i
   ),
   classified as materialized (
-    select v.position, v.payload, v.raw_text, v.client_id, v.event_id,
+    select v.position, v.payload, v.raw_text, v.client_id, v.event_id, v.may_write,
            coalesce(v.envelope_errors,
              -- Most events pass every check below: say so without building the error list
              -- (the list, in the else branch, is the reference; this test only skips it).
-             case when not (v_bound and v.client_id <> v_token_client)
+             case when v.may_write
                        and c.client_id is not null
                        and s.step is not null
                        and (j.pipeline is null or j.pipeline = v.payload->>'pipeline')
@@ -139,11 +147,11 @@ begin
                from (
                  select jsonb_build_object('path', '/client_id', 'message',
                           format('this token may only write events for client "%s"', v_token_client)) as e
-                  where v_bound and v.client_id <> v_token_client
+                  where not v.may_write
                  union all
                  select jsonb_build_object('path', '/client_id', 'message',
                           format('unknown client "%s"', v.client_id))
-                  where not (v_bound and v.client_id <> v_token_client) and c.client_id is null
+                  where v.may_write and c.client_id is null
                  union all
                  select jsonb_build_object('path', '/pipeline', 'message',
                           format('unknown pipeline "%s"', v.payload->>'pipeline'))
@@ -170,12 +178,16 @@ begin
                ) checks
            ) end) as errors
       from validated v
-      left join ledger.clients c on c.client_id = v.client_id and v.envelope_errors is null
+      -- clients and jobs are read only for elements this caller may write (see may_write);
+      -- the catalog (pipelines, steps, their schemas) is the same for every client
+      left join ledger.clients c
+             on c.client_id = v.client_id and v.envelope_errors is null and v.may_write
       left join ledger.pipelines p on p.pipeline = v.payload->>'pipeline' and v.envelope_errors is null
       left join ledger.pipeline_steps s
              on s.pipeline = p.pipeline and s.step = v.payload->>'step'
       left join ledger.jobs j
-             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id' and v.envelope_errors is null
+             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
+            and v.envelope_errors is null and v.may_write
   ),
   keyed as (
     -- An element has a dedup key when it names a client this caller may write for and an event
@@ -183,7 +195,7 @@ begin
     select c.*,
            jsonb_array_length(c.errors) = 0 as valid,
            jsonb_typeof(c.payload->'client_id') = 'string' and jsonb_typeof(c.payload->'event_id') = 'string'
-             and not (v_bound and c.client_id <> v_token_client) as has_key
+             and c.may_write as has_key
       from classified c
   ),
   ranked as (
@@ -227,7 +239,19 @@ begin
       from decided d
      -- vault ids follow the batch order, so ties between events of one batch resolve by position
      order by d.position
-    returning vault_id, received_at, position
+    returning vault_id, received_at, position, client_id
+  ),
+  bodied as (
+    -- The body goes to the one client all its rows went to; a body of several clients or of none
+    -- is attributed to nobody (''). Admins read bodies, no client role does.
+    insert into ledger.vault_bodies (client_id, batch_id, channel, body, problems, elements,
+                                     sender_role, token_id, code_version)
+    select case when v_bound then v_token_client
+                when count(distinct w.client_id) = 1 then min(w.client_id)
+                else '' end,
+           v_batch_id, p_channel, p_body, p_body_problems, count(*), v_role, v_token_id, v_code_version
+      from vaulted w
+    having p_body is not null
   ),
   stored as (
     insert into ledger.events (client_id, received_at, event_id, vault_id, job_id, pipeline, step,
@@ -263,145 +287,286 @@ begin
   return v_result;
 end
 $$;
-comment on function ledger._ingest_batch(text, integer[], jsonb[], text[], text[]) is
-  'Set-based ingest core: vaults every element, accepts the valid new ones, returns the response.';
+comment on function ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb) is
+  'Set-based ingest core: vaults every element (and the request body as received), accepts the valid new ones, returns the response.';
 
-create or replace function ledger._ingest_json(p_body jsonb) returns jsonb
+-- ---- the request body as received ---------------------------------------------------------------
+-- Every ingest request keeps its body once, byte for byte, in ledger.vault_bodies (ADR 0004), and
+-- what was wrong with those bytes: not UTF-8, a NUL byte, a byte order mark, duplicate keys.
+
+create or replace function ledger._utf8_error_offset(p_body bytea) returns integer
+language plpgsql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+-- The 0-based offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no
+-- overlong forms, no surrogates, nothing above U+10FFFF; NUL is well-formed), or null. Chunks of
+-- 64 kB are checked by convert_from; only the first failing one is walked by a regular expression
+-- over its hex form (walking 16 MB that way takes seconds).
+declare
+  v_length integer := length(p_body);
+  v_start integer := 1;  -- 1-based, as substr counts
+  v_end integer;
+  v_chunk bytea;
+  v_valid_prefix text;
+begin
+  while v_start <= v_length loop
+    v_end := least(v_start + 65535, v_length);
+    -- end the chunk on a character boundary: before a continuation byte (10xxxxxx)
+    while v_end < v_length and v_end > v_start and get_byte(p_body, v_end) & 192 = 128 loop
+      v_end := v_end - 1;
+    end loop;
+    v_chunk := substr(p_body, v_start, v_end - v_start + 1);
+    begin
+      perform convert_from(v_chunk, 'UTF8');
+    exception when character_not_in_repertoire then
+      v_valid_prefix := substring(encode(v_chunk, 'hex') from
+        '^(?:[0-7][0-9a-f]'
+        '|(?:c[2-9a-f]|d[0-9a-f])[89ab][0-9a-f]'
+        '|e0[ab][0-9a-f][89ab][0-9a-f]'
+        '|(?:e[1-9a-c]|e[ef])[89ab][0-9a-f][89ab][0-9a-f]'
+        '|ed[89][0-9a-f][89ab][0-9a-f]'
+        '|f0[9ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]'
+        '|f[1-3][89ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]'
+        '|f48[0-9a-f][89ab][0-9a-f][89ab][0-9a-f])*');
+      -- a chunk that failed only for a NUL byte is well-formed: go on
+      if length(v_valid_prefix) < 2 * length(v_chunk) then
+        return v_start - 1 + length(v_valid_prefix) / 2;
+      end if;
+    end;
+    v_start := v_end + 1;
+  end loop;
+  return null;
+end
+$$;
+comment on function ledger._utf8_error_offset(bytea) is
+  'The byte offset of the first byte that is not well-formed UTF-8, or null.';
+
+create or replace function ledger._decode_body(p_body bytea, out body_text text, out problems jsonb)
+language plpgsql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+-- A request body as text, and what is wrong with its bytes ([{offset, message}], by offset).
+-- body_text is null when the bytes are not text PostgreSQL can hold: invalid UTF-8 or a NUL byte
+-- (JSON allows neither).
+declare
+  v_nul integer;
+  v_bad integer;
+begin
+  problems := '[]';
+  begin
+    body_text := convert_from(p_body, 'UTF8');
+  exception when character_not_in_repertoire then
+    body_text := null;
+    v_nul := position('\x00'::bytea in p_body);
+    if v_nul > 0 then
+      problems := problems || jsonb_build_array(jsonb_build_object('offset', v_nul - 1,
+        'message', format('NUL byte at byte offset %s', v_nul - 1)));
+    end if;
+    v_bad := ledger._utf8_error_offset(p_body);
+    if v_bad is not null then
+      problems := problems || jsonb_build_array(jsonb_build_object('offset', v_bad,
+        'message', format('invalid UTF-8 at byte offset %s (byte 0x%s)', v_bad,
+                          encode(substr(p_body, v_bad + 1, 1), 'hex'))));
+    end if;
+    select jsonb_agg(p order by (p->>'offset')::bigint) into problems from jsonb_array_elements(problems) p;
+  end;
+end
+$$;
+comment on function ledger._decode_body(bytea) is
+  'A request body as text (null when not UTF-8 or holding a NUL byte) and what is wrong with its bytes.';
+
+create or replace function ledger._may_hold_duplicate_keys(p_text text, p_parsed jsonb) returns boolean
+language sql immutable parallel safe
+as $$
+  -- A cheap test run on every body; false means p_text surely has no duplicate key. When no key
+  -- is followed by white space (no '"' is), every key of p_text ends in '":', and so does every key
+  -- of p_parsed::text; '":' inside strings is written '\":' in both (unless p_text spells a quote
+  -- '\u0022'), and the text holds at least as many as the normalised form. So the same count
+  -- of '":' in both means that no key was dropped.
+  select strpos(p_text, '" ') > 0 or strpos(p_text, E'"\n') > 0 or strpos(p_text, E'"\r') > 0
+      or strpos(p_text, E'"\t') > 0 or strpos(p_text, '\u0022') > 0
+      or length(p_text) - length(replace(p_text, '":', ''))
+         <> length(n.normalised) - length(replace(n.normalised, '":', ''))
+    from (select p_parsed::text as normalised) n
+$$;
+comment on function ledger._may_hold_duplicate_keys(text, jsonb) is
+  'Cheap pre-test: false when a JSON text surely holds no object with a key twice.';
+
+create or replace function ledger._duplicate_keys(p_json json)
+returns table (path text, key text)
+language sql immutable parallel safe
+as $$
+  -- Every object (by JSON pointer) that holds a key more than once; the json type keeps them all.
+  -- node identifies one value even when a duplicate key gives two values the same path. The walk
+  -- stops 66 levels down (a batch, an event, and the 64 levels an event may nest): each level
+  -- re-reads the text below it, and deeper events are rejected anyway.
+  with recursive walk(node, path, value, depth) as (
+    select '', '', p_json, 0
+    union all
+    select w.node || '.' || e.n, w.path || '/' || replace(replace(e.key, '~', '~0'), '/', '~1'),
+           e.value, w.depth + 1
+      from walk w
+     cross join lateral (
+       select o.key, o.value, o.n
+         from json_each(case when json_typeof(w.value) = 'object' then w.value end)
+              with ordinality o(key, value, n)
+       union all
+       select (a.n - 1)::text, a.value, a.n
+         from json_array_elements(case when json_typeof(w.value) = 'array' then w.value end)
+              with ordinality a(value, n)
+     ) e
+     where json_typeof(e.value) in ('object', 'array') and w.depth < 66
+  )
+  select min(w.path), k.key
+    from walk w
+   cross join lateral json_object_keys(case when json_typeof(w.value) = 'object' then w.value end) k(key)
+   group by w.node, k.key
+  having count(*) > 1
+   order by 1, 2
+$$;
+comment on function ledger._duplicate_keys(json) is
+  'The objects of a JSON text that hold a key twice: (JSON pointer of the object, key).';
+
+create or replace function ledger._duplicate_key_message(p_key text, p_path text) returns text
+language sql immutable parallel safe
+as $$
+  select format('duplicate key "%s" in %s: only its last value was read', p_key,
+                case when p_path = '' then 'the top-level object' else 'the object at ' || p_path end)
+$$;
+
+create or replace function ledger._duplicate_key_problems(p_text text, p_parsed jsonb) returns jsonb
+language sql immutable parallel safe
+as $$
+  -- [{path, key, message}] for each key given twice; only the last value of such a key is read.
+  select coalesce(jsonb_agg(jsonb_build_object('path', d.path, 'key', d.key,
+                                               'message', ledger._duplicate_key_message(d.key, d.path))
+                            order by d.path, d.key), '[]')
+    from ledger._duplicate_keys(p_text::json) d
+   where ledger._may_hold_duplicate_keys(p_text, p_parsed)
+$$;
+comment on function ledger._duplicate_key_problems(text, jsonb) is
+  'Problems [{path, key, message}] for keys a JSON text gives twice (jsonb keeps the last).';
+
+create or replace function ledger._refuse_body(
+  p_channel text, p_body bytea, p_text text, p_problems jsonb, p_status text,
+  p_code text, p_message text, p_hint text
+) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
--- A JSON body is an array of events or one event object.
+-- A body refused whole (not JSON, not a batch, too large) is still kept: its bytes in
+-- vault_bodies and one rejected vault row with its text (an escaped form when the bytes are not
+-- text), both attributed to the token's client. Answers p_status with the API's error shape.
 declare
-  v_elements jsonb;
-begin
-  v_elements := case jsonb_typeof(p_body) when 'array' then p_body when 'object' then jsonb_build_array(p_body) end;
-  if v_elements is null then
-    raise exception 'request body must be a JSON array of events or one event object, not %', jsonb_typeof(p_body)
-      using errcode = 'SL203';
-  end if;
-  return ledger._ingest_batch('json',
-    (select array_agg(i - 1 order by i) from generate_series(1, jsonb_array_length(v_elements)) i),
-    (select array_agg(e order by i) from jsonb_array_elements(v_elements) with ordinality t(e, i)),
-    array_fill(null::text, array[jsonb_array_length(v_elements)]),
-    array_fill(null::text, array[jsonb_array_length(v_elements)]));
-end
-$$;
-
-create or replace function ledger._vault_unparsable(p_channel text, p_text text, p_error text) returns bigint
-language sql volatile
-set search_path = pg_catalog, pg_temp
-as $$
-  -- A body that is not JSON at all is kept as received, attributed to the token's client.
-  insert into ledger.vault (client_id, batch_id, position, channel, raw_text, outcome, errors,
-                            sender_role, token_id, code_version)
-  values (coalesce(auth.client_id(), ''), gen_random_uuid(), 0, p_channel, p_text, 'rejected',
-          jsonb_build_array(jsonb_build_object('path', '', 'message', p_error)),
-          auth.role(), auth.token_id(), ledger.code_version())
-  returning vault_id
-$$;
-
-create or replace function ledger._refuse_oversized(p_channel text, p_text text, p_count integer)
-returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
--- A batch over the 10000-event limit: kept in the vault as one rejected raw row, answered 413.
-declare
-  v_message text := format('batch of %s events is too large', p_count);
-  v_vault_id bigint := ledger._vault_unparsable(p_channel, p_text, v_message);
-begin
-  perform set_config('response.status', '413', true);
-  return jsonb_build_object('code', 'SL202', 'message', v_message,
-    'details', format('kept in the vault as row %s', v_vault_id),
-    'hint', 'send at most 10000 events per request');
-end
-$$;
-comment on function ledger._refuse_oversized(text, text, integer) is
-  'Keeps an over-limit batch in the vault as one rejected raw row and answers 413 (SL202).';
-
-create or replace function api.ingest(text) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
--- The body as raw text (the API gateway forwards application/json bodies of /rpc/ingest as
--- text/plain), so that heterogeneous batches and bodies that are not JSON reach the database:
--- the latter are kept in the vault and answered with 400.
-declare
-  v_parsed record;
+  v_batch_id uuid := gen_random_uuid();
+  v_client_id text := coalesce(auth.client_id(), '');
   v_vault_id bigint;
 begin
-  if auth.role() not in ('ingest', 'admin') then
-    raise exception 'role "%" may not ingest events', auth.role() using errcode = 'SL201';
-  end if;
-  v_parsed := ledger._parse_json($1);
-  if v_parsed.error is not null then
-    v_vault_id := ledger._vault_unparsable('json', $1, 'request body is ' || v_parsed.error);
-    perform set_config('response.status', '400', true);
-    return jsonb_build_object('code', 'SL204', 'message', 'request body is ' || v_parsed.error,
-      'details', format('kept in the vault as row %s', v_vault_id),
-      'hint', 'send a JSON array of events or one event object');
-  end if;
-  if jsonb_typeof(v_parsed.payload) not in ('array', 'object') then
-    v_vault_id := ledger._vault_unparsable('json', $1,
-      format('request body must be a JSON array of events or one event object, not %s', jsonb_typeof(v_parsed.payload)));
-    perform set_config('response.status', '400', true);
-    return jsonb_build_object('code', 'SL203',
-      'message', format('request body must be a JSON array of events or one event object, not %s', jsonb_typeof(v_parsed.payload)),
-      'details', format('kept in the vault as row %s', v_vault_id), 'hint', null);
-  end if;
-  if jsonb_typeof(v_parsed.payload) = 'array' and jsonb_array_length(v_parsed.payload) > 10000 then
-    -- Refused whole, but kept: the vault holds every body that reached the database.
-    return ledger._refuse_oversized('json', $1, jsonb_array_length(v_parsed.payload));
-  end if;
-  return ledger._ingest_json(v_parsed.payload);
+  insert into ledger.vault (client_id, batch_id, position, channel, raw_text, outcome, errors,
+                            sender_role, token_id, code_version)
+  values (v_client_id, v_batch_id, 0, p_channel, coalesce(p_text, encode(p_body, 'escape')),
+          'rejected', jsonb_build_array(jsonb_build_object('path', '', 'message', p_message)),
+          auth.role(), auth.token_id(), ledger.code_version())
+  returning vault_id into v_vault_id;
+  insert into ledger.vault_bodies (client_id, batch_id, channel, body, problems, elements,
+                                   sender_role, token_id, code_version)
+  values (v_client_id, v_batch_id, p_channel, p_body,
+          -- bytes that are not text already say why; otherwise the refusal does
+          p_problems || case when p_text is not null
+                             then jsonb_build_array(jsonb_build_object('message', p_message))
+                             else '[]' end,
+          1,
+          auth.role(), auth.token_id(), ledger.code_version());
+  perform set_config('response.status', p_status, true);
+  return jsonb_build_object('code', p_code, 'message', p_message,
+    'details', format('kept in the vault as row %s', v_vault_id), 'hint', p_hint);
 end
 $$;
-comment on function api.ingest(text) is
-  'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
+comment on function ledger._refuse_body(text, bytea, text, jsonb, text, text, text, text) is
+  'Keeps a body refused whole (its bytes and one rejected vault row) and answers with the given status and error.';
 
-create or replace function api.ingest(jsonb) returns jsonb
-language sql volatile security definer
+drop function if exists ledger._ingest_json(jsonb);
+drop function if exists ledger._vault_unparsable(text, text, text);
+drop function if exists ledger._refuse_oversized(text, text, integer);
+
+create or replace function ledger._ingest_body(p_channel text, p_body bytea) returns jsonb
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
-  select ledger._ingest_json($1)
-$$;
-comment on function api.ingest(jsonb) is
-  'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
-
-create or replace function api.ingest_ndjson(text) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
--- One event per line (application/x-ndjson, forwarded as text/plain by the API gateway). Blank
--- lines are skipped; a line that is not JSON is kept raw and rejected with its line number
--- (`index` is the 1-based line number here).
+-- One ingest request, from its bytes: a JSON array of events or one event ('json'), or one event
+-- per line ('ndjson': blank lines skipped, a line that is not JSON rejected with its 1-based line
+-- number as index). The body is kept as received whatever happens next; a body that is not JSON,
+-- not a batch or too large is refused whole (400/413) and kept too.
 declare
+  v_text text;
+  v_problems jsonb;
+  v_parsed record;
+  v_elements jsonb;
   v_lines text[];
   v_numbers integer[];
   v_payloads jsonb[];
   v_raw text[];
   v_errors text[];
-  v_all jsonb;
   v_n integer;
 begin
   if auth.role() not in ('ingest', 'admin') then
-    raise exception 'role "%" may not ingest events', auth.role() using errcode = 'SL201';
+    raise exception 'role "%" may not ingest events', auth.role()
+      using errcode = 'SL201', hint = 'use an ingest token (stepledger token create) or an admin login';
   end if;
+  select d.body_text, d.problems into v_text, v_problems from ledger._decode_body(p_body) d;
+  if v_text is null then
+    return ledger._refuse_body(p_channel, p_body, null, v_problems, '400', 'SL204',
+      'request body is not valid JSON: ' || (v_problems->0->>'message'),
+      'send JSON text in UTF-8');
+  end if;
+  if starts_with(v_text, U&'\FEFF') then
+    -- RFC 8259 8.1: JSON text sent over a network must not start with one
+    return ledger._refuse_body(p_channel, p_body, v_text, v_problems, '400', 'SL204',
+      'request body is not valid JSON: it starts with a byte order mark (EF BB BF at byte offset 0)',
+      'send JSON text in UTF-8 without a byte order mark');
+  end if;
+
+  if p_channel = 'json' then
+    v_parsed := ledger._parse_json(v_text);
+    if v_parsed.error is not null then
+      return ledger._refuse_body(p_channel, p_body, v_text, v_problems, '400', 'SL204',
+        'request body is ' || v_parsed.error, 'send a JSON array of events or one event object');
+    end if;
+    v_elements := case jsonb_typeof(v_parsed.payload) when 'array' then v_parsed.payload
+                                                       when 'object' then jsonb_build_array(v_parsed.payload) end;
+    if v_elements is null then
+      return ledger._refuse_body(p_channel, p_body, v_text, v_problems, '400', 'SL203',
+        format('request body must be a JSON array of events or one event object, not %s',
+               jsonb_typeof(v_parsed.payload)), null);
+    end if;
+    v_n := jsonb_array_length(v_elements);
+    if v_n > 10000 then
+      return ledger._refuse_body(p_channel, p_body, v_text, v_problems, '413', 'SL202',
+        format('batch of %s events is too large', v_n), 'send at most 10000 events per request');
+    end if;
+    v_problems := v_problems || ledger._duplicate_key_problems(v_text, v_parsed.payload);
+    return ledger._ingest_batch('json',
+      (select array_agg(i - 1 order by i) from generate_series(1, v_n) i),
+      (select array_agg(e order by i) from jsonb_array_elements(v_elements) with ordinality t(e, i)),
+      array_fill(null::text, array[v_n]), array_fill(null::text, array[v_n]),
+      p_body, v_problems);
+  end if;
+
   select coalesce(array_agg(rtrim(l, E'\r') order by n), '{}'), coalesce(array_agg(n::integer order by n), '{}')
     into v_lines, v_numbers
-    from string_to_table($1, E'\n') with ordinality t(l, n)
+    from string_to_table(v_text, E'\n') with ordinality t(l, n)
    where btrim(l, E' \t\r') <> '';
   v_n := coalesce(array_length(v_lines, 1), 0);
   if v_n > 10000 then
-    return ledger._refuse_oversized('ndjson', $1, v_n);
+    return ledger._refuse_body(p_channel, p_body, v_text, v_problems, '413', 'SL202',
+      format('batch of %s events is too large', v_n), 'send at most 10000 events per request');
   end if;
-
   -- Fast path: parse every line in one go; only when that fails (or a line held several values)
   -- parse line by line to find the bad ones.
-  v_all := (ledger._parse_json('[' || array_to_string(v_lines, ',') || ']')).payload;
-  if v_all is not null and jsonb_array_length(v_all) = v_n then
+  v_parsed := ledger._parse_json('[' || array_to_string(v_lines, ',') || ']');
+  if v_parsed.payload is not null and jsonb_array_length(v_parsed.payload) = v_n then
     select coalesce(array_agg(e order by i), '{}') into v_payloads
-      from jsonb_array_elements(v_all) with ordinality t(e, i);
+      from jsonb_array_elements(v_parsed.payload) with ordinality t(e, i);
     v_raw := array_fill(null::text, array[v_n]);
     v_errors := v_raw;
   else
@@ -410,8 +575,76 @@ begin
       into v_payloads, v_raw, v_errors
       from unnest(v_lines) with ordinality t(l, i), ledger._parse_json(l) p;
   end if;
-  return ledger._ingest_batch('ndjson', v_numbers, v_payloads, v_raw, v_errors);
+  -- Duplicate keys, by line: the lines that parsed, as one array (path /k/... is its k-th line).
+  select v_problems || coalesce(jsonb_agg(jsonb_build_object('line', v_numbers[k.i],
+           'path', k.path, 'key', d.value->>'key',
+           'message', format('line %s: %s', v_numbers[k.i],
+                             ledger._duplicate_key_message(d.value->>'key', k.path)))), '[]')
+    into v_problems
+    from (select array_agg(l order by i) as lines, jsonb_agg(p order by i) as payloads,
+                 array_agg(i order by i) as positions
+            from unnest(v_lines, v_payloads) with ordinality t(l, p, i)
+           where p is not null) ok
+   cross join lateral jsonb_array_elements(
+           ledger._duplicate_key_problems('[' || array_to_string(ok.lines, ',') || ']', ok.payloads)) d
+   cross join lateral (
+     select ok.positions[split_part(d.value->>'path', '/', 2)::integer + 1] as i,
+            substr(d.value->>'path', length(split_part(d.value->>'path', '/', 2)) + 2) as path) k
+   where ok.lines is not null;
+  return ledger._ingest_batch('ndjson', v_numbers, v_payloads, v_raw, v_errors, p_body, v_problems);
 end
+$$;
+comment on function ledger._ingest_body(text, bytea) is
+  'One ingest request from its bytes (channel json or ndjson): keeps the body as received, then ingests its events or refuses it whole.';
+
+-- ---- the HTTP surface ----------------------------------------------------------------------------
+-- The API gateway forwards the bodies of /rpc/ingest and /rpc/ingest_ndjson as
+-- application/octet-stream, which PostgREST hands unchanged to the bytea variants (ADR 0002,
+-- 0004): every byte reaches the database. The text variants serve callers that send text/plain
+-- to PostgREST directly (the loader, the SDK); the jsonb variant those that send parsed JSON.
+
+create or replace function api.ingest(bytea) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select ledger._ingest_body('json', $1)
+$$;
+comment on function api.ingest(bytea) is
+  'Ingest step events: a JSON array of events (or one event object). The body is kept as received and every element in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
+
+create or replace function api.ingest(text) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select ledger._ingest_body('json', convert_to($1, 'UTF8'))
+$$;
+comment on function api.ingest(text) is
+  'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
+
+create or replace function api.ingest(jsonb) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  -- PostgREST parsed the body already: what is kept is its normalised text
+  select ledger._ingest_body('json', convert_to($1::text, 'UTF8'))
+$$;
+comment on function api.ingest(jsonb) is
+  'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
+
+create or replace function api.ingest_ndjson(bytea) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select ledger._ingest_body('ndjson', $1)
+$$;
+comment on function api.ingest_ndjson(bytea) is
+  'Ingest step events sent as NDJSON (one event per line). The body is kept as received; lines that are not JSON are kept raw in the vault and rejected with their line number as index.';
+
+create or replace function api.ingest_ndjson(text) returns jsonb
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select ledger._ingest_body('ndjson', convert_to($1, 'UTF8'))
 $$;
 comment on function api.ingest_ndjson(text) is
   'Ingest step events sent as NDJSON (one event per line). Lines that are not JSON are kept raw in the vault and rejected with their line number as index.';

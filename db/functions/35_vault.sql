@@ -24,3 +24,12 @@ create or replace trigger append_only
 create or replace trigger append_only_truncate
   before truncate on ledger.vault
   for each statement execute function ledger.tg_vault__append_only();
+
+-- The request bodies as received (ledger.vault_bodies) are kept under the same rule.
+create or replace trigger append_only
+  before update or delete on ledger.vault_bodies
+  for each row execute function ledger.tg_vault__append_only();
+
+create or replace trigger append_only_truncate
+  before truncate on ledger.vault_bodies
+  for each statement execute function ledger.tg_vault__append_only();

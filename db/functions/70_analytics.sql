@@ -119,6 +119,20 @@ $$;
 comment on function ledger.refresh_analytics(interval) is
   'Refreshes the analytics materialized views concurrently, skipping those younger than the given age.';
 
+create or replace function ledger._analytics_refresh_costs()
+returns table (view_name text, duration_ms numeric, row_count bigint)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  -- How long each refresh took and how many rows the view holds: figures of every client's
+  -- activity together, so admins only (clients read null in api.analytics_freshness).
+  select r.view_name, r.duration_ms, r.row_count
+    from ledger.analytics_refreshes r
+   where auth.role() = 'admin'
+$$;
+comment on function ledger._analytics_refresh_costs() is
+  'Private: duration and row count of each analytics refresh, for admins only (they count every client''s activity).';
+
 create or replace function api.refresh_analytics(max_age_s integer default 0) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -201,45 +215,7 @@ $$;
 comment on function api.job_counts(text, timestamptz, timestamptz, text, text) is
   'Jobs per state (running, completed, failed, stalled, total) among your jobs, filtered like GET /jobs: pipeline, started in [since, until), job id prefix, client (admins).';
 
-create or replace function api.job_changes(since bigint default null, max_jobs integer default 500)
-returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
-#variable_conflict use_column
--- Live updates by polling. Without `since`: only a cursor. With the cursor of the previous call:
--- the jobs (as in GET /jobs) changed since then and the next cursor. The cursor is the xmin of
--- this call's snapshot, so a batch still being written now is reported by the next call. When more
--- than max_jobs changed, `resync` is true and no jobs are listed: reload the list instead.
-declare
-  v_cursor bigint := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
-  v_jobs jsonb;
-  v_count integer;
-begin
-  if job_changes.since is not null and job_changes.since < 0 then
-    raise exception 'cursor % is not a cursor', job_changes.since
-      using errcode = 'SL501', hint = 'use the cursor a previous call returned';
-  end if;
-  if max_jobs is null or max_jobs not between 1 and 10000 then
-    raise exception 'max_jobs must be between 1 and 10000, not %', max_jobs using errcode = 'SL501';
-  end if;
-  if job_changes.since is null then
-    return jsonb_build_object('cursor', v_cursor, 'as_of', now(), 'resync', false, 'jobs', '[]'::jsonb);
-  end if;
-  select count(*), coalesce(jsonb_agg(to_jsonb(c) order by c.changed_xid, c.client_id, c.job_id), '[]')
-    into v_count, v_jobs
-    from (select j.* from api.jobs j
-           where j.changed_xid >= job_changes.since
-           order by j.changed_xid, j.client_id, j.job_id
-           limit max_jobs + 1) c;
-  if v_count > max_jobs then
-    return jsonb_build_object('cursor', v_cursor, 'as_of', now(), 'resync', true, 'jobs', '[]'::jsonb);
-  end if;
-  return jsonb_build_object('cursor', v_cursor, 'as_of', now(), 'resync', false, 'jobs', v_jobs);
-end
-$$;
-comment on function api.job_changes(bigint, integer) is
-  'Live updates: call without `since` for a cursor, then with the last cursor to get the jobs changed since (as in GET /jobs) and the next cursor. `resync: true` means more than max_jobs changed: reload the list.';
+-- api.job_changes (live updates) is in 38_job_state.sql, with its opaque cursor.
 
 create or replace function api.job_timeline(job_id text, client_id text default null)
 returns jsonb

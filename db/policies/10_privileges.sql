@@ -23,13 +23,15 @@ grant usage on schema ledger to client, admin, bi_reader;
 grant select on ledger.clients, ledger.pipelines, ledger.pipeline_steps,
                 ledger.jobs, ledger.step_runs, ledger.job_steps
   to client, admin, bi_reader;
-grant select on ledger.vault, ledger.events to admin;
+grant select on ledger.vault, ledger.vault_bodies, ledger.events to admin;
 
 grant select on api.jobs, api.step_runs to client, admin;
 grant execute on function api.step_runs(api.jobs) to client, admin;
 grant select on reporting.jobs to bi_reader;
 
-grant execute on function api.ingest(text), api.ingest(jsonb), api.ingest_ndjson(text) to ingest, admin;
+grant execute on function api.ingest(bytea), api.ingest(text), api.ingest(jsonb),
+                          api.ingest_ndjson(bytea), api.ingest_ndjson(text)
+  to ingest, admin;
 grant execute on function auth.pre_request() to anon, client, admin, ingest;
 
 -- The job-state rules read by api.jobs, reporting.jobs and the analytics counts, which run with
@@ -37,3 +39,8 @@ grant execute on function auth.pre_request() to anon, client, admin, ingest;
 grant execute on function ledger.job_status(text, timestamptz, interval),
                           ledger.job_progress(integer, integer)
   to client, admin, bi_reader;
+-- The job_changes cursor, sealed and opened as the caller of api.job_changes (not reachable over
+-- HTTP: PostgREST exposes schema api only).
+grant execute on function ledger._job_cursor_key(), ledger._seal_job_cursor(bigint),
+                          ledger._open_job_cursor(text)
+  to client, admin;

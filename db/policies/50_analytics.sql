@@ -8,10 +8,11 @@ revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.ste
 revoke execute on function
   ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
   ledger._check_window(date, date), ledger.refresh_analytics(interval),
+  ledger._analytics_refresh_costs(),
   ledger._outcomes(date, date, text, text),
   api.refresh_analytics(integer),
   api.job_counts(text, timestamptz, timestamptz, text, text),
-  api.job_changes(bigint, integer),
+  api.job_changes(text, integer),
   api.job_timeline(text, text),
   api.step_durations(date, date, text),
   api.error_stats_window(date, date, text),
@@ -20,8 +21,12 @@ revoke execute on function
   api.error_codes(date, date, text)
   from public;
 
--- Freshness is not client data: which view was refreshed when.
-grant select on ledger.analytics_refreshes to client, admin, bi_reader;
+-- Freshness is not client data: which view was refreshed when. How long it took and how many
+-- rows it holds count every client's activity: admins only (ledger._analytics_refresh_costs).
+revoke select on ledger.analytics_refreshes from client, bi_reader;
+grant select (view_name, refreshed_at) on ledger.analytics_refreshes to client, bi_reader;
+grant select on ledger.analytics_refreshes to admin;
+grant execute on function ledger._analytics_refresh_costs() to client, admin;
 
 grant select on ledger.visible_step_outcomes_daily, ledger.visible_step_outcomes_total,
                 ledger.visible_step_timings_daily
@@ -33,7 +38,7 @@ grant execute on function ledger._visible_client_ids(), ledger._raise_not_found(
 grant select on api.error_stats, api.analytics_freshness to client, admin;
 grant execute on function
   api.job_counts(text, timestamptz, timestamptz, text, text),
-  api.job_changes(bigint, integer),
+  api.job_changes(text, integer),
   api.job_timeline(text, text),
   api.step_durations(date, date, text),
   api.error_stats_window(date, date, text),

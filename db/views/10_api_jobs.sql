@@ -17,8 +17,7 @@ select j.client_id,
        j.events,
        j.last_received_at,
        j.pipeline_version,
-       case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at,
-       j.changed_xid
+       case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at
   from ledger.jobs j
   join ledger.pipelines p on p.pipeline = j.pipeline;
 
@@ -32,7 +31,6 @@ comment on column api.jobs.last_error is 'error code and message of the latest f
 comment on column api.jobs.last_received_at is 'When the latest batch with events of this job arrived.';
 comment on column api.jobs.pipeline_version is 'The pipeline version whose steps the job counts: the version current at its first event, or a later one when the job reports a step that version added.';
 comment on column api.jobs.stalls_at is 'For a running (or stalled) job: when it counts as stalled without a further event.';
-comment on column api.jobs.changed_xid is 'Transaction that last changed the job; poll GET /rpc/job_changes with a cursor to get changed jobs (docs/api.md).';
 
 create or replace view api.step_runs with (security_invoker = true) as
 select r.client_id,

@@ -22,11 +22,12 @@ create or replace view api.analytics_freshness with (security_invoker = true) as
 select r.view_name,
        r.refreshed_at,
        round(extract(epoch from now() - r.refreshed_at)::numeric, 1) as age_s,
-       r.duration_ms,
-       r.row_count
-  from ledger.analytics_refreshes r;
+       c.duration_ms,
+       c.row_count
+  from ledger.analytics_refreshes r
+  left join ledger._analytics_refresh_costs() c on c.view_name = r.view_name;
 
-comment on view api.analytics_freshness is 'When each analytics view (error statistics, step timings) was last refreshed, how long ago and how long it took.';
+comment on view api.analytics_freshness is 'When each analytics view (error statistics, step timings) was last refreshed and how long ago; for admins also how long it took and how many rows it holds (null for clients: those count every client''s activity).';
 
 -- BI: the daily outcome cells, under the same tenancy as the API.
 create or replace view reporting.step_outcomes_daily with (security_invoker = true) as
