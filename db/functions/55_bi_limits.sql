@@ -32,6 +32,23 @@ comment on function auth._apply_bi_limits(text) is
   'Applies a BI login''s limits (auth.bi_logins) to its role. Owner only.';
 revoke execute on function auth._apply_bi_limits(text) from public;
 
+create or replace function auth.bi_limits(p_name text) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- A BI login's limits, as stepledger bi-user shows them; null for a name that is not a BI login.
+select jsonb_build_object(
+         'name', b.rolname,
+         'statement_timeout', b.statement_timeout::text,
+         'idle_in_transaction_timeout', b.idle_in_transaction_timeout::text,
+         'temp_file_limit', pg_catalog.pg_size_pretty(b.temp_file_limit_kb * 1024),
+         'connection_limit', b.connection_limit)
+  from auth.bi_logins b
+ where b.rolname = p_name
+$$;
+comment on function auth.bi_limits(text) is 'A BI login''s limits (stepledger bi-user limits). Owner only.';
+revoke execute on function auth.bi_limits(text) from public;
+
 create or replace function auth.set_bi_limits(
   p_name text,
   p_statement_timeout text default null,
@@ -51,7 +68,6 @@ declare
   v_temp_file_limit_kb bigint;
   v_constraint text;
   v_rule text;
-  b auth.bi_logins;
 begin
   if not exists (select from auth.bi_logins l where l.rolname = p_name) then
     raise exception '"%" is not a BI login', p_name using errcode = 'SL308';
@@ -83,8 +99,7 @@ begin
            temp_file_limit_kb = coalesce(v_temp_file_limit_kb, l.temp_file_limit_kb),
            connection_limit = coalesce(p_connection_limit, l.connection_limit),
            updated_at = now()
-     where l.rolname = p_name
-    returning * into b;
+     where l.rolname = p_name;
   exception when check_violation or numeric_value_out_of_range then
     -- The ranges are the table's check constraints (0053_bi_limits.sql); their comments say them.
     get stacked diagnostics v_constraint = constraint_name;
@@ -95,12 +110,7 @@ begin
     raise exception '%', coalesce(v_rule, 'a BI limit is out of range') using errcode = 'SL308';
   end;
   perform auth._apply_bi_limits(p_name);
-  return jsonb_build_object(
-    'name', b.rolname,
-    'statement_timeout', b.statement_timeout::text,
-    'idle_in_transaction_timeout', b.idle_in_transaction_timeout::text,
-    'temp_file_limit', pg_catalog.pg_size_pretty(b.temp_file_limit_kb * 1024::bigint),
-    'connection_limit', b.connection_limit);
+  return auth.bi_limits(p_name);
 end
 $$;
 comment on function auth.set_bi_limits(text, text, text, text, integer) is
