@@ -8,9 +8,9 @@ language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
 -- Writes a BI login's limits from auth.bi_logins into its role: statement_timeout and
--- idle_in_transaction_session_timeout as defaults (a session may override them, the watchdog
--- may not be), temp_file_limit (superuser-only: the login can neither raise nor reset it) and the
--- connection limit. Run by auth.add_bi_login, auth.set_bi_limits and on every migrate, which also
+-- idle_in_transaction_session_timeout as defaults (a session may override those; the watchdog
+-- holds regardless), temp_file_limit (superuser-only: the login can neither raise nor reset it)
+-- and the connection limit. Run by auth.add_bi_login, auth.set_bi_limits and on every migrate, which also
 -- undoes an `alter role current_user reset all` of the login. False when the role is missing.
 declare
   b auth.bi_logins;
