@@ -80,7 +80,8 @@ def test_the_watchdog_cancels_a_statement_past_the_limit_whatever_the_session_se
         assert 2.0 <= elapsed < 2.0 + WATCHDOG_SLACK_S
         # Cancelled, not terminated: the session goes on.
         assert conn.execute("select 1").fetchone() == (1,)
-    assert _ends(su_conn, pid) == [("cancel", "statement_timeout")]
+    # Recorded when the watchdog's statement commits, a moment after the cancel.
+    assert wait_until(lambda: _ends(su_conn, pid) == [("cancel", "statement_timeout")])
     row = su_conn.execute("select rolname, query, time_limit from auth.bi_session_ends "
                           "where pid = %s", [pid]).fetchone()
     assert row is not None and row[0] == name and "pg_sleep(60)" in row[1]
@@ -90,6 +91,30 @@ def test_the_watchdog_cancels_a_statement_past_the_limit_whatever_the_session_se
     assert shown.returncode == 0, shown.stderr
     assert any(name in line and f"pid {pid}" in line and "cancel" in line
                for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_a_statement_that_ignores_the_cancel_has_its_session_terminated(
+        settings: Settings, bi_login: Callable[..., str], su_conn: psycopg.Connection) -> None:
+    name = bi_login("--statement-timeout", "2s")
+    conn = _connect(settings, name)
+    try:
+        pid = conn.info.backend_pid
+        conn.execute("set statement_timeout = 0")
+        # A tool that stops reading: the backend blocks sending rows and ignores a cancel.
+        conn.pgconn.send_query(b"select generate_series(1, 10000000), repeat('x', 10000)")
+        while conn.pgconn.flush() != 0:
+            pass
+        assert wait_until(lambda: su_conn.execute(
+            "select wait_event from pg_stat_activity where pid = %s", [pid]).fetchone()
+            == ("ClientWrite",))
+        # Cancelled past the limit; the cancel does nothing, so terminated 10 s later.
+        assert wait_until(lambda: _ends(su_conn, pid) == [("cancel", "statement_timeout"),
+                                                           ("terminate", "statement_timeout")],
+                          timeout=2.0 + 10.0 + WATCHDOG_SLACK_S)
+        assert wait_until(lambda: su_conn.execute(
+            "select count(*) from pg_stat_activity where pid = %s", [pid]).fetchone() == (0,))
+    finally:
+        conn.close()
 
 
 def test_an_idle_transaction_past_the_limit_is_ended_and_migrate_is_not_held(
@@ -111,7 +136,7 @@ def test_an_idle_transaction_past_the_limit_is_ended_and_migrate_is_not_held(
             conn.execute("select 1")
     finally:
         conn.close()
-    assert _ends(su_conn, pid) == [("terminate", "idle_in_transaction_timeout")]
+    assert wait_until(lambda: _ends(su_conn, pid) == [("terminate", "idle_in_transaction_timeout")])
 
 
 def test_temp_file_limit_cannot_be_raised_and_a_spilling_sort_is_refused(

@@ -41,14 +41,16 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 -- Cancels the statement of every BI session active for longer than its login's
--- statement_timeout (and terminates the session when the statement is still running
--- CANCEL_GRACE later: some code ignores a cancel), and terminates every BI session idle in a
+-- statement_timeout, and terminates the session when the statement still runs CANCEL_GRACE
+-- after that cancel: a backend blocked sending rows to a client that stopped reading ignores a
+-- cancel (statement_timeout's too). Terminates every BI session idle in a
 -- transaction for longer than its login's idle_in_transaction_timeout. Only sessions whose
 -- login is in auth.bi_logins are looked at; never a superuser's. Each one ended is recorded in
 -- auth.bi_session_ends and in the server log. Returns null when nothing was ended, else
 -- {"cancelled": n, "terminated": n}.
 declare
-  cancel_grace constant interval := '30 seconds';
+  cancel_grace constant interval := '10 seconds';
+  v_cancelled_at timestamptz;
   r record;
   v_action text;
   v_still boolean;
@@ -74,9 +76,19 @@ begin
          or (a.state in ('idle in transaction', 'idle in transaction (aborted)')
              and a.state_change < now() - b.idle_in_transaction_timeout))
   loop
-    v_action := case when r.reason = 'statement_timeout'
-                      and r.running_for < r.time_limit + cancel_grace then 'cancel'
-                     else 'terminate' end;
+    v_action := 'terminate';
+    if r.reason = 'statement_timeout' then
+      -- This statement's cancel, if one was sent (a later process with the same pid started its
+      -- statement after it).
+      select max(e.ended_at) into v_cancelled_at
+        from auth.bi_session_ends e
+       where e.pid = r.pid and e.action = 'cancel' and e.ended_at >= r.query_start;
+      if v_cancelled_at is null then
+        v_action := 'cancel';
+      elsif v_cancelled_at > now() - cancel_grace then
+        continue;  -- cancelled a moment ago: give it time to stop
+      end if;
+    end if;
     -- The session may have moved on since the snapshot above: end it only if it is still in
     -- the same statement or the same idle spell.
     perform pg_catalog.pg_stat_clear_snapshot();
