@@ -532,7 +532,7 @@ begin
   v_created := not v_exists;
 
   if v_created then
-    execute format('create role %I login password %L connection limit 10', p_name, p_password_verifier);
+    execute format('create role %I login password %L', p_name, p_password_verifier);
     insert into auth.bi_logins (rolname, client_id) values (p_name, p_client_id);
   else
     execute format('alter role %I with login password %L', p_name, p_password_verifier);
@@ -540,10 +540,11 @@ begin
     update auth.bi_logins b set client_id = p_client_id, updated_at = now() where b.rolname = p_name;
   end if;
   execute format('grant %I to %I', case when p_client_id is null then 'bi_all_clients' else 'bi_reader' end, p_name);
-  -- Defaults for BI tools: reporting first, read-only transactions, bounded statements.
+  -- Defaults for BI tools: reporting first, read-only transactions; then the login's limits
+  -- (auth.bi_logins: timeouts, temporary files, connections; db/functions/55_bi_limits.sql).
   execute format('alter role %I set search_path = reporting', p_name);
   execute format('alter role %I set default_transaction_read_only = on', p_name);
-  execute format('alter role %I set statement_timeout = %L', p_name, '5min');
+  perform auth._apply_bi_limits(p_name);
   return jsonb_build_object('name', p_name, 'client_id', p_client_id, 'created', v_created);
 end
 $$;

@@ -77,5 +77,23 @@ def add_bi_login(conn: psycopg.Connection, name: str, client_id: str | None,
                          [name, client_id, scram_verifier(conn, name, password)]))
 
 
+def set_bi_limits(conn: psycopg.Connection, name: str, statement_timeout: str | None = None,
+                  idle_in_transaction_timeout: str | None = None,
+                  temp_file_limit: str | None = None,
+                  connection_limit: int | None = None) -> dict[str, Any]:
+    """Change a BI login's limits (auth.set_bi_limits); None keeps a limit as it is."""
+    return _as_dict(call(conn, "select auth.set_bi_limits(%s, %s, %s, %s, %s)",
+                         [name, statement_timeout, idle_in_transaction_timeout, temp_file_limit,
+                          connection_limit]))
+
+
+def bi_limits(conn: psycopg.Connection, name: str) -> dict[str, Any]:
+    """A BI login's limits (auth.bi_limits)."""
+    limits = call(conn, "select auth.bi_limits(%s)", [name])
+    if limits is None:
+        raise StepledgerError(f'"{name}" is not a BI login')
+    return _as_dict(limits)
+
+
 def drop_bi_login(conn: psycopg.Connection, name: str) -> dict[str, Any]:
     return _as_dict(call(conn, "select auth.drop_bi_login(%s)", [name]))

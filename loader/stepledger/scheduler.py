@@ -36,6 +36,7 @@ STOP_TIMEOUT_S = 15.0
 # A burst of notifications (a price list loaded row by row) triggers one run, not one per row.
 DEBOUNCE_S = 5.0
 MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
+BI_WATCHDOG_EVERY_S = 5.0  # a BI limit is enforced at most this late (docs/bi.md)
 
 log = logging.getLogger("stepledger.scheduler")
 
@@ -47,6 +48,9 @@ class Task:
     name: str
     sql: str
     every_s: float
+    # A task that usually has nothing to report (the BI watchdog) logs a run that returned null
+    # only at debug level, so the log shows what it did, not that it ran.
+    quiet_when_idle: bool = False
 
 
 def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
@@ -57,6 +61,10 @@ def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
         Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
              refresh_every_s),
         Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
+        # BI statements and idle BI transactions past their login's limits, which a BI session
+        # can override for itself (db/bootstrap/40_bi_limits.sql, docs/bi.md).
+        Task("bi_watchdog", "select watchdog.end_bi_sessions_past_limits()::text",
+             BI_WATCHDOG_EVERY_S, quiet_when_idle=True),
     ]
 
 
@@ -87,7 +95,9 @@ class Scheduler:
             return
         self.runs[task.name] += 1
         result = row[0] if row else None
-        log.info("task %s done in %.0f ms: %s", task.name, (self.clock() - started) * 1000, result)
+        level = logging.DEBUG if task.quiet_when_idle and result is None else logging.INFO
+        log.log(level, "task %s done in %.0f ms: %s", task.name, (self.clock() - started) * 1000,
+                result)
 
     def run(self, once: bool = False) -> None:
         """Run until stop() (or SIGTERM via install_signal_handlers); `once`: every task once."""

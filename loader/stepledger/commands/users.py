@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from stepledger import auth
+import psycopg
+
+from stepledger import StepledgerError, auth
 from stepledger.config import Settings
 from stepledger.db import connect_owner
 
@@ -48,12 +51,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME", help="login name: lower-case letters, digits and _")
     p.add_argument("--client", metavar="ID", help="the one client it reads (default: every client)")
     p.add_argument("--password", help="at least 12 characters; - reads stdin; default: generated")
+    _limit_arguments(p)
     p.set_defaults(func=cmd_bi_add)
-    p = bi_sub.add_parser("list", help="list BI logins")
+    p = bi_sub.add_parser("limits", help="show a BI login's limits, or change them")
+    p.add_argument("name", metavar="NAME")
+    _limit_arguments(p)
+    p.set_defaults(func=cmd_bi_limits)
+    p = bi_sub.add_parser("list", help="list BI logins and their limits")
     p.set_defaults(func=cmd_bi_list)
+    p = bi_sub.add_parser("ended", help="BI statements and sessions the watchdog ended")
+    p.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
+    p.set_defaults(func=cmd_bi_ended)
     p = bi_sub.add_parser("remove", help="drop a BI login")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_bi_remove)
+
+
+def _limit_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of a BI login's limits (docs/bi.md "Limits"); absent ones stay as they are."""
+    p.add_argument("--statement-timeout", metavar="INTERVAL",
+                   help="a statement running longer is cancelled (default 5min)")
+    p.add_argument("--idle-timeout", metavar="INTERVAL",
+                   help="a session idle in a transaction longer is ended (default 30s)")
+    p.add_argument("--temp-file-limit", metavar="SIZE",
+                   help="temporary files per session, e.g. 512MB (default 1GB)")
+    p.add_argument("--connection-limit", type=int, metavar="N",
+                   help="connections at once (default 10)")
+
+
+def _limits_given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.statement_timeout, args.idle_timeout,
+                                       args.temp_file_limit, args.connection_limit))
+
+
+def _set_limits(conn: psycopg.Connection, args: argparse.Namespace) -> dict[str, Any]:
+    return auth.set_bi_limits(conn, args.name, args.statement_timeout, args.idle_timeout,
+                              args.temp_file_limit, args.connection_limit)
+
+
+def _print_limits(limits: dict[str, Any]) -> None:
+    print(f"  statement timeout   {limits['statement_timeout']}")
+    print(f"  idle timeout        {limits['idle_in_transaction_timeout']}")
+    print(f"  temp file limit     {limits['temp_file_limit']}")
+    print(f"  connection limit    {limits['connection_limit']}")
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -117,8 +157,10 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 def cmd_bi_add(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     password = auth.read_password(args.password) if args.password else auth.generate_password(24)
-    with connect_owner(settings) as conn:
+    with connect_owner(settings) as conn, conn.transaction():
         row = auth.add_bi_login(conn, args.name, args.client, password)
+        if _limits_given(args):  # in the same transaction: a bad limit creates no login
+            _set_limits(conn, args)
     scope = f"client {row['client_id']}" if row["client_id"] else "every client"
     verb = "created" if row["created"] else "updated"
     print(f"stepledger: BI login {row['name']} {verb}; reads schema reporting for {scope}")
@@ -130,15 +172,45 @@ def cmd_bi_add(args: argparse.Namespace) -> int:
         print(f"  password  {password}")
     print(f"  psql      psql 'postgresql://{row['name']}@{settings.pg_host}:{settings.pg_port}/"
           f"{settings.dbname}'")
+    with connect_owner(settings) as conn:
+        _print_limits(auth.bi_limits(conn, row["name"]))
+    return 0
+
+
+def cmd_bi_limits(args: argparse.Namespace) -> int:
+    with connect_owner(Settings.from_env()) as conn:
+        limits = _set_limits(conn, args) if _limits_given(args) else auth.bi_limits(conn, args.name)
+    verb = "limits set" if _limits_given(args) else "limits"
+    print(f"stepledger: BI login {limits['name']} {verb}")
+    _print_limits(limits)
     return 0
 
 
 def cmd_bi_list(args: argparse.Namespace) -> int:
     with connect_owner(Settings.from_env()) as conn:
-        rows = conn.execute("select rolname, coalesce(client_id, '*'), created_at::date "
-                            "from auth.bi_logins order by rolname").fetchall()
-    for name, client, created in rows:
-        print(f"{name:<32} {client:<20} since {created}")
+        rows = conn.execute(
+            "select rolname, coalesce(client_id, '*'), created_at::date, statement_timeout::text, "
+            "idle_in_transaction_timeout::text, pg_size_pretty(temp_file_limit_kb * 1024), "
+            "connection_limit from auth.bi_logins order by rolname").fetchall()
+    for name, client, created, statement, idle, temp, connections in rows:
+        print(f"{name:<32} {client:<20} since {created}  statement {statement}, idle {idle}, "
+              f"temp files {temp}, {connections} connections")
+    return 0
+
+
+def cmd_bi_ended(args: argparse.Namespace) -> int:
+    if args.last < 1:
+        raise StepledgerError("--last must be at least 1")
+    with connect_owner(Settings.from_env()) as conn:
+        rows = conn.execute(
+            "select to_char(ended_at, 'YYYY-MM-DD HH24:MI:SS'), rolname, pid, action, reason, "
+            "date_trunc('second', running_for)::text, time_limit::text, "
+            "coalesce(application_name, ''), "
+            "left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 80) "
+            "from auth.bi_session_ends order by end_id desc limit %s", [args.last]).fetchall()
+    for ended_at, name, pid, action, reason, ran, limit, app, query in rows:
+        print(f"{ended_at}  {action:<9} {name} pid {pid}: {reason} {ran} > {limit}  "
+              f"[{app}] {query}")
     return 0
 
 
