@@ -172,6 +172,13 @@ def test_the_vault_says_what_was_wrong(
         assert problems == [
             {"offset": offset, "message": f"invalid UTF-8 at byte offset {offset} (byte 0xff)"}]
 
+        content = b'{"event_id": 1}\n\nnot json ' + tag.encode() + b"\n"
+        since = db_now(su_conn)
+        response = sender.post("/rpc/ingest_ndjson", content=content)
+        assert [r["index"] for r in response.json()["rejected"]] == [1, 3]
+        problems = problems_of(su_conn, content, since)
+        assert [(p["line"], p["message"].split(" is ")[0]) for p in problems] == [(3, "line 3")]
+
         # bodies without a fault say nothing
         for name in ("huge-numbers", "whitespace", "ndjson-crlf", "ndjson-empty"):
             assert send(name)[1] == [], name

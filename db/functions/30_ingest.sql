@@ -574,6 +574,12 @@ begin
            array_agg(case when p.error is not null then format('line %s is %s', v_numbers[i], p.error) end order by i)
       into v_payloads, v_raw, v_errors
       from unnest(v_lines) with ordinality t(l, i), ledger._parse_json(l) p;
+    -- the body's account lists its lines that are not JSON too (each also has its vault row)
+    select v_problems || coalesce(jsonb_agg(jsonb_build_object('line', v_numbers[i], 'message', e)
+                                            order by i), '[]')
+      into v_problems
+      from unnest(v_errors) with ordinality t(e, i)
+     where e is not null;
   end if;
   -- Duplicate keys, by line: the lines that parsed, as one array (path /k/... is its k-th line).
   select v_problems || coalesce(jsonb_agg(jsonb_build_object('line', v_numbers[k.i],
