@@ -57,6 +57,8 @@ def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
         Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
              refresh_every_s),
         Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
+        # One job.stalled per stall (db/functions/55_notifications.sql).
+        Task("scan_stalled_jobs", "select ledger.scan_stalled_jobs()::text", 15.0),
     ]
 
 
