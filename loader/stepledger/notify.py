@@ -360,8 +360,9 @@ class Worker:
             await asyncio.to_thread(send_email, self.smtp, recipient, subject, text)
         except (smtplib.SMTPException, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
-        outcome = await self._query("select ledger.record_email_attempt(%s::uuid, %s::integer, %s::text)",
-                                    (email_delivery_id, attempt, error))
+        outcome = await self._query(
+            "select ledger.record_email_attempt(%s::uuid, %s::integer, %s::text)",
+            (email_delivery_id, attempt, error))
         log.info("e-mail %s attempt %s: %s", email_delivery_id, attempt, outcome)
 
 
