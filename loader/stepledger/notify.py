@@ -250,11 +250,13 @@ class Worker:
                 while not self.stopping:
                     if listening.done():
                         listening.result()  # the listener's connection broke: reconnect
-                    await self._round(control)
+                    started = await self._round(control)
                     row = await (await control.execute(
                         "select ledger.next_notification_due()")).fetchone()
                     wait = min(MAX_IDLE_WAIT_S, float(row[0]) if row else MAX_IDLE_WAIT_S)
-                    if len(self._in_flight) >= self.max_in_flight:
+                    if not started or len(self._in_flight) >= self.max_in_flight:
+                        # Due work that could not start waits for a free slot (an endpoint at
+                        # its concurrency limit): a finishing delivery wakes us, else a second.
                         wait = MAX_IDLE_WAIT_S
                     if wait > 0:
                         with contextlib.suppress(TimeoutError):
@@ -273,20 +275,26 @@ class Worker:
         async for _ in listener.notifies():
             self._wake.set()
 
-    async def _round(self, control: psycopg.AsyncConnection) -> None:
-        await control.execute("select ledger.dispatch_notifications(500)")
+    async def _round(self, control: psycopg.AsyncConnection) -> int:
+        """Fan out new messages, start what is due; returns how many things were done."""
+        cur = await control.execute("select ledger.dispatch_notifications(500)")
+        row = await cur.fetchone()
+        done = int(row[0]) if row else 0
         free = self.max_in_flight - len(self._in_flight)
         if free <= 0:
-            return
+            return done
         cur = await control.execute("select * from ledger.claim_webhook_deliveries(%s)", (free,))
         for row in await cur.fetchall():
             self._spawn(self._deliver(*row))
+            done += 1
         free = self.max_in_flight - len(self._in_flight)
         if self.smtp is not None and free > 0:
             cur = await control.execute("select * from ledger.claim_email_deliveries(%s)",
                                         (min(free, 10),))
             for row in await cur.fetchall():
                 self._spawn(self._email(*row))
+                done += 1
+        return done
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
