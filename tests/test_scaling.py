@@ -15,12 +15,15 @@ DISTRIBUTED = {
     "ledger.job_steps",
     "ledger.jobs", "ledger.invoices", "ledger.invoice_lines",
     "ledger.usage_lines_monthly", "ledger.step_outcomes_daily", "ledger.step_outcomes_total",
-    "ledger.step_timings_daily",
+    "ledger.step_timings_daily", "ledger.usage_alerts", "ledger.job_stall_notices",
 }
 # Small tables read by every tenant's queries; client_id is nullable or not the key there.
 REFERENCE = {
     "ledger.clients", "ledger.prices", "ledger.client_minimums", "ledger.billing_changes",
     "auth.users", "auth.api_tokens", "auth.bi_logins",
+    # notifications: whole on the coordinator, where the worker reads them (docs/scaling.md)
+    "ledger.webhooks", "ledger.notification_messages", "ledger.webhook_deliveries",
+    "ledger.webhook_attempts", "ledger.email_deliveries",
 }
 # Keys of distributed tables that are global today and become per-client on Citus
 # (docs/scaling.md, "Caveats"). Any key not listed here must start with client_id.

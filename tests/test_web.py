@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
+from notify_support import Receiver, verify_signature
 from stepledger.config import Settings
 from web_helpers import (
     CHROMIUM,
@@ -39,6 +40,7 @@ from web_helpers import (
     login_answer,
     screenshot,
     session_script,
+    wait_until,
 )
 
 pytestmark = pytest.mark.stack
@@ -285,7 +287,7 @@ def test_the_interface_shows_only_what_the_role_may_do(app: App) -> None:
         return links.evaluate_all("links => links.map(a => a.innerText.trim())")
 
     client = app.signed_in("lakeside", "/jobs")
-    assert nav_labels(client) == ["Jobs", "Usage & invoices"]
+    assert nav_labels(client) == ["Jobs", "Usage & invoices", "Alerts"]
     client.goto(f"{app.url}/#/prices")
     expect(client.get_by_role("heading", name="Not available")).to_be_visible()
     expect(client.get_by_role("heading", name="Add a price")).to_have_count(0)
@@ -293,10 +295,11 @@ def test_the_interface_shows_only_what_the_role_may_do(app: App) -> None:
 
     admin = app.signed_in("admin", "/clients")
     assert nav_labels(admin) == ["Overview", "Jobs", "Error hotspots", "Billing", "Price book",
-                                 "API tokens"]
+                                 "API tokens", "Alerts"]
     # On a phone the labels are short, the accessible names stay whole.
     phone = app.signed_in("admin", "/clients", viewport=PHONE)
-    assert nav_labels(phone) == ["Overview", "Jobs", "Errors", "Billing", "Prices", "Tokens"]
+    assert nav_labels(phone) == ["Overview", "Jobs", "Errors", "Billing", "Prices", "Tokens",
+                                 "Alerts"]
     expect(phone.get_by_role("link", name="Error hotspots")).to_be_visible()
     admin.goto(f"{app.url}/#/jobs")
     expect(admin.get_by_label("Client", exact=True)).to_be_visible()
@@ -519,6 +522,74 @@ def test_admin_creates_a_token_once_uses_it_and_revokes_it(
         assert refused.status_code == 401, refused.text
 
 
+def test_alerts_page_endpoint_secret_once_test_send_email_opt_in_and_thresholds(
+        app: App, web_data: WebData, su_conn: psycopg.Connection, admin_api: httpx.Client) -> None:
+    # The receiver is on loopback: allow private targets for this test, as the operator would.
+    (allowed,) = su_conn.execute("select allow_private_targets from ledger.notification_settings") \
+        .fetchone()
+    su_conn.execute("update ledger.notification_settings set allow_private_targets = true")
+    receiver = Receiver()
+    try:
+        page = app.signed_in("lakeside", "/alerts")
+        expect(page.get_by_role("heading", name="Alerts", exact=True)).to_be_visible()
+        expect(page.get_by_text("No endpoints yet")).to_be_visible()
+        page.get_by_label("URL").fill(receiver.url)
+        page.get_by_label("Job completed").check()
+        page.get_by_role("button", name="Add endpoint").click()
+        expect(page.locator(".secret-reveal")).to_contain_text("shown only this once")
+        secret = page.locator("#new-webhook-secret").input_value()
+        assert secret.startswith("whsec_")
+        row = page.locator("table.table-hooks tr", has_text=receiver.url)
+        expect(row).to_contain_text("Job failed")
+        expect(row).to_contain_text("Job completed")
+
+        row.get_by_role("button", name=f"Send a test to {receiver.url}").click()
+        wait_until(lambda: bool(receiver.of_type("webhook.test")), 15, "the test delivery")
+        verify_signature(secret, receiver.of_type("webhook.test")[0])
+        deliveries = page.locator("table.table-deliveries")
+
+        def delivered() -> bool:
+            page.get_by_role("button", name="Reload").click()
+            return deliveries.locator("tr", has_text="Delivered").count() == 1
+        wait_until(delivered, 15, "the delivery shown as delivered")
+        expect(deliveries).to_contain_text("HTTP 200")
+
+        # Shown once: after a reload, the endpoint is listed and the secret is nowhere.
+        page.get_by_role("button", name="Done, I stored it").click()
+        page.reload()
+        expect(row).to_be_visible()
+        assert secret not in page.content()
+
+        # E-mail opt-in for the signed-in person.
+        page.get_by_label("Job failed", exact=False).last.check()
+        page.get_by_role("button", name="Save e-mail alerts").click()
+        wait_until(lambda: su_conn.execute(
+            "select s.events::text[] from ledger.email_subscriptions s join auth.users u using "
+            "(user_id) where u.email = %s", [web_data.users["lakeside"].email]).fetchone()
+            == (["job.failed"],), 10, "the opt-in stored")
+
+        row.get_by_role("button", name=f"Delete {receiver.url}").click()
+        page.get_by_role("dialog").get_by_role("button", name="Delete endpoint").click()
+        expect(page.get_by_text("No endpoints yet")).to_be_visible()
+
+        # Admins set usage thresholds per client.
+        admin = app.signed_in("admin", "/alerts")
+        expect(admin.get_by_role("heading", name="Usage thresholds")).to_be_visible()
+        admin.get_by_label("Client", exact=True).select_option("harbourview")
+        admin.get_by_label("Monthly amount").fill("1234.50")
+        admin.get_by_role("button", name="Set threshold").click()
+        expect(admin.locator("table.table-thresholds tr", has_text="Harbourview Imaging")) \
+            .to_contain_text("1,234.50")
+        alerts = admin_api.get("/usage_alerts", params={"client_id": "eq.harbourview"}).json()
+        assert [(a["amount"], a["currency"]) for a in alerts] == [(1234.5, "GBP")]  # its currency
+        # A client user has no threshold form.
+        expect(page.get_by_role("heading", name="Usage thresholds")).to_have_count(0)
+    finally:
+        receiver.close()
+        su_conn.execute("update ledger.notification_settings set allow_private_targets = %s",
+                        [allowed])
+
+
 def test_error_hotspots_show_the_steps_and_codes_that_fail_most(
         app: App, admin_api: httpx.Client) -> None:
     admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0})
@@ -553,8 +624,8 @@ def test_usage_and_invoice_csv_download(app: App, web_data: WebData) -> None:
 
 
 # -- quality: layout, accessibility, screenshots ---------------------------------------------------
-ADMIN_PAGES = ["/clients", "/jobs", "/errors", "/billing", "/prices", "/tokens"]
-CLIENT_PAGES = ["/jobs", "/usage"]
+ADMIN_PAGES = ["/clients", "/jobs", "/errors", "/billing", "/prices", "/tokens", "/alerts"]
+CLIENT_PAGES = ["/jobs", "/usage", "/alerts"]
 
 
 def test_every_control_has_a_label_and_the_keyboard_reaches_everything(app: App) -> None:

@@ -882,6 +882,7 @@ begin
                                           pipeline text, step text, unit_price numeric,
                                           priced boolean, units numeric, completed_steps bigint,
                                           amount numeric, description text);
+  perform ledger._enqueue_invoice_finalized(p_client_id, v_period);  -- notifications outbox
 
   return ledger._invoice_json(p_client_id, v_period);
 end
@@ -944,6 +945,7 @@ begin
           v_concurrently, coalesce(p_requested_by, (ledger._actor()).actor))
   returning refresh_id into v_id;
   delete from ledger.billing_refreshes r where r.refresh_id < v_id - 1000;
+  perform ledger._enqueue_usage_crossings();  -- notifications outbox: usage thresholds
   return jsonb_build_object('refreshed', true, 'refresh_id', v_id, 'started_at', v_started,
                             'finished_at', v_finished,
                             'duration_ms', round(extract(epoch from v_finished - v_started) * 1000, 1),

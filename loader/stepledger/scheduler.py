@@ -65,6 +65,8 @@ def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
         # can override for itself (db/bootstrap/40_bi_limits.sql, docs/bi.md).
         Task("bi_watchdog", "select watchdog.end_bi_sessions_past_limits()::text",
              BI_WATCHDOG_EVERY_S, quiet_when_idle=True),
+        # One job.stalled per stall (db/functions/55_notifications.sql).
+        Task("scan_stalled_jobs", "select ledger.scan_stalled_jobs()::text", 15.0),
     ]
 
 

@@ -575,12 +575,15 @@ def up(settings: Settings, migrate: bool = True) -> list[str]:
     start_nginx(settings)
     from stepledger import scheduler  # periodic database tasks: usage refresh, partitions
     scheduler.start(settings)
+    from stepledger import notify  # notification delivery: webhooks and e-mail alerts
+    notify.start(settings)
     return warnings
 
 
 def down(settings: Settings) -> None:
     """Stop what `up` started, in reverse order. Harmless when already down."""
-    from stepledger import scheduler
+    from stepledger import notify, scheduler
+    notify.stop(settings)
     scheduler.stop(settings)
     stop_nginx(settings)
     stop_postgrest(settings)

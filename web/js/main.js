@@ -7,6 +7,7 @@ import { h, replace } from './dom.js';
 import * as session from './session.js';
 import { logo, renderLogin } from './views/login.js';
 
+import * as alertsView from './views/alerts.js';
 import * as billingView from './views/billing.js';
 import * as clientsView from './views/clients.js';
 import * as errorsView from './views/errors.js';
@@ -28,6 +29,7 @@ const ROUTES = [
   { path: '/billing', view: billingView, roles: ['admin'], nav: 'Billing' },
   { path: '/prices', view: pricesView, roles: ['admin'], nav: 'Price book', short: 'Prices' },
   { path: '/tokens', view: tokensView, roles: ['admin'], nav: 'API tokens', short: 'Tokens' },
+  { path: '/alerts', view: alertsView, roles: ['client', 'admin'], nav: 'Alerts' },
 ];
 
 const NAV_ICONS = {
@@ -38,6 +40,7 @@ const NAV_ICONS = {
   '/billing': 'M3 7h18v12H3zM3 11h18M7 15h4',
   '/prices': 'M3 12 12 3h9v9l-9 9zM16 8h.01',
   '/tokens': 'M14 10a4 4 0 1 0-3.5 4L9 16H7v2H5v2H2v-3l6.5-6.5',
+  '/alerts': 'M18 16v-5a6 6 0 0 0-12 0v5l-2 2h16zM10 20a2 2 0 0 0 4 0',
 };
 
 const root = document.getElementById('app');

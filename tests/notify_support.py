@@ -1,0 +1,125 @@
+"""Helpers of the notification tests: a real HTTP receiver on 127.0.0.1 and signature checks.
+
+The receiver records every request with the moment it arrived; what it answers is chosen per
+test (a status code, a slow answer, a request held until the test releases it, a redirect).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float                                   # time.monotonic() on arrival
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    hold: threading.Event | None = None         # wait for this before answering
+    hold_timeout: float = 60.0
+
+
+class Receiver:
+    """A threaded HTTP server on 127.0.0.1:<free port>; `answer(request_number)` decides."""
+
+    def __init__(self, answer: Callable[[int], Answer] | None = None) -> None:
+        self.requests: list[Received] = []
+        self.answer = answer or (lambda n: Answer())
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(Received(self.path, {k.lower(): v for k, v in
+                                                                  self.headers.items()},
+                                                      body, time.monotonic()))
+                    number = len(receiver.requests)
+                answer = receiver.answer(number)
+                if answer.hold is not None:
+                    answer.hold.wait(answer.hold_timeout)
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(answer.body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the worker gave up (timeout) or was killed
+                    self.wfile.write(answer.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def of_type(self, event_type: str, **data: Any) -> list[Received]:
+        """Requests whose body has this type and whose data has these values."""
+        out = []
+        with self._lock:
+            requests = list(self.requests)
+        for r in requests:
+            try:
+                body = r.json()
+            except ValueError:
+                continue
+            if body.get("type") == event_type and all(
+                    (body.get("data") or {}).get(k) == v for k, v in data.items()):
+                out.append(r)
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll until `check()` is truthy; return it, or fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)
+
+
+def verify_signature(secret: str, request: Received) -> None:
+    """Checks a Standard Webhooks signature with hmac alone (not the code under test)."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    msg_id = request.headers["webhook-id"]
+    timestamp = request.headers["webhook-timestamp"]
+    signed = msg_id.encode() + b"." + timestamp.encode() + b"." + request.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    signatures = [s.split(",", 1)[1] for s in request.headers["webhook-signature"].split(" ")
+                  if s.startswith("v1,")]
+    assert expected in signatures, (request.headers, expected)
+    assert abs(int(timestamp) - time.time()) < 300, "webhook-timestamp is not the time of sending"

@@ -1,0 +1,379 @@
+// Alerts: webhook endpoints (create with the secret shown once, test-send, delete), recent
+// deliveries with their status, the signed-in person's e-mail opt-in, and (admins) usage
+// thresholds per client. Rules live in the database (docs/notifications.md); this page only asks.
+
+import { ApiError, describeError } from '../api.js';
+import { badge, confirmDialog, empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import {
+  EMAIL_EVENT_TYPES, EVENT_TYPES, createWebhook, deleteWebhook, emailAlerts, enableWebhook,
+  recentDeliveries, redeliver, setEmailAlerts, setUsageAlert, testWebhook, usageAlerts, webhooks,
+} from '../alerts-data.js';
+import { catalog } from '../data.js';
+import { field, h, replace, select, setFieldError, uid } from '../dom.js';
+import * as fmt from '../format.js';
+
+const eventLabel = (type) => EVENT_TYPES.find((e) => e.type === type)?.label || type;
+
+function deliveryBadge(state) {
+  if (state === 'succeeded') return badge('completed', { label: 'Delivered' });
+  if (state === 'failed') return badge('failed', { label: 'Failed' });
+  if (state === 'cancelled') return badge('abandoned', { label: 'Cancelled' });
+  return badge('pending', { label: 'Retrying' });
+}
+
+function checkboxGroup(legend, options, checked, name) {
+  const boxes = options.map((o) => {
+    const id = uid(name);
+    const box = h('input', { type: 'checkbox', id, name, value: o.type, checked: checked.includes(o.type) });
+    return { box, node: h('div', { class: 'check' }, box, h('label', { for: id }, o.label,
+      o.hint ? h('span', { class: 'muted small block' }, o.hint) : null)) };
+  });
+  const node = h('fieldset', { class: 'field checks' }, h('legend', legend), boxes.map((b) => b.node));
+  return { node, values: () => boxes.filter((b) => b.box.checked).map((b) => b.box.value) };
+}
+
+export function render(main, ctx) {
+  const admin = ctx.isAdmin;
+  let cat = null;
+  let hooks = [];
+  const revealHost = h('div', { class: 'reveal-host' });
+  const formHost = h('div', { class: 'form-host' });
+  const hooksHost = h('div', { class: 'table-host', 'aria-busy': 'true' }, loading('Loading endpoints…'));
+  const deliveriesHost = h('div', { class: 'table-host' }, loading('Loading deliveries…'));
+  const emailHost = h('div');
+  const thresholdsHost = h('div');
+
+  replace(main, h('div', { class: 'page page-alerts' },
+    pageHeader('Alerts', 'Be told when jobs fail, stall or complete, when an invoice is finalized or usage passes its threshold: signed webhooks for systems, e-mails for people.'),
+    revealHost,
+    h('div', { class: 'grid-prices' },
+      formHost,
+      h('section', { class: 'card', 'aria-labelledby': 'hooks-title' },
+        h('div', { class: 'card-header' }, h('h2', { id: 'hooks-title' }, 'Webhook endpoints')),
+        hooksHost)),
+    h('section', { class: 'card', 'aria-labelledby': 'deliveries-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'deliveries-title' }, 'Recent deliveries'),
+        h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => loadDeliveries() }, 'Reload')),
+      deliveriesHost),
+    h('div', { class: 'grid-prices' }, emailHost, thresholdsHost)));
+
+  async function start() {
+    try {
+      cat = await catalog();
+      renderForm();
+      await Promise.all([loadHooks(), loadDeliveries(), loadEmail(), admin ? loadThresholds() : null]);
+    } catch (err) {
+      if (!ctx.signal.aborted) replace(hooksHost, errorBox(err, { retry: start }));
+    }
+  }
+
+  function failed(host, what, retry) {
+    return (err) => {
+      if (ctx.signal.aborted) return;
+      replace(host, err instanceof ApiError && err.missingEndpoint
+        ? unavailable('Alerts') : errorBox(err, { title: `Could not load ${what}`, retry }));
+    };
+  }
+
+  // -- endpoints ----------------------------------------------------------------------------------
+  async function loadHooks() {
+    hooksHost.setAttribute('aria-busy', 'true');
+    try {
+      hooks = await webhooks();
+      if (!ctx.signal.aborted) renderHooks();
+    } catch (err) {
+      failed(hooksHost, 'the endpoints', loadHooks)(err);
+    } finally {
+      hooksHost.setAttribute('aria-busy', 'false');
+    }
+  }
+
+  function renderHooks() {
+    if (!hooks.length) {
+      replace(hooksHost, empty('No endpoints yet', 'Add the URL of a system that should receive events, then send it a test.'));
+      return;
+    }
+    replace(hooksHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-hooks responsive-table' },
+      h('thead', h('tr',
+        h('th', { scope: 'col' }, 'URL'),
+        admin ? h('th', { scope: 'col' }, 'Client') : null,
+        h('th', { scope: 'col' }, 'Events'),
+        h('th', { scope: 'col' }, 'Status'),
+        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      h('tbody', hooks.map((w) => h('tr', { dataset: { webhook: w.webhook_id }, class: w.enabled ? '' : 'row-muted' },
+        h('th', { scope: 'row', 'data-label': 'URL' }, h('span', { class: 'mono break' }, w.url),
+          h('span', { class: 'muted small block' }, 'Created ', timeEl(w.created_at, { format: fmt.dateTimeShort }))),
+        admin ? h('td', { 'data-label': 'Client' }, w.client_id ? cat.clientName(w.client_id) : h('span', { class: 'tag' }, 'All clients')) : null,
+        h('td', { 'data-label': 'Events' }, w.events.map((e) => h('span', { class: 'tag' }, eventLabel(e)))),
+        h('td', { 'data-label': 'Status' }, w.enabled
+          ? [badge('active', { label: w.failing_since ? 'Failing' : 'Enabled' }),
+            w.failing_since ? h('span', { class: 'muted small block' }, 'since ', timeEl(w.failing_since, { relative: true })) : null,
+            w.last_success_at ? h('span', { class: 'muted small block' }, 'last delivered ', timeEl(w.last_success_at, { relative: true })) : null]
+          : [badge('revoked', { label: 'Disabled' }), h('span', { class: 'small block' }, w.disabled_reason)]),
+        h('td', { class: 'cell-actions', 'data-label': '' },
+          w.enabled
+            ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send a test to ${w.url}`, onClick: () => sendTest(w) }, 'Send test')
+            : h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Enable ${w.url}`, onClick: () => enable(w) }, 'Enable'),
+          h('button', { type: 'button', class: 'btn btn-danger-ghost btn-small', 'aria-label': `Delete ${w.url}`, onClick: () => remove(w) }, 'Delete'))))))));
+  }
+
+  async function sendTest(w) {
+    try {
+      await testWebhook(w.webhook_id);
+      toast('Test message queued: see Recent deliveries', 'success');
+      setTimeout(() => { if (!ctx.signal.aborted) loadDeliveries(); }, 1500);
+    } catch (err) {
+      toast(describeError(err).message, 'error');
+    }
+  }
+
+  async function enable(w) {
+    try {
+      await enableWebhook(w.webhook_id);
+      toast('Endpoint enabled', 'success');
+      await loadHooks();
+    } catch (err) {
+      toast(describeError(err).message, 'error');
+    }
+  }
+
+  async function remove(w) {
+    const ok = await confirmDialog({
+      title: 'Delete this endpoint?',
+      text: `${w.url} receives nothing more, and its delivery history is deleted with it.`,
+      confirmLabel: 'Delete endpoint',
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      await deleteWebhook(w.webhook_id);
+      toast('Endpoint deleted', 'success');
+      await Promise.all([loadHooks(), loadDeliveries()]);
+    } catch (err) {
+      toast(describeError(err).message, 'error');
+    }
+  }
+
+  function renderForm() {
+    const urlInput = h('input', { type: 'url', name: 'url', maxlength: '2000', autocomplete: 'off', required: true, placeholder: 'https://ops.example.com/stepledger' });
+    const events = checkboxGroup('Events', EVENT_TYPES, ['job.failed', 'job.stalled'], 'event');
+    const clientSel = admin
+      ? select([{ value: '', label: 'Every client' }, ...cat.clients.map((c) => ({ value: c.client_id, label: c.name }))], '', { name: 'client_id' })
+      : null;
+    const messages = h('div', { class: 'form-messages', 'aria-live': 'polite' });
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Add endpoint');
+    const form = h('form', { class: 'form', novalidate: true },
+      messages,
+      field('URL', urlInput, { hint: 'An https address reachable from the internet. Deliveries are signed (Standard Webhooks).' }),
+      clientSel ? field('Events of', clientSel, { hint: 'One client, or every client.' }) : null,
+      events.node,
+      h('div', { class: 'form-actions' }, submit));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      replace(messages);
+      const url = urlInput.value.trim();
+      setFieldError(urlInput, url ? null : 'Enter the address that receives the events.');
+      if (!url) { urlInput.focus(); return; }
+      const chosen = events.values();
+      if (!chosen.length) {
+        replace(messages, h('div', { class: 'alert alert-error', role: 'alert' }, h('p', 'Choose at least one event.')));
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const answer = await createWebhook({ url, events: chosen, client_id: clientSel ? clientSel.value : ctx.session.client_id });
+        reveal(answer);
+        urlInput.value = '';
+        await loadHooks();
+      } catch (err) {
+        const d = describeError(err);
+        setFieldError(urlInput, err instanceof ApiError && err.code === 'SL601' ? d.message : null);
+        replace(messages, h('div', { class: 'alert alert-error', role: 'alert' },
+          h('p', { class: 'alert-title' }, 'The endpoint was not added'), h('p', d.message),
+          d.hint ? h('p', { class: 'muted' }, `Hint: ${d.hint}`) : null));
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'new-hook-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'new-hook-title' }, 'New endpoint')), form));
+  }
+
+  function reveal(answer) {
+    const area = h('textarea', { class: 'token-value mono', readonly: true, rows: '2', id: 'new-webhook-secret', spellcheck: 'false' });
+    area.value = answer.secret;
+    const copyBtn = h('button', { type: 'button', class: 'btn btn-primary btn-small', onClick: async () => {
+      try {
+        await navigator.clipboard.writeText(answer.secret);
+        copyBtn.textContent = 'Copied';
+      } catch {
+        area.select();
+        copyBtn.textContent = 'Press Ctrl+C to copy';
+      }
+    } }, 'Copy secret');
+    replace(revealHost, h('section', { class: 'alert alert-success token-reveal secret-reveal', role: 'region', 'aria-labelledby': 'secret-title' },
+      h('h2', { id: 'secret-title', class: 'alert-title', tabindex: '-1' }, 'Endpoint added: its signing secret'),
+      h('p', h('strong', 'Copy it now: it is shown only this once.'), ' The receiver checks each delivery’s webhook-signature with it.'),
+      h('label', { for: 'new-webhook-secret', class: 'visually-hidden' }, 'The signing secret'),
+      area,
+      h('div', { class: 'form-actions' }, copyBtn,
+        h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => replace(revealHost) }, 'Done, I stored it'))));
+    revealHost.querySelector('#secret-title').focus();
+  }
+
+  // -- deliveries ---------------------------------------------------------------------------------
+  async function loadDeliveries() {
+    deliveriesHost.setAttribute('aria-busy', 'true');
+    try {
+      const rows = await recentDeliveries();
+      if (!ctx.signal.aborted) renderDeliveries(rows);
+    } catch (err) {
+      failed(deliveriesHost, 'the deliveries', loadDeliveries)(err);
+    } finally {
+      deliveriesHost.setAttribute('aria-busy', 'false');
+    }
+  }
+
+  function renderDeliveries(rows) {
+    if (!rows.length) {
+      replace(deliveriesHost, empty('Nothing delivered yet', 'Deliveries appear here as events happen, or when you send a test.'));
+      return;
+    }
+    const urlOf = (id) => hooks.find((w) => w.webhook_id === id)?.url || String(id).slice(0, 8);
+    replace(deliveriesHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-deliveries responsive-table' },
+      h('thead', h('tr',
+        h('th', { scope: 'col' }, 'When'),
+        h('th', { scope: 'col' }, 'Event'),
+        h('th', { scope: 'col' }, 'Endpoint'),
+        h('th', { scope: 'col' }, 'Attempt'),
+        h('th', { scope: 'col' }, 'Answer'),
+        h('th', { scope: 'col' }, 'Status'),
+        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      h('tbody', rows.map((d) => h('tr', { dataset: { delivery: d.delivery_id } },
+        h('td', { 'data-label': 'When' }, timeEl(d.attempted_at || d.created_at, { format: fmt.dateTimeShort })),
+        h('th', { scope: 'row', 'data-label': 'Event' }, d.event_type === 'webhook.test' ? 'Test' : eventLabel(d.event_type),
+          h('span', { class: 'muted small block mono' }, d.message_id)),
+        h('td', { 'data-label': 'Endpoint' }, h('span', { class: 'mono break small' }, urlOf(d.webhook_id))),
+        h('td', { 'data-label': 'Attempt' }, d.attempt ? fmt.int(d.attempt) : '—'),
+        h('td', { 'data-label': 'Answer' },
+          d.status_code ? `HTTP ${d.status_code}` : (d.error || (d.attempt ? '—' : 'not sent yet')),
+          d.latency_ms !== null && d.latency_ms !== undefined ? h('span', { class: 'muted small block' }, `${Math.round(d.latency_ms)} ms`) : null,
+          d.status_code && d.error && !d.error.startsWith('HTTP') ? h('span', { class: 'muted small block' }, d.error) : null),
+        h('td', { 'data-label': 'Status' }, deliveryBadge(d.state),
+          d.next_retry_at && d.state === 'pending' ? h('span', { class: 'muted small block' }, 'next ', timeEl(d.next_retry_at, { format: fmt.time })) : null),
+        h('td', { class: 'cell-actions', 'data-label': '' },
+          d.state !== 'pending' ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send ${d.message_id} again`, onClick: () => again(d) }, 'Send again') : null)))))));
+  }
+
+  async function again(d) {
+    try {
+      await redeliver(d.delivery_id);
+      toast('Queued again, with the same webhook-id', 'success');
+      setTimeout(() => { if (!ctx.signal.aborted) loadDeliveries(); }, 1500);
+    } catch (err) {
+      toast(describeError(err).message, 'error');
+    }
+  }
+
+  // -- e-mail -------------------------------------------------------------------------------------
+  async function loadEmail() {
+    try {
+      const mine = await emailAlerts();
+      if (!ctx.signal.aborted) renderEmail(mine);
+    } catch (err) {
+      failed(emailHost, 'the e-mail settings', loadEmail)(err);
+    }
+  }
+
+  function renderEmail(mine) {
+    const card = (...body) => h('section', { class: 'card', 'aria-labelledby': 'email-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'email-title' }, 'E-mail alerts')), ...body);
+    if (!mine) {
+      replace(emailHost, card(h('p', { class: 'muted' }, 'E-mail alerts are for people who sign in with an e-mail address.')));
+      return;
+    }
+    const choice = checkboxGroup(`E-mail ${mine.email} when`, EVENT_TYPES.filter((e) => EMAIL_EVENT_TYPES.includes(e.type)), mine.events, 'email-event');
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Save e-mail alerts');
+    const form = h('form', { class: 'form', novalidate: true },
+      mine.email_enabled ? null : h('div', { class: 'alert alert-info', role: 'status' },
+        h('p', 'E-mail is not configured on this server yet: your choice is kept, and e-mails start once the operator sets it up.')),
+      h('p', { class: 'muted small' }, admin ? 'For the jobs of every client.' : 'For your organisation’s jobs.'),
+      choice.node,
+      h('div', { class: 'form-actions' }, submit));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      submit.disabled = true;
+      try {
+        const answer = await setEmailAlerts(choice.values());
+        toast(answer.events.length ? 'E-mail alerts saved' : 'E-mail alerts turned off', 'success');
+      } catch (err) {
+        toast(describeError(err).message, 'error');
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    replace(emailHost, card(form));
+  }
+
+  // -- usage thresholds (admins) ------------------------------------------------------------------
+  async function loadThresholds() {
+    try {
+      const rows = await usageAlerts();
+      if (!ctx.signal.aborted) renderThresholds(rows);
+    } catch (err) {
+      failed(thresholdsHost, 'the usage thresholds', loadThresholds)(err);
+    }
+  }
+
+  function renderThresholds(rows) {
+    const clientSel = select(cat.clients.map((c) => ({ value: c.client_id, label: c.name })), '', { name: 'threshold_client' });
+    const amount = h('input', { type: 'number', name: 'amount', min: '0.01', step: '0.01', inputmode: 'decimal', required: true });
+    const currency = h('input', { type: 'text', name: 'currency', maxlength: '3', autocomplete: 'off', placeholder: 'the client’s' });
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Set threshold');
+    const form = h('form', { class: 'form', novalidate: true },
+      field('Client', clientSel),
+      field('Monthly amount', amount, { hint: 'A usage.threshold_crossed event, once a month, when the month’s amount reaches it.' }),
+      field('Currency', currency, { hint: 'Empty: the client’s currency.' }),
+      h('div', { class: 'form-actions' }, submit));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const value = Number(amount.value);
+      setFieldError(amount, value > 0 ? null : 'Enter a positive amount.');
+      if (!(value > 0)) { amount.focus(); return; }
+      submit.disabled = true;
+      try {
+        await setUsageAlert({ client_id: clientSel.value, amount: value, currency: currency.value.trim().toUpperCase() });
+        toast('Threshold saved', 'success');
+        await loadThresholds();
+      } catch (err) {
+        toast(describeError(err).message, 'error');
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    const list = rows.length
+      ? h('table', { class: 'table table-thresholds responsive-table' },
+        h('thead', h('tr', h('th', { scope: 'col' }, 'Client'), h('th', { scope: 'col' }, 'Threshold'), h('th', { scope: 'col' }, 'Last crossed'),
+          h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+        h('tbody', rows.map((r) => h('tr', { dataset: { client: r.client_id } },
+          h('th', { scope: 'row', 'data-label': 'Client' }, cat.clientName(r.client_id)),
+          h('td', { 'data-label': 'Threshold', class: 'num' }, fmt.money(r.amount, r.currency)),
+          h('td', { 'data-label': 'Last crossed' }, r.crossed_period ? fmt.period(r.crossed_period) : 'not yet'),
+          h('td', { class: 'cell-actions', 'data-label': '' }, h('button', {
+            type: 'button', class: 'btn btn-danger-ghost btn-small', 'aria-label': `Remove the threshold of ${cat.clientName(r.client_id)}`,
+            onClick: async () => {
+              try {
+                await setUsageAlert({ client_id: r.client_id, amount: null });
+                await loadThresholds();
+              } catch (err) {
+                toast(describeError(err).message, 'error');
+              }
+            },
+          }, 'Remove'))))))
+      : h('p', { class: 'muted' }, 'No thresholds set.');
+    replace(thresholdsHost, h('section', { class: 'card', 'aria-labelledby': 'thresholds-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'thresholds-title' }, 'Usage thresholds')), form, list));
+  }
+
+  start();
+}
