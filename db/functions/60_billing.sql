@@ -537,14 +537,40 @@ create or replace function ledger.tg_clients__currency_change() returns trigger
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
--- A client's currency may change only while none of its invoices is finalized (adjustments of a
--- finalized invoice must be in its currency); the change reprices every open period.
+-- A client's currency may change only before anything is billed in the old one: not once an
+-- invoice is finalized (its adjustments must stay in its currency), not while the client has
+-- its own prices or minimums in the old currency (the price book is append-only: they would be
+-- orphaned), and not while an open invoice bills completed steps (it would be repriced). The
+-- rule holds for every path: the CLI, psql, PostgREST. A change reprices nothing else.
+declare
+  v_where text;
+  v_period date;
 begin
   if new.currency is distinct from old.currency then
     if exists (select from ledger.invoices i where i.client_id = old.client_id) then
-      raise exception 'client "%" has finalized invoices in %; its currency cannot change',
-        old.client_id, old.currency
-        using errcode = 'SL410', hint = 'bill the new currency under a new client id';
+      v_where := 'finalized invoices';
+    elsif exists (select from ledger.prices p
+                   where p.client_id = old.client_id and p.currency = old.currency) then
+      v_where := 'its own prices';
+    elsif exists (select from ledger.client_minimums m
+                   where m.client_id = old.client_id and m.currency = old.currency) then
+      v_where := 'a monthly minimum';
+    else
+      select ledger._month(js.completed_at) into v_period
+        from ledger.job_steps js
+       where js.client_id = old.client_id and js.completed_at is not null
+       limit 1;
+      if v_period is not null then
+        v_where := format('an open invoice (%s)', to_char(v_period, 'YYYY-MM'));
+      end if;
+    end if;
+    if v_where is not null then
+      raise exception 'cannot change the currency of client "%" from % to %: it has % in %',
+        old.client_id, old.currency, new.currency, v_where, old.currency
+        using errcode = 'SL410',
+              hint = format('billing records keep their currency; bill %s under a new client id '
+                            '(stepledger client add %s-%s --name ... --currency %s)',
+                            new.currency, old.client_id, lower(new.currency), new.currency);
     end if;
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
     values (old.client_id, '-infinity', 'infinity', 'currency');
