@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, make_client, make_pipeline, uid
+from stepledger.billing.sql import loads
 from stepledger.config import Settings
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -125,3 +126,47 @@ def test_add_refuses_bad_input_with_one_line(cli: Run) -> None:
     assert "invalid client id" in one_line_error(cli("client", "add", "Bad Id", "--name", "x"))
     assert "invalid currency" in one_line_error(
         cli("client", "add", uid("c"), "--name", "x", "--currency", "euro"))
+
+
+# -- Defect 5 (CLI): price list and token revoke -------------------------------------------------
+
+def test_price_list_refuses_an_unknown_client(cli: Run) -> None:
+    line = one_line_error(cli("price", "list", "--client", "nobody"))
+    assert line == "stepledger: unknown client 'nobody' (see `stepledger client list`)"
+
+
+def test_price_list_shows_a_future_price_as_scheduled(cli: Run, su_conn: psycopg.Connection
+                                                      ) -> None:
+    pipeline = make_pipeline(su_conn, ["a"])
+    future = (datetime.now(UTC) + timedelta(days=40)).date().isoformat()
+    for price, since in (("1", "2025-01-01"), ("2", future)):
+        done = cli("price", "set", pipeline, "a", price, "--from", since)
+        assert done.returncode == 0, done.stderr
+    text = cli("price", "list", "--pipeline", pipeline)
+    assert text.returncode == 0, text.stderr
+    current, scheduled = text.stdout.splitlines()
+    assert f"until {future}" in current and "in force" not in current
+    assert f"from {future}" in scheduled and scheduled.endswith("scheduled")
+    listed = loads(cli("price", "list", "--pipeline", pipeline, "--json").stdout)
+    assert [r["status"] for r in listed] == ["in force", "scheduled"]
+
+
+def test_token_revoke_of_a_malformed_id_says_so_in_one_line(cli: Run) -> None:
+    line = one_line_error(cli("token", "revoke", "not-a-uuid"))
+    assert line.startswith("stepledger: token id 'not-a-uuid' is not a UUID")
+    assert "invalid input syntax" not in line
+
+
+# -- Pipeline developers: step keys next to titles -----------------------------------------------
+
+def test_pipeline_show_lists_step_keys_with_titles(cli: Run, su_conn: psycopg.Connection
+                                                   ) -> None:
+    pipeline = make_pipeline(su_conn, ["load_images", "segment"])
+    done = cli("pipeline", "show", pipeline)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{pipeline}: Billing test {pipeline} (version 1, 2 steps")
+    assert lines[2].split() == ["1", "load_images", "Load_Images"]
+    assert lines[3].split() == ["2", "segment", "Segment"]
+    assert "unknown pipeline 'nope'" in one_line_error(cli("pipeline", "show", "nope"))
+

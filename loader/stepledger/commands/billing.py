@@ -103,7 +103,11 @@ def cmd_price_list(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         who = r["client_id"] or "(default)"
-        until = f"until {r['until']}" if r["until"] else "in force"
+        # A future row is scheduled, not in force; a row replaced by a later one shows until when.
+        if r["status"] == "scheduled":
+            until = "scheduled" + (f", until {r['until']}" if r["until"] else "")
+        else:
+            until = f"until {r['until']}" if r["until"] else "in force"
         tiers = " ".join(f"{t['from_units']}+:{t['unit_price']}" for t in r["tiers"])
         print(f"{r['price_id']:>6}  {r['pipeline']:<14} {r['step']:<26} {who:<14} "
               f"{r['unit_price']!s:>10} {r['currency']}  from {r['effective_from']}  {until}"

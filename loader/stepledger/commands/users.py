@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 
-from stepledger import auth
+from stepledger import StepledgerError, auth
 from stepledger.config import Settings
 from stepledger.db import connect_owner
 
@@ -108,6 +109,11 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    try:
+        uuid.UUID(args.token_id)
+    except ValueError:
+        raise StepledgerError(f"token id {args.token_id!r} is not a UUID; the ids are in the "
+                              "first column of `stepledger token list`") from None
     with connect_owner(Settings.from_env()) as conn:
         row = auth.revoke_api_token(conn, args.token_id)
     print(f"stepledger: token {row['token_id']} revoked at {row['revoked_at']}")
