@@ -22,6 +22,8 @@ import httpx
 from stepledger import StepledgerError
 
 T = TypeVar("T")
+# How long a command waits for the API to answer at all before it gives up (stack down).
+REACH_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -155,6 +157,27 @@ class IngestClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def check_reachable(self, within_s: float = REACH_TIMEOUT_S,
+                        sleep: Callable[[float], object] = time.sleep) -> None:
+        """Fail within seconds, not after a minute of retries, when nothing answers at the URL
+        (or the gateway answers that the API behind it is down). Any other answer, even a 401,
+        means the API is there; the request itself then reports what is wrong."""
+        deadline = time.monotonic() + within_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                response = self.http.get("/", timeout=max(0.5, min(2.0, left)))
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {exc or 'no answer'}"
+            else:
+                if response.status_code not in (502, 503, 504):
+                    return
+                reason = f"HTTP {response.status_code} from the gateway"
+            if time.monotonic() + 0.25 >= deadline:
+                raise StepledgerError(f"cannot reach the API at {self.base_url} ({reason}); "
+                                      "is the stack up? try `stepledger up`")
+            sleep(0.25)
 
     def _post(self, path: str, what: str, **kwargs: object) -> object:
         try:
