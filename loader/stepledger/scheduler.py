@@ -42,11 +42,19 @@ log = logging.getLogger("stepledger.scheduler")
 
 @dataclass(frozen=True)
 class Task:
-    """An SQL statement run every `every_s` seconds and on `NOTIFY stepledger_scheduler, name`."""
+    """An SQL statement (or a Python function of the connection, for work the database cannot
+    do, such as rendering PDFs) run every `every_s` seconds and on
+    `NOTIFY stepledger_scheduler, name`."""
 
     name: str
-    sql: str
+    sql: str | Callable[[psycopg.Connection], object]
     every_s: float
+
+
+def _render_invoices(conn: psycopg.Connection) -> object:
+    from stepledger.billing.documents import render_missing
+
+    return {"rendered": render_missing(conn)}
 
 
 def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
@@ -57,6 +65,9 @@ def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
         Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
              refresh_every_s),
         Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
+        # PDFs of finalized invoices (ledger._finalize_invoice notifies; the interval catches up
+        # after an outage of the scheduler).
+        Task("render_invoices", _render_invoices, refresh_every_s),
     ]
 
 
@@ -79,14 +90,20 @@ class Scheduler:
     def run_task(self, conn: psycopg.Connection, task: Task) -> None:
         started = self.clock()
         try:
-            row = conn.execute(task.sql).fetchone()  # type: ignore[arg-type]
+            if callable(task.sql):
+                result = task.sql(conn)
+            else:
+                row = conn.execute(task.sql).fetchone()  # type: ignore[arg-type]
+                result = row[0] if row else None
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:
             log.error("task %s failed: %s", task.name, exc.diag.message_primary or exc)
             return
+        except Exception:  # a renderer's own failure must not stop the other tasks
+            log.exception("task %s failed", task.name)
+            return
         self.runs[task.name] += 1
-        result = row[0] if row else None
         log.info("task %s done in %.0f ms: %s", task.name, (self.clock() - started) * 1000, result)
 
     def run(self, once: bool = False) -> None:

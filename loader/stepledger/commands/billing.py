@@ -14,6 +14,7 @@ import psycopg
 from stepledger import StepledgerError
 from stepledger.billing import invoice as invoices
 from stepledger.billing import prices
+from stepledger.billing.documents import render_missing
 from stepledger.billing.sql import dumps, one_json
 from stepledger.config import Settings
 from stepledger.db import connect_owner
@@ -52,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--note")
     p.set_defaults(func=cmd_price_minimum)
 
-    p = subparsers.add_parser("invoice", help="show (or finalize) a client's invoice for a month")
+    p = subparsers.add_parser("invoice", help="show (or finalize) a client's invoice for a month",
+                              description="Show a client's invoice for a month (the draft until "
+                                          "the month is finalized) as JSON, CSV, HTML or PDF; "
+                                          "the PDF prints the HTML view.")
     p.add_argument("client_id", metavar="CLIENT")
     p.add_argument("period", metavar="PERIOD", help="calendar month YYYY-MM (UTC)")
     p.add_argument("--format", choices=invoices.FORMATS, default="json")
@@ -128,23 +132,34 @@ def cmd_price_minimum(args: argparse.Namespace) -> int:
 
 def cmd_invoice(args: argparse.Namespace) -> int:
     prices.parse_month(args.period)
+    if args.format == "pdf" and args.output is None and sys.stdout.isatty():
+        raise StepledgerError("a PDF is binary: give --output FILE.pdf (or redirect stdout)")
     with _connect("invoice") as conn:
         if args.finalize:
             document = invoices.finalize(conn, args.client_id, args.period)
+            # The PDF the client downloads, rendered now rather than by the scheduler.
+            render_missing(conn)
         else:
             document = invoices.fetch(conn, args.client_id, args.period)
         name = invoices.client_name(conn, args.client_id)
-    text = invoices.render(document, args.format, name)
+    content: str | bytes = (invoices.render_pdf(document, name) if args.format == "pdf"
+                            else invoices.render(document, args.format, name))
     if args.output is not None:
         try:
-            args.output.write_text(text)
+            if isinstance(content, bytes):
+                args.output.write_bytes(content)
+            else:
+                args.output.write_text(content)
         except OSError as exc:
             raise StepledgerError(f"{args.output}: {exc.strerror}") from None
-        print(f"stepledger: {document['status']} invoice of {args.client_id} for {args.period}: "
-              f"{document['total']} {document['currency']} written to {args.output}",
-              file=sys.stderr)
+        number = f" {document['invoice_no']}" if document.get("invoice_no") else ""
+        print(f"stepledger: {document['status']} invoice{number} of {args.client_id} for "
+              f"{args.period}: {document['total']} {document['currency']} written to "
+              f"{args.output}", file=sys.stderr)
+    elif isinstance(content, bytes):
+        sys.stdout.buffer.write(content)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(content)
     return 0
 
 
