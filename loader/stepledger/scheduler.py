@@ -51,10 +51,38 @@ class Task:
     every_s: float
 
 
-def _render_invoices(conn: psycopg.Connection) -> object:
-    from stepledger.billing.documents import render_missing
+_renderer: subprocess.Popen[bytes] | None = None
+RENDER_NICE = 10
 
-    return {"rendered": render_missing(conn)}
+
+def _render_invoices(conn: psycopg.Connection) -> object:
+    """PDFs of finalized invoices that have none: rendered by `stepledger billing render-pdfs`
+    in a child process at a lower CPU priority, so rendering never delays the SQL tasks; one
+    child at a time, which renders until nothing is missing."""
+    global _renderer
+    if _renderer is not None and _renderer.poll() is None:
+        return {"renderer": _renderer.pid, "state": "still rendering"}
+    row = conn.execute("select count(*) from ledger.invoices i where not exists ("
+                       "select from ledger.invoice_documents d "
+                       "where d.client_id = i.client_id and d.period = i.period)").fetchone()
+    missing = int(row[0]) if row else 0
+    if not missing:
+        return {"missing": 0}
+    _renderer = subprocess.Popen(
+        [sys.executable, "-m", "stepledger", "billing", "render-pdfs"],
+        stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(RENDER_NICE))
+    return {"missing": missing, "renderer": _renderer.pid}
+
+
+def stop_renderer() -> None:
+    """Stop a running PDF renderer (the scheduler is stopping); what it did not render is
+    rendered by the next scheduler."""
+    if _renderer is not None and _renderer.poll() is None:
+        _renderer.terminate()
+        try:
+            _renderer.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _renderer.kill()
 
 
 def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
@@ -65,9 +93,9 @@ def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
         Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
              refresh_every_s),
         Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
-        # PDFs of finalized invoices (ledger._finalize_invoice notifies; the interval catches up
-        # after an outage of the scheduler).
-        Task("render_invoices", _render_invoices, refresh_every_s),
+        # PDFs of finalized invoices (ledger._finalize_invoice notifies; the short interval
+        # catches invoices finalized while a renderer was finishing).
+        Task("render_invoices", _render_invoices, min(refresh_every_s, 30.0)),
     ]
 
 
@@ -258,5 +286,8 @@ def main_loop(settings: Settings, refresh_every_s: float, once: bool) -> None:
     scheduler.install_signal_handlers()
     intervals = {t.name: t.every_s for t in scheduler.tasks.values()}
     log.info("scheduler started: %s", json.dumps(intervals))
-    scheduler.run(once=once)
+    try:
+        scheduler.run(once=once)
+    finally:
+        stop_renderer()
     log.info("scheduler stopped")

@@ -19,13 +19,14 @@ logging.getLogger("weasyprint").setLevel(logging.WARNING)
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
-def render_missing(conn: psycopg.Connection, limit: int = 50) -> int:
-    """Render and store the PDFs of finalized invoices that have none yet; returns how many.
+def render_missing(conn: psycopg.Connection, limit: int | None = 50) -> int:
+    """Render and store the PDFs of finalized invoices that have none yet (at most `limit`, None:
+    until none is missing, those finalized meanwhile included); returns how many.
 
     Run as the schema owner. Each invoice is claimed with FOR UPDATE SKIP LOCKED in its own
     transaction, so two renderers never render the same one twice."""
     done = 0
-    for _ in range(limit):
+    while limit is None or done < limit:
         with conn.transaction():
             row = conn.execute(
                 """

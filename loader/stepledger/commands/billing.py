@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -73,6 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_billing_refresh)
     p = billing_sub.add_parser("status", help="when usage was last refreshed, changes since")
     p.set_defaults(func=cmd_billing_status)
+    p = billing_sub.add_parser("render-pdfs",
+                               help="render the PDFs of finalized invoices that have none yet "
+                                    "(the stack's scheduler does it after each finalization)")
+    p.set_defaults(func=cmd_billing_render_pdfs)
 
 
 def _connect(action: str) -> psycopg.Connection:
@@ -176,4 +181,12 @@ def cmd_billing_status(args: argparse.Namespace) -> int:
         result = one_json(conn, "select coalesce((select to_jsonb(f) from api.usage_freshness f),"
                                 " '{}')::text", [])
     print(dumps(result, indent=None))
+    return 0
+
+
+def cmd_billing_render_pdfs(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with _connect("billing render-pdfs") as conn:
+        rendered = render_missing(conn, limit=None)
+    print(f"stepledger: rendered {rendered} invoice PDFs")
     return 0
