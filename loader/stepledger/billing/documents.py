@@ -19,9 +19,11 @@ logging.getLogger("weasyprint").setLevel(logging.WARNING)
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
-def render_missing(conn: psycopg.Connection, limit: int | None = 50) -> int:
+def render_missing(conn: psycopg.Connection, limit: int | None = 50,
+                   client_id: str | None = None, period: str | None = None) -> int:
     """Render and store the PDFs of finalized invoices that have none yet (at most `limit`, None:
-    until none is missing, those finalized meanwhile included); returns how many.
+    until none is missing, those finalized meanwhile included; only one client's or period's
+    when given); returns how many.
 
     Run as the schema owner. Each invoice is claimed with FOR UPDATE SKIP LOCKED in its own
     transaction, so two renderers never render the same one twice."""
@@ -34,9 +36,12 @@ def render_missing(conn: psycopg.Connection, limit: int | None = 50) -> int:
                   from ledger.invoices i
                  where not exists (select from ledger.invoice_documents d
                                     where d.client_id = i.client_id and d.period = i.period)
+                   and (%(client)s::text is null or i.client_id = %(client)s)
+                   and (%(period)s::text is null or i.period = to_date(%(period)s, 'YYYY-MM'))
                  order by i.finalized_at
                  limit 1
-                   for update of i skip locked""").fetchone()
+                   for update of i skip locked""",
+                {"client": client_id, "period": period}).fetchone()
             if row is None:
                 break
             client_id, period = row

@@ -143,7 +143,7 @@ def cmd_invoice(args: argparse.Namespace) -> int:
         if args.finalize:
             document = invoices.finalize(conn, args.client_id, args.period)
             # The PDF the client downloads, rendered now rather than by the scheduler.
-            render_missing(conn)
+            render_missing(conn, client_id=args.client_id, period=args.period)
         else:
             document = invoices.fetch(conn, args.client_id, args.period)
         name = invoices.client_name(conn, args.client_id)
