@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,16 +24,21 @@ pytestmark = pytest.mark.stack
 expect.set_options(timeout=20_000)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/bootstrap.sh --test`")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def in_own_thread(scenario: Callable[[Browser], None]) -> None:
+    """Run a browser scenario on a thread of its own: Playwright's sync API refuses to start in
+    a thread where another test module's Playwright (tests/test_web.py) is running."""
+    def run() -> None:
+        if not Path(CHROMIUM).exists():
+            pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/bootstrap.sh --test`")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                         headless=True)
+            try:
+                scenario(browser)
+            finally:
+                browser.close()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(run).result()
 
 
 def last_month() -> str:
@@ -73,8 +79,15 @@ def wait_for_pdf(api_url: str, token: str, client: str, period: str) -> None:
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_admin_finalizes_and_the_client_downloads_the_pdf(
-        browser: Browser, settings: Settings, su_conn: psycopg.Connection, api_url: str,
+        settings: Settings, su_conn: psycopg.Connection, api_url: str,
         jwt_for: Callable[..., str], viewport: dict[str, int]) -> None:
+    in_own_thread(lambda browser: finalize_and_download(browser, settings, su_conn, api_url,
+                                                        jwt_for, viewport))
+
+
+def finalize_and_download(browser: Browser, settings: Settings, su_conn: psycopg.Connection,
+                          api_url: str, jwt_for: Callable[..., str],
+                          viewport: dict[str, int]) -> None:
     period = last_month()
     pipeline = make_pipeline(su_conn, ["scan"])
     client = make_client(su_conn)
