@@ -22,6 +22,8 @@ die() { echo "bootstrap: error: $*" >&2; exit 1; }
 # --- system packages -------------------------------------------------------------------------
 packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema
           nginx postgresql-15-cron)
+# Invoice PDFs: WeasyPrint (pyproject.toml) prints with Pango and HarfBuzz, in a Debian font.
+packages+=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
 if [[ $want_test -eq 1 ]]; then
     # Browser tests (tests/test_web.py): Debian's Chromium, and the fonts the app's stylesheet
     # falls back to (a Chromium recommendation that --no-install-recommends would skip).

@@ -103,7 +103,7 @@ def test_unknown_role_is_refused_by_the_cli(settings: Settings) -> None:
      'unknown client "no-such-client"'),
     (["token", "create", "--name", ""], "needs a name"),
     (["token", "revoke", "00000000-0000-4000-8000-000000000000"], "unknown API token"),
-    (["token", "revoke", "not-a-uuid"], "invalid input syntax for type uuid"),
+    (["token", "revoke", "not-a-uuid"], "is not a UUID"),
 ])
 def test_bad_token_commands_fail_with_one_line(settings: Settings, args: list[str],
                                                reason: str) -> None:

@@ -130,8 +130,10 @@ def test_invoice_renders_json_csv_and_html(
     as_json = cli("invoice", client, "2025-01")
     assert as_json.returncode == 0, as_json.stderr
     document = loads(as_json.stdout)
-    assert {k: v for k, v in document.items() if k != "generated_at"} == \
-        {k: v for k, v in expected.items() if k != "generated_at"}
+    # generated_at and source (materialized or live) depend on when the scheduler's refresh
+    # after the price change ran; the document is the same either way.
+    assert {k: v for k, v in document.items() if k not in ("generated_at", "source")} == \
+        {k: v for k, v in expected.items() if k not in ("generated_at", "source")}
     assert list(document)[:4] == ["client_id", "period", "status", "currency"]
 
     as_csv = cli("invoice", client, "2025-01", "--format", "csv")
@@ -169,7 +171,7 @@ def test_invoice_finalize_from_the_command_line(
     again = cli("invoice", client, "2025-01", "--finalize")
     assert "already finalized" in one_line_error(again)
     shown = cli("invoice", client, "2025-01", "--format", "html")
-    assert shown.returncode == 0 and f"{client}-202501" in shown.stdout
+    assert shown.returncode == 0 and f"{client}-0001" in shown.stdout
 
 
 def test_billing_refresh_and_status(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:

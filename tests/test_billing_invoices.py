@@ -63,7 +63,9 @@ def test_a_finalized_invoice_never_changes_and_late_events_become_adjustments(
     client, pipeline, job = billed["client"], billed["pipeline"], billed["job"]
     frozen = finalize(su_conn, client, "2025-01")
     assert frozen["status"] == "finalized"
-    assert frozen["invoice_no"] == f"{client}-202501"
+    # Numbered within the client: its first invoice; due after the client's payment terms.
+    assert (frozen["invoice_no"], frozen["number"]) == (f"{client}-0001", 1)
+    assert frozen["due_on"] > frozen["issued_on"]
     assert frozen["total"] == D("16.00")
     assert without_clock(invoice(su_conn, client, "2025-01")) == without_clock(frozen)
 

@@ -229,6 +229,7 @@ def test_a_refused_token_is_a_clear_error_and_the_events_are_kept(
     error = caught.value
     assert error.status == 401
     assert "HTTP 401" in str(error) and "stepledger token create" in str(error)
+    assert "token= to Tracker(...)" in str(error) and "--token" not in str(error)
     assert error.dead is not None and error.dead.parent.name == "dead"
     assert len(read_batch(error.dead)) == 4
     assert "HTTP 401" in error.dead.with_suffix(".reason").read_text()
@@ -246,7 +247,11 @@ def test_rejected_events_are_reported_not_retried(make_tracker: Callable[..., Tr
     seen: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     tracker = make_tracker(on_rejected=lambda event, errors: seen.append((event, errors)))
     job_id = f"{new_tag()}-rejected"
-    emit_steps(tracker, job_id, ["dicom-intake", "no-such-step"])
+    emit_steps(tracker, job_id, ["dicom-intake"])
+    # job.step() refuses an unknown key itself (test_sdk_steps.py); emit() sends what it gets.
+    for status in ("started", "completed"):
+        tracker.emit({"client_id": "st-mary", "job_id": job_id, "pipeline": "botimage",
+                      "step": "no-such-step", "status": status, "attempt": 1})
     assert tracker.flush(timeout_s=30)
     assert [(e["step"], e["status"]) for e, _ in seen] == [("no-such-step", "started"),
                                                           ("no-such-step", "completed")]

@@ -95,20 +95,106 @@ end
 $$;
 comment on function ledger.register_pipeline(jsonb) is 'Registers a pipeline definition (schemas/pipeline.v1.json) or a new version of it.';
 
-create or replace function ledger.add_client(p_client_id text, p_name text, p_currency text default 'EUR')
-returns ledger.clients
-language plpgsql volatile
+create or replace function ledger._check_client_fields(p_client_id text, p_name text, p_currency text,
+                                                       p_payment_terms_days integer)
+returns void
+language plpgsql immutable
 set search_path = pg_catalog, pg_temp
 as $$
--- Adds a client or updates its name and currency; the id is the slug events carry in client_id.
-declare
-  v_row ledger.clients;
+-- The checks shared by create_client, update_client and add_client (SL103), so each says what is
+-- wrong before a CHECK constraint would.
 begin
   if p_client_id is null or p_client_id !~ '^[a-z0-9][a-z0-9_-]{0,62}$' then
     raise exception 'invalid client id "%"', p_client_id
       using errcode = 'SL103', hint = 'lower-case letters, digits, _ and -, starting with a letter or digit, at most 63 characters';
   end if;
-  if p_currency is null or p_currency !~ '^[A-Z]{3}$' then
+  if p_name is not null and length(p_name) not between 1 and 200 then
+    raise exception 'invalid name for client "%": 1 to 200 characters', p_client_id using errcode = 'SL103';
+  end if;
+  if p_currency is not null and p_currency !~ '^[A-Z]{3}$' then
+    raise exception 'invalid currency "%"', p_currency using errcode = 'SL103', hint = 'an ISO 4217 code such as EUR';
+  end if;
+  if p_payment_terms_days is not null and p_payment_terms_days not between 0 and 365 then
+    raise exception 'invalid payment terms for client "%": % days', p_client_id, p_payment_terms_days
+      using errcode = 'SL103', hint = 'days from the issue date to the due date, 0 to 365';
+  end if;
+end
+$$;
+comment on function ledger._check_client_fields(text, text, text, integer) is 'Validates client fields (SL103).';
+
+create or replace function ledger.create_client(p_client_id text, p_name text, p_currency text default 'EUR',
+                                                p_payment_terms_days integer default null)
+returns ledger.clients
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- Adds a new client; an existing id is refused (SL104), never changed: `stepledger client add`.
+declare
+  v_row ledger.clients;
+begin
+  perform ledger._check_client_fields(p_client_id, p_name, coalesce(p_currency, 'EUR'), p_payment_terms_days);
+  if p_name is null then
+    raise exception 'a new client needs a name' using errcode = 'SL103';
+  end if;
+  insert into ledger.clients as c (client_id, name, currency)
+  values (p_client_id, p_name, coalesce(p_currency, 'EUR'))
+  on conflict (client_id) do nothing
+  returning * into v_row;
+  if found and p_payment_terms_days is not null then  -- else the column's default
+    update ledger.clients c set payment_terms_days = p_payment_terms_days
+     where c.client_id = p_client_id
+    returning * into v_row;
+  elsif not found then
+    select * into v_row from ledger.clients c where c.client_id = p_client_id;
+    raise exception 'client "%" already exists (%, %)', p_client_id, v_row.name, v_row.currency
+      using errcode = 'SL104', hint = 'change it with `stepledger client update ' || p_client_id || '`';
+  end if;
+  return v_row;
+end
+$$;
+comment on function ledger.create_client(text, text, text, integer) is 'Adds a new client; refuses an existing id (SL104).';
+
+create or replace function ledger.update_client(p_client_id text, p_name text default null,
+                                                p_currency text default null,
+                                                p_payment_terms_days integer default null)
+returns ledger.clients
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- Changes an existing client's name, currency or payment terms (null: unchanged). A currency
+-- change is guarded by the trigger billing_currency_change (SL410), whatever the path.
+declare
+  v_row ledger.clients;
+begin
+  perform ledger._check_client_fields(p_client_id, p_name, p_currency, p_payment_terms_days);
+  update ledger.clients c
+     set name = coalesce(p_name, c.name),
+         currency = coalesce(p_currency, c.currency),
+         payment_terms_days = coalesce(p_payment_terms_days, c.payment_terms_days)
+   where c.client_id = p_client_id
+  returning * into v_row;
+  if not found then
+    raise exception 'unknown client "%"', p_client_id
+      using errcode = 'SL404', hint = 'add it with `stepledger client add ' || p_client_id || ' --name NAME`';
+  end if;
+  return v_row;
+end
+$$;
+comment on function ledger.update_client(text, text, text, integer) is 'Changes a client''s name, currency (SL410 rules) or payment terms.';
+
+create or replace function ledger.add_client(p_client_id text, p_name text, p_currency text default 'EUR')
+returns ledger.clients
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- Idempotent set-up for scripts and demos: creates the client, or brings an existing one to this
+-- name and currency (a currency change is still guarded by billing_currency_change, SL410).
+-- Operators use create_client / update_client (`stepledger client add|update`).
+declare
+  v_row ledger.clients;
+begin
+  perform ledger._check_client_fields(p_client_id, p_name, p_currency, null);
+  if p_currency is null then
     raise exception 'invalid currency "%"', p_currency using errcode = 'SL103', hint = 'an ISO 4217 code such as EUR';
   end if;
   insert into ledger.clients as c (client_id, name, currency) values (p_client_id, p_name, p_currency)
@@ -117,4 +203,4 @@ begin
   return v_row;
 end
 $$;
-comment on function ledger.add_client(text, text, text) is 'Adds a client (or renames it / changes its currency).';
+comment on function ledger.add_client(text, text, text) is 'Set-up scripts: adds a client or brings it to this name and currency (idempotent).';

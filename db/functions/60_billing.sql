@@ -11,8 +11,8 @@
 --   SL403  currency differs from the client's    SL404  unknown client
 --   SL405  invalid period (not YYYY-MM)          SL406  caller may not see or do this
 --   SL407  period not over yet                   SL408  invoice already finalized
---   SL409  billing records are immutable         SL410  currency change after finalized invoices
---   SL411  invalid monthly minimum
+--   SL409  billing records are immutable         SL410  currency change refused (billed in it)
+--   SL411  invalid monthly minimum               SL412  no PDF of that invoice (HTTP 404)
 
 -- ---------------------------------------------------------------------------------------------
 -- Small helpers
@@ -524,7 +524,8 @@ do $$
 declare
   t text;
 begin
-  foreach t in array array['prices', 'client_minimums', 'invoices', 'invoice_lines'] loop
+  foreach t in array array['prices', 'client_minimums', 'invoices', 'invoice_lines',
+                            'invoice_documents'] loop
     execute format('create or replace trigger immutable_rows before update or delete on ledger.%I
                       for each row execute function ledger.tg_billing__immutable()', t);
     execute format('create or replace trigger immutable_table before truncate on ledger.%I
@@ -537,14 +538,40 @@ create or replace function ledger.tg_clients__currency_change() returns trigger
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
--- A client's currency may change only while none of its invoices is finalized (adjustments of a
--- finalized invoice must be in its currency); the change reprices every open period.
+-- A client's currency may change only before anything is billed in the old one: not once an
+-- invoice is finalized (its adjustments must stay in its currency), not while the client has
+-- its own prices or minimums in the old currency (the price book is append-only: they would be
+-- orphaned), and not while an open invoice bills completed steps (it would be repriced). The
+-- rule holds for every path: the CLI, psql, PostgREST. A change reprices nothing else.
+declare
+  v_where text;
+  v_period date;
 begin
   if new.currency is distinct from old.currency then
     if exists (select from ledger.invoices i where i.client_id = old.client_id) then
-      raise exception 'client "%" has finalized invoices in %; its currency cannot change',
-        old.client_id, old.currency
-        using errcode = 'SL410', hint = 'bill the new currency under a new client id';
+      v_where := 'finalized invoices';
+    elsif exists (select from ledger.prices p
+                   where p.client_id = old.client_id and p.currency = old.currency) then
+      v_where := 'its own prices';
+    elsif exists (select from ledger.client_minimums m
+                   where m.client_id = old.client_id and m.currency = old.currency) then
+      v_where := 'a monthly minimum';
+    else
+      select ledger._month(js.completed_at) into v_period
+        from ledger.job_steps js
+       where js.client_id = old.client_id and js.completed_at is not null
+       limit 1;
+      if v_period is not null then
+        v_where := format('an open invoice (%s)', to_char(v_period, 'YYYY-MM'));
+      end if;
+    end if;
+    if v_where is not null then
+      raise exception 'cannot change the currency of client "%" from % to %: it has % in %',
+        old.client_id, old.currency, new.currency, v_where, old.currency
+        using errcode = 'SL410',
+              hint = format('billing records keep their currency; bill %s under a new client id '
+                            '(stepledger client add %s-%s --name ... --currency %s)',
+                            new.currency, old.client_id, lower(new.currency), new.currency);
     end if;
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
     values (old.client_id, '-infinity', 'infinity', 'currency');
@@ -739,6 +766,8 @@ declare
   v_inv ledger.invoices;
   v_lines jsonb;
   v_currency text;
+  v_name text;
+  v_terms integer;
   v_sources text[];
 begin
   select * into v_inv from ledger.invoices i where i.client_id = p_client_id and i.period = p_period;
@@ -755,6 +784,9 @@ begin
     return jsonb_build_object(
       'client_id', v_inv.client_id, 'period', to_char(v_inv.period, 'YYYY-MM'),
       'status', 'finalized', 'currency', v_inv.currency, 'invoice_no', v_inv.invoice_no,
+      'number', v_inv.number, 'issued_on', v_inv.issued_on, 'due_on', v_inv.due_on,
+      'payment_terms_days', v_inv.due_on - v_inv.issued_on,
+      'client_name', (select c.name from ledger.clients c where c.client_id = v_inv.client_id),
       'lines', v_lines, 'usage_amount', v_inv.usage_amount,
       'minimum_amount', v_inv.minimum_amount, 'adjustments_amount', v_inv.adjustments_amount,
       'total', v_inv.total,
@@ -765,7 +797,8 @@ begin
       'generated_at', now(), 'source', 'finalized');
   end if;
 
-  select c.currency into v_currency from ledger.clients c where c.client_id = p_client_id;
+  select c.currency, c.name, c.payment_terms_days into v_currency, v_name, v_terms
+    from ledger.clients c where c.client_id = p_client_id;
   select coalesce(jsonb_agg(jsonb_build_object(
            'line_no', l.line_no, 'kind', l.kind, 'pipeline', l.pipeline, 'step', l.step,
            'unit_price', l.unit_price, 'units', l.units, 'amount', l.amount,
@@ -777,7 +810,8 @@ begin
     from ledger._invoice_lines(p_client_id, p_period) l;
   return jsonb_build_object(
     'client_id', p_client_id, 'period', to_char(p_period, 'YYYY-MM'), 'status', 'draft',
-    'currency', v_currency, 'invoice_no', null, 'lines', v_lines,
+    'currency', v_currency, 'invoice_no', null, 'number', null, 'issued_on', null, 'due_on', null,
+    'payment_terms_days', v_terms, 'client_name', v_name, 'lines', v_lines,
     'usage_amount', ledger._sum_amounts(v_lines, 'usage'),
     'minimum_amount', ledger._sum_amounts(v_lines, 'minimum'),
     'adjustments_amount', ledger._sum_amounts(v_lines, 'adjustment'),
@@ -830,6 +864,39 @@ $$;
 comment on function api.invoice(text, text) is
   'The invoice of a client for a period (YYYY-MM): lines (pipeline, step, units, unit_price, amount), total, currency and status (draft until an admin finalizes the period, then frozen). Late events for a finalized period appear as adjustment lines on the next open invoice.';
 
+-- PDFs are served with their own media type (a PostgREST 12 media type handler: a function
+-- returning a domain named after the type answers Accept: application/pdf with the raw bytes).
+do $$
+begin
+  if to_regtype('api."application/pdf"') is null then
+    create domain api."application/pdf" as bytea;
+  end if;
+end
+$$;
+
+create or replace function api.invoice_pdf(client_id text, period text) returns api."application/pdf"
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- GET /rpc/invoice_pdf?client_id=C&period=YYYY-MM with Accept: application/pdf. Runs with the
+-- caller's rights: another client's invoice is as absent as one that does not exist.
+declare
+  v_pdf bytea;
+begin
+  select d.document into v_pdf
+    from ledger.invoice_documents d
+   where d.client_id = invoice_pdf.client_id and d.period = ledger._parse_period(invoice_pdf.period);
+  if v_pdf is null then
+    perform ledger._raise_not_found('SL412',
+      format('no PDF of an invoice of client "%s" for %s', invoice_pdf.client_id, invoice_pdf.period),
+      'a PDF exists once the month is finalized (it is ready seconds later); a client sees only its own invoices');
+  end if;
+  return v_pdf;
+end
+$$;
+comment on function api.invoice_pdf(text, text) is
+  'The PDF of a finalized invoice (send Accept: application/pdf): the same document as the HTML and CLI views. Clients get their own invoices only.';
+
 create or replace function ledger._finalize_invoice(p_client_id text, p_period text) returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -843,6 +910,9 @@ declare
   v_currency text;
   v_lines jsonb;
   v_actor record := ledger._actor();
+  v_terms integer;
+  v_number integer;
+  v_issued date;
 begin
   if v_role not in ('admin', 'stepledger_owner') then
     raise exception 'role "%" may not finalize invoices', v_role using errcode = 'SL406';
@@ -852,7 +922,8 @@ begin
       using errcode = 'SL407', hint = 'a period can be finalized once its month has ended (UTC)';
   end if;
   -- One finalization per client at a time; concurrent ones wait here, then see the first.
-  select c.currency into v_currency from ledger.clients c where c.client_id = p_client_id for update;
+  select c.currency, c.payment_terms_days into v_currency, v_terms
+    from ledger.clients c where c.client_id = p_client_id for update;
   if not found then
     raise exception 'unknown client "%"', p_client_id using errcode = 'SL404';
   end if;
@@ -865,10 +936,15 @@ begin
   select coalesce(jsonb_agg(to_jsonb(l) order by l.line_no), '[]') into v_lines
     from ledger._invoice_lines(p_client_id, v_period) l;
 
-  insert into ledger.invoices (client_id, period, invoice_no, currency, usage_amount,
-                               minimum_amount, adjustments_amount, total, lines_count,
+  -- Numbered within the client (1, 2, ...) under the client's row lock taken above: gapless,
+  -- and unique per client without a global index (docs/scaling.md).
+  select coalesce(max(i.number), 0) + 1 into v_number from ledger.invoices i where i.client_id = p_client_id;
+  v_issued := (now() at time zone 'UTC')::date;
+  insert into ledger.invoices (client_id, period, invoice_no, number, issued_on, due_on, currency,
+                               usage_amount, minimum_amount, adjustments_amount, total, lines_count,
                                finalized_by, finalized_role, finalized_token)
-  values (p_client_id, v_period, format('%s-%s', p_client_id, to_char(v_period, 'YYYYMM')),
+  values (p_client_id, v_period, format('%s-%s', p_client_id, lpad(v_number::text, 4, '0')),
+          v_number, v_issued, v_issued + v_terms,
           v_currency, ledger._sum_amounts(v_lines, 'usage'), ledger._sum_amounts(v_lines, 'minimum'),
           ledger._sum_amounts(v_lines, 'adjustment'), ledger._sum_amounts(v_lines, null),
           jsonb_array_length(v_lines), v_actor.actor, v_actor.role, v_actor.token);
@@ -884,6 +960,8 @@ begin
                                           amount numeric, description text);
   perform ledger._enqueue_invoice_finalized(p_client_id, v_period);  -- notifications outbox
 
+  -- The stack's scheduler renders the PDF of the new invoice soon after the commit.
+  perform pg_notify('stepledger_scheduler', 'render_invoices');
   return ledger._invoice_json(p_client_id, v_period);
 end
 $$;

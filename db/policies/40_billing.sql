@@ -15,7 +15,7 @@ do $$
 declare
   t text;
 begin
-  foreach t in array array['client_minimums', 'invoices', 'invoice_lines'] loop
+  foreach t in array array['client_minimums', 'invoices', 'invoice_lines', 'invoice_documents'] loop
     execute format('alter table ledger.%I enable row level security', t);
     execute format('drop policy if exists select_own_client on ledger.%I', t);
     execute format('create policy select_own_client on ledger.%I for select to client, bi_reader
@@ -37,12 +37,14 @@ $$;
 
 -- -- Tables -------------------------------------------------------------------------------------
 revoke all on ledger.prices, ledger.client_minimums, ledger.invoices, ledger.invoice_lines,
-              ledger.billing_changes, ledger.billing_refreshes, ledger.usage_lines_monthly
+              ledger.invoice_documents, ledger.billing_changes, ledger.billing_refreshes, ledger.usage_lines_monthly
   from public, anon, client, admin, ingest, bi_reader;
 
 grant select on ledger.prices, ledger.client_minimums, ledger.invoices, ledger.invoice_lines,
                 ledger.billing_changes
   to client, admin, bi_reader;
+-- Invoice PDFs: read by the invoice's client and admins; written only by the owner (the renderer).
+grant select on ledger.invoice_documents to client, admin;
 -- Append-only: admins insert the listed columns (through api.prices / api.client_minimums);
 -- ids, who and when are filled in by the database. No update, delete or truncate for anyone.
 grant insert (pipeline, step, client_id, unit_price, currency, effective_from, tiers, note)
@@ -107,4 +109,8 @@ grant execute on function ledger._month(timestamptz), ledger._sees_all_clients()
   to bi_reader;
 
 grant execute on function api.invoice(text, text) to client, admin;
+-- The PDF of a finalized invoice: runs with the caller's rights, so row-level security of
+-- ledger.invoice_documents keeps each client to its own.
+revoke execute on function api.invoice_pdf(text, text) from public;
+grant execute on function api.invoice_pdf(text, text) to client, admin;
 grant execute on function api.finalize_invoice(text, text), api.refresh_usage() to admin;

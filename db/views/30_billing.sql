@@ -102,10 +102,18 @@ select i.client_id,
        i.invoice_no,
        i.lines_count,
        i.finalized_at,
-       i.finalized_by
+       i.finalized_by,
+       i.number,
+       i.issued_on,
+       i.due_on,
+       exists (select from ledger.invoice_documents d
+                where d.client_id = i.client_id and d.period = i.period) as pdf_ready
   from ledger.invoices i;
 
 comment on view api.invoices is 'Finalized (immutable) invoices. Drafts of open periods: POST /rpc/invoice.';
+comment on column api.invoices.number is 'Number of the invoice within its client (1, 2, ...); invoice_no is the printed form.';
+comment on column api.invoices.due_on is 'Issue date plus the client''s payment terms.';
+comment on column api.invoices.pdf_ready is 'Whether the PDF is ready at GET /rpc/invoice_pdf (rendered within seconds of finalizing).';
 
 create or replace view api.invoice_lines with (security_invoker = true) as
 select l.client_id,

@@ -22,6 +22,8 @@ import httpx
 from stepledger import StepledgerError
 
 T = TypeVar("T")
+# How long a command waits for the API to answer at all before it gives up (stack down).
+REACH_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -60,9 +62,11 @@ class RequestRefused(ApiError):
     """A 4xx answer: the request itself is wrong (token, permission, body); do not retry."""
 
 
+# How the caller gives a token: the CLI's flag by default; the SDK names its own argument.
+CLI_TOKEN_ARGUMENT = "--token"
 _HINTS = {
-    401: "the token is missing, malformed or expired; pass --token or set STEPLEDGER_TOKEN "
-         "(create one with `stepledger token create`)",
+    401: "the token is missing, malformed or expired; pass {token_argument} or set "
+         "STEPLEDGER_TOKEN (create one with `stepledger token create`)",
     403: "the token's role may not do this; ingest needs an ingest token or an admin login",
     404: "no such endpoint; is the URL the stepledger API (e.g. http://127.0.0.1:3000)?",
     413: "the request body is too large; send smaller batches",
@@ -83,7 +87,8 @@ def _reason(response: httpx.Response) -> tuple[str, str | None]:
     return str(body)[:200], None
 
 
-def raise_for_answer(response: httpx.Response, what: str) -> None:
+def raise_for_answer(response: httpx.Response, what: str,
+                     token_argument: str = CLI_TOKEN_ARGUMENT) -> None:
     """Turn a non-2xx answer into TransientError or RequestRefused with a one-line reason."""
     if response.is_success:
         return
@@ -92,7 +97,7 @@ def raise_for_answer(response: httpx.Response, what: str) -> None:
     text = f"{what} failed with HTTP {status}: {message}"
     if status in (408, 429) or status >= 500:
         raise TransientError(text, status, code)
-    hint = _HINTS.get(status)
+    hint = _HINTS.get(status, "").format(token_argument=token_argument) or None
     raise RequestRefused(f"{text}; {hint}" if hint and hint not in text else text, status, code)
 
 
@@ -142,8 +147,10 @@ class IngestClient:
     """
 
     def __init__(self, base_url: str, token: str, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 token_argument: str = CLI_TOKEN_ARGUMENT) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token_argument = token_argument  # named in the hint of a 401
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
                                  headers={"Authorization": f"Bearer {token}"})
 
@@ -156,13 +163,34 @@ class IngestClient:
     def close(self) -> None:
         self.http.close()
 
+    def check_reachable(self, within_s: float = REACH_TIMEOUT_S,
+                        sleep: Callable[[float], object] = time.sleep) -> None:
+        """Fail within seconds, not after a minute of retries, when nothing answers at the URL
+        (or the gateway answers that the API behind it is down). Any other answer, even a 401,
+        means the API is there; the request itself then reports what is wrong."""
+        deadline = time.monotonic() + within_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                response = self.http.get("/", timeout=max(0.5, min(2.0, left)))
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {exc or 'no answer'}"
+            else:
+                if response.status_code not in (502, 503, 504):
+                    return
+                reason = f"HTTP {response.status_code} from the gateway"
+            if time.monotonic() + 0.25 >= deadline:
+                raise StepledgerError(f"cannot reach the API at {self.base_url} ({reason}); "
+                                      "is the stack up? try `stepledger up`")
+            sleep(0.25)
+
     def _post(self, path: str, what: str, **kwargs: object) -> object:
         try:
             response = self.http.post(path, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
             raise TransientError(f"{what}: cannot reach {self.base_url} "
                                  f"({type(exc).__name__}: {exc or 'no answer'})") from None
-        raise_for_answer(response, what)
+        raise_for_answer(response, what, self.token_argument)
         try:
             return response.json()
         except ValueError:
@@ -187,6 +215,21 @@ class IngestClient:
         return IngestResult.from_body(self._post(
             "/rpc/ingest_unreadable", "ingest", json={"lines": list(lines)}))
 
+    def get_json(self, path: str, what: str, params: dict[str, str],
+                 timeout: float | None = None) -> object:
+        """GET a JSON answer; errors typed as for POSTs."""
+        try:
+            response = self.http.get(path, params=params,
+                                     timeout=timeout if timeout is not None else self.http.timeout)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{what}: cannot reach {self.base_url} "
+                                 f"({type(exc).__name__}: {exc or 'no answer'})") from None
+        raise_for_answer(response, what, self.token_argument)
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientError(f"{what}: the answer is not JSON: {response.text[:200]}") from None
+
     def rpc(self, name: str, params: dict[str, object]) -> object:
         """Call another function of the API with named parameters."""
         return self._post(f"/rpc/{name}", name, json=params)
@@ -206,7 +249,8 @@ class IngestClient:
         return total
 
 
-def api_credentials(url: str | None = None, token: str | None = None) -> tuple[str, str]:
+def api_credentials(url: str | None = None, token: str | None = None,
+                    token_argument: str = CLI_TOKEN_ARGUMENT) -> tuple[str, str]:
     """The API URL and token for a CLI command.
 
     URL: `url`, else STEPLEDGER_URL, else the local stack's API port. Token: `token`, else
@@ -230,6 +274,6 @@ def api_credentials(url: str | None = None, token: str | None = None) -> tuple[s
             secret = ""
     if not secret:
         raise StepledgerError(
-            "no API token: pass --token or set STEPLEDGER_TOKEN (create one with "
+            f"no API token: pass {token_argument} or set STEPLEDGER_TOKEN (create one with "
             f"`stepledger token create`); the local stack's secret ({secret_file}) is not readable")
     return url, operator_token(secret)

@@ -43,14 +43,50 @@ log = logging.getLogger("stepledger.scheduler")
 
 @dataclass(frozen=True)
 class Task:
-    """An SQL statement run every `every_s` seconds and on `NOTIFY stepledger_scheduler, name`."""
+    """An SQL statement (or a Python function of the connection, for work the database cannot
+    do, such as rendering PDFs) run every `every_s` seconds and on
+    `NOTIFY stepledger_scheduler, name`."""
 
     name: str
-    sql: str
+    sql: str | Callable[[psycopg.Connection], object]
     every_s: float
     # A task that usually has nothing to report (the BI watchdog) logs a run that returned null
     # only at debug level, so the log shows what it did, not that it ran.
     quiet_when_idle: bool = False
+
+
+_renderer: subprocess.Popen[bytes] | None = None
+RENDER_NICE = 10
+
+
+def _render_invoices(conn: psycopg.Connection) -> object:
+    """PDFs of finalized invoices that have none: rendered by `stepledger billing render-pdfs`
+    in a child process at a lower CPU priority, so rendering never delays the SQL tasks; one
+    child at a time, which renders until nothing is missing."""
+    global _renderer
+    if _renderer is not None and _renderer.poll() is None:
+        return {"renderer": _renderer.pid, "state": "still rendering"}
+    row = conn.execute("select count(*) from ledger.invoices i where not exists ("
+                       "select from ledger.invoice_documents d "
+                       "where d.client_id = i.client_id and d.period = i.period)").fetchone()
+    missing = int(row[0]) if row else 0
+    if not missing:
+        return {"missing": 0}
+    _renderer = subprocess.Popen(
+        [sys.executable, "-m", "stepledger", "billing", "render-pdfs"],
+        stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(RENDER_NICE))
+    return {"missing": missing, "renderer": _renderer.pid}
+
+
+def stop_renderer() -> None:
+    """Stop a running PDF renderer (the scheduler is stopping); what it did not render is
+    rendered by the next scheduler."""
+    if _renderer is not None and _renderer.poll() is None:
+        _renderer.terminate()
+        try:
+            _renderer.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _renderer.kill()
 
 
 def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
@@ -67,6 +103,9 @@ def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
              BI_WATCHDOG_EVERY_S, quiet_when_idle=True),
         # One job.stalled per stall (db/functions/55_notifications.sql).
         Task("scan_stalled_jobs", "select ledger.scan_stalled_jobs()::text", 15.0),
+        # PDFs of finalized invoices (ledger._finalize_invoice notifies; the short interval
+        # catches invoices finalized while a renderer was finishing).
+        Task("render_invoices", _render_invoices, min(refresh_every_s, 30.0)),
     ]
 
 
@@ -89,14 +128,20 @@ class Scheduler:
     def run_task(self, conn: psycopg.Connection, task: Task) -> None:
         started = self.clock()
         try:
-            row = conn.execute(task.sql).fetchone()  # type: ignore[arg-type]
+            if callable(task.sql):
+                result = task.sql(conn)
+            else:
+                row = conn.execute(task.sql).fetchone()  # type: ignore[arg-type]
+                result = row[0] if row else None
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:
             log.error("task %s failed: %s", task.name, exc.diag.message_primary or exc)
             return
+        except Exception:  # a renderer's own failure must not stop the other tasks
+            log.exception("task %s failed", task.name)
+            return
         self.runs[task.name] += 1
-        result = row[0] if row else None
         level = logging.DEBUG if task.quiet_when_idle and result is None else logging.INFO
         log.log(level, "task %s done in %.0f ms: %s", task.name, (self.clock() - started) * 1000,
                 result)
@@ -253,5 +298,8 @@ def main_loop(settings: Settings, refresh_every_s: float, once: bool) -> None:
     scheduler.install_signal_handlers()
     intervals = {t.name: t.every_s for t in scheduler.tasks.values()}
     log.info("scheduler started: %s", json.dumps(intervals))
-    scheduler.run(once=once)
+    try:
+        scheduler.run(once=once)
+    finally:
+        stop_renderer()
     log.info("scheduler stopped")

@@ -1,4 +1,5 @@
-"""Invoices: fetch the database's invoice document, finalize a period, render json, csv or html."""
+"""Invoices: fetch the database's invoice document, finalize a period, render json, csv, html or
+pdf. The PDF is the HTML view printed by WeasyPrint: one template for both."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ import psycopg
 from stepledger import StepledgerError
 from stepledger.billing.sql import dumps, one_json
 
-FORMATS = ("json", "csv", "html")
+FORMATS = ("json", "csv", "html", "pdf")
 TEMPLATES = Path(__file__).with_name("templates")
 CSV_COLUMNS = ("client_id", "period", "status", "currency", "line_no", "kind", "for_period",
                "pipeline", "step", "units", "unit_price", "amount", "completed_steps", "priced",
                "description")
 # The contract's keys first, then the rest in a stable order.
 _KEY_ORDER = ("client_id", "period", "status", "currency", "invoice_no", "lines", "usage_amount",
-              "minimum_amount", "adjustments_amount", "total", "unpriced_steps", "source",
+              "minimum_amount", "adjustments_amount", "total", "unpriced_steps", "number",
+              "issued_on", "due_on", "payment_terms_days", "client_name", "source",
               "generated_at", "finalized_at", "finalized_by")
 _LINE_ORDER = ("line_no", "kind", "pipeline", "step", "units", "unit_price", "amount",
                "completed_steps", "priced", "for_period", "basis", "description")
@@ -107,13 +109,22 @@ def render_html(invoice: dict[str, Any], name: str | None = None) -> str:
     lines = invoice.get("lines", [])
     template = _environment().get_template("invoice.html.j2")
     return template.render(
-        invoice=invoice, client_name=name or invoice["client_id"],
+        invoice=invoice, client_name=name or invoice.get("client_name") or invoice["client_id"],
         usage=[ln for ln in lines if ln["kind"] == "usage"],
         minimum=[ln for ln in lines if ln["kind"] == "minimum"],
         adjustments=[ln for ln in lines if ln["kind"] == "adjustment"])
 
 
+def render_pdf(invoice: dict[str, Any], name: str | None = None) -> bytes:
+    """The HTML view printed to PDF (A4)."""
+    import weasyprint  # imported on use: it loads Pango, which the other formats do not need
+
+    return bytes(weasyprint.HTML(string=render_html(invoice, name), base_url=str(TEMPLATES))
+                 .write_pdf())
+
+
 def render(invoice: dict[str, Any], fmt: str, name: str | None = None) -> str:
+    """A text format (json, csv, html); render_pdf gives the PDF's bytes."""
     if fmt == "json":
         return render_json(invoice)
     if fmt == "csv":

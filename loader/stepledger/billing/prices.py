@@ -102,7 +102,12 @@ def set_minimum(conn: psycopg.Connection, client_id: str, amount: Decimal, month
 
 def list_prices(conn: psycopg.Connection, pipeline: str | None = None,
                 client_id: str | None = None) -> list[dict[str, Any]]:
-    """Price rows, with the instant each stops being in force (`until`, null: still in force)."""
+    """Price rows, with the instant each stops being in force (`until`, null: open-ended) and
+    its `status` now: `scheduled` (from a later date), `in force` or `superseded`."""
+    if client_id is not None and one_json(
+            conn, "select to_jsonb(exists (select from ledger.clients where client_id = %s))::text",
+            [client_id]) is not True:
+        raise StepledgerError(f"unknown client {client_id!r} (see `stepledger client list`)")
     rows = one_json(conn, """
         select coalesce(jsonb_agg(to_jsonb(p)
                                   order by p.pipeline, p.step_index, p.client_id nulls first,
@@ -110,11 +115,16 @@ def list_prices(conn: psycopg.Connection, pipeline: str | None = None,
                         '[]')::text
           from (
             select pr.*, s.step_index,
+                   case when pr.effective_from > now() then 'scheduled'
+                        when lead(pr.effective_from) over w <= now() then 'superseded'
+                        else 'in force' end as status,
                    lead(pr.effective_from) over (
                      partition by pr.client_id, pr.pipeline, pr.step, pr.currency
                      order by pr.effective_from, pr.price_id) as until
               from ledger.prices pr
               left join ledger.pipeline_steps s on s.pipeline = pr.pipeline and s.step = pr.step
+            window w as (partition by pr.client_id, pr.pipeline, pr.step, pr.currency
+                         order by pr.effective_from, pr.price_id)
           ) p
          where (%s::text is null or p.pipeline = %s)
            and (%s::text is null or p.client_id is null or p.client_id = %s)""",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import psycopg
 from stepledger import StepledgerError
 from stepledger.billing import invoice as invoices
 from stepledger.billing import prices
+from stepledger.billing.documents import render_missing
 from stepledger.billing.sql import dumps, one_json
 from stepledger.config import Settings
 from stepledger.db import connect_owner
@@ -52,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--note")
     p.set_defaults(func=cmd_price_minimum)
 
-    p = subparsers.add_parser("invoice", help="show (or finalize) a client's invoice for a month")
+    p = subparsers.add_parser("invoice", help="show (or finalize) a client's invoice for a month",
+                              description="Show a client's invoice for a month (the draft until "
+                                          "the month is finalized) as JSON, CSV, HTML or PDF; "
+                                          "the PDF prints the HTML view.")
     p.add_argument("client_id", metavar="CLIENT")
     p.add_argument("period", metavar="PERIOD", help="calendar month YYYY-MM (UTC)")
     p.add_argument("--format", choices=invoices.FORMATS, default="json")
@@ -69,6 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_billing_refresh)
     p = billing_sub.add_parser("status", help="when usage was last refreshed, changes since")
     p.set_defaults(func=cmd_billing_status)
+    p = billing_sub.add_parser("render-pdfs",
+                               help="render the PDFs of finalized invoices that have none yet "
+                                    "(the stack's scheduler does it after each finalization)")
+    p.set_defaults(func=cmd_billing_render_pdfs)
 
 
 def _connect(action: str) -> psycopg.Connection:
@@ -103,7 +112,11 @@ def cmd_price_list(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         who = r["client_id"] or "(default)"
-        until = f"until {r['until']}" if r["until"] else "in force"
+        # A future row is scheduled, not in force; a row replaced by a later one shows until when.
+        if r["status"] == "scheduled":
+            until = "scheduled" + (f", until {r['until']}" if r["until"] else "")
+        else:
+            until = f"until {r['until']}" if r["until"] else "in force"
         tiers = " ".join(f"{t['from_units']}+:{t['unit_price']}" for t in r["tiers"])
         print(f"{r['price_id']:>6}  {r['pipeline']:<14} {r['step']:<26} {who:<14} "
               f"{r['unit_price']!s:>10} {r['currency']}  from {r['effective_from']}  {until}"
@@ -124,23 +137,34 @@ def cmd_price_minimum(args: argparse.Namespace) -> int:
 
 def cmd_invoice(args: argparse.Namespace) -> int:
     prices.parse_month(args.period)
+    if args.format == "pdf" and args.output is None and sys.stdout.isatty():
+        raise StepledgerError("a PDF is binary: give --output FILE.pdf (or redirect stdout)")
     with _connect("invoice") as conn:
         if args.finalize:
             document = invoices.finalize(conn, args.client_id, args.period)
+            # The PDF the client downloads, rendered now rather than by the scheduler.
+            render_missing(conn, client_id=args.client_id, period=args.period)
         else:
             document = invoices.fetch(conn, args.client_id, args.period)
         name = invoices.client_name(conn, args.client_id)
-    text = invoices.render(document, args.format, name)
+    content: str | bytes = (invoices.render_pdf(document, name) if args.format == "pdf"
+                            else invoices.render(document, args.format, name))
     if args.output is not None:
         try:
-            args.output.write_text(text)
+            if isinstance(content, bytes):
+                args.output.write_bytes(content)
+            else:
+                args.output.write_text(content)
         except OSError as exc:
             raise StepledgerError(f"{args.output}: {exc.strerror}") from None
-        print(f"stepledger: {document['status']} invoice of {args.client_id} for {args.period}: "
-              f"{document['total']} {document['currency']} written to {args.output}",
-              file=sys.stderr)
+        number = f" {document['invoice_no']}" if document.get("invoice_no") else ""
+        print(f"stepledger: {document['status']} invoice{number} of {args.client_id} for "
+              f"{args.period}: {document['total']} {document['currency']} written to "
+              f"{args.output}", file=sys.stderr)
+    elif isinstance(content, bytes):
+        sys.stdout.buffer.write(content)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(content)
     return 0
 
 
@@ -157,4 +181,12 @@ def cmd_billing_status(args: argparse.Namespace) -> int:
         result = one_json(conn, "select coalesce((select to_jsonb(f) from api.usage_freshness f),"
                                 " '{}')::text", [])
     print(dumps(result, indent=None))
+    return 0
+
+
+def cmd_billing_render_pdfs(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with _connect("billing render-pdfs") as conn:
+        rendered = render_missing(conn, limit=None)
+    print(f"stepledger: rendered {rendered} invoice PDFs")
     return 0

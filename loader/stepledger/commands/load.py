@@ -71,6 +71,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         errors_to = stack.enter_context(open(args.errors, "w")) if args.errors else None
         client = stack.enter_context(IngestClient(url, token, timeout=300.0))
+        client.check_reachable()
         progress = Progress(None, enabled=not args.quiet)
         loader = Loader(client, LoadOptions(read=options, batch_size=args.batch_size,
                                             workers=args.workers, max_shown=args.show,

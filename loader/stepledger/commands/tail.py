@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from stepledger import StepledgerError
 from stepledger.client import IngestClient, IngestResult, api_credentials
 from stepledger.commands.load import add_api_arguments, add_read_arguments
 from stepledger.legacy import LegacyConverter
@@ -27,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_read_arguments(p)
     p.add_argument("--state", type=Path,
                    help="state file (default ~/.local/state/stepledger/tail/<name>-<hash>.json)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for FILE to appear instead of refusing a missing file")
     p.add_argument("--from-end", action="store_true",
                    help="first run only: skip what the file holds already")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between checks (default 0.5)")
@@ -38,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="stepledger: %(message)s")
+    if not args.wait and not args.file.is_file():
+        reason = "not a regular file" if args.file.exists() else "no such file"
+        raise StepledgerError(f"cannot read {args.file}: {reason} (--wait waits for it to appear)")
     url, token = api_credentials(args.url, args.token)
     converter = LegacyConverter(pipeline=args.pipeline or "botimage", client=args.client,
                                 tz=args.tz, strict=args.strict)
@@ -50,6 +56,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                   flush=True)
 
     with IngestClient(url, token) as client:
+        client.check_reachable()  # once following, it rides out outages of the API instead
         tailer = Tailer(args.file, client, converter, state_path=state, fmt=args.format,
                         poll_s=args.poll, batch_size=args.batch_size, on_batch=report)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from typing import Any
 
 import psycopg
@@ -148,6 +149,11 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    try:
+        uuid.UUID(args.token_id)
+    except ValueError:
+        raise StepledgerError(f"token id {args.token_id!r} is not a UUID; the ids are in the "
+                              "first column of `stepledger token list`") from None
     with connect_owner(Settings.from_env()) as conn:
         row = auth.revoke_api_token(conn, args.token_id)
     print(f"stepledger: token {row['token_id']} revoked at {row['revoked_at']}")

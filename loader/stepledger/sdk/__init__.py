@@ -8,6 +8,8 @@
                 fetch_images()
             with job.step("organ-segmentation"):
                 segment()          # an exception here is reported as the step's error
+            if nothing_found():
+                job.skip_remaining("no lesion")   # the job ends here: later steps skipped
 
 Events are written to a local spool before they are sent, sent in batches by a background
 thread, retried with backoff while the API is away, and removed only once stored. See
@@ -15,6 +17,6 @@ docs/pipelines.md.
 """
 
 from stepledger.sdk.job import Job, Step
-from stepledger.sdk.tracker import Tracker, TrackerError, TrackerStats
+from stepledger.sdk.tracker import Tracker, TrackerError, TrackerStats, UnknownStepError
 
-__all__ = ["Job", "Step", "Tracker", "TrackerError", "TrackerStats"]
+__all__ = ["Job", "Step", "Tracker", "TrackerError", "TrackerStats", "UnknownStepError"]

@@ -1,7 +1,8 @@
-"""Jobs and steps: context managers that emit started, completed and failed events."""
+"""Jobs and steps: context managers that emit started, completed, failed and skipped events."""
 
 from __future__ import annotations
 
+import difflib
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ class Job:
         self.pipeline = pipeline
         self.source = source
         self._attempts: dict[str, int] = {}
+        self._reported: set[str] = set()   # steps with at least one event from this object
 
     def __enter__(self) -> Job:
         return self
@@ -57,6 +59,7 @@ class Job:
              data: dict[str, object] | None = None) -> Step:
         """A step to run as `with job.step(...)`: started on entry; completed on a normal exit,
         failed (with the exception as the error) when an exception leaves the block."""
+        self._check_step(step)
         number = attempt if attempt is not None else self._attempts.get(step, 0) + 1
         self._attempts[step] = max(number, self._attempts.get(step, 0))
         return Step(self, step, number, units, data)
@@ -71,6 +74,34 @@ class Job:
         """Report a step this job does not need."""
         self.step(step).skip(reason)
 
+    def skip_remaining(self, reason: str | None = None) -> list[str]:
+        """End the job early: report every step of the pipeline that this job has not reported
+        yet as `skipped` (the envelope's status for a step a job does not run; skipped steps
+        count as done, so the job completes), with `data.reason` when a reason is given. Steps
+        already started, completed, failed or skipped are left as they are. Returns the keys
+        skipped. Needs the pipeline's steps from the API (TrackerError when it cannot say)."""
+        from stepledger.sdk.tracker import TrackerError
+
+        keys = self.tracker.step_keys(self.pipeline, required=True)
+        if keys is None:  # required=True raises instead; kept for the type checker
+            raise TrackerError(f"the steps of pipeline {self.pipeline!r} are unknown")
+        remaining = [k for k in keys if k not in self._reported]
+        for key in remaining:
+            self.step(key).skip(reason)
+        return remaining
+
+    def _check_step(self, step: str) -> None:
+        """A key the pipeline does not have raises at once, with the nearest keys."""
+        keys = self.tracker.step_keys(self.pipeline)
+        if keys is None or step in keys:
+            return
+        from stepledger.sdk.tracker import UnknownStepError
+
+        close = difflib.get_close_matches(step, keys, n=3, cutoff=0.5)
+        suggestion = (f"did you mean {' or '.join(repr(k) for k in close)}?" if close
+                      else f"its steps are {', '.join(keys)}")
+        raise UnknownStepError(f"pipeline {self.pipeline!r} has no step {step!r}; {suggestion}")
+
     def emit(self, step: str, status: str, attempt: int, **fields: object) -> dict[str, object]:
         event: dict[str, object] = {
             "client_id": self.client_id, "job_id": self.job_id, "pipeline": self.pipeline,
@@ -79,6 +110,7 @@ class Job:
         if self.source:
             event["source"] = self.source
         event.update({k: v for k, v in fields.items() if v is not None})
+        self._reported.add(step)
         return self.tracker.emit(event)
 
 

@@ -41,6 +41,16 @@ class TrackerError(StepledgerError):
         self.dead = dead
 
 
+class UnknownStepError(TrackerError, ValueError):
+    """A step key the pipeline does not have: raised by job.step(), before anything is sent."""
+
+
+# The SDK's way to give a token, named in the hint of a refused one (not the CLI's --token).
+SDK_TOKEN_ARGUMENT = "token= to Tracker(...)"
+STEP_KEYS_TIMEOUT_S = 3.0       # asking the API for a pipeline's steps must not stall a pipeline
+STEP_KEYS_RETRY_S = 60.0        # after a failed ask, steps go unchecked this long
+
+
 class _Abandoned(Exception):
     """close() ran out of time while the API was away: stop retrying, leave events spooled."""
 
@@ -93,7 +103,7 @@ class Tracker:
                  timeout_s: float = 30.0, retry: RetryPolicy | None = None,
                  clock: Callable[[], datetime] | None = None, deterministic_ids: bool = False,
                  on_rejected: Rejected | None = None) -> None:
-        self.url, token = api_credentials(url, token)
+        self.url, token = api_credentials(url, token, SDK_TOKEN_ARGUMENT)
         self.client_id = client_id or os.environ.get("STEPLEDGER_CLIENT")
         self.pipeline = pipeline or os.environ.get("STEPLEDGER_PIPELINE")
         self.source = source if source is not None else socket.gethostname()[:200]
@@ -107,7 +117,10 @@ class Tracker:
         self.on_rejected = on_rejected or self._log_rejection
         self.stats = TrackerStats()
         self.spool = Spool(Path(root), fsync=fsync)
-        self._client = IngestClient(self.url, token, timeout=timeout_s)
+        self._client = IngestClient(self.url, token, timeout=timeout_s,
+                                    token_argument=SDK_TOKEN_ARGUMENT)
+        self._step_keys: dict[str, list[str]] = {}
+        self._step_keys_unknown_until: dict[str, float] = {}
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._abandon = threading.Event()
@@ -133,6 +146,35 @@ class Tracker:
             raise TrackerError(f"no {missing}: pass it to Tracker(...) or job(...), or set "
                                f"STEPLEDGER_{'CLIENT' if missing == 'client_id' else 'PIPELINE'}")
         return Job(self, job_id, client, pipe, source if source is not None else self.source)
+
+    def step_keys(self, pipeline: str, required: bool = False) -> list[str] | None:
+        """The pipeline's step keys in order (GET /rpc/step_keys, cached), or None when the API
+        cannot say now (away, or the token refused: the sender reports that). required: raise
+        a TrackerError instead of returning None."""
+        if pipeline in self._step_keys:
+            return self._step_keys[pipeline]
+        reason = "asked too recently"
+        if time.monotonic() >= self._step_keys_unknown_until.get(pipeline, 0.0):
+            try:
+                rows = self._client.get_json("/rpc/step_keys", "step keys",
+                                             {"pipeline": pipeline}, STEP_KEYS_TIMEOUT_S)
+            except RequestRefused as exc:
+                if exc.code == "SL105":
+                    raise TrackerError(f"unknown pipeline {pipeline!r}: register it with "
+                                       "`stepledger pipeline add FILE.json`", exc.status) from None
+                reason = str(exc)
+            except TransientError as exc:
+                reason = str(exc)
+            else:
+                keys = [str(r["step"]) for r in rows]  # type: ignore[union-attr, index]
+                self._step_keys[pipeline] = keys
+                return keys
+            self._step_keys_unknown_until[pipeline] = time.monotonic() + STEP_KEYS_RETRY_S
+            log.debug("steps of %s unknown (%s): step keys go unchecked", pipeline, reason)
+        if required:
+            raise TrackerError(f"the steps of pipeline {pipeline!r} are needed and the API "
+                               f"cannot give them now ({reason})")
+        return None
 
     def emit(self, event: dict[str, object]) -> dict[str, object]:
         """Spool one event (event_id and occurred_at are filled in when missing) and return it.

@@ -6,6 +6,7 @@ import { download, empty, errorBox, loading, pageHeader, toast, unavailable } fr
 import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
+import { addInvoiceActions } from './invoice-actions.js';
 
 export function render(main, ctx) {
   const periods = fmt.recentPeriods(12);
@@ -72,7 +73,10 @@ export function render(main, ctx) {
       if (state.client) {
         // One client: its invoice is the per-step breakdown, always current.
         replace(tableHost);
-        await showInvoice(invoiceHost, { cat, clientId: state.client, period: state.period, signal: ctx.signal });
+        const inv = await showInvoice(invoiceHost, { cat, clientId: state.client, period: state.period, signal: ctx.signal });
+        addInvoiceActions(invoiceHost, inv, {
+          clientId: state.client, clientName: cat.clientName(state.client), period: state.period, admin: true, onFinalized: load,
+        });
         return;
       }
       const freshness = await freshUsage({ admin: true });

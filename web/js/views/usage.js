@@ -6,6 +6,7 @@ import { errorBox, loading, pageHeader, unavailable } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
+import { addInvoiceActions } from './invoice-actions.js';
 
 const MONTHS = 12;
 
@@ -52,7 +53,8 @@ export function render(main, ctx) {
       replace(invoiceHost, errorBox(new ApiError(0, null, 'Cannot reach the server.')));
       return;
     }
-    await showInvoice(invoiceHost, { cat, clientId, period, signal: ctx.signal });
+    const inv = await showInvoice(invoiceHost, { cat, clientId, period, signal: ctx.signal });
+    addInvoiceActions(invoiceHost, inv, { clientId, clientName: cat.clientName(clientId), period, admin: false });
   }
 
   loadChart().then(loadInvoice);
