@@ -617,3 +617,63 @@ def test_screenshots_and_no_horizontal_scrolling(
         screenshot(page, f"{who if who == 'admin' else 'client'}-{name}-{suffix}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {viewport['width']}px"
+
+
+# -- live job pages, retryable failures, steps not run (issue: job pages stop updating) ---------
+def ingest(stack: Settings, token: str, events: list[dict[str, Any]]) -> None:
+    with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
+        answer = http.post("/rpc/ingest", json=events,
+                           headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200 and answer.json()["accepted"] == len(events), answer.text
+
+
+def test_a_failed_job_page_stays_live_and_shows_a_retry_and_the_steps_not_run(
+        app: App, web_data: WebData, stack: Settings, admin_api: httpx.Client) -> None:
+    job_id = f"lakeside-retry-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC) - timedelta(minutes=2)
+    events = job_events("lakeside", job_id, start, [
+        ("dicom-intake", "started"), ("dicom-intake", "completed"),
+        ("integrity-check", "started"), ("integrity-check", "failed")])
+    events[-1]["error"] = {"code": "NODE_LOST", "message": "worker lost", "retryable": True}
+    ingest(stack, web_data.ingest_token, events)
+    job = admin_api.get("/jobs", params={"job_id": f"eq.{job_id}"}).json()[0]
+    assert job["status"] == "failed" and job["retry_expected"] is True
+    # The database says which steps were not run; the page shows what it says.
+    timeline = admin_api.post("/rpc/job_timeline", json={"job_id": job_id}).json()
+    assert [s["state"] for s in timeline["steps"][:4]] == [
+        "completed", "failed", "not_run", "not_run"], timeline["steps"][:4]
+
+    page = app.signed_in("lakeside", f"/jobs/lakeside/{job_id}")
+    summary_badge = page.locator(".job-summary .badge")
+    # The contract status stays failed; the page says a retry is expected.
+    expect(summary_badge).to_have_text(re.compile("Failed · retry expected"))
+    later = page.locator("#step-deidentification")
+    expect(later.locator(".badge")).to_have_text(re.compile("Not run"))
+    expect(later).not_to_contain_text("Not started yet")
+    expect(later).not_to_contain_text("Pending")
+    page.evaluate("window.__notReloaded = true")
+
+    # The retry arrives: the page follows without a reload, as the API does.
+    retry = job_events("lakeside", job_id, start + timedelta(seconds=30),
+                       [("integrity-check", "started"), ("integrity-check", "completed")])
+    for n, event in enumerate(retry):
+        event["attempt"] = 2
+        event["event_id"] = f"{job_id}:retry:{n}"
+    ingest(stack, web_data.ingest_token, retry[:1])
+    expect(summary_badge).to_have_text(re.compile("Running"))
+    expect(later.locator(".badge")).to_have_text(re.compile("Pending"))
+    ingest(stack, web_data.ingest_token, retry[1:])
+    expect(page.locator(".job-summary .progress-text")).to_have_text("2 of 20 steps")
+    expect(page.locator("#step-integrity-check .attempt")).to_have_count(2)
+    assert page.evaluate("window.__notReloaded") is True
+
+    # A failure the pipeline did not mark retryable stays a plain failure.
+    plain = f"lakeside-plain-{uuid.uuid4().hex[:8]}"
+    ingest(stack, web_data.ingest_token, job_events("lakeside", plain, start, [
+        ("dicom-intake", "started"), ("dicom-intake", "failed")]))
+    page.goto(f"{app.url}/#/jobs/lakeside/{plain}")
+    expect(page.locator(".job-summary .badge")).to_have_text(re.compile(r"Failed$"))
+    # The jobs list says the same as the job page.
+    page.goto(f"{app.url}/#/jobs?q=lakeside-retry")
+    expect(page.locator(f'tr.job-row[data-job="{job_id}"] .badge')).to_have_text(
+        re.compile("Running"))

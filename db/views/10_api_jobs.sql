@@ -18,7 +18,16 @@ select j.client_id,
        j.last_received_at,
        j.pipeline_version,
        case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at,
-       j.changed_xid
+       j.changed_xid,
+       -- failed, but the pipeline said the failing attempt may be retried (error.retryable)
+       (j.status = 'failed' and exists (
+          select 1 from ledger.job_steps js
+            join ledger.step_runs r
+              on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
+             and r.attempt = js.latest_attempt
+           where js.client_id = j.client_id and js.job_id = j.job_id
+             and js.step = j.last_error_step
+             and r.status = 'failed' and r.error_retryable)) as retry_expected
   from ledger.jobs j
   join ledger.pipelines p on p.pipeline = j.pipeline;
 
@@ -32,6 +41,7 @@ comment on column api.jobs.last_error is 'error code and message of the latest f
 comment on column api.jobs.last_received_at is 'When the latest batch with events of this job arrived.';
 comment on column api.jobs.pipeline_version is 'The pipeline version whose steps the job counts: the version current at its first event, or a later one when the job reports a step that version added.';
 comment on column api.jobs.stalls_at is 'For a running (or stalled) job: when it counts as stalled without a further event.';
+comment on column api.jobs.retry_expected is 'True when the job failed and the failing attempt''s error said retryable: true, so a new attempt is expected (status stays failed until it arrives).';
 comment on column api.jobs.changed_xid is 'Transaction that last changed the job; poll GET /rpc/job_changes with a cursor to get changed jobs (docs/api.md).';
 
 create or replace view api.step_runs with (security_invoker = true) as

@@ -14,6 +14,7 @@ export const STATUS = {
   started: { label: 'Running', icon: '▶' },
   skipped: { label: 'Skipped', icon: '↷' },
   pending: { label: 'Pending', icon: '○' },
+  not_run: { label: 'Not run', icon: '–' },
   abandoned: { label: 'Abandoned', icon: '–' },
   draft: { label: 'Draft', icon: '✎' },
   finalized: { label: 'Finalized', icon: '▣' },
@@ -27,6 +28,14 @@ export function badge(status, { label } = {}) {
   return h('span', { class: `badge badge-${key === 'started' ? 'running' : key}` },
     h('span', { class: 'badge-icon', 'aria-hidden': 'true' }, info.icon),
     h('span', { class: 'badge-label' }, label || info.label));
+}
+
+/** A job's status badge: a failure the pipeline marked retryable reads "Failed · retry expected"
+ * (api.jobs.retry_expected); the status itself stays failed. */
+export function jobBadge(job) {
+  return job.status === 'failed' && job.retry_expected
+    ? badge('failed', { label: 'Failed · retry expected' })
+    : badge(job.status);
 }
 
 export function progressBar(done, total, { status, label } = {}) {

@@ -2,11 +2,11 @@
 // (DESIGN.md §4), docs/api.md, docs/billing.md or docs/security.md it uses. Views call these,
 // never fetch directly.
 
-import { get, quoteValue, request, rpc } from './api.js';
+import { ApiError, get, quoteValue, request, rpc } from './api.js';
 import { localDayEnd, localDayStart } from './format.js';
 
 export const JOB_COLUMNS = 'client_id,job_id,pipeline,status,steps_total,steps_done,progress,'
-  + 'started_at,updated_at,finished_at,last_error,last_error_step';
+  + 'started_at,updated_at,finished_at,last_error,last_error_step,retry_expected';
 
 export const JOB_STATES = ['running', 'stalled', 'failed', 'completed'];
 
@@ -89,40 +89,23 @@ export async function jobCounts(filters) {
   };
 }
 
-/** One job with every attempt of every step of its pipeline (steps not reached yet: pending). */
+/** One job with every attempt of every step of its pipeline: POST /rpc/job_timeline. The
+ * database decides each step's and attempt's state (pending, not_run, running, stalled,
+ * abandoned, completed, failed, skipped); the app only shows them. null: no such job visible. */
 export async function jobDetail(clientId, jobId) {
-  const [jobs, runs] = await Promise.all([
-    get('/jobs', { client_id: `eq.${clientId}`, job_id: `eq.${jobId}`, select: '*' }),
-    get('/step_runs', { client_id: `eq.${clientId}`, job_id: `eq.${jobId}`, order: 'step_index,attempt' }),
-  ]);
-  if (!jobs.length) return null;
-  const job = jobs[0];
-  const cat = await catalog();
-  const defined = cat.pipeline(job.pipeline)?.steps || [];
-  const byStep = new Map(defined.map((s) => [s.step, {
-    step: s.step, step_index: s.step_index, title: s.title, runs: [],
-  }]));
-  for (const r of runs) {
-    if (!byStep.has(r.step)) byStep.set(r.step, { step: r.step, step_index: r.step_index, title: r.step, runs: [] });
-    byStep.get(r.step).runs.push(r);
+  let timeline;
+  try {
+    timeline = await rpc('job_timeline', { job_id: jobId, client_id: clientId });
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'SL504') return null;
+    throw err;
   }
-  const jobOpen = job.status === 'running' || job.status === 'stalled';
-  const steps = [...byStep.values()].sort((a, b) => a.step_index - b.step_index);
-  for (const s of steps) {
-    const last = s.runs.length ? s.runs[s.runs.length - 1] : null;
-    for (const r of s.runs) {
-      // An attempt still `started` is running, unless a later attempt replaced it or the job ended.
-      r.state = r.state || (r.status !== 'started' ? r.status
-        : r !== last || !jobOpen ? 'abandoned' : job.status === 'stalled' ? 'stalled' : 'running');
-    }
-    s.state = last ? last.state : 'pending';
-    s.started_at = s.runs.find((r) => r.started_at)?.started_at || null;
-    s.finished_at = last ? last.finished_at : null;
-  }
+  const { steps: timelineSteps, span, as_of: asOf, ...job } = timeline;
+  const steps = timelineSteps.map((s) => ({ ...s, runs: s.runs || [] }));
   const failing = job.status === 'failed'
     ? steps.find((s) => s.state === 'failed' && s.step === job.last_error_step)
       || steps.find((s) => s.state === 'failed') : null;
-  return { job, steps, failing, failingRun: failing ? failing.runs[failing.runs.length - 1] : null };
+  return { job, steps, span, asOf, failing, failingRun: failing ? failing.runs[failing.runs.length - 1] : null };
 }
 
 // -- live updates ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // Jobs: counts per state, filters, a page of jobs with progress bars, live refresh.
 // Clients see their own jobs (row-level security); admins see every client's and can filter by client.
 
-import { badge, empty, errorBox, loading, pageHeader, pager, progressBar, timeEl } from '../components.js';
+import { empty, errorBox, jobBadge, loading, pageHeader, pager, progressBar, timeEl } from '../components.js';
 import { catalog, jobCounts, listJobs } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -213,7 +213,7 @@ export function render(main, ctx) {
         cat && cat.pipelines.length > 1 ? h('span', { class: 'muted small block' }, pipelineTitle) : null,
         problem),
       ctx.isAdmin ? h('td', { 'data-label': 'Client' }, cat?.clientName(job.client_id) || job.client_id) : null,
-      h('td', { 'data-label': 'Status' }, badge(job.status)),
+      h('td', { 'data-label': 'Status' }, jobBadge(job)),
       h('td', { class: 'col-progress', 'data-label': 'Progress' },
         progressBar(job.steps_done, job.steps_total, { status: job.status })),
       h('td', { 'data-label': 'Started' }, timeEl(job.started_at, { format: fmt.dateTimeShort })),
