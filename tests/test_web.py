@@ -677,3 +677,23 @@ def test_a_failed_job_page_stays_live_and_shows_a_retry_and_the_steps_not_run(
     page.goto(f"{app.url}/#/jobs?q=lakeside-retry")
     expect(page.locator(f'tr.job-row[data-job="{job_id}"] .badge')).to_have_text(
         re.compile("Running"))
+
+
+def test_the_price_book_shows_every_currencys_default_in_force(
+        app: App, admin_api: httpx.Client) -> None:
+    # The fixture's defaults: one EUR and one GBP price per step, both in force since 2021.
+    step = "report"
+    rows = admin_api.get("/prices", params={
+        "pipeline": "eq.botimage", "step": f"eq.{step}", "client_id": "is.null",
+        "state": "eq.in force"}).json()
+    assert {r["currency"] for r in rows} == {"EUR", "GBP"}, rows
+    page = app.signed_in("admin", "/prices?client=-&pipeline=botimage")
+    for _ in range(3):  # the same on every load
+        shown = page.locator(f'tr[data-pipeline="botimage"][data-step="{step}"][data-client=""]')
+        expect(shown.first).to_be_visible()
+        in_force = shown.filter(has=page.locator(".tag", has_text="in force"))
+        expect(in_force).to_have_count(2)
+        prices = sorted(in_force.locator('td[data-label="Unit price"]').all_inner_texts())
+        assert prices[0].startswith("£") and prices[1].startswith("€"), prices
+        expect(shown.filter(has=page.locator(".tag", has_text="superseded"))).to_have_count(0)
+        page.reload()
