@@ -697,3 +697,46 @@ def test_the_price_book_shows_every_currencys_default_in_force(
         assert prices[0].startswith("£") and prices[1].startswith("€"), prices
         expect(shown.filter(has=page.locator(".tag", has_text="superseded"))).to_have_count(0)
         page.reload()
+
+
+# -- formatting: durations, amounts, chart labels -------------------------------------------------
+def test_durations_and_amounts_read_one_way(app: App) -> None:
+    page = app.signed_in("lakeside", "/jobs")
+    expect(page.locator("#page-title")).to_be_visible()
+    shown = page.evaluate("""async () => {
+        const f = await import('/js/format.js');
+        const d = [0, 3.21, 9.96, 59.4, 59.6, 60, 119.5, 3599.6, 3600, 5400, 172800 + 1800]
+          .map((s) => [s, f.duration(s)]);
+        const m = [[862.7, f.money(862.7, 'EUR', { precision: 'compact' })],
+                   [1512.3, f.money(1512.3, 'EUR', { precision: 'compact' })],
+                   [999.6, f.money(999.6, 'EUR', { precision: 'compact' })],
+                   [1512.3, f.money(1512.3, 'EUR')], [0.015, f.unitPrice(0.015, 'EUR')]];
+        return { d, m };
+    }""")
+    durations = {s: text for s, text in shown["d"]}
+    assert durations == {
+        0: "0.0 s", 3.21: "3.2 s", 9.96: "10 s", 59.4: "59 s", 59.6: "1 min 00 s",
+        60: "1 min 00 s", 119.5: "2 min 00 s", 3599.6: "1 h 00 min", 3600: "1 h 00 min",
+        5400: "1 h 30 min", 174600: "2 d 1 h"}, durations
+    assert [text for _, text in shown["m"]] == ["€863", "€1.5K", "€1,000", "€1,512.30", "€0.015"]
+    assert not any(re.search(r"\b60 s\b", text) for text in durations.values())
+
+
+def test_phone_chart_labels_do_not_collide(app: App, stack: Settings, web_data: WebData) -> None:
+    page = app.signed_in("lakeside", "/usage", viewport=PHONE)
+    chart = page.get_by_role("list", name=re.compile("Amount per month"))
+    expect(chart).to_be_visible()
+    boxes = page.evaluate("""() => [...document.querySelectorAll('.columns .column-value')]
+        .filter((n) => n.offsetParent !== null && getComputedStyle(n).visibility !== 'hidden'
+                       && n.textContent.trim())
+        .map((n) => { const r = n.getBoundingClientRect(); return [r.left, r.right, n.textContent]; })""")
+    for (a_left, a_right, a_text), (b_left, b_right, b_text) in zip(boxes, boxes[1:]):
+        assert a_right <= b_left, f"{a_text!r} and {b_text!r} overlap on a phone"
+    # The selected month's figure is written out in full under the chart.
+    selected = page.locator(".columns-selected-text")
+    expect(selected).to_be_visible()
+    expect(selected).to_contain_text(re.compile(r"\d{4}: €[\d,]+\.\d\d$"))
+    # Each month's button is named by what it shows, then its full figure.
+    button = chart.get_by_role("button").last
+    name = button.evaluate("b => b.textContent")
+    assert button.inner_text().split()[0] in name

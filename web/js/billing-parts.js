@@ -22,16 +22,10 @@ export function monthlyChart(rows, periods, selected, onSelect) {
     name: fmt.period(p),
     value: totals.get(p),
     text: fmt.money(totals.get(p), currency),
-    short: compactMoney(totals.get(p), currency),
+    short: fmt.money(totals.get(p), currency, { precision: 'compact' }),
     selected: p === selected,
   }));
   return columns(items, { label: `Amount per month (${currency || 'no usage'})`, onSelect });
-}
-
-function compactMoney(n, currency) {
-  const opts = { notation: 'compact', maximumFractionDigits: 1 };
-  if (/^[A-Z]{3}$/.test(currency || '')) Object.assign(opts, { style: 'currency', currency });
-  return new Intl.NumberFormat(undefined, opts).format(n);
 }
 
 /** What an invoice line is about: a step (usage), a monthly minimum, or an adjustment. */
