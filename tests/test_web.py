@@ -740,3 +740,25 @@ def test_phone_chart_labels_do_not_collide(app: App, stack: Settings, web_data: 
     button = chart.get_by_role("button").last
     name = button.evaluate("b => b.textContent")
     assert button.inner_text().split()[0] in name
+
+
+def test_the_token_form_makes_the_admin_choose_whom_a_token_writes_for(
+        app: App, admin_api: httpx.Client) -> None:
+    page = app.signed_in("admin", "/tokens")
+    writes_for = page.get_by_label("Writes for")
+    expect(writes_for).to_have_value("")
+    name = f"no choice {uuid.uuid4().hex[:6]}"
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_text("Choose the client this token writes for, or every client.")).to_be_visible()
+    expect(writes_for).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(".token-reveal")).to_have_count(0)
+    assert admin_api.get("/api_tokens", params={"name": f"eq.{name}"}).json() == []
+    # Every client is an explicit choice.
+    writes_for.select_option(label="Every client (writes for all of them)")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator(".token-reveal")).to_contain_text("shown only this once")
+    made = admin_api.get("/api_tokens", params={"name": f"eq.{name}"}).json()
+    assert len(made) == 1 and made[0]["client_id"] is None
+    # After a token is made, the form asks again.
+    expect(writes_for).to_have_value("")
