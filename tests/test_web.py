@@ -404,15 +404,37 @@ def test_dates_are_shown_in_the_users_time_zone(app: App, admin_api: httpx.Clien
 
 # -- admin -----------------------------------------------------------------------------------------
 def test_admin_overview_counts_every_client(app: App, admin_api: httpx.Client) -> None:
+    # Failures and revenue speak of the same period: jobs started in this billing month (UTC).
+    now = datetime.now(UTC)
+    period = now.strftime("%Y-%m")
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    admin_api.post("/rpc/refresh_usage", json={}).raise_for_status()
     page = app.signed_in("admin", "/clients")
     for client_id, name, _ in CLIENTS:
         row = page.locator(f'tr[data-client="{client_id}"]')
         expect(row).to_contain_text(name)
-        jobs = admin_api.get("/jobs", params={"client_id": f"eq.{client_id}",
-                                              "select": "status"}).json()
+        jobs = admin_api.get("/jobs", params={
+            "client_id": f"eq.{client_id}", "select": "status",
+            "started_at": f"gte.{month_start.isoformat()}"}).json()
         expect(row.locator('td[data-label="Jobs"]')).to_have_text(str(len(jobs)))
         failed = sum(1 for j in jobs if j["status"] == "failed")
         expect(row.locator('td[data-label="Failed"]')).to_contain_text(str(failed))
+    every = admin_api.get("/jobs", params={
+        "select": "status", "started_at": f"gte.{month_start.isoformat()}"}).json()
+    expect(page.locator('[data-stat="failed"] .stat-value')).to_have_text(
+        str(sum(1 for j in every if j["status"] == "failed")))
+    # One revenue card per currency, each the month's usage in that currency.
+    usage = admin_api.get("/usage", params={"period": f"eq.{period}"}).json()
+    for currency, symbol in (("EUR", "€"), ("GBP", "£")):
+        amount = sum(Decimal(str(u["amount"])) for u in usage if u["currency"] == currency)
+        card = page.locator(f'[data-stat="revenue-{currency}"]')
+        expect(card.locator(".stat-value")).to_have_text(f"{symbol}{amount:,.2f}")
+        expect(card.locator(".stat-label")).to_contain_text(currency)
+    # The failed card opens the same jobs.
+    page.locator('[data-stat="failed"]').click()
+    expect(page).to_have_url(re.compile(f"month={period}.*status=failed"))
+    expect(page.locator('[data-state="failed"]')).to_have_text(
+        str(sum(1 for j in every if j["status"] == "failed")))
     # The same overview is not offered to a client.
     client = app.signed_in("hillcrest", "/clients")
     expect(client.get_by_role("heading", name="Not available")).to_be_visible()

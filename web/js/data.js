@@ -41,20 +41,32 @@ export function forgetCatalog() {
 
 // -- jobs -----------------------------------------------------------------------------------------
 /** PostgREST filters of the jobs list. `status`: all | open | running | stalled | failed | completed. */
-export function jobFilters({ status, pipeline, from, to, q, client } = {}) {
+export function jobFilters({ status, pipeline, from, to, q, client, month } = {}) {
   const params = {};
   if (status === 'open') params.status = 'neq.completed';
   else if (JOB_STATES.includes(status)) params.status = `eq.${status}`;
   if (pipeline) params.pipeline = `eq.${pipeline}`;
   if (client) params.client_id = `eq.${client}`;
-  const since = localDayStart(from);
-  const until = localDayEnd(to);
+  const { since, until } = startedWindow({ from, to, month });
   const started = [];
   if (since) started.push(`gte.${since}`);
   if (until) started.push(`lt.${until}`);
   if (started.length) params.started_at = started;
   if (q) params.job_id = `like.${likePrefix(q)}*`;
   return params;
+}
+
+/** The started_at window of the filters: local calendar days (from, to), or a billing month
+ * (YYYY-MM, UTC) so that counts line up with the month's revenue. */
+export function startedWindow({ from, to, month } = {}) {
+  const m = /^(\d{4})-(\d{2})$/.exec(month || '');
+  if (m) {
+    return {
+      since: new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, 1)).toISOString(),
+      until: new Date(Date.UTC(Number(m[1]), Number(m[2]), 1)).toISOString(),
+    };
+  }
+  return { since: localDayStart(from), until: localDayEnd(to) };
 }
 
 /** A job id prefix as typed, for a PostgREST like filter: LIKE's own wildcards (% and _) and its
@@ -76,10 +88,11 @@ export async function listJobs(filters, { offset = 0, limit = 25 } = {}) {
 
 /** Jobs per state with the list's filters except the state: POST /rpc/job_counts. */
 export async function jobCounts(filters) {
+  const { since, until } = startedWindow(filters);
   const answer = await rpc('job_counts', {
     pipeline: filters.pipeline || null,
-    since: localDayStart(filters.from),
-    until: localDayEnd(filters.to),
+    since,
+    until,
     job_prefix: filters.q ? filters.q.replace(/\*/g, '') : null,
     client: filters.client || null,
   });

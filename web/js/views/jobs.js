@@ -35,6 +35,7 @@ function readFilters(query) {
     from: query.from || '',
     to: query.to || '',
     q: query.q || '',
+    month: /^\d{4}-\d{2}$/.test(query.month || '') ? query.month : '',
     page: Math.max(1, Number.parseInt(query.page, 10) || 1),
   };
 }
@@ -85,6 +86,8 @@ export function render(main, ctx) {
     return {
       status: statusSel.value, pipeline: pipelineSel.value, client: clientSel ? clientSel.value : '',
       from: fromInput.value, to: toInput.value, q: search.value.trim(),
+      // the month comes from a link (the overview); a date typed in the form replaces it
+      month: fromInput.value || toInput.value ? '' : filters.month,
     };
   }
 
@@ -102,8 +105,10 @@ export function render(main, ctx) {
   const filtersDetails = h('details', { class: 'filters-panel', open: window.matchMedia('(min-width: 760px)').matches },
     h('summary', 'Filters'), form);
 
+  const monthNote = h('p', { class: 'muted small month-note' });
   replace(main, h('div', { class: 'page page-jobs' },
     pageHeader('Jobs', subtitle, live),
+    monthNote,
     countsHost,
     filtersDetails,
     announcer,
@@ -133,6 +138,7 @@ export function render(main, ctx) {
         jobCounts(filters),
       ]);
       if (seq !== loadSeq || ctx.signal.aborted) return;
+      replace(monthNote, filters.month ? `Jobs started in ${fmt.period(filters.month)} (UTC).` : '');
       renderCounts(counts);
       renderList(page, offset);
     } catch (err) {
