@@ -45,6 +45,7 @@ pytestmark = pytest.mark.stack
 # Live refresh polls every second in these tests; a loaded 2-core machine needs some margin.
 expect.set_options(timeout=15_000)
 
+SESSION_TOKEN = "JSON.parse(sessionStorage.getItem('stepledger.session')).token"
 STEPS = ["dicom-intake", "integrity-check", "deidentification", "metadata-extraction",
          "series-selection", "format-conversion", "quality-control"]
 
@@ -560,8 +561,10 @@ def test_error_hotspots_show_the_steps_and_codes_that_fail_most(
     expect(page.locator(".table-codes code").first).to_have_text(re.compile(r"^[A-Z_]+$"))
 
 
-def test_usage_and_invoice_csv_download(app: App, web_data: WebData) -> None:
+def test_usage_and_invoice_csv_download(app: App, web_data: WebData,
+                                       admin_api: httpx.Client) -> None:
     period = datetime.now(UTC).strftime("%Y-%m")
+    admin_api.post("/rpc/refresh_usage", json={}).raise_for_status()
     page = app.signed_in("hillcrest", f"/usage?period={period}")
     expect(page.locator(".table-invoice")).to_be_visible()
     with page.expect_download() as info:
@@ -572,6 +575,29 @@ def test_usage_and_invoice_csv_download(app: App, web_data: WebData) -> None:
     shown = page.locator(".table-invoice tbody tr").count()
     assert len(rows) == shown > 0
     assert {r["currency"] for r in rows} == {"EUR"}
+    titles = {s["step"]: s for s in httpx.get(
+        f"{app.url}/api/pipeline_steps", params={"pipeline": "eq.botimage"},
+        headers={"Authorization": f"Bearer {page.evaluate(SESSION_TOKEN)}"}).json()}
+    usage_lines = [r for r in rows if r["kind"] == "usage"]
+    assert usage_lines and all(r["step_title"] == titles[r["step"]]["title"] for r in usage_lines)
+    assert {r["priced"] for r in usage_lines} <= {"true", "false"}
+    indexes = [titles[r["step"]]["step_index"] for r in usage_lines]
+    assert indexes == sorted(indexes), "invoice lines in pipeline order"
+
+    # The usage CSV comes from the database: titles beside keys, pipeline order, true/false,
+    # ISO 8601 instants with Z.
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Usage CSV").click()
+    text = Path(info.value.path()).read_text()
+    usage = list(csv.DictReader(io.StringIO(text)))
+    assert usage, text
+    assert {"step", "step_title", "pipeline_title", "client_name", "step_index"} <= set(usage[0])
+    assert all(r["step_title"] == titles[r["step"]]["title"] for r in usage)
+    assert [int(r["step_index"]) for r in usage] == sorted(int(r["step_index"]) for r in usage)
+    assert {r["stale"] for r in usage} <= {"true", "false"}
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["refreshed_at"])
+               for r in usage), usage[0]["refreshed_at"]
+    assert "+00" not in text and ",t," not in text and ",f," not in text
 
 
 # -- quality: layout, accessibility, screenshots ---------------------------------------------------

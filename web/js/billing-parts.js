@@ -74,13 +74,20 @@ export function byStepOrder(cat, rows) {
   return [...rows].sort((a, b) => String(a.pipeline).localeCompare(String(b.pipeline)) || index(a) - index(b));
 }
 
-/** CSV of an invoice's lines. */
-export function invoiceCsv(inv) {
+/** CSV of an invoice's lines, in the invoice's order (the pipeline's), with the titles people
+ * read beside the keys, priced as true/false. */
+export function invoiceCsv(inv, cat) {
   const rows = (inv.lines || []).map((l) => ({
-    ...l, kind: l.kind || 'usage', currency: l.currency || inv.currency, period: inv.period,
+    ...l,
+    kind: l.kind || 'usage',
+    currency: l.currency || inv.currency,
+    period: inv.period,
+    pipeline_title: l.pipeline ? cat.pipeline(l.pipeline)?.title || l.pipeline : '',
+    step_title: l.step ? cat.stepTitle(l.pipeline, l.step) : '',
+    priced: typeof l.priced === 'boolean' ? String(l.priced) : '',
   }));
-  return toCsv(['period', 'kind', 'pipeline', 'step', 'description', 'completed_steps', 'units',
-    'unit_price', 'amount', 'currency'], rows);
+  return toCsv(['period', 'kind', 'pipeline', 'pipeline_title', 'step', 'step_title', 'description',
+    'completed_steps', 'units', 'unit_price', 'priced', 'amount', 'currency'], rows);
 }
 
 /**
@@ -106,7 +113,7 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
   const csvName = `stepledger-invoice-${clientId}-${period}.csv`;
   const actions = h('div', { class: 'card-actions' },
     h('button', { type: 'button', class: 'btn btn-secondary btn-small', disabled: !lines.length,
-      onClick: () => download(csvName, invoiceCsv(inv)) }, 'Download invoice CSV'),
+      onClick: () => download(csvName, invoiceCsv(inv, cat)) }, 'Download invoice CSV'),
     h('button', { type: 'button', class: 'btn btn-ghost btn-small', onClick: async (e) => {
       const btn = e.currentTarget;
       btn.disabled = true;

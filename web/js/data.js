@@ -165,11 +165,12 @@ export async function usage({ client, periods }) {
   return get('/usage', params);
 }
 
+/** GET /usage_export as CSV: titles beside keys, pipeline order, true/false, ISO 8601 Z. */
 export async function usageCsv({ client, periods }) {
-  const params = { order: 'period.desc,client_id,pipeline,step' };
+  const params = { order: 'period.desc,client_id,pipeline,step_index,step' };
   if (client) params.client_id = `eq.${client}`;
   if (periods && periods.length) params.period = `in.(${periods.map(quoteValue).join(',')})`;
-  return (await request('/usage', { params, accept: 'text/csv' })).data;
+  return (await request('/usage_export', { params, accept: 'text/csv' })).data;
 }
 
 export async function refreshUsage() {
