@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 import time
 import uuid
@@ -34,6 +35,7 @@ from web_helpers import (
     WebData,
     WebUser,
     admin_http,
+    axe_violations,
     job_events,
     load_web_data,
     login_answer,
@@ -297,7 +299,7 @@ def test_the_interface_shows_only_what_the_role_may_do(app: App) -> None:
                                  "API tokens"]
     # On a phone the labels are short, the accessible names stay whole.
     phone = app.signed_in("admin", "/clients", viewport=PHONE)
-    assert nav_labels(phone) == ["Overview", "Jobs", "Errors", "Billing", "Prices", "Tokens"]
+    assert nav_labels(phone) == ["Overview", "Jobs", "Hotspots", "Billing", "Price book", "Tokens"]
     expect(phone.get_by_role("link", name="Error hotspots")).to_be_visible()
     admin.goto(f"{app.url}/#/jobs")
     expect(admin.get_by_label("Client", exact=True)).to_be_visible()
@@ -603,6 +605,8 @@ def test_usage_and_invoice_csv_download(app: App, web_data: WebData,
 # -- quality: layout, accessibility, screenshots ---------------------------------------------------
 ADMIN_PAGES = ["/clients", "/jobs", "/errors", "/billing", "/prices", "/tokens"]
 CLIENT_PAGES = ["/jobs", "/usage"]
+# Pages axe checks on top of the main ones: the states a page only shows with some data or filter.
+AXE_EXTRA_ADMIN_PAGES = ["/billing?client=harbourview", "/prices?all=1", "/errors?window=all"]
 
 
 def test_every_control_has_a_label_and_the_keyboard_reaches_everything(app: App) -> None:
@@ -777,8 +781,11 @@ def test_phone_chart_labels_do_not_collide(app: App, stack: Settings, web_data: 
     boxes = page.evaluate("""() => [...document.querySelectorAll('.columns .column-value')]
         .filter((n) => n.offsetParent !== null && getComputedStyle(n).visibility !== 'hidden'
                        && n.textContent.trim())
-        .map((n) => { const r = n.getBoundingClientRect(); return [r.left, r.right, n.textContent]; })""")
-    for (a_left, a_right, a_text), (b_left, b_right, b_text) in zip(boxes, boxes[1:]):
+        .map((n) => {
+            const r = n.getBoundingClientRect();
+            return [r.left, r.right, n.textContent];
+        })""")
+    for (_, a_right, a_text), (b_left, _, b_text) in itertools.pairwise(boxes):
         assert a_right <= b_left, f"{a_text!r} and {b_text!r} overlap on a phone"
     # The selected month's figure is written out in full under the chart.
     selected = page.locator(".columns-selected-text")
@@ -798,7 +805,8 @@ def test_the_token_form_makes_the_admin_choose_whom_a_token_writes_for(
     name = f"no choice {uuid.uuid4().hex[:6]}"
     page.get_by_label("Name").fill(name)
     page.get_by_role("button", name="Create token").click()
-    expect(page.get_by_text("Choose the client this token writes for, or every client.")).to_be_visible()
+    expect(page.get_by_text(
+        "Choose the client this token writes for, or every client.")).to_be_visible()
     expect(writes_for).to_have_attribute("aria-invalid", "true")
     expect(page.locator(".token-reveal")).to_have_count(0)
     assert admin_api.get("/api_tokens", params={"name": f"eq.{name}"}).json() == []
@@ -810,3 +818,32 @@ def test_the_token_form_makes_the_admin_choose_whom_a_token_writes_for(
     assert len(made) == 1 and made[0]["client_id"] is None
     # After a token is made, the form asks again.
     expect(writes_for).to_have_value("")
+
+
+# -- accessibility: axe-core on every page, both roles, both sizes ---------------------------------
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_axe_finds_no_serious_violation_on_any_page(
+        app: App, web_data: WebData, viewport: dict[str, int]) -> None:
+    failed_job = web_data.failed_jobs["lakeside"]
+    pages = [("admin", p) for p in ADMIN_PAGES + AXE_EXTRA_ADMIN_PAGES]
+    pages += [("admin", f"/jobs/lakeside/{failed_job}")]
+    pages += [("lakeside", p) for p in CLIENT_PAGES]
+    pages += [("lakeside", f"/jobs/lakeside/{failed_job}")]
+    found: dict[str, list[str]] = {}
+    login = app.page(viewport=viewport)
+    login.goto(f"{app.url}/")
+    expect(login.get_by_role("heading", name="Sign in")).to_be_visible()
+    found["login"] = axe_violations(login)
+    signed: dict[str, Page] = {}
+    for who, path in pages:
+        if who not in signed:
+            signed[who] = app.signed_in(who, path, viewport=viewport)
+        page = signed[who]
+        page.goto(f"{app.url}/#{path}")
+        expect(page.locator("#page-title")).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        expect(page.locator(".state-loading")).to_have_count(0)
+        found[f"{who} {path}"] = axe_violations(page)
+    problems = {where: v for where, v in found.items() if v}
+    assert not problems, "\n".join(
+        f"{where}: {line}" for where, v in problems.items() for line in v)

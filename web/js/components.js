@@ -38,12 +38,14 @@ export function jobBadge(job) {
     : badge(job.status);
 }
 
-export function progressBar(done, total, { status, label } = {}) {
+/** A progress bar; `name` is its accessible name (e.g. "Progress of job X"). */
+export function progressBar(done, total, { status, label, name = 'Progress' } = {}) {
   const pct = total > 0 ? Math.max(0, Math.min(1, done / total)) : 0;
   const text = label || `${done} of ${total} steps`;
   return h('div', { class: `progress progress-${status || 'running'}` },
     h('div', {
-      class: 'progress-track', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': String(total),
+      class: 'progress-track', role: 'progressbar', 'aria-label': name,
+      'aria-valuemin': '0', 'aria-valuemax': String(total),
       'aria-valuenow': String(done), 'aria-valuetext': `${text} (${Math.round(pct * 100)}%)`,
     }, h('div', { class: 'progress-fill', style: { width: `${(pct * 100).toFixed(1)}%` } })),
     h('span', { class: 'progress-text' }, text));

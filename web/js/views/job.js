@@ -58,7 +58,7 @@ export function render(main, ctx) {
       h('div', { class: 'job-summary-top' },
         jobBadge(job),
         h('span', { class: 'job-progress-label' }, `${fmt.percent(job.progress ?? job.steps_done / job.steps_total)} done`)),
-      progressBar(job.steps_done, job.steps_total, { status: job.status }),
+      progressBar(job.steps_done, job.steps_total, { status: job.status, name: 'Progress of this job' }),
       h('dl', { class: 'facts' },
         fact('Started', timeEl(job.started_at, { format: fmt.dateTime })),
         fact(job.finished_at ? 'Finished' : 'Last activity',

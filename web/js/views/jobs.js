@@ -221,7 +221,7 @@ export function render(main, ctx) {
       ctx.isAdmin ? h('td', { 'data-label': 'Client' }, cat?.clientName(job.client_id) || job.client_id) : null,
       h('td', { 'data-label': 'Status' }, jobBadge(job)),
       h('td', { class: 'col-progress', 'data-label': 'Progress' },
-        progressBar(job.steps_done, job.steps_total, { status: job.status })),
+        progressBar(job.steps_done, job.steps_total, { status: job.status, name: `Progress of job ${job.job_id}` })),
       h('td', { 'data-label': 'Started' }, timeEl(job.started_at, { format: fmt.dateTimeShort })),
       h('td', { 'data-label': 'Last activity' }, timeEl(job.updated_at, { relative: true })));
   }
