@@ -823,12 +823,20 @@ def test_the_token_form_makes_the_admin_choose_whom_a_token_writes_for(
 # -- accessibility: axe-core on every page, both roles, both sizes ---------------------------------
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_axe_finds_no_serious_violation_on_any_page(
-        app: App, web_data: WebData, viewport: dict[str, int]) -> None:
+        app: App, web_data: WebData, admin_api: httpx.Client, viewport: dict[str, int]) -> None:
+    # The states the pages must show legibly too: a revoked token, a job with pending steps.
+    made = admin_api.post("/rpc/create_api_token", json={
+        "client_id": "lakeside", "name": f"axe revoked {uuid.uuid4().hex[:6]}", "scope": "ingest"})
+    admin_api.post("/rpc/revoke_api_token", json={"token_id": made.json()["token_id"]}
+                   ).raise_for_status()
+    running = admin_api.get("/jobs", params={"client_id": "eq.lakeside", "status": "eq.running",
+                                             "limit": 1}).json()
     failed_job = web_data.failed_jobs["lakeside"]
     pages = [("admin", p) for p in ADMIN_PAGES + AXE_EXTRA_ADMIN_PAGES]
     pages += [("admin", f"/jobs/lakeside/{failed_job}")]
     pages += [("lakeside", p) for p in CLIENT_PAGES]
     pages += [("lakeside", f"/jobs/lakeside/{failed_job}")]
+    pages += [("lakeside", f"/jobs/lakeside/{j['job_id']}") for j in running]
     found: dict[str, list[str]] = {}
     login = app.page(viewport=viewport)
     login.goto(f"{app.url}/")
@@ -847,3 +855,186 @@ def test_axe_finds_no_serious_violation_on_any_page(
     problems = {where: v for where, v in found.items() if v}
     assert not problems, "\n".join(
         f"{where}: {line}" for where, v in problems.items() for line in v)
+
+
+# -- drill-downs, search by error, trends, duration and retries ----------------------------------
+def failed_codes(admin_api: httpx.Client, client_id: str, job_id: str) -> set[str]:
+    runs = admin_api.get("/step_runs", params={
+        "client_id": f"eq.{client_id}", "job_id": f"eq.{job_id}", "status": "eq.failed",
+        "select": "error_code,error_message,step,source"}).json()
+    return {r["error_code"] for r in runs}
+
+
+def shown_jobs(page: Page) -> list[tuple[str, str]]:
+    rows = page.locator("tr.job-row")
+    expect(rows.first).to_be_visible()
+    return rows.evaluate_all("rows => rows.map(r => [r.dataset.client, r.dataset.job])")
+
+
+def test_an_error_hotspot_opens_the_jobs_that_failed_that_way(
+        app: App, admin_api: httpx.Client) -> None:
+    admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0}).raise_for_status()
+    codes = admin_api.post("/rpc/error_codes", json={}).json()
+    top = codes[0]
+    page = app.signed_in("admin", "/errors?window=all")
+    link = page.get_by_role("link", name=re.compile(
+        f"Jobs that failed with {top['error_code']} at ")).first
+    link.click()
+    expect(page.locator(".drill-note")).to_contain_text(top["error_code"])
+    want = admin_api.post("/rpc/search_jobs", params={"select": "client_id,job_id"},
+                          json={"error_code": top["error_code"], "error_step": top["step"]},
+                          headers={"Prefer": "count=exact"})
+    total = int(want.headers["Content-Range"].split("/")[1])
+    assert total >= 1
+    expect(page.locator('[data-state="total"]')).to_have_text(str(total))
+    for client_id, job_id in shown_jobs(page):
+        assert top["error_code"] in failed_codes(admin_api, client_id, job_id), job_id
+
+    # From a step's bar: the jobs that failed at that step.
+    page.goto(f"{app.url}/#/errors?window=all")
+    by_step = page.get_by_role("list", name="Failures by step")
+    first = by_step.locator(".barlist-name a").first
+    step_title = first.inner_text()
+    first.click()
+    expect(page.locator(".drill-note")).to_contain_text(f"failed at {step_title}")
+    for client_id, job_id in shown_jobs(page):
+        runs = admin_api.get("/step_runs", params={
+            "client_id": f"eq.{client_id}", "job_id": f"eq.{job_id}", "status": "eq.failed",
+            "select": "step"}).json()
+        steps = admin_api.get("/pipeline_steps", params={"title": f"eq.{step_title}"}).json()
+        assert {s["step"] for s in steps} & {r["step"] for r in runs}, job_id
+    # "Show all jobs" leaves the drill-down.
+    page.get_by_role("button", name="Show all jobs").click()
+    expect(page.locator(".drill-note")).to_be_empty()
+
+
+def test_jobs_can_be_searched_by_error_code_or_message_text(
+        app: App, web_data: WebData, stack: Settings, admin_api: httpx.Client) -> None:
+    job_id = f"lakeside-oom-{uuid.uuid4().hex[:8]}"
+    events = job_events("lakeside", job_id, datetime.now(UTC) - timedelta(minutes=1),
+                        [("dicom-intake", "started"), ("dicom-intake", "failed")])
+    marker = uuid.uuid4().hex[:10]
+    events[-1]["error"] = {"code": "DISK_FULL",
+                           "message": f"no space left 100%_{marker} on /scratch"}
+    ingest(stack, web_data.ingest_token, events)
+    page = app.signed_in("lakeside", "/jobs")
+    search = page.get_by_label("Error code or message")
+    search.fill(f"100%_{marker}")          # LIKE's wildcards are taken literally
+    expect(page.locator("tr.job-row")).to_have_count(1)
+    expect(page.locator(f'tr.job-row[data-job="{job_id}"]')).to_be_visible()
+    expect(page.locator('[data-state="failed"]')).to_have_text("1")
+    search.fill(f"100%x{marker}")
+    expect(page.get_by_text("No jobs match these filters")).to_be_visible()
+    # By code: every job shown failed with it, as many as the API says.
+    search.fill("DISK_FULL")
+    expect(page.locator(f'tr.job-row[data-job="{job_id}"]')).to_be_visible()
+    for client_id, shown in shown_jobs(page):
+        assert client_id == "lakeside"
+        runs = admin_api.get("/step_runs", params={
+            "client_id": "eq.lakeside", "job_id": f"eq.{shown}", "status": "eq.failed",
+            "select": "error_code,error_message"}).json()
+        assert any("DISK_FULL" in (r["error_code"] or "") + (r["error_message"] or "")
+                   for r in runs), shown
+    # Another client does not find it.
+    other = app.signed_in("hillcrest", f"/jobs?error_text={marker}")
+    expect(other.get_by_text("No jobs match these filters")).to_be_visible()
+
+
+def test_an_invoice_line_opens_the_jobs_it_bills(app: App, admin_api: httpx.Client) -> None:
+    period = datetime.now(UTC).strftime("%Y-%m")
+    invoice = admin_api.post("/rpc/invoice",
+                             json={"client_id": "hillcrest", "period": period}).json()
+    line = next(x for x in invoice["lines"] if x["kind"] == "usage" and x["step"] == "dicom-intake")
+    page = app.signed_in("hillcrest", f"/usage?period={period}")
+    page.locator('.table-invoice tr[data-step="dicom-intake"] a.line-jobs').click()
+    expect(page.locator(".drill-note")).to_contain_text("billed in")
+    # One billed completion per job: as many jobs as the line has completed steps.
+    expect(page.locator('[data-state="total"]')).to_have_text(str(line["completed_steps"]))
+    for client_id, job_id in shown_jobs(page):
+        runs = admin_api.get("/step_runs", params={
+            "client_id": f"eq.{client_id}", "job_id": f"eq.{job_id}", "step": "eq.dicom-intake",
+            "status": "eq.completed", "select": "finished_at"}).json()
+        assert runs and max(r["finished_at"] for r in runs)[:7] == period, job_id
+
+
+def test_trends_show_failures_and_jobs_per_day(app: App, admin_api: httpx.Client) -> None:
+    admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0}).raise_for_status()
+    page = app.signed_in("admin", "/errors?window=30")
+    failures = page.get_by_role("list", name="Failed attempts per day")
+    expect(failures.locator(".column")).to_have_count(30)
+    jobs = page.get_by_role("list", name="Jobs started per day")
+    expect(jobs.locator(".column")).to_have_count(30)
+    since = (datetime.now(UTC) - timedelta(days=29)).date().isoformat()
+    by_day = admin_api.post("/rpc/error_stats_by_day", json={"since": since}).json()
+    want = sum(r["failures"] for r in by_day)
+    names = failures.locator(".column").evaluate_all("cs => cs.map(c => c.textContent)")
+    assert sum(int(re.search(r"(\d+) failed attempts", n).group(1)) for n in names) == want
+    started = admin_api.post("/rpc/jobs_by_day", json={"since": since}).json()
+    names = jobs.locator(".column").evaluate_all("cs => cs.map(c => c.textContent)")
+    assert [int(re.search(r"(\d+) jobs started", n).group(1)) for n in names] == [
+        r["started"] for r in started]
+    # Usage over time per pipeline on the client's usage page.
+    client = app.signed_in("lakeside", "/usage")
+    chart = client.get_by_role("list", name=re.compile("Completed steps per month · "))
+    expect(chart.locator(".column")).to_have_count(12)
+
+
+def test_the_job_list_shows_and_sorts_by_duration_and_retries(
+        app: App, admin_api: httpx.Client) -> None:
+    page = app.signed_in("admin", "/jobs?status=completed")
+    page.get_by_label("Sort by").select_option("duration")
+    expect(page).to_have_url(re.compile("sort=duration"))
+    want = admin_api.get("/jobs", params={
+        "status": "eq.completed", "order": "duration_s.desc,client_id,job_id", "limit": 25,
+        "select": "client_id,job_id,duration_s,retries"}).json()
+    expect(page.locator("tr.job-row").first).to_have_attribute("data-job", want[0]["job_id"])
+    assert [j for _, j in shown_jobs(page)] == [w["job_id"] for w in want]
+    first = page.locator("tr.job-row").first
+    expect(first.locator("td.cell-duration")).not_to_have_text("—")
+    page.get_by_label("Sort by").select_option("retries")
+    most = admin_api.get("/jobs", params={"status": "eq.completed", "order": "retries.desc",
+                                          "limit": 1, "select": "retries"}).json()[0]["retries"]
+    expect(page.locator("tr.job-row").first.locator("td.cell-retries")).to_have_text(str(most))
+
+
+def test_search_jobs_keeps_each_client_to_its_own_jobs_and_refuses_bad_input(
+        stack: Settings, jwt_for: Callable[..., str], admin_api: httpx.Client,
+        web_data: WebData, su_conn: psycopg.Connection) -> None:
+    failed = web_data.failed_jobs["hillcrest"]
+    code = failed_codes(admin_api, "hillcrest", failed).pop()
+    as_admin = admin_api.post("/rpc/search_jobs", json={"error_code": code},
+                              params={"client_id": "eq.hillcrest",
+                                      "select": "client_id,job_id"}).json()
+    assert failed in {j["job_id"] for j in as_admin}
+    with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
+        def call(token: str, body: dict[str, Any]) -> httpx.Response:
+            return http.post("/rpc/search_jobs", json=body,
+                             headers={"Authorization": f"Bearer {token}"})
+        other = call(jwt_for("client", client_id="lakeside"), {"error_code": code})
+        assert other.status_code == 200
+        assert {j["client_id"] for j in other.json()} <= {"lakeside"}
+        assert failed not in {j["job_id"] for j in other.json()}
+        same = call(jwt_for("client", client_id="hillcrest"), {"error_code": code})
+        assert failed in {j["job_id"] for j in same.json()}
+        # An ingest token may not read jobs at all.
+        assert call(jwt_for("ingest", client_id="hillcrest"), {"error_code": code}
+                    ).status_code in (401, 403)
+        # Bad input: one clear error each, with the SQLSTATE of a bad parameter.
+        token = jwt_for("client", client_id="hillcrest")
+        for body, code_want in (({}, "SL501"), ({"error_text": "x" * 201}, "SL501"),
+                                ({"billed_step": "report"}, "SL501"),
+                                ({"billed_period": "2026-13"}, "SL405"),
+                                ({"error_code": "A", "failed_since": "2026-02-01",
+                                  "failed_until": "2026-01-01"}, "SL501")):
+            answer = call(token, body)
+            assert answer.status_code == 400 and answer.json()["code"] == code_want, answer.text
+        hostile = call(token, {"error_text": "'; drop table ledger.jobs; --"})
+        assert hostile.status_code == 200 and hostile.json() == []
+        days = http.post("/rpc/jobs_by_day", json={"since": "2020-01-01", "until": "2026-01-01"},
+                         headers={"Authorization": f"Bearer {token}"})
+        assert days.status_code == 400 and days.json()["code"] == "SL501"
+    # A BI login reads reporting views, not the HTTP surface.
+    with su_conn.transaction(force_rollback=True):
+        su_conn.execute("set local role bi_reader")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            su_conn.execute("select * from api.search_jobs(error_code => 'X')")

@@ -27,7 +27,12 @@ select j.client_id,
              and r.attempt = js.latest_attempt
            where js.client_id = j.client_id and js.job_id = j.job_id
              and js.step = j.last_error_step
-             and r.status = 'failed' and r.error_retryable)) as retry_expected
+             and r.status = 'failed' and r.error_retryable)) as retry_expected,
+       -- until it ends, a job's duration grows with the clock: sorting by it puts the longest
+       -- running ones first
+       round(extract(epoch from coalesce(j.finished_at, now()) - j.started_at), 3) as duration_s,
+       (select coalesce(sum(js.latest_attempt - 1), 0)::integer from ledger.job_steps js
+         where js.client_id = j.client_id and js.job_id = j.job_id) as retries
   from ledger.jobs j
   join ledger.pipelines p on p.pipeline = j.pipeline;
 
@@ -42,6 +47,8 @@ comment on column api.jobs.last_received_at is 'When the latest batch with event
 comment on column api.jobs.pipeline_version is 'The pipeline version whose steps the job counts: the version current at its first event, or a later one when the job reports a step that version added.';
 comment on column api.jobs.stalls_at is 'For a running (or stalled) job: when it counts as stalled without a further event.';
 comment on column api.jobs.retry_expected is 'True when the job failed and the failing attempt''s error said retryable: true, so a new attempt is expected (status stays failed until it arrives).';
+comment on column api.jobs.duration_s is 'Seconds from the first event to the end (finished_at), or to now while the job is running or stalled.';
+comment on column api.jobs.retries is 'Attempts beyond the first, over all steps of the job.';
 comment on column api.jobs.changed_xid is 'Transaction that last changed the job; poll GET /rpc/job_changes with a cursor to get changed jobs (docs/api.md).';
 
 create or replace view api.step_runs with (security_invoker = true) as

@@ -28,6 +28,27 @@ export function monthlyChart(rows, periods, selected, onSelect) {
   return columns(items, { label: `Amount per month (${currency || 'no usage'})`, onSelect });
 }
 
+/** Usage over time per pipeline: completed steps per month, one chart per pipeline with usage. */
+export function pipelineUsageCharts(cat, rows, periods) {
+  const byPipeline = new Map();
+  for (const r of rows) {
+    if (!byPipeline.has(r.pipeline)) byPipeline.set(r.pipeline, new Map(periods.map((p) => [p, 0])));
+    const months = byPipeline.get(r.pipeline);
+    if (months.has(r.period)) months.set(r.period, months.get(r.period) + Number(r.completed_steps || 0));
+  }
+  if (!byPipeline.size) return null;
+  return [...byPipeline.entries()].map(([pipeline, months]) => {
+    const title = cat.pipeline(pipeline)?.title || pipeline;
+    const items = [...periods].reverse().map((p) => ({
+      key: p, label: fmt.periodShort(p), name: fmt.period(p), value: months.get(p),
+      text: `${fmt.int(months.get(p))} completed steps`, short: fmt.int(months.get(p)),
+    }));
+    return h('div', { class: 'pipeline-usage', dataset: { pipeline } },
+      h('h3', { class: 'chart-title' }, title),
+      columns(items, { label: `Completed steps per month · ${title}`, values: 'none' }));
+  });
+}
+
 /** What an invoice line is about: a step (usage), a monthly minimum, or an adjustment. */
 function lineTitle(cat, line) {
   const p = line.pipeline ? cat.pipeline(line.pipeline) : null;
@@ -41,6 +62,13 @@ function lineTitle(cat, line) {
     return { step: what, pipeline: `Adjustment for ${fmt.period(line.for_period)}${pipelineTitle ? ` · ${pipelineTitle}` : ''}` };
   }
   return { step: line.step ? cat.stepTitle(line.pipeline, line.step) : (line.description || '—'), pipeline: pipelineTitle };
+}
+
+/** The jobs list showing the jobs an invoice line bills. */
+export function billedJobsHref(clientId, period, line) {
+  const q = new URLSearchParams({ client: clientId, billed_period: period, billed_step: line.step });
+  if (line.pipeline) q.set('pipeline', line.pipeline);
+  return `#/jobs?${q.toString()}`;
 }
 
 /** "Monthly figures as of 14:05" from GET /usage_freshness (GET /usage is a materialized
@@ -139,7 +167,10 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
         const usageLine = !l.kind || l.kind === 'usage';
         const unpriced = usageLine && (l.priced === false || l.unit_price === null || l.unit_price === undefined);
         return h('tr', { dataset: { step: l.step || '', kind: l.kind || 'usage' } },
-          h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, t.step),
+          h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, usageLine && l.step
+            // the jobs this line bills: their step completed in this month (POST /rpc/search_jobs)
+            ? h('a', { href: billedJobsHref(clientId, period, l), class: 'line-jobs' }, t.step)
+            : t.step),
             t.pipeline ? h('span', { class: 'muted small' }, t.pipeline) : null),
           h('td', { class: 'num', 'data-label': 'Units' }, l.units === null || l.units === undefined ? '—' : fmt.int(l.units)),
           h('td', { class: 'num', 'data-label': 'Unit price' }, unpriced

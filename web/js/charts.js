@@ -4,7 +4,8 @@
 import { h, s } from './dom.js';
 
 /**
- * Horizontal bar chart. items: [{label, value, note, tone}] (already sorted). Renders as HTML
+ * Horizontal bar chart. items: [{label, value, note, tone, href}] (already sorted); with href the
+ * name links to the rows behind the bar (a drill-down). Renders as HTML
  * rows with SVG bars so long labels wrap on a phone.
  */
 export function barList(items, { valueText = (v) => String(v), label, max } = {}) {
@@ -14,7 +15,7 @@ export function barList(items, { valueText = (v) => String(v), label, max } = {}
       const pct = Math.max(0, Math.min(1, (Number(item.value) || 0) / top));
       return h('li', { class: 'barlist-row' },
         h('div', { class: 'barlist-label' },
-          h('span', { class: 'barlist-name' }, item.label),
+          h('span', { class: 'barlist-name' }, item.href ? h('a', { href: item.href }, item.label) : item.label),
           h('span', { class: 'barlist-value' }, valueText(item.value, item))),
         s('svg', { class: 'barlist-svg', viewBox: '0 0 100 6', preserveAspectRatio: 'none', 'aria-hidden': 'true' },
           s('rect', { x: 0, y: 0, width: 100, height: 6, rx: 3, class: 'bar-track' }),

@@ -6,7 +6,25 @@ import { ApiError, get, quoteValue, request, rpc } from './api.js';
 import { localDayEnd, localDayStart } from './format.js';
 
 export const JOB_COLUMNS = 'client_id,job_id,pipeline,status,steps_total,steps_done,progress,'
-  + 'started_at,updated_at,finished_at,last_error,last_error_step,retry_expected';
+  + 'started_at,updated_at,finished_at,last_error,last_error_step,retry_expected,duration_s,retries';
+
+/** Drill-down filters of the jobs list, answered by POST /rpc/search_jobs (its arguments). */
+export const DRILL_KEYS = ['error_code', 'error_step', 'error_source', 'error_text', 'failed_since',
+  'failed_until', 'billed_period', 'billed_step'];
+
+/** Orders of the jobs list: the column the API sorts by, most first. */
+export const JOB_SORTS = {
+  activity: 'updated_at.desc',
+  started: 'started_at.desc',
+  duration: 'duration_s.desc',
+  retries: 'retries.desc',
+};
+
+function drillArgs(filters) {
+  const args = {};
+  for (const key of DRILL_KEYS) if (filters[key]) args[key] = filters[key];
+  return Object.keys(args).length ? args : null;
+}
 
 export const JOB_STATES = ['running', 'stalled', 'failed', 'completed'];
 
@@ -77,17 +95,34 @@ function likePrefix(q) {
 }
 
 /** GET /jobs, one page, with the total count. */
+/** GET /jobs, one page, with the total count; with drill-down filters POST /rpc/search_jobs,
+ * whose rows are the same and take the same filters. */
 export async function listJobs(filters, { offset = 0, limit = 25 } = {}) {
-  const params = {
-    ...jobFilters(filters), select: JOB_COLUMNS, order: 'updated_at.desc,client_id,job_id',
-    offset, limit,
-  };
-  const { data, total } = await request('/jobs', { params, count: true });
+  const order = `${JOB_SORTS[filters.sort] || JOB_SORTS.activity},client_id,job_id`;
+  const params = { ...jobFilters(filters), select: JOB_COLUMNS, order, offset, limit };
+  const drill = drillArgs(filters);
+  const { data, total } = drill
+    ? await request('/rpc/search_jobs', { method: 'POST', body: drill, params, count: true })
+    : await request('/jobs', { params, count: true });
   return { rows: data || [], total };
+}
+
+/** Counts per state of a drill-down: one count per state from POST /rpc/search_jobs. */
+async function drillCounts(filters, drill) {
+  const base = jobFilters({ ...filters, status: '' });
+  const count = async (status) => (await request('/rpc/search_jobs', {
+    method: 'POST', body: drill, count: true,
+    params: { ...base, ...(status ? { status: `eq.${status}` } : {}), limit: 0 },
+  })).total;
+  const [running, stalled, failed, completed, total] = await Promise.all(
+    [...JOB_STATES, null].map((s) => count(s)));
+  return { running, stalled, failed, completed, total };
 }
 
 /** Jobs per state with the list's filters except the state: POST /rpc/job_counts. */
 export async function jobCounts(filters) {
+  const drill = drillArgs(filters);
+  if (drill) return drillCounts(filters, drill);
   const { since, until } = startedWindow(filters);
   const answer = await rpc('job_counts', {
     pipeline: filters.pipeline || null,
@@ -142,6 +177,16 @@ export async function errorStats({ since, until, client }) {
 
 export async function errorsBySource({ since, until, client }) {
   return rpc('error_stats_by_source', { since: since || null, until: until || null, client: client || null });
+}
+
+/** Failures per UTC day and step (POST /rpc/error_stats_by_day). */
+export async function errorsByDay({ since, until, client }) {
+  return rpc('error_stats_by_day', { since: since || null, until: until || null, client: client || null });
+}
+
+/** Jobs started per UTC day, with how many failed (POST /rpc/jobs_by_day). */
+export async function jobsByDay({ since, until, client }) {
+  return rpc('jobs_by_day', { since: since || null, until: until || null, client: client || null });
 }
 
 export async function errorCodes({ since, until, client }) {
