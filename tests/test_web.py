@@ -647,8 +647,9 @@ def test_every_control_has_a_label_and_the_keyboard_reaches_everything(app: App)
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_screenshots_and_no_horizontal_scrolling(
-        app: App, web_data: WebData, viewport: dict[str, int]) -> None:
+        app: App, web_data: WebData, admin_api: httpx.Client, viewport: dict[str, int]) -> None:
     suffix = "desktop" if viewport is DESKTOP else "phone"
+    admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0}).raise_for_status()
     page = app.page(viewport=viewport)
     page.goto(f"{app.url}/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -669,6 +670,17 @@ def test_screenshots_and_no_horizontal_scrolling(
         screenshot(page, f"{who if who == 'admin' else 'client'}-{name}-{suffix}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {viewport['width']}px"
+    # Whole pages: the hotspots with their trends, and a drill-down into the jobs they count.
+    admin = signed["admin"]
+    admin.goto(f"{app.url}/#/errors?window=30")
+    expect(admin.get_by_role("list", name="Jobs started per day")).to_be_visible()
+    screenshot(admin, f"admin-errors-full-{suffix}", full_page=True)
+    admin.get_by_role("list", name="Failures by step").locator(".barlist-name a").first.click()
+    expect(admin.locator(".drill-note")).not_to_be_empty()
+    expect(admin.locator("tr.job-row").first).to_be_visible()
+    screenshot(admin, f"admin-jobs-drilldown-{suffix}")
+    overflow = admin.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the drill-down scrolls sideways by {overflow}px"
 
 
 # -- live job pages, retryable failures, steps not run (issue: job pages stop updating) ---------
