@@ -888,9 +888,11 @@ def test_an_error_hotspot_opens_the_jobs_that_failed_that_way(
     admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0}).raise_for_status()
     codes = admin_api.post("/rpc/error_codes", json={}).json()
     top = codes[0]
+    title = admin_api.get("/pipeline_steps", params={
+        "pipeline": f"eq.{top['pipeline']}", "step": f"eq.{top['step']}"}).json()[0]["title"]
     page = app.signed_in("admin", "/errors?window=all")
-    link = page.get_by_role("link", name=re.compile(
-        f"Jobs that failed with {top['error_code']} at ")).first
+    link = page.get_by_role("link", name=f"Jobs that failed with {top['error_code']} at {title}",
+                            exact=True)
     link.click()
     expect(page.locator(".drill-note")).to_contain_text(top["error_code"])
     want = admin_api.post("/rpc/search_jobs", params={"select": "client_id,job_id"},

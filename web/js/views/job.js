@@ -63,7 +63,7 @@ export function render(main, ctx) {
         fact('Started', timeEl(job.started_at, { format: fmt.dateTime })),
         fact(job.finished_at ? 'Finished' : 'Last activity',
           job.finished_at ? timeEl(job.finished_at) : timeEl(job.updated_at, { relative: true })),
-        fact(job.finished_at ? 'Duration' : 'Running for', fmt.duration(seconds(job.started_at, end))),
+        fact(job.finished_at ? 'Duration' : 'Running for', fmt.duration(job.duration_s)),
         fact('Steps run', `${fmt.int(steps.filter((s) => s.runs.length).length)} · ${fmt.int(attempts)} ${attempts === 1 ? 'attempt' : 'attempts'}`),
         sources.length ? fact(sources.length > 1 ? 'Sites' : 'Site', sources.join(', ')) : null));
 
