@@ -650,6 +650,7 @@ def test_screenshots_and_no_horizontal_scrolling(
         app: App, web_data: WebData, admin_api: httpx.Client, viewport: dict[str, int]) -> None:
     suffix = "desktop" if viewport is DESKTOP else "phone"
     admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0}).raise_for_status()
+    admin_api.post("/rpc/refresh_usage", json={}).raise_for_status()
     page = app.page(viewport=viewport)
     page.goto(f"{app.url}/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
