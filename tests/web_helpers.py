@@ -158,6 +158,32 @@ def screenshot(page: Any, name: str, full_page: bool = False) -> Path:
     return path
 
 
+AXE_SCRIPT = REPO / "node_modules" / "axe-core" / "axe.min.js"
+# Rules axe leaves off by default that the app must pass too: a control's accessible name must
+# contain its visible text (speech users say what they see).
+AXE_EXTRA_RULES = ("label-content-name-mismatch",)
+
+
+def axe_violations(page: Any, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """Run axe-core (npm package, installed by scripts/bootstrap.sh) in the page; returns one line
+    per violation of the given impacts: rule, impact, and the first offending nodes."""
+    if not AXE_SCRIPT.exists():
+        raise AssertionError(f"{AXE_SCRIPT} is missing: run `bash scripts/bootstrap.sh --test`")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        # Evaluated through the DevTools protocol, so the app's content security policy (which
+        # allows no inline script) stays as it is for the app itself.
+        page.evaluate(AXE_SCRIPT.read_text())
+    result = page.evaluate("""async (extra) => {
+        const rules = Object.fromEntries(extra.map((r) => [r, { enabled: true }]));
+        const answer = await axe.run(document, { rules, resultTypes: ['violations'] });
+        return answer.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 3).map((n) => `${n.target.join(' ')} `
+                + (n.failureSummary || '').replace(/\\s+/g, ' ').slice(0, 160)) }));
+    }""", list(AXE_EXTRA_RULES))
+    return [f"{v['id']} ({v['impact']}): {v['help']} -> {v['nodes']}" for v in result
+            if v["impact"] in impacts]
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Poll `check` until true, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

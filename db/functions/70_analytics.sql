@@ -224,7 +224,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
 -- A Gantt-ready timeline of one job in one request: the job, then every step of its pipeline
--- version in order (steps not reached yet are `pending`) with each attempt as a bar: start, end,
+-- version in order (steps not reached yet are `pending`, or `not_run` once the job has failed or
+-- completed) with each attempt as a bar: start, end,
 -- state, duration and the queue time before it. Bars of running attempts have no end yet: draw
 -- them to `as_of`.
 declare
@@ -284,7 +285,11 @@ begin
   )
   select jsonb_agg(jsonb_build_object(
            'step', s.step, 'step_index', s.step_index, 'title', s.title,
-           'state', coalesce(s.state, 'pending'), 'attempts', s.attempts,
+           -- a step without attempts: pending while the job may still reach it, not_run once
+           -- the job failed or completed without it
+           'state', coalesce(s.state, case when v_job.status in ('failed', 'completed')
+                                           then 'not_run' else 'pending' end),
+           'attempts', s.attempts,
            'started_at', s.started_at, 'ended_at', s.ended_at, 'runs', s.bars)
          order by s.step_index),
          min(s.started_at),

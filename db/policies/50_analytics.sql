@@ -50,3 +50,14 @@ grant execute on function api.refresh_analytics(integer) to admin;
 
 grant usage on schema reporting to bi_reader;
 grant select on reporting.step_outcomes_daily to bi_reader, admin;
+
+-- Drill-downs and trends of the jobs list (db/views/12_api_job_search.sql): caller's rights, so
+-- row-level security keeps a client to its own jobs.
+revoke execute on function
+  api.search_jobs(text, text, text, text, timestamptz, timestamptz, text, text),
+  api.jobs_by_day(date, date, text)
+  from public;
+grant execute on function
+  api.search_jobs(text, text, text, text, timestamptz, timestamptz, text, text),
+  api.jobs_by_day(date, date, text)
+  to client, admin;

@@ -3,3 +3,7 @@
 -- ledger.pipelines / ledger.pipeline_steps (select_all) decide which rows each role sees.
 
 grant select on api.clients, api.pipelines, api.pipeline_steps to client, admin;
+
+-- The CSV export of usage (db/views/61_web_exports.sql): security_invoker over api.usage, so the
+-- usage rule (own client only, admins everything) applies.
+grant select on api.usage_export to client, admin;

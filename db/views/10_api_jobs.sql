@@ -17,7 +17,21 @@ select j.client_id,
        j.events,
        j.last_received_at,
        j.pipeline_version,
-       case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at
+       case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at,
+       -- failed, but the pipeline said the failing attempt may be retried (error.retryable)
+       (j.status = 'failed' and exists (
+          select 1 from ledger.job_steps js
+            join ledger.step_runs r
+              on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
+             and r.attempt = js.latest_attempt
+           where js.client_id = j.client_id and js.job_id = j.job_id
+             and js.step = j.last_error_step
+             and r.status = 'failed' and r.error_retryable)) as retry_expected,
+       -- until it ends, a job's duration grows with the clock: sorting by it puts the longest
+       -- running ones first
+       round(extract(epoch from coalesce(j.finished_at, now()) - j.started_at), 3) as duration_s,
+       (select coalesce(sum(js.latest_attempt - 1), 0)::integer from ledger.job_steps js
+         where js.client_id = j.client_id and js.job_id = j.job_id) as retries
   from ledger.jobs j
   join ledger.pipelines p on p.pipeline = j.pipeline;
 
@@ -31,6 +45,9 @@ comment on column api.jobs.last_error is 'error code and message of the latest f
 comment on column api.jobs.last_received_at is 'When the latest batch with events of this job arrived.';
 comment on column api.jobs.pipeline_version is 'The pipeline version whose steps the job counts: the version current at its first event, or a later one when the job reports a step that version added.';
 comment on column api.jobs.stalls_at is 'For a running (or stalled) job: when it counts as stalled without a further event.';
+comment on column api.jobs.retry_expected is 'True when the job failed and the failing attempt''s error said retryable: true, so a new attempt is expected (status stays failed until it arrives).';
+comment on column api.jobs.duration_s is 'Seconds from the first event to the end (finished_at), or to now while the job is running or stalled.';
+comment on column api.jobs.retries is 'Attempts beyond the first, over all steps of the job.';
 
 create or replace view api.step_runs with (security_invoker = true) as
 select r.client_id,

@@ -68,13 +68,27 @@ select p.pipeline,
        p.price_id,
        p.recorded_at,
        p.recorded_by,
-       p.recorded_role
+       p.recorded_role,
+       -- The billing rule of ledger._usage_lines_of (docs/billing.md): a row is in force from its
+       -- effective_from until the next row of the same pipeline, step, client and currency; of
+       -- two rows with the same effective_from the later recorded one wins.
+       case when p.effective_from > now() then 'scheduled'
+            when exists (select 1 from ledger.prices n
+                          where n.pipeline = p.pipeline and n.step = p.step
+                            and n.client_id is not distinct from p.client_id
+                            and n.currency = p.currency
+                            and n.effective_from <= now()
+                            and (n.effective_from, n.price_id) > (p.effective_from, p.price_id))
+              then 'superseded'
+            else 'in force'
+       end as state
   from ledger.prices p;
 
 comment on view api.prices is 'The price book. A client sees the default prices and its own. Admins add prices with POST /prices; rows are never changed: a change is a new row with a later effective_from.';
 comment on column api.prices.client_id is 'null: the default price (per currency); else this client''s own price, which beats the default.';
 comment on column api.prices.currency is 'ISO 4217 code; a client''s own price is in the client''s currency (default: the client''s, or EUR for default prices).';
 comment on column api.prices.effective_from is 'In force from this instant until the next row of the same pipeline, step, client and currency (default: now).';
+comment on column api.prices.state is 'in force (the row billing uses now for its pipeline, step, client and currency), scheduled (effective_from is in the future) or superseded (a later row is in force).';
 comment on column api.prices.tiers is 'Graduated tiers per client and month, e.g. [{"from_units": 1000, "unit_price": 0.03}]: unit_price applies below the first tier.';
 
 create or replace view api.client_minimums with (security_invoker = true) as

@@ -22,16 +22,31 @@ export function monthlyChart(rows, periods, selected, onSelect) {
     name: fmt.period(p),
     value: totals.get(p),
     text: fmt.money(totals.get(p), currency),
-    short: compactMoney(totals.get(p), currency),
+    short: fmt.money(totals.get(p), currency, { precision: 'compact' }),
     selected: p === selected,
   }));
   return columns(items, { label: `Amount per month (${currency || 'no usage'})`, onSelect });
 }
 
-function compactMoney(n, currency) {
-  const opts = { notation: 'compact', maximumFractionDigits: 1 };
-  if (/^[A-Z]{3}$/.test(currency || '')) Object.assign(opts, { style: 'currency', currency });
-  return new Intl.NumberFormat(undefined, opts).format(n);
+/** Usage over time per pipeline: completed steps per month, one chart per pipeline with usage. */
+export function pipelineUsageCharts(cat, rows, periods) {
+  const byPipeline = new Map();
+  for (const r of rows) {
+    if (!byPipeline.has(r.pipeline)) byPipeline.set(r.pipeline, new Map(periods.map((p) => [p, 0])));
+    const months = byPipeline.get(r.pipeline);
+    if (months.has(r.period)) months.set(r.period, months.get(r.period) + Number(r.completed_steps || 0));
+  }
+  if (!byPipeline.size) return null;
+  return [...byPipeline.entries()].map(([pipeline, months]) => {
+    const title = cat.pipeline(pipeline)?.title || pipeline;
+    const items = [...periods].reverse().map((p) => ({
+      key: p, label: fmt.periodShort(p), name: fmt.period(p), value: months.get(p),
+      text: `${fmt.int(months.get(p))} completed steps`, short: fmt.int(months.get(p)),
+    }));
+    return h('div', { class: 'pipeline-usage', dataset: { pipeline } },
+      h('h3', { class: 'chart-title' }, title),
+      columns(items, { label: `Completed steps per month · ${title}`, values: 'none' }));
+  });
 }
 
 /** What an invoice line is about: a step (usage), a monthly minimum, or an adjustment. */
@@ -47,6 +62,13 @@ function lineTitle(cat, line) {
     return { step: what, pipeline: `Adjustment for ${fmt.period(line.for_period)}${pipelineTitle ? ` · ${pipelineTitle}` : ''}` };
   }
   return { step: line.step ? cat.stepTitle(line.pipeline, line.step) : (line.description || '—'), pipeline: pipelineTitle };
+}
+
+/** The jobs list showing the jobs an invoice line bills. */
+export function billedJobsHref(clientId, period, line) {
+  const q = new URLSearchParams({ client: clientId, billed_period: period, billed_step: line.step });
+  if (line.pipeline) q.set('pipeline', line.pipeline);
+  return `#/jobs?${q.toString()}`;
 }
 
 /** "Monthly figures as of 14:05" from GET /usage_freshness (GET /usage is a materialized
@@ -80,13 +102,20 @@ export function byStepOrder(cat, rows) {
   return [...rows].sort((a, b) => String(a.pipeline).localeCompare(String(b.pipeline)) || index(a) - index(b));
 }
 
-/** CSV of an invoice's lines. */
-export function invoiceCsv(inv) {
+/** CSV of an invoice's lines, in the invoice's order (the pipeline's), with the titles people
+ * read beside the keys, priced as true/false. */
+export function invoiceCsv(inv, cat) {
   const rows = (inv.lines || []).map((l) => ({
-    ...l, kind: l.kind || 'usage', currency: l.currency || inv.currency, period: inv.period,
+    ...l,
+    kind: l.kind || 'usage',
+    currency: l.currency || inv.currency,
+    period: inv.period,
+    pipeline_title: l.pipeline ? cat.pipeline(l.pipeline)?.title || l.pipeline : '',
+    step_title: l.step ? cat.stepTitle(l.pipeline, l.step) : '',
+    priced: typeof l.priced === 'boolean' ? String(l.priced) : '',
   }));
-  return toCsv(['period', 'kind', 'pipeline', 'step', 'description', 'completed_steps', 'units',
-    'unit_price', 'amount', 'currency'], rows);
+  return toCsv(['period', 'kind', 'pipeline', 'pipeline_title', 'step', 'step_title', 'description',
+    'completed_steps', 'units', 'unit_price', 'priced', 'amount', 'currency'], rows);
 }
 
 /**
@@ -112,7 +141,7 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
   const csvName = `stepledger-invoice-${clientId}-${period}.csv`;
   const actions = h('div', { class: 'card-actions' },
     h('button', { type: 'button', class: 'btn btn-secondary btn-small', disabled: !lines.length,
-      onClick: () => download(csvName, invoiceCsv(inv)) }, 'Download invoice CSV'),
+      onClick: () => download(csvName, invoiceCsv(inv, cat)) }, 'Download invoice CSV'),
     h('button', { type: 'button', class: 'btn btn-ghost btn-small', onClick: async (e) => {
       const btn = e.currentTarget;
       btn.disabled = true;
@@ -138,7 +167,10 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
         const usageLine = !l.kind || l.kind === 'usage';
         const unpriced = usageLine && (l.priced === false || l.unit_price === null || l.unit_price === undefined);
         return h('tr', { dataset: { step: l.step || '', kind: l.kind || 'usage' } },
-          h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, t.step),
+          h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, usageLine && l.step
+            // the jobs this line bills: their step completed in this month (POST /rpc/search_jobs)
+            ? h('a', { href: billedJobsHref(clientId, period, l), class: 'line-jobs' }, t.step)
+            : t.step),
             t.pipeline ? h('span', { class: 'muted small' }, t.pipeline) : null),
           h('td', { class: 'num', 'data-label': 'Units' }, l.units === null || l.units === undefined ? '—' : fmt.int(l.units)),
           h('td', { class: 'num', 'data-label': 'Unit price' }, unpriced

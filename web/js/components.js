@@ -14,6 +14,7 @@ export const STATUS = {
   started: { label: 'Running', icon: '▶' },
   skipped: { label: 'Skipped', icon: '↷' },
   pending: { label: 'Pending', icon: '○' },
+  not_run: { label: 'Not run', icon: '–' },
   abandoned: { label: 'Abandoned', icon: '–' },
   draft: { label: 'Draft', icon: '✎' },
   finalized: { label: 'Finalized', icon: '▣' },
@@ -29,12 +30,22 @@ export function badge(status, { label } = {}) {
     h('span', { class: 'badge-label' }, label || info.label));
 }
 
-export function progressBar(done, total, { status, label } = {}) {
+/** A job's status badge: a failure the pipeline marked retryable reads "Failed · retry expected"
+ * (api.jobs.retry_expected); the status itself stays failed. */
+export function jobBadge(job) {
+  return job.status === 'failed' && job.retry_expected
+    ? badge('failed', { label: 'Failed · retry expected' })
+    : badge(job.status);
+}
+
+/** A progress bar; `name` is its accessible name (e.g. "Progress of job X"). */
+export function progressBar(done, total, { status, label, name = 'Progress' } = {}) {
   const pct = total > 0 ? Math.max(0, Math.min(1, done / total)) : 0;
   const text = label || `${done} of ${total} steps`;
   return h('div', { class: `progress progress-${status || 'running'}` },
     h('div', {
-      class: 'progress-track', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': String(total),
+      class: 'progress-track', role: 'progressbar', 'aria-label': name,
+      'aria-valuemin': '0', 'aria-valuemax': String(total),
       'aria-valuenow': String(done), 'aria-valuetext': `${text} (${Math.round(pct * 100)}%)`,
     }, h('div', { class: 'progress-fill', style: { width: `${(pct * 100).toFixed(1)}%` } })),
     h('span', { class: 'progress-text' }, text));

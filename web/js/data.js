@@ -2,11 +2,29 @@
 // (DESIGN.md §4), docs/api.md, docs/billing.md or docs/security.md it uses. Views call these,
 // never fetch directly.
 
-import { get, quoteValue, request, rpc } from './api.js';
+import { ApiError, get, quoteValue, request, rpc } from './api.js';
 import { localDayEnd, localDayStart } from './format.js';
 
 export const JOB_COLUMNS = 'client_id,job_id,pipeline,status,steps_total,steps_done,progress,'
-  + 'started_at,updated_at,finished_at,last_error,last_error_step';
+  + 'started_at,updated_at,finished_at,last_error,last_error_step,retry_expected,duration_s,retries';
+
+/** Drill-down filters of the jobs list, answered by POST /rpc/search_jobs (its arguments). */
+export const DRILL_KEYS = ['error_code', 'error_step', 'error_source', 'error_text', 'failed_since',
+  'failed_until', 'billed_period', 'billed_step'];
+
+/** Orders of the jobs list: the column the API sorts by, most first. */
+export const JOB_SORTS = {
+  activity: 'updated_at.desc',
+  started: 'started_at.desc',
+  duration: 'duration_s.desc',
+  retries: 'retries.desc',
+};
+
+function drillArgs(filters) {
+  const args = {};
+  for (const key of DRILL_KEYS) if (filters[key]) args[key] = filters[key];
+  return Object.keys(args).length ? args : null;
+}
 
 export const JOB_STATES = ['running', 'stalled', 'failed', 'completed'];
 
@@ -41,20 +59,32 @@ export function forgetCatalog() {
 
 // -- jobs -----------------------------------------------------------------------------------------
 /** PostgREST filters of the jobs list. `status`: all | open | running | stalled | failed | completed. */
-export function jobFilters({ status, pipeline, from, to, q, client } = {}) {
+export function jobFilters({ status, pipeline, from, to, q, client, month } = {}) {
   const params = {};
   if (status === 'open') params.status = 'neq.completed';
   else if (JOB_STATES.includes(status)) params.status = `eq.${status}`;
   if (pipeline) params.pipeline = `eq.${pipeline}`;
   if (client) params.client_id = `eq.${client}`;
-  const since = localDayStart(from);
-  const until = localDayEnd(to);
+  const { since, until } = startedWindow({ from, to, month });
   const started = [];
   if (since) started.push(`gte.${since}`);
   if (until) started.push(`lt.${until}`);
   if (started.length) params.started_at = started;
   if (q) params.job_id = `like.${likePrefix(q)}*`;
   return params;
+}
+
+/** The started_at window of the filters: local calendar days (from, to), or a billing month
+ * (YYYY-MM, UTC) so that counts line up with the month's revenue. */
+export function startedWindow({ from, to, month } = {}) {
+  const m = /^(\d{4})-(\d{2})$/.exec(month || '');
+  if (m) {
+    return {
+      since: new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, 1)).toISOString(),
+      until: new Date(Date.UTC(Number(m[1]), Number(m[2]), 1)).toISOString(),
+    };
+  }
+  return { since: localDayStart(from), until: localDayEnd(to) };
 }
 
 /** A job id prefix as typed, for a PostgREST like filter: LIKE's own wildcards (% and _) and its
@@ -65,21 +95,39 @@ function likePrefix(q) {
 }
 
 /** GET /jobs, one page, with the total count. */
+/** GET /jobs, one page, with the total count; with drill-down filters POST /rpc/search_jobs,
+ * whose rows are the same and take the same filters. */
 export async function listJobs(filters, { offset = 0, limit = 25 } = {}) {
-  const params = {
-    ...jobFilters(filters), select: JOB_COLUMNS, order: 'updated_at.desc,client_id,job_id',
-    offset, limit,
-  };
-  const { data, total } = await request('/jobs', { params, count: true });
+  const order = `${JOB_SORTS[filters.sort] || JOB_SORTS.activity},client_id,job_id`;
+  const params = { ...jobFilters(filters), select: JOB_COLUMNS, order, offset, limit };
+  const drill = drillArgs(filters);
+  const { data, total } = drill
+    ? await request('/rpc/search_jobs', { method: 'POST', body: drill, params, count: true })
+    : await request('/jobs', { params, count: true });
   return { rows: data || [], total };
+}
+
+/** Counts per state of a drill-down: one count per state from POST /rpc/search_jobs. */
+async function drillCounts(filters, drill) {
+  const base = jobFilters({ ...filters, status: '' });
+  const count = async (status) => (await request('/rpc/search_jobs', {
+    method: 'POST', body: drill, count: true,
+    params: { ...base, ...(status ? { status: `eq.${status}` } : {}), limit: 0 },
+  })).total;
+  const [running, stalled, failed, completed, total] = await Promise.all(
+    [...JOB_STATES, null].map((s) => count(s)));
+  return { running, stalled, failed, completed, total };
 }
 
 /** Jobs per state with the list's filters except the state: POST /rpc/job_counts. */
 export async function jobCounts(filters) {
+  const drill = drillArgs(filters);
+  if (drill) return drillCounts(filters, drill);
+  const { since, until } = startedWindow(filters);
   const answer = await rpc('job_counts', {
     pipeline: filters.pipeline || null,
-    since: localDayStart(filters.from),
-    until: localDayEnd(filters.to),
+    since,
+    until,
     job_prefix: filters.q ? filters.q.replace(/\*/g, '') : null,
     client: filters.client || null,
   });
@@ -89,40 +137,23 @@ export async function jobCounts(filters) {
   };
 }
 
-/** One job with every attempt of every step of its pipeline (steps not reached yet: pending). */
+/** One job with every attempt of every step of its pipeline: POST /rpc/job_timeline. The
+ * database decides each step's and attempt's state (pending, not_run, running, stalled,
+ * abandoned, completed, failed, skipped); the app only shows them. null: no such job visible. */
 export async function jobDetail(clientId, jobId) {
-  const [jobs, runs] = await Promise.all([
-    get('/jobs', { client_id: `eq.${clientId}`, job_id: `eq.${jobId}`, select: '*' }),
-    get('/step_runs', { client_id: `eq.${clientId}`, job_id: `eq.${jobId}`, order: 'step_index,attempt' }),
-  ]);
-  if (!jobs.length) return null;
-  const job = jobs[0];
-  const cat = await catalog();
-  const defined = cat.pipeline(job.pipeline)?.steps || [];
-  const byStep = new Map(defined.map((s) => [s.step, {
-    step: s.step, step_index: s.step_index, title: s.title, runs: [],
-  }]));
-  for (const r of runs) {
-    if (!byStep.has(r.step)) byStep.set(r.step, { step: r.step, step_index: r.step_index, title: r.step, runs: [] });
-    byStep.get(r.step).runs.push(r);
+  let timeline;
+  try {
+    timeline = await rpc('job_timeline', { job_id: jobId, client_id: clientId });
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'SL504') return null;
+    throw err;
   }
-  const jobOpen = job.status === 'running' || job.status === 'stalled';
-  const steps = [...byStep.values()].sort((a, b) => a.step_index - b.step_index);
-  for (const s of steps) {
-    const last = s.runs.length ? s.runs[s.runs.length - 1] : null;
-    for (const r of s.runs) {
-      // An attempt still `started` is running, unless a later attempt replaced it or the job ended.
-      r.state = r.state || (r.status !== 'started' ? r.status
-        : r !== last || !jobOpen ? 'abandoned' : job.status === 'stalled' ? 'stalled' : 'running');
-    }
-    s.state = last ? last.state : 'pending';
-    s.started_at = s.runs.find((r) => r.started_at)?.started_at || null;
-    s.finished_at = last ? last.finished_at : null;
-  }
+  const { steps: timelineSteps, span, as_of: asOf, ...job } = timeline;
+  const steps = timelineSteps.map((s) => ({ ...s, runs: s.runs || [] }));
   const failing = job.status === 'failed'
     ? steps.find((s) => s.state === 'failed' && s.step === job.last_error_step)
       || steps.find((s) => s.state === 'failed') : null;
-  return { job, steps, failing, failingRun: failing ? failing.runs[failing.runs.length - 1] : null };
+  return { job, steps, span, asOf, failing, failingRun: failing ? failing.runs[failing.runs.length - 1] : null };
 }
 
 // -- live updates ---------------------------------------------------------------------------------
@@ -148,6 +179,16 @@ export async function errorsBySource({ since, until, client }) {
   return rpc('error_stats_by_source', { since: since || null, until: until || null, client: client || null });
 }
 
+/** Failures per UTC day and step (POST /rpc/error_stats_by_day). */
+export async function errorsByDay({ since, until, client }) {
+  return rpc('error_stats_by_day', { since: since || null, until: until || null, client: client || null });
+}
+
+/** Jobs started per UTC day, with how many failed (POST /rpc/jobs_by_day). */
+export async function jobsByDay({ since, until, client }) {
+  return rpc('jobs_by_day', { since: since || null, until: until || null, client: client || null });
+}
+
 export async function errorCodes({ since, until, client }) {
   return rpc('error_codes', { since: since || null, until: until || null, client: client || null });
 }
@@ -169,11 +210,12 @@ export async function usage({ client, periods }) {
   return get('/usage', params);
 }
 
+/** GET /usage_export as CSV: titles beside keys, pipeline order, true/false, ISO 8601 Z. */
 export async function usageCsv({ client, periods }) {
-  const params = { order: 'period.desc,client_id,pipeline,step' };
+  const params = { order: 'period.desc,client_id,pipeline,step_index,step' };
   if (client) params.client_id = `eq.${client}`;
   if (periods && periods.length) params.period = `in.(${periods.map(quoteValue).join(',')})`;
-  return (await request('/usage', { params, accept: 'text/csv' })).data;
+  return (await request('/usage_export', { params, accept: 'text/csv' })).data;
 }
 
 export async function refreshUsage() {

@@ -69,17 +69,22 @@ export function relative(value, now = Date.now()) {
   return dateTime(d);
 }
 
-/** "1 h 05 min", "42 s", "3.2 s" */
+/** "3.2 s", "42 s", "1 min 05 s", "1 h 05 min", "2 d 3 h". The value is rounded once, to the
+ * precision its unit shows, before it is split: 59.6 s is "1 min 00 s", never "60 s" or
+ * "1 min 60 s". */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || seconds === '') return '—';
   const s = Number(seconds);
   if (!Number.isFinite(s)) return '—';
-  if (s < 10) return `${s.toFixed(1)} s`;
-  if (s < 60) return `${Math.round(s)} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${String(Math.round(s % 60)).padStart(2, '0')} s`;
-  const hours = Math.floor(m / 60);
-  if (hours < 48) return `${hours} h ${String(m % 60).padStart(2, '0')} min`;
+  if (s < 0) return `−${duration(-s)}`;
+  const tenths = Math.round(s * 10);
+  if (tenths < 100) return `${(tenths / 10).toFixed(1)} s`;
+  const whole = Math.round(s);
+  if (whole < 60) return `${whole} s`;
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, '0')} s`;
+  const minutes = Math.round(s / 60);
+  if (minutes < 48 * 60) return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, '0')} min`;
+  const hours = Math.round(s / 3600);
   return `${Math.floor(hours / 24)} d ${hours % 24} h`;
 }
 
@@ -93,26 +98,36 @@ export function percent(value) {
   return Number.isFinite(n) ? pctFmt.format(n) : '—';
 }
 
+// Every amount of money goes through money(): the same currency symbol, grouping and decimals
+// everywhere, in three precisions: `exact` (invoice amounts: the currency's decimals), `unit`
+// (unit prices: up to 6 decimals, at least the currency's) and `compact` (chart labels: "€863",
+// "€1.5K", never "€862.7").
 const moneyFmts = new Map();
-export function money(amount, currency) {
-  const n = Number(amount);
-  if (!Number.isFinite(n)) return '—';
-  const code = /^[A-Z]{3}$/.test(currency || '') ? currency : null;
-  if (!code) return n.toFixed(2);
-  if (!moneyFmts.has(code)) {
-    moneyFmts.set(code, new Intl.NumberFormat(locale, { style: 'currency', currency: code }));
+function moneyFormat(code, precision, large) {
+  const key = `${code}|${precision}|${large}`;
+  if (!moneyFmts.has(key)) {
+    const opts = code ? { style: 'currency', currency: code } : { minimumFractionDigits: 2 };
+    if (precision === 'unit') opts.maximumFractionDigits = 6;
+    if (precision === 'compact') {
+      Object.assign(opts, large
+        ? { notation: 'compact', maximumFractionDigits: 1, minimumFractionDigits: 0 }
+        : { maximumFractionDigits: 0, minimumFractionDigits: 0 });
+    }
+    moneyFmts.set(key, new Intl.NumberFormat(locale, opts));
   }
-  return moneyFmts.get(code).format(n);
+  return moneyFmts.get(key);
 }
 
-/** A unit price may carry more decimals than money: keep up to 6. */
-export function unitPrice(amount, currency) {
+export function money(amount, currency, { precision = 'exact' } = {}) {
   const n = Number(amount);
-  if (!Number.isFinite(n)) return '—';
-  const code = /^[A-Z]{3}$/.test(currency || '') ? currency : undefined;
-  return new Intl.NumberFormat(locale, code
-    ? { style: 'currency', currency: code, maximumFractionDigits: 6 }
-    : { maximumFractionDigits: 6 }).format(n);
+  if (amount === null || amount === undefined || amount === '' || !Number.isFinite(n)) return '—';
+  const code = /^[A-Z]{3}$/.test(currency || '') ? currency : null;
+  return moneyFormat(code, precision, Math.abs(n) >= 1000).format(n);
+}
+
+/** A unit price: up to 6 decimals. */
+export function unitPrice(amount, currency) {
+  return money(amount, currency, { precision: 'unit' });
 }
 
 /** "2025-03" → "March 2025" */

@@ -25,9 +25,9 @@ const ROUTES = [
   { path: '/jobs', view: jobsView, roles: ['client', 'admin'], nav: 'Jobs' },
   { path: '/jobs/:client/:job', view: jobView, roles: ['client', 'admin'], nav: null, parent: '/jobs' },
   { path: '/usage', view: usageView, roles: ['client'], nav: 'Usage & invoices', short: 'Usage' },
-  { path: '/errors', view: errorsView, roles: ['admin'], nav: 'Error hotspots', short: 'Errors' },
+  { path: '/errors', view: errorsView, roles: ['admin'], nav: 'Error hotspots', short: 'Hotspots' },
   { path: '/billing', view: billingView, roles: ['admin'], nav: 'Billing' },
-  { path: '/prices', view: pricesView, roles: ['admin'], nav: 'Price book', short: 'Prices' },
+  { path: '/prices', view: pricesView, roles: ['admin'], nav: 'Price book' },
   { path: '/tokens', view: tokensView, roles: ['admin'], nav: 'API tokens', short: 'Tokens' },
   { path: '/alerts', view: alertsView, roles: ['client', 'admin'], nav: 'Alerts' },
 ];
@@ -234,7 +234,8 @@ function showShell(s, activePath) {
     const navList = h('ul', { class: 'nav-list' });
     for (const r of ROUTES) {
       if (!r.nav || !r.roles.includes(s.role)) continue;
-      // On a phone the navigation is a grid of short labels; the accessible name stays the full one.
+      // On a phone the navigation is a grid of short labels; the accessible name stays the full one,
+      // which contains the short label (speech users say what they see).
       navList.append(h('li', h('a', { href: buildHash(r.path), class: 'nav-link', dataset: { path: r.path },
         'aria-label': r.short ? r.nav : null },
       navIcon(r.path), h('span', { class: r.short ? 'nav-long' : null }, r.nav),

@@ -1,7 +1,7 @@
 // Admin billing: per client and per step for one month (GET /usage), and any client's invoice.
 
 import { ApiError, describeError } from '../api.js';
-import { byStepOrder, freshnessNote, freshUsage, showInvoice } from '../billing-parts.js';
+import { byStepOrder, freshnessNote, freshUsage, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
 import { download, empty, errorBox, loading, pageHeader, toast, unavailable } from '../components.js';
 import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
@@ -29,13 +29,15 @@ export function render(main, ctx) {
   const refreshBtn = h('button', { type: 'button', class: 'btn btn-ghost', onClick: refreshNow }, 'Refresh figures');
   const tableHost = h('div', { class: 'table-host' }, loading('Loading billing…'));
   const invoiceHost = h('div', { class: 'invoice-host' });
+  const trendHost = h('div', { class: 'trend-host' });
 
   replace(main, h('div', { class: 'page page-billing' },
     pageHeader('Billing', 'Completed steps and amounts per client and step, by month (UTC).'),
     h('form', { class: 'filters filters-inline', 'aria-label': 'Billing period', onSubmit: (e) => e.preventDefault() },
       field('Month', periodSel), field('Client', clientSel), h('div', { class: 'filters-actions' }, refreshBtn, csvBtn)),
     tableHost,
-    invoiceHost));
+    invoiceHost,
+    trendHost));
 
   async function downloadCsv() {
     csvBtn.disabled = true;
@@ -65,6 +67,7 @@ export function render(main, ctx) {
   async function load() {
     replace(tableHost, loading('Loading billing…'));
     replace(invoiceHost);
+    replace(trendHost);
     try {
       if (!cat) {
         cat = await catalog();
@@ -80,9 +83,14 @@ export function render(main, ctx) {
         return;
       }
       const freshness = await freshUsage({ admin: true });
-      const rows = await usage({ periods: [state.period] });
+      const [rows, year] = await Promise.all([usage({ periods: [state.period] }), usage({ periods })]);
       if (ctx.signal.aborted) return;
       renderTable(rows, freshness);
+      const charts = pipelineUsageCharts(cat, year, periods);
+      replace(trendHost, charts ? h('section', { class: 'card', 'aria-labelledby': 'pipeline-usage-title' },
+        h('div', { class: 'card-header' }, h('h2', { id: 'pipeline-usage-title' }, 'Usage per pipeline'),
+          h('span', { class: 'muted small' }, 'completed steps per month, every client')),
+        charts) : null);
     } catch (err) {
       if (ctx.signal.aborted) return;
       replace(tableHost, err instanceof ApiError && err.missingEndpoint

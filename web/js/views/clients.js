@@ -1,4 +1,5 @@
-// Admin overview: every client with its jobs per state and this month's revenue.
+// Admin overview: every client with its jobs per state and its revenue, both for the current
+// billing month (UTC), so failures and revenue speak of the same jobs; one revenue card per currency.
 
 import { ApiError } from '../api.js';
 import { empty, errorBox, loading, pageHeader } from '../components.js';
@@ -27,7 +28,7 @@ export function render(main, ctx) {
   const totalsHost = h('div', { class: 'stat-grid' });
   const tableHost = h('div', { class: 'table-host', 'aria-busy': 'true' }, loading('Loading clients…'));
   replace(main, h('div', { class: 'page page-clients' },
-    pageHeader('Overview', `All clients · revenue for ${fmt.period(period)} (UTC)`, live),
+    pageHeader('Overview', `All clients · jobs started and revenue in ${fmt.period(period)} (UTC)`, live),
     totalsHost,
     tableHost));
 
@@ -35,7 +36,7 @@ export function render(main, ctx) {
     try {
       const cat = await catalog({ refresh: !quiet });
       const [counts, revenue] = await Promise.all([
-        mapLimit(cat.clients, 4, (c) => jobCounts({ client: c.client_id })),
+        mapLimit(cat.clients, 4, (c) => jobCounts({ client: c.client_id, month: period })),
         freshUsage({ admin: true }).then(() => usage({ periods: [period] })).then((rows) => {
           const byClient = new Map();
           for (const r of rows) {
@@ -68,19 +69,22 @@ export function render(main, ctx) {
     if (revenue) {
       for (const v of revenue.values()) money.set(v.currency, (money.get(v.currency) || 0) + v.amount);
     }
-    const stat = (label, value, tone, href) => h('a', { class: `stat stat-${tone}`, href },
-      Array.isArray(value) && value.length > 1
-        ? h('span', { class: 'stat-value stat-value-multi' }, value.map((v) => h('span', v)))
-        : h('span', { class: 'stat-value' }, Array.isArray(value) ? value[0] : value),
+    // Currencies of the clients too, so a currency without usage yet shows 0 rather than nothing.
+    for (const c of cat.clients) if (c.currency && !money.has(c.currency)) money.set(c.currency, 0);
+    const stat = (label, value, tone, href, key) => h('a', { class: `stat stat-${tone}`, href, dataset: { stat: key } },
+      h('span', { class: 'stat-value' }, value),
       h('span', { class: 'stat-label' }, label));
+    const month = fmt.periodShort(period);
+    const jobs = (status) => `#/jobs?month=${period}${status ? `&status=${status}` : ''}`;
     replace(totalsHost,
-      stat('Clients', fmt.int(cat.clients.length), 'neutral', '#/clients'),
-      stat('Jobs running', fmt.int(sum('running')), 'running', '#/jobs?status=running'),
-      stat('Jobs failed', fmt.int(sum('failed')), 'failed', '#/jobs?status=failed'),
-      stat('Jobs stalled', fmt.int(sum('stalled')), 'stalled', '#/jobs?status=stalled'),
-      stat(`Revenue ${fmt.periodShort(period)}`, revenue && money.size
-        ? [...money.entries()].map(([cur, amt]) => fmt.money(amt, cur))
-        : revenue ? fmt.money(0, 'EUR') : '—', 'neutral', '#/billing'));
+      stat(`Jobs started in ${month}`, fmt.int(sum('total')), 'neutral', jobs(''), 'total'),
+      stat(`Running, started in ${month}`, fmt.int(sum('running')), 'running', jobs('running'), 'running'),
+      stat(`Failed, started in ${month}`, fmt.int(sum('failed')), 'failed', jobs('failed'), 'failed'),
+      stat(`Stalled, started in ${month}`, fmt.int(sum('stalled')), 'stalled', jobs('stalled'), 'stalled'),
+      ...(revenue
+        ? [...money.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([cur, amt]) => stat(
+          `Revenue ${month} · ${cur}`, fmt.money(amt, cur), 'neutral', `#/billing?period=${period}`, `revenue-${cur}`))
+        : [stat(`Revenue ${month}`, '—', 'neutral', '#/billing', 'revenue')]));
   }
 
   function renderTable(cat, counts, revenue) {
@@ -91,13 +95,13 @@ export function render(main, ctx) {
     const rows = cat.clients.map((c, i) => ({ client: c, counts: counts[i], revenue: revenue ? revenue.get(c.client_id) : undefined }));
     rows.sort((a, b) => (b.counts.failed + b.counts.stalled) - (a.counts.failed + a.counts.stalled)
       || b.counts.total - a.counts.total);
-    const q = (id, extra = '') => `#/jobs?client=${encodeURIComponent(id)}${extra}`;
+    const q = (id, extra = '') => `#/jobs?client=${encodeURIComponent(id)}&month=${period}${extra}`;
     replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'clients-title' },
       h('div', { class: 'card-header' }, h('h2', { id: 'clients-title' }, 'Clients')),
       h('div', { class: 'table-wrap' }, h('table', { class: 'table table-clients responsive-table' },
         h('thead', h('tr',
           h('th', { scope: 'col' }, 'Client'),
-          h('th', { scope: 'col', class: 'num' }, 'Jobs'),
+          h('th', { scope: 'col', class: 'num' }, `Jobs ${fmt.periodShort(period)}`),
           h('th', { scope: 'col', class: 'num' }, 'Running'),
           h('th', { scope: 'col', class: 'num' }, 'Failed'),
           h('th', { scope: 'col', class: 'num' }, 'Stalled'),

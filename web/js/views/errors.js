@@ -1,9 +1,9 @@
 // Admin error hotspots: failures by step and by site, and the top error codes.
 
 import { ApiError } from '../api.js';
-import { barList } from '../charts.js';
+import { barList, columns } from '../charts.js';
 import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
-import { analyticsFreshness, catalog, errorCodes, errorStats, errorsBySource, refreshAnalytics } from '../data.js';
+import { analyticsFreshness, catalog, errorCodes, errorsByDay, errorStats, errorsBySource, jobsByDay, refreshAnalytics } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
 
@@ -91,9 +91,12 @@ export function render(main, ctx) {
         until: null,
         client: state.client || null,
       };
-      const [steps, sites, codes] = await Promise.all([errorStats(args), errorsBySource(args), errorCodes(args)]);
+      // Trends: per UTC day over the window (all time: the last 90 days).
+      const days = { ...args, since: args.since || utcDaysAgo(89) };
+      const [steps, sites, codes, failuresByDay, startedByDay] = await Promise.all([
+        errorStats(args), errorsBySource(args), errorCodes(args), errorsByDay(days), jobsByDay(days)]);
       if (ctx.signal.aborted) return;
-      renderAll(steps, sites, codes);
+      renderAll(steps, sites, codes, trends(failuresByDay, startedByDay, days.since));
     } catch (err) {
       if (ctx.signal.aborted) return;
       replace(content, err instanceof ApiError && err.missingEndpoint
@@ -103,7 +106,42 @@ export function render(main, ctx) {
     }
   }
 
-  function renderAll(steps, sites, codes) {
+  /** The jobs list filtered to the failures behind a bar or a row (POST /rpc/search_jobs). */
+  function drill(extra) {
+    const q = new URLSearchParams({ status: '', ...extra });
+    if (state.window !== 'all') q.set('failed_since', `${utcDaysAgo(Number(state.window) - 1)}T00:00:00Z`);
+    if (state.client) q.set('client', state.client);
+    for (const [k, v] of [...q.entries()]) if (!v) q.delete(k);
+    return `#/jobs?${q.toString()}`;
+  }
+
+  /** Failures per day and jobs started per day, one column per UTC day. */
+  function trends(failuresByDay, startedByDay, since) {
+    const failures = new Map();
+    for (const r of failuresByDay) failures.set(r.day, (failures.get(r.day) || 0) + Number(r.failures || 0));
+    const dayName = (day) => fmt.date(`${day}T12:00:00Z`);
+    const dayShort = (day) => String(Number(day.slice(8, 10)));
+    const every = Math.max(1, Math.ceil(startedByDay.length / 10));
+    const failureItems = startedByDay.map((r) => ({
+      key: r.day, label: dayShort(r.day), name: dayName(r.day), value: failures.get(r.day) || 0,
+      text: `${fmt.int(failures.get(r.day) || 0)} failed attempts`, tone: 'failed',
+    }));
+    const jobItems = startedByDay.map((r) => ({
+      key: r.day, label: dayShort(r.day), name: dayName(r.day), value: Number(r.started),
+      text: `${fmt.int(r.started)} jobs started, ${fmt.int(r.failed)} failed`,
+    }));
+    return h('div', { class: 'grid-2' },
+      h('section', { class: 'card', 'aria-labelledby': 'failures-day-title' },
+        h('div', { class: 'card-header' }, h('h2', { id: 'failures-day-title' }, 'Failures per day'),
+          h('span', { class: 'muted small' }, `since ${fmt.date(`${since}T12:00:00Z`)} (UTC days)`)),
+        columns(failureItems, { label: 'Failed attempts per day', values: 'none', labelEvery: every })),
+      h('section', { class: 'card', 'aria-labelledby': 'jobs-day-title' },
+        h('div', { class: 'card-header' }, h('h2', { id: 'jobs-day-title' }, 'Jobs per day'),
+          h('span', { class: 'muted small' }, 'jobs started each UTC day')),
+        columns(jobItems, { label: 'Jobs started per day', values: 'none', labelEvery: every })));
+  }
+
+  function renderAll(steps, sites, codes, trendCharts) {
     const refreshed = steps.find((s) => s.refreshed_at)?.refreshed_at;
     replace(freshness, refreshed ? ['Statistics as of ', timeEl(refreshed, { format: fmt.dateTimeFull })] : '');
     const failing = steps.filter((s) => Number(s.failures) > 0)
@@ -112,7 +150,7 @@ export function render(main, ctx) {
     const totalAttempts = steps.reduce((n, s) => n + Number(s.attempts || 0), 0);
     if (!totalFailures) {
       replace(content, empty('No failures in this period', totalAttempts
-        ? `${fmt.int(totalAttempts)} step attempts finished, none failed.` : 'No step finished in this period.'));
+        ? `${fmt.int(totalAttempts)} step attempts finished, none failed.` : 'No step finished in this period.'), trendCharts);
       return;
     }
 
@@ -121,6 +159,7 @@ export function render(main, ctx) {
       value: Number(s.failures),
       note: `${fmt.percent(s.failure_rate)} of ${fmt.int(s.attempts)} attempts · mostly ${s.top_error_code || '—'}`,
       tone: Number(s.failure_rate) >= 0.05 ? 'failed' : 'warn',
+      href: drill({ pipeline: s.pipeline, error_step: s.step }),
     })), { label: 'Failures by step', valueText: (v) => `${fmt.int(v)} failures` });
 
     const siteRows = sites.filter((s) => Number(s.failures) > 0).sort((a, b) => b.failures - a.failures);
@@ -130,6 +169,7 @@ export function render(main, ctx) {
       note: `${fmt.percent(s.failure_rate)} of ${fmt.int(s.attempts)} attempts · mostly ${s.top_error_code || '—'}`
         + (s.top_error_step ? ` at ${cat.anyStepTitle(s.top_error_step)}` : ''),
       tone: Number(s.failure_rate) >= 0.05 ? 'failed' : 'warn',
+      href: drill({ client: s.client_id, error_source: s.source || '' }),
     })), { label: 'Failures by site', valueText: (v) => `${fmt.int(v)} failures` });
 
     const topCodes = [...codes].sort((a, b) => b.failures - a.failures).slice(0, 15);
@@ -142,7 +182,10 @@ export function render(main, ctx) {
         h('th', { scope: 'col' }, 'Last seen'),
         h('th', { scope: 'col' }, 'Latest message'))),
       h('tbody', topCodes.map((c) => h('tr',
-        h('td', { 'data-label': 'Error code' }, h('code', { class: 'error-code' }, c.error_code || '—')),
+        h('td', { 'data-label': 'Error code' }, c.error_code
+          ? h('a', { href: drill({ pipeline: c.pipeline, error_step: c.step, error_code: c.error_code }), 'aria-label': `Jobs that failed with ${c.error_code} at ${cat.stepTitle(c.pipeline, c.step)}` },
+            h('code', { class: 'error-code' }, c.error_code))
+          : '—'),
         h('td', { 'data-label': 'Step' }, cat.stepTitle(c.pipeline, c.step)),
         h('td', { class: 'num', 'data-label': 'Failures' }, fmt.int(c.failures),
           c.share !== null && c.share !== undefined ? h('span', { class: 'muted small block' }, `${fmt.percent(c.share)} of the step’s`) : null),
@@ -162,7 +205,8 @@ export function render(main, ctx) {
           h('div', { class: 'card-header' }, h('h2', { id: 'by-site-title' }, 'By site')),
           siteRows.length ? bySite : empty('No failures by site', ''))),
       h('section', { class: 'card', 'aria-labelledby': 'codes-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'codes-title' }, 'Top error codes')), codesTable));
+        h('div', { class: 'card-header' }, h('h2', { id: 'codes-title' }, 'Top error codes')), codesTable),
+      trendCharts);
   }
 
   load();

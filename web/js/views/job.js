@@ -1,6 +1,6 @@
 // One job: its state, the failing step's error first, then a timeline of every step and attempt.
 
-import { badge, empty, errorBox, loading, progressBar, timeEl } from '../components.js';
+import { badge, empty, errorBox, jobBadge, loading, progressBar, timeEl } from '../components.js';
 import { catalog, jobDetail } from '../data.js';
 import { h, replace } from '../dom.js';
 import * as fmt from '../format.js';
@@ -12,9 +12,9 @@ function seconds(a, b) {
 
 export function render(main, ctx) {
   const { client, job: jobId } = ctx.params;
-  let isOpen = true;
   const body = h('div', { class: 'job-body', 'aria-busy': 'true' }, loading('Loading the job…'));
-  const live = ctx.live(async () => { if (isOpen) await load({ quiet: true }); });
+  // Live whatever the state: a failed job may be retried, a completed one replayed.
+  const live = ctx.live(() => load({ quiet: true }));
   const liveSlot = h('div', { class: 'page-actions' }, live);
   replace(main, h('div', { class: 'page page-job' },
     h('p', { class: 'breadcrumb' }, h('a', { href: backToList() }, h('span', { 'aria-hidden': 'true' }, '← '), 'All jobs')),
@@ -35,8 +35,6 @@ export function render(main, ctx) {
           'There is no job with this id that you can see. Check the link, or go back to the list of jobs.'));
         return;
       }
-      isOpen = detail.job.status === 'running' || detail.job.status === 'stalled';
-      liveSlot.hidden = !isOpen;
       const subtitle = main.querySelector('#job-subtitle');
       const pipeline = cat.pipeline(detail.job.pipeline);
       subtitle.textContent = [pipeline ? pipeline.title : detail.job.pipeline,
@@ -51,21 +49,21 @@ export function render(main, ctx) {
     }
   }
 
-  function renderDetail({ job, steps, failing, failingRun }, pipeline) {
-    const end = job.finished_at || (job.status === 'stalled' ? job.updated_at : new Date().toISOString());
+  function renderDetail({ job, steps, span, failing, failingRun }, pipeline) {
+    const end = span?.end || job.finished_at || job.updated_at;
     const attempts = steps.reduce((n, s) => n + s.runs.length, 0);
     const sources = [...new Set(steps.flatMap((s) => s.runs.map((r) => r.source)).filter(Boolean))];
 
     const summary = h('section', { class: 'card job-summary', 'aria-label': 'Summary' },
       h('div', { class: 'job-summary-top' },
-        badge(job.status),
+        jobBadge(job),
         h('span', { class: 'job-progress-label' }, `${fmt.percent(job.progress ?? job.steps_done / job.steps_total)} done`)),
-      progressBar(job.steps_done, job.steps_total, { status: job.status }),
+      progressBar(job.steps_done, job.steps_total, { status: job.status, name: 'Progress of this job' }),
       h('dl', { class: 'facts' },
         fact('Started', timeEl(job.started_at, { format: fmt.dateTime })),
         fact(job.finished_at ? 'Finished' : 'Last activity',
           job.finished_at ? timeEl(job.finished_at) : timeEl(job.updated_at, { relative: true })),
-        fact(job.finished_at ? 'Duration' : 'Running for', fmt.duration(seconds(job.started_at, end))),
+        fact(job.finished_at ? 'Duration' : 'Running for', fmt.duration(job.duration_s)),
         fact('Steps run', `${fmt.int(steps.filter((s) => s.runs.length).length)} · ${fmt.int(attempts)} ${attempts === 1 ? 'attempt' : 'attempts'}`),
         sources.length ? fact(sources.length > 1 ? 'Sites' : 'Site', sources.join(', ')) : null));
 
@@ -81,7 +79,7 @@ export function render(main, ctx) {
           `Attempt ${failingRun.attempt}`,
           failingRun.finished_at ? [' · ', timeEl(failingRun.finished_at, { format: fmt.dateTimeFull })] : null,
           failingRun.source ? ` · ${failingRun.source}` : null,
-          failingRun.error_retryable === true ? ' · the pipeline marked it retryable' : null),
+          job.retry_expected ? ' · retryable: a new attempt is expected' : null),
         h('p', h('a', { href: `#step-${failing.step}`, class: 'small', onClick: (e) => {
           e.preventDefault();
           const target = document.getElementById(`step-${failing.step}`);
@@ -95,7 +93,7 @@ export function render(main, ctx) {
           timeout ? ` A job counts as stalled after ${fmt.duration(timeout)} without an event.` : '')));
     }
 
-    const spanStart = Date.parse(job.started_at);
+    const spanStart = Date.parse(span?.start || job.started_at);
     const spanEnd = Math.max(Date.parse(end), spanStart + 1000);
     const timeline = h('ol', { class: 'timeline', 'aria-label': 'Steps' },
       steps.map((s) => stepItem(s, spanStart, spanEnd, s === failing)));
@@ -114,7 +112,7 @@ export function render(main, ctx) {
     const dur = last ? (last.duration_s ?? (last.state === 'running' ? seconds(last.started_at, new Date().toISOString()) : null)) : null;
     const bars = h('div', { class: 'gantt', 'aria-hidden': 'true' }, s.runs.filter((r) => r.started_at).map((r) => {
       const a = Date.parse(r.started_at);
-      const b = r.finished_at ? Date.parse(r.finished_at) : (r.state === 'running' ? spanEnd : a);
+      const b = r.ended_at ? Date.parse(r.ended_at) : (r.state === 'running' ? spanEnd : a);
       const left = Math.max(0, Math.min(100, ((a - spanStart) / span) * 100));
       const width = Math.max(0.8, Math.min(100 - left, ((b - a) / span) * 100));
       return h('span', { class: `gantt-bar gantt-${r.state}`, style: { left: `${left}%`, width: `${width}%` } });
@@ -127,14 +125,15 @@ export function render(main, ctx) {
     h('div', { class: 'step-marker', 'aria-hidden': 'true' }, String(s.step_index)),
     h('div', { class: 'step-main' },
       h('div', { class: 'step-head' },
-        h('span', { class: 'step-title' }, h('span', { class: 'visually-hidden' }, `Step ${s.step_index}: `), s.title),
+        h('span', { class: 'step-title' }, h('span', { class: 'visually-hidden' }, `Step ${s.step_index}: `), s.title,
+          ' ', h('code', { class: 'step-key', title: 'Step key, as the pipeline sends it' }, s.step)),
         badge(s.state)),
       h('div', { class: 'step-meta muted small' },
         last ? [timeEl(last.started_at || last.finished_at, { format: fmt.time }),
           dur !== null ? ` · ${fmt.duration(dur)}` : '',
           s.runs.length > 1 ? ` · ${s.runs.length} attempts` : '',
           last.units !== null && last.units !== undefined && last.status === 'completed' ? ` · ${fmt.int(last.units)} ${Number(last.units) === 1 ? 'unit' : 'units'}` : '']
-          : 'Not started yet'),
+          : s.state === 'not_run' ? 'Not run: the job ended before this step' : 'Not started yet'),
       s.runs.length ? bars : null,
       showRuns ? h('ul', { class: 'attempts' }, s.runs.map((r) => h('li', { class: `attempt attempt-${r.state}` },
         h('span', { class: 'attempt-head' }, `Attempt ${r.attempt}`, ' ', badge(r.state)),

@@ -1,8 +1,8 @@
 // Jobs: counts per state, filters, a page of jobs with progress bars, live refresh.
 // Clients see their own jobs (row-level security); admins see every client's and can filter by client.
 
-import { badge, empty, errorBox, loading, pageHeader, pager, progressBar, timeEl } from '../components.js';
-import { catalog, jobCounts, listJobs } from '../data.js';
+import { empty, errorBox, jobBadge, loading, pageHeader, pager, progressBar, timeEl } from '../components.js';
+import { catalog, DRILL_KEYS, jobCounts, JOB_SORTS, listJobs } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
 
@@ -14,6 +14,12 @@ const STATUS_OPTIONS = [
   { value: 'running', label: 'Running' },
   { value: 'stalled', label: 'Stalled' },
   { value: 'completed', label: 'Completed' },
+];
+const SORT_OPTIONS = [
+  { value: 'activity', label: 'Last activity' },
+  { value: 'started', label: 'Started, newest first' },
+  { value: 'duration', label: 'Duration, longest first' },
+  { value: 'retries', label: 'Retries, most first' },
 ];
 const COUNT_CHIPS = [
   { status: '', key: 'total', label: 'All' },
@@ -35,6 +41,9 @@ function readFilters(query) {
     from: query.from || '',
     to: query.to || '',
     q: query.q || '',
+    month: /^\d{4}-\d{2}$/.test(query.month || '') ? query.month : '',
+    sort: JOB_SORTS[query.sort] ? query.sort : '',
+    ...Object.fromEntries(DRILL_KEYS.map((k) => [k, query[k] || ''])),
     page: Math.max(1, Number.parseInt(query.page, 10) || 1),
   };
 }
@@ -61,6 +70,11 @@ export function render(main, ctx) {
     type: 'search', name: 'q', value: filters.q, placeholder: 'The first characters', autocomplete: 'off',
     spellcheck: 'false',
   });
+  const errorSearch = h('input', {
+    type: 'search', name: 'error_text', value: filters.error_text, placeholder: 'e.g. GPU_OOM or out of memory',
+    autocomplete: 'off', spellcheck: 'false', maxlength: '200',
+  });
+  const sortSel = select(SORT_OPTIONS, filters.sort || 'activity', { name: 'sort' });
   const clearBtn = h('button', { type: 'button', class: 'btn btn-ghost', onClick: () => apply({}, true) }, 'Clear filters');
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter jobs' },
     field('Status', statusSel),
@@ -69,22 +83,32 @@ export function render(main, ctx) {
     field('Started from', fromInput),
     field('Started until', toInput),
     field('Job ID starts with', search),
+    field('Error code or message', errorSearch),
+    field('Sort by', sortSel),
     h('div', { class: 'filters-actions' }, clearBtn));
   form.addEventListener('submit', (e) => { e.preventDefault(); apply(formValues()); });
-  for (const control of [statusSel, pipelineSel, clientSel, fromInput, toInput].filter(Boolean)) {
+  for (const control of [statusSel, pipelineSel, clientSel, fromInput, toInput, sortSel].filter(Boolean)) {
     control.addEventListener('change', () => apply(formValues()));
   }
   let searchTimer = null;
-  search.addEventListener('input', () => {
-    clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => apply(formValues()), 350);
-  });
+  for (const input of [search, errorSearch]) {
+    input.addEventListener('input', () => {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(() => apply(formValues()), 350);
+    });
+  }
   ctx.onCleanup(() => clearTimeout(searchTimer));
 
   function formValues() {
     return {
       status: statusSel.value, pipeline: pipelineSel.value, client: clientSel ? clientSel.value : '',
       from: fromInput.value, to: toInput.value, q: search.value.trim(),
+      // the month comes from a link (the overview); a date typed in the form replaces it
+      month: fromInput.value || toInput.value ? '' : filters.month,
+      sort: sortSel.value === 'activity' ? '' : sortSel.value,
+      // drill-downs come from links (error hotspots, invoice lines) and stay until cleared
+      ...Object.fromEntries(DRILL_KEYS.filter((k) => k !== 'error_text' && filters[k]).map((k) => [k, filters[k]])),
+      error_text: errorSearch.value.trim(),
     };
   }
 
@@ -94,7 +118,8 @@ export function render(main, ctx) {
     if (next.page && next.page > 1) query.page = String(next.page);
     if (resetForm) {
       statusSel.value = ''; pipelineSel.value = ''; if (clientSel) clientSel.value = '';
-      fromInput.value = ''; toInput.value = ''; search.value = '';
+      fromInput.value = ''; toInput.value = ''; search.value = ''; errorSearch.value = '';
+      sortSel.value = 'activity';
     }
     ctx.setQuery(query);
   }
@@ -102,8 +127,12 @@ export function render(main, ctx) {
   const filtersDetails = h('details', { class: 'filters-panel', open: window.matchMedia('(min-width: 760px)').matches },
     h('summary', 'Filters'), form);
 
+  const monthNote = h('p', { class: 'muted small month-note' });
+  const drillNote = h('div', { class: 'drill-note', role: 'status' });
   replace(main, h('div', { class: 'page page-jobs' },
     pageHeader('Jobs', subtitle, live),
+    monthNote,
+    drillNote,
     countsHost,
     filtersDetails,
     announcer,
@@ -133,6 +162,8 @@ export function render(main, ctx) {
         jobCounts(filters),
       ]);
       if (seq !== loadSeq || ctx.signal.aborted) return;
+      replace(monthNote, filters.month ? `Jobs started in ${fmt.period(filters.month)} (UTC).` : '');
+      renderDrill();
       renderCounts(counts);
       renderList(page, offset);
     } catch (err) {
@@ -156,6 +187,26 @@ export function render(main, ctx) {
         clientSel.append(h('option', { value: c.client_id, selected: c.client_id === filters.client }, c.name));
       }
     }
+  }
+
+  /** What a drill-down shows, in words, with a way back to the whole list. */
+  function renderDrill() {
+    const parts = [];
+    const stepTitle = (step) => (cat ? cat.anyStepTitle(step) : step);
+    if (filters.error_code) parts.push(['failed with ', h('code', { class: 'error-code' }, filters.error_code)]);
+    if (filters.error_step) parts.push(`failed at ${stepTitle(filters.error_step)}`);
+    if (filters.error_source) parts.push(`failed at site ${filters.error_source}`);
+    if (filters.failed_since || filters.failed_until) {
+      parts.push(`failure ${filters.failed_since ? `from ${fmt.date(filters.failed_since)}` : ''}${filters.failed_until ? ` until ${fmt.date(filters.failed_until)}` : ''}`.trim());
+    }
+    if (filters.billed_period) {
+      parts.push(`${filters.billed_step ? stepTitle(filters.billed_step) : 'a step'} billed in ${fmt.period(filters.billed_period)}`);
+    }
+    if (!parts.length) { replace(drillNote); return; }
+    const clear = Object.fromEntries(Object.entries(formValues()).filter(([k]) => !DRILL_KEYS.includes(k) || k === 'error_text'));
+    replace(drillNote, h('p', { class: 'alert alert-info drill-text' },
+      h('span', 'Jobs that '), parts.flatMap((p, i) => (i ? [' · ', p] : [p])), ' ',
+      h('button', { type: 'button', class: 'btn btn-ghost btn-small', onClick: () => apply(clear) }, 'Show all jobs')));
   }
 
   function renderCounts(counts) {
@@ -190,6 +241,8 @@ export function render(main, ctx) {
         h('th', { scope: 'col' }, 'Status'),
         h('th', { scope: 'col', class: 'col-progress' }, 'Progress'),
         h('th', { scope: 'col' }, 'Started'),
+        h('th', { scope: 'col', class: 'num' }, 'Duration'),
+        h('th', { scope: 'col', class: 'num' }, 'Retries'),
         h('th', { scope: 'col' }, 'Last activity'))),
       h('tbody', rows.map((job) => jobRow(job))));
     replace(listHost, table, pager({
@@ -213,10 +266,12 @@ export function render(main, ctx) {
         cat && cat.pipelines.length > 1 ? h('span', { class: 'muted small block' }, pipelineTitle) : null,
         problem),
       ctx.isAdmin ? h('td', { 'data-label': 'Client' }, cat?.clientName(job.client_id) || job.client_id) : null,
-      h('td', { 'data-label': 'Status' }, badge(job.status)),
+      h('td', { 'data-label': 'Status' }, jobBadge(job)),
       h('td', { class: 'col-progress', 'data-label': 'Progress' },
-        progressBar(job.steps_done, job.steps_total, { status: job.status })),
+        progressBar(job.steps_done, job.steps_total, { status: job.status, name: `Progress of job ${job.job_id}` })),
       h('td', { 'data-label': 'Started' }, timeEl(job.started_at, { format: fmt.dateTimeShort })),
+      h('td', { class: 'num cell-duration', 'data-label': 'Duration' }, fmt.duration(job.duration_s)),
+      h('td', { class: 'num cell-retries', 'data-label': 'Retries' }, fmt.int(job.retries ?? 0)),
       h('td', { 'data-label': 'Last activity' }, timeEl(job.updated_at, { relative: true })));
   }
 
@@ -231,6 +286,8 @@ export function render(main, ctx) {
       fromInput.value = filters.from;
       toInput.value = filters.to;
       if (document.activeElement !== search) search.value = filters.q;
+      if (document.activeElement !== errorSearch) errorSearch.value = filters.error_text;
+      sortSel.value = filters.sort || 'activity';
       load();
     },
   };

@@ -1,5 +1,6 @@
 // Admin price book: every price row (never edited in place) and a form to add an effective-dated
-// price for a step, as the default or for one client.
+// price for a step, as the default or for one client. Whether a row is in force, scheduled or
+// superseded is GET /prices' `state` (the billing rule, per pipeline, step, client and currency).
 
 import { ApiError, describeError } from '../api.js';
 import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
@@ -13,24 +14,6 @@ function nowLocalInput() {
   const d = new Date();
   const p = (n) => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
-}
-
-/** Mark each row as in force, scheduled or superseded within its (pipeline, step, client). */
-function classify(rows, now = Date.now()) {
-  const groups = new Map();
-  for (const r of rows) {
-    const key = `${r.pipeline}\u0000${r.step}\u0000${r.client_id ?? ''}`;
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(r);
-  }
-  for (const list of groups.values()) {
-    const inForce = list.filter((r) => Date.parse(r.effective_from) <= now)
-      .sort((a, b) => Date.parse(b.effective_from) - Date.parse(a.effective_from))[0];
-    for (const r of list) {
-      r._state = r === inForce ? 'in force' : Date.parse(r.effective_from) > now ? 'scheduled' : 'superseded';
-    }
-  }
-  return rows;
 }
 
 export function render(main, ctx) {
@@ -71,7 +54,7 @@ export function render(main, ctx) {
   async function loadList() {
     listHost.setAttribute('aria-busy', 'true');
     try {
-      const rows = classify(await prices());
+      const rows = await prices();
       if (ctx.signal.aborted) return;
       renderList(rows);
     } catch (err) {
@@ -86,14 +69,15 @@ export function render(main, ctx) {
   function renderList(all) {
     const rows = all.filter((r) => (!filter.pipeline || r.pipeline === filter.pipeline)
       && (!filter.client || (filter.client === '-' ? r.client_id === null : r.client_id === filter.client || r.client_id === null))
-      && (filter.all || r._state !== 'superseded'));
+      && (filter.all || r.state !== 'superseded'));
     if (!rows.length) {
       replace(listHost, empty('No prices yet', 'Add the first price with the form. Completed steps without a price are billed at 0 and listed as unpriced.'));
       return;
     }
-    const order = (r) => cat.pipeline(r.pipeline)?.steps.find((s) => s.step === r.step)?.step_index ?? 999;
-    rows.sort((a, b) => a.pipeline.localeCompare(b.pipeline) || order(a) - order(b)
+    const stepOrder = (r) => cat.pipeline(r.pipeline)?.steps.find((s) => s.step === r.step)?.step_index ?? 999;
+    rows.sort((a, b) => a.pipeline.localeCompare(b.pipeline) || stepOrder(a) - stepOrder(b)
       || String(a.client_id ?? '').localeCompare(String(b.client_id ?? ''))
+      || a.currency.localeCompare(b.currency)
       || Date.parse(b.effective_from) - Date.parse(a.effective_from));
     replace(listHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-prices responsive-table' },
       h('thead', h('tr',
@@ -102,14 +86,14 @@ export function render(main, ctx) {
         h('th', { scope: 'col', class: 'num' }, 'Unit price'),
         h('th', { scope: 'col' }, 'From'),
         h('th', { scope: 'col' }, 'State'))),
-      h('tbody', rows.map((r) => h('tr', { class: `price-${r._state.replace(' ', '-')}`, dataset: { pipeline: r.pipeline, step: r.step, client: r.client_id ?? '' } },
+      h('tbody', rows.map((r) => h('tr', { class: `price-${r.state.replace(' ', '-')}`, dataset: { pipeline: r.pipeline, step: r.step, client: r.client_id ?? '', currency: r.currency } },
         h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, cat.stepTitle(r.pipeline, r.step)),
           cat.pipelines.length > 1 ? h('span', { class: 'muted small' }, cat.pipeline(r.pipeline)?.title || r.pipeline) : null,
           r.note ? h('span', { class: 'muted small block' }, r.note) : null),
         h('td', { 'data-label': 'Applies to' }, r.client_id ? cat.clientName(r.client_id) : h('span', { class: 'tag' }, 'Default')),
         h('td', { class: 'num', 'data-label': 'Unit price' }, fmt.unitPrice(r.unit_price, r.currency)),
         h('td', { 'data-label': 'From' }, timeEl(r.effective_from, { format: fmt.dateTimeShort })),
-        h('td', { 'data-label': 'State' }, h('span', { class: `tag tag-${r._state.replace(' ', '-')}` }, r._state))))))));
+        h('td', { 'data-label': 'State' }, h('span', { class: `tag tag-${r.state.replace(' ', '-')}` }, r.state))))))));
   }
 
   function renderForm() {

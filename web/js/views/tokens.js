@@ -6,6 +6,8 @@ import { apiTokens, catalog, createApiToken, revokeApiToken } from '../data.js';
 import { field, h, replace, select, setFieldError } from '../dom.js';
 import * as fmt from '../format.js';
 
+const ALL_CLIENTS = '*';
+
 export function render(main, ctx) {
   let cat = null;
   const listHost = h('div', { class: 'table-host', 'aria-busy': 'true' }, loading('Loading tokens…'));
@@ -92,7 +94,10 @@ export function render(main, ctx) {
 
   function renderForm() {
     const nameInput = h('input', { type: 'text', name: 'name', maxlength: '200', autocomplete: 'off', required: true, placeholder: 'e.g. St Mary GPU node 1' });
-    const clientSel = select([{ value: '', label: 'Every client' }, ...cat.clients.map((c) => ({ value: c.client_id, label: c.name }))], '', { name: 'client_id' });
+    // No default: a token for every client is a deliberate choice, never what an untouched form sends.
+    const clientSel = select([{ value: '', label: 'Choose a client…' },
+      ...cat.clients.map((c) => ({ value: c.client_id, label: c.name })),
+      { value: ALL_CLIENTS, label: 'Every client (writes for all of them)' }], '', { name: 'client_id', required: true });
     const messages = h('div', { class: 'form-messages', 'aria-live': 'polite' });
     const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create token');
     const form = h('form', { class: 'form', novalidate: true },
@@ -105,11 +110,17 @@ export function render(main, ctx) {
       event.preventDefault();
       replace(messages);
       const name = nameInput.value.trim();
-      setFieldError(nameInput, name ? null : 'Give the token a name.');
-      if (!name) { nameInput.focus(); return; }
+      const problems = [
+        [nameInput, name ? null : 'Give the token a name.'],
+        [clientSel, clientSel.value ? null : 'Choose the client this token writes for, or every client.'],
+      ];
+      for (const [control, message] of problems) setFieldError(control, message);
+      const first = problems.find(([, m]) => m);
+      if (first) { first[0].focus(); return; }
       submit.disabled = true;
       try {
-        const answer = await createApiToken({ client_id: clientSel.value || null, name });
+        const answer = await createApiToken({ client_id: clientSel.value === ALL_CLIENTS ? null : clientSel.value, name });
+        clientSel.value = '';
         reveal(answer, name);
         nameInput.value = '';
         await loadList();

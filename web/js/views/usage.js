@@ -1,7 +1,7 @@
 // Usage and invoices of the signed-in client: amount per month and the invoice of one month.
 
 import { ApiError } from '../api.js';
-import { freshnessNote, freshUsage, monthlyChart, showInvoice } from '../billing-parts.js';
+import { freshnessNote, freshUsage, monthlyChart, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
 import { errorBox, loading, pageHeader, unavailable } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
@@ -22,6 +22,7 @@ export function render(main, ctx) {
   periodSel.addEventListener('change', () => ctx.setQuery({ period: periodSel.value }));
   const chartHost = h('div', { class: 'chart-host' }, loading('Loading usage…'));
   const invoiceHost = h('div', { class: 'invoice-host' });
+  const trendHost = h('div', { class: 'trend-host' });
 
   replace(main, h('div', { class: 'page page-usage' },
     pageHeader('Usage & invoices', 'What your completed steps cost, month by month (months in UTC).'),
@@ -30,6 +31,10 @@ export function render(main, ctx) {
         h('h2', { id: 'months-title' }, 'Amount per month'),
         h('form', { class: 'inline-form', onSubmit: (e) => e.preventDefault() }, field('Month', periodSel))),
       chartHost),
+    h('section', { class: 'card', 'aria-labelledby': 'pipeline-usage-title' },
+      h('div', { class: 'card-header' }, h('h2', { id: 'pipeline-usage-title' }, 'Usage per pipeline'),
+        h('span', { class: 'muted small' }, 'completed steps per month')),
+      trendHost),
     invoiceHost));
 
   async function loadChart() {
@@ -40,6 +45,8 @@ export function render(main, ctx) {
       if (ctx.signal.aborted) return;
       replace(chartHost, monthlyChart(usageRows, periods, period, (p) => ctx.setQuery({ period: p })),
         freshnessNote(freshness));
+      replace(trendHost, pipelineUsageCharts(cat, usageRows, periods)
+        || h('p', { class: 'muted' }, 'No completed steps in the last 12 months.'));
     } catch (err) {
       if (ctx.signal.aborted) return;
       replace(chartHost, err instanceof ApiError && err.missingEndpoint
