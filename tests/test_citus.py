@@ -22,8 +22,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from conftest import make_home
+from psycopg.conninfo import make_conninfo
 
+from conftest import free_ports, make_home
 from stepledger import citus
 from stepledger import stack as stack_mod
 from stepledger.config import REPO_ROOT, Settings
@@ -63,7 +64,6 @@ def cluster() -> Iterator[Settings]:
         "Citus is not installed although its source is beside the repository: "
         "run scripts/build-citus.sh (make bootstrap-test does) and see its error")
     home = make_home("stepledger-citus-test-")
-    from conftest import free_ports
     api, admin, postgrest, web = free_ports(4)
     settings = Settings.from_env(home=home, pg_port=_consecutive_free_ports(WORKERS + 1),
                                  api_port=api, api_admin_port=admin, postgrest_port=postgrest,
@@ -120,3 +120,165 @@ def test_status_and_down_cover_the_workers(cluster: Settings) -> None:
     workers = info["postgres"]["citus_workers"]  # type: ignore[index]
     assert [(w["port"], w["up"]) for w in workers] == [(cluster.pg_port + 1, True),
                                                        (cluster.pg_port + 2, True)]
+
+
+# -- row-level security on remote workers (docs/adr/0005-citus-distribution.md) -------------------
+# A scratch tenant table, hash-distributed by client_id over both workers, with the policy shapes
+# the ADR compares. Every query below runs as a non-superuser, so Citus opens its own connections
+# to the workers as that role and the shards' policies are evaluated there.
+CLIENTS = [f"tenant{i}" for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def rls_table(coordinator: psycopg.Connection) -> Iterator[str]:
+    coordinator.execute("drop schema if exists citus_rls cascade")
+    coordinator.execute("create schema citus_rls")
+    coordinator.execute("""
+        create table citus_rls.facts (client_id text not null, n int not null,
+                                      primary key (client_id, n))""")
+    coordinator.execute("select create_distributed_table('citus_rls.facts', 'client_id', "
+                        "shard_count => 4)")
+    coordinator.execute("""insert into citus_rls.facts
+                           select c, n from unnest(%s::text[]) c, generate_series(1, 10) n""",
+                        [CLIENTS])
+    coordinator.execute("alter table citus_rls.facts enable row level security")
+    coordinator.execute("""
+        create function citus_rls.guc_client_id() returns text language sql stable as
+        $$ select nullif(current_setting('stepledger.client_id', true), '') $$""")
+    coordinator.execute("""
+        create function citus_rls.caller_client_id() returns text language sql stable as $$
+          -- the GUC, unless the role carries a stored binding that the session no longer matches
+          select case when b.bound is null
+                        or b.bound = current_setting('stepledger.client_id', true)
+                      then nullif(current_setting('stepledger.client_id', true), '') end
+            from (select (select substr(c, length('stepledger.client_id=') + 1)
+                            from pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c
+                           where s.setrole = (select oid from pg_catalog.pg_roles
+                                               where rolname = current_user)
+                             and s.setdatabase = 0
+                             and c like 'stepledger.client\\_id=%') as bound) b
+        $$""")
+    for role, login in (("citus_rls_nologin", "nologin"), ("citus_rls_api", "login"),
+                        ("citus_rls_bi", "login")):
+        coordinator.execute(f"drop role if exists {role}")
+        coordinator.execute(f"create role {role} {login}")
+        coordinator.execute(f"grant usage on schema citus_rls to {role}")
+        coordinator.execute(f"grant select on citus_rls.facts to {role}")
+    coordinator.execute("alter role citus_rls_bi set stepledger.client_id = 'tenant2'")
+    coordinator.execute("alter role citus_rls_bi password 'citus-rls-bi'")
+    try:
+        yield "citus_rls.facts"
+    finally:
+        coordinator.execute("drop schema citus_rls cascade")
+        for role in ("citus_rls_nologin", "citus_rls_api", "citus_rls_bi"):
+            coordinator.execute(f"drop role if exists {role}")
+
+
+def _policy(conn: psycopg.Connection, using: str) -> None:
+    conn.execute("drop policy if exists probe on citus_rls.facts")
+    conn.execute(f"create policy probe on citus_rls.facts using ({using})")
+
+
+def _as(conn: psycopg.Connection, role: str, *setup: str) -> list[tuple[object, ...]]:
+    """Counts per client that `role` sees, in a transaction that runs `setup` first."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(f"set local role {role}")
+        for statement in setup:
+            conn.execute(statement)
+        return conn.execute("select client_id, count(*) from citus_rls.facts "
+                            "group by 1 order by 1").fetchall()
+
+
+def test_shards_of_the_scratch_table_are_on_both_workers(
+        cluster: Settings, coordinator: psycopg.Connection, rls_table: str) -> None:
+    ports = {r[0] for r in coordinator.execute(
+        "select n.nodeport from pg_dist_shard s join pg_dist_placement p using (shardid) "
+        "join pg_dist_node n using (groupid) where s.logicalrelid = %s::regclass",
+        [rls_table]).fetchall()}
+    assert ports == {cluster.pg_port + 1, cluster.pg_port + 2}
+
+
+def test_a_nologin_role_cannot_reach_the_workers(coordinator: psycopg.Connection,
+                                                 rls_table: str) -> None:
+    _policy(coordinator, "true")
+    with pytest.raises(psycopg.Error, match="not permitted to log in"):
+        _as(coordinator, "citus_rls_nologin")
+    assert len(_as(coordinator, "citus_rls_api")) == len(CLIENTS)
+
+
+def test_set_config_is_not_seen_on_workers(coordinator: psycopg.Connection,
+                                           rls_table: str) -> None:
+    """What PostgREST does with the claims (set_config(..., true)) stays on the coordinator."""
+    _policy(coordinator, "client_id = citus_rls.guc_client_id()")
+    assert _as(coordinator, "citus_rls_api",
+               "select set_config('stepledger.client_id', 'tenant1', true)") == []
+
+
+def test_a_propagated_set_local_reaches_the_workers(coordinator: psycopg.Connection,
+                                                   rls_table: str) -> None:
+    _policy(coordinator, "client_id = citus_rls.guc_client_id()")
+    propagate = "set local citus.propagate_set_commands = 'local'"
+    assert _as(coordinator, "citus_rls_api", propagate,
+               "set local stepledger.client_id = 'tenant1'") == [("tenant1", 10)]
+    # issued by a function through EXECUTE, as a PostgREST pre-request function does
+    assert _as(coordinator, "citus_rls_api", propagate,
+               "do $$ begin execute 'set local stepledger.client_id = ''tenant3'''; end $$"
+               ) == [("tenant3", 10)]
+
+
+def test_subqueries_and_distributed_reads_in_policies_are_refused(
+        coordinator: psycopg.Connection, rls_table: str) -> None:
+    with pytest.raises(psycopg.Error):
+        _policy(coordinator, "client_id = (select citus_rls.guc_client_id())")
+    coordinator.execute("create table if not exists citus_rls.bindings "
+                        "(rolname text primary key, client_id text not null)")
+    if not coordinator.execute("select 1 from pg_dist_partition "
+                               "where logicalrelid = 'citus_rls.bindings'::regclass").fetchone():
+        coordinator.execute("select create_reference_table('citus_rls.bindings')")
+    coordinator.execute("grant select on citus_rls.bindings to citus_rls_api")
+    coordinator.execute("""
+        create or replace function citus_rls.bound() returns text language sql stable as
+        $$ select client_id from citus_rls.bindings where rolname = current_user $$""")
+    _policy(coordinator, "client_id = citus_rls.bound()")
+    with pytest.raises(psycopg.Error, match="distributed query from a query on a shard"):
+        _as(coordinator, "citus_rls_api")
+
+
+def test_a_bound_login_cannot_rebind_itself(cluster: Settings, coordinator: psycopg.Connection,
+                                            rls_table: str) -> None:
+    """A login bound to a client by its role default (only a superuser may store a placeholder
+    setting) sees that client on every worker; SET, a propagated SET LOCAL or ALTER ROLE by the
+    login itself does not give it another client's rows."""
+    _policy(coordinator, "client_id = citus_rls.caller_client_id()")
+    dsn = make_conninfo(cluster.dsn("postgres"), user="citus_rls_bi", password="citus-rls-bi")
+    query = "select client_id, count(*) from citus_rls.facts group by 1 order by 1"
+    with psycopg.connect(dsn, autocommit=True) as bi:
+        assert bi.execute(query).fetchall() == [("tenant2", 10)]
+        bi.execute("set stepledger.client_id = 'tenant1'")
+        assert bi.execute(query).fetchall() in ([("tenant2", 10)], [])
+        bi.execute("reset stepledger.client_id")
+        with bi.transaction(force_rollback=True):
+            bi.execute("set local citus.propagate_set_commands = 'local'")
+            bi.execute("set local stepledger.client_id = 'tenant1'")
+            assert bi.execute(query).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bi.execute("alter role current_user set stepledger.client_id = 'tenant1'")
+        assert bi.execute(query).fetchall() == [("tenant2", 10)]
+
+
+def test_a_single_client_query_is_routed_to_one_worker(cluster: Settings,
+                                                      coordinator: psycopg.Connection,
+                                                      rls_table: str) -> None:
+    _policy(coordinator, "client_id = citus_rls.caller_client_id()")
+    owner = coordinator.execute(
+        "select n.nodeport from pg_dist_placement p join pg_dist_node n using (groupid) "
+        "where p.shardid = get_shard_id_for_distribution_column(%s, 'tenant1')",
+        [rls_table]).fetchone()
+    with coordinator.transaction(force_rollback=True):
+        coordinator.execute("set local citus.propagate_set_commands = 'local'")
+        coordinator.execute("set local role citus_rls_api")
+        coordinator.execute("set local stepledger.client_id = 'tenant1'")
+        plan = "\n".join(r[0] for r in coordinator.execute(
+            "explain (costs off) select * from citus_rls.facts where client_id = 'tenant1'"))
+    assert "Task Count: 1" in plan, plan
+    assert owner is not None and f"port={owner[0]}" in plan, plan

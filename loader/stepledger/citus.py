@@ -105,8 +105,8 @@ def nodes(settings: Settings) -> list[dict[str, object]]:
     """pg_dist_node as the coordinator sees it."""
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
         rows = conn.execute(
-            "select nodeid, groupid, nodename, nodeport, noderole::text, isactive, shouldhaveshards "
-            "from pg_dist_node order by groupid").fetchall()
+            "select nodeid, groupid, nodename, nodeport, noderole::text, isactive, "
+            "shouldhaveshards from pg_dist_node order by groupid").fetchall()
     keys = ("nodeid", "groupid", "nodename", "nodeport", "role", "active", "has_shards")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
