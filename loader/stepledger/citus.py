@@ -111,4 +111,102 @@ def nodes(settings: Settings) -> list[dict[str, object]]:
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-_ = sql  # psycopg.sql is used by the distribution step below
+
+# -- the distributed schema (docs/adr/0005-citus-distribution.md, Decision 3) ---------------------
+# The target: reference tables (a copy on every node), in the order their foreign keys need ...
+REFERENCE_TABLES = (
+    "ledger.pipelines", "ledger.pipeline_steps", "ledger.code_versions",
+    "ledger.clients", "ledger.prices", "ledger.client_minimums",
+    "auth.users", "auth.api_tokens", "auth.bi_logins",
+)
+# ... and tenant tables hash-distributed by client_id, co-located with the first.
+DISTRIBUTED_TABLES = (
+    "ledger.jobs", "ledger.job_steps", "ledger.step_runs", "ledger.event_ids", "ledger.events",
+    "ledger.vault", "ledger.invoices", "ledger.invoice_lines", "ledger.billing_changes",
+)
+DISTRIBUTION_COLUMN = "client_id"
+# What `stepledger migrate` distributes today: nothing yet. The catalog alone as reference tables
+# is accepted by Citus, but then ingest's statement (local tenant tables joined with reference
+# tables, PL/pgSQL parameters) fails with "could not create distributed plan": the tables move
+# together with the set-based write path (ADR 0005). `stepledger citus-plan` reports what Citus
+# answers for each table of the target.
+REFERENCE_TABLES_NOW: tuple[str, ...] = ()
+# Roles that queries run as: Citus opens its worker connections as the current role, so each
+# must be able to log in there. They get no password, so TCP (scram) still refuses them; only the
+# nodes' private socket directory (or pg_dist_authinfo in production) lets the coordinator in.
+QUERY_ROLES = ("anon", "client", "admin", "ingest")
+
+
+def distribution(conn: psycopg.Connection) -> dict[str, str]:
+    """Each Citus table of the database: 'reference' or 'distributed by <column>'."""
+    rows = conn.execute(
+        "select logicalrelid::regclass::text, partmethod, "
+        "       column_to_column_name(logicalrelid, partkey) "
+        "  from pg_dist_partition").fetchall()
+    return {name: "reference" if method == "n" else f"distributed by {column}"
+            for name, method, column in rows}
+
+
+def distribute(settings: Settings) -> dict[str, list[str]]:
+    """On a coordinator: let the query roles reach the workers, propagate SET LOCAL from the
+    API's requests, and make the tables of REFERENCE_TABLES_NOW reference tables. Idempotent;
+    returns what it changed."""
+    changed: dict[str, list[str]] = {"reference": [], "login": []}
+    with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+        if not is_coordinator(conn):
+            return changed
+        for role in QUERY_ROLES:
+            row = conn.execute("select rolcanlogin from pg_roles where rolname = %s",
+                               [role]).fetchone()
+            if row is not None and not row[0]:
+                conn.execute(sql.SQL("alter role {} login").format(sql.Identifier(role)))
+                changed["login"].append(role)
+        conn.execute("alter role authenticator set citus.propagate_set_commands = 'local'")
+        done = distribution(conn)
+        for table in REFERENCE_TABLES_NOW:
+            if table not in done:
+                conn.execute("select create_reference_table(%s)", [table])
+                changed["reference"].append(table)
+    return changed
+
+
+def plan(settings: Settings) -> list[dict[str, str]]:
+    """For every table of the target: what it is now, and for those not yet distributed what
+    Citus answers when asked to distribute it (tried in a transaction that is rolled back, after
+    the reference tables that Citus accepts, as the foreign keys need)."""
+    report: list[dict[str, str]] = []
+    with psycopg.connect(settings.dsn("postgres")) as conn:
+        if not is_coordinator(conn):
+            raise StepledgerError(
+                f"{settings.pg_host}:{settings.pg_port} is not a Citus coordinator with workers "
+                "(start the stack with STEPLEDGER_CITUS_WORKERS=N)")
+        done = distribution(conn)
+        with conn.transaction(force_rollback=True):
+            targets = [(t, "reference") for t in REFERENCE_TABLES] + \
+                      [(t, f"distributed by {DISTRIBUTION_COLUMN}") for t in DISTRIBUTED_TABLES]
+            colocate = "default"
+            for table, target in targets:
+                entry = {"table": table, "target": target, "now": done.get(table, "local")}
+                if entry["now"] == target:
+                    entry["answer"] = "done"
+                    if target != "reference" and colocate == "default":
+                        colocate = table
+                    report.append(entry)
+                    continue
+                try:
+                    with conn.transaction():
+                        if target == "reference":
+                            conn.execute("select create_reference_table(%s)", [table])
+                        else:
+                            conn.execute("select create_distributed_table(%s, %s, "
+                                         "colocate_with => %s)",
+                                         [table, DISTRIBUTION_COLUMN, colocate])
+                            if colocate == "default":
+                                colocate = table
+                    entry["answer"] = "accepted"
+                except psycopg.Error as exc:
+                    detail = exc.diag.message_detail
+                    entry["answer"] = "refused: " + (exc.diag.message_primary or str(exc)) + \
+                        (f" ({detail})" if detail else "")
+                report.append(entry)
+    return report
