@@ -20,6 +20,8 @@ import socket
 import time
 from collections.abc import Iterator
 
+import httpx
+import jwt
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -282,3 +284,51 @@ def test_a_single_client_query_is_routed_to_one_worker(cluster: Settings,
             "explain (costs off) select * from citus_rls.facts where client_id = 'tenant1'"))
     assert "Task Count: 1" in plan, plan
     assert owner is not None and f"port={owner[0]}" in plan, plan
+
+
+def test_api_requests_carry_the_client_to_the_workers(cluster: Settings,
+                                                      coordinator: psycopg.Connection,
+                                                      rls_table: str) -> None:
+    """Through PostgREST: auth.start_request's SET LOCAL reaches the workers, where the policy
+    (auth.caller_client_id(), the product's function) shows each client its own rows."""
+    _policy(coordinator, "client_id = auth.caller_client_id()")
+    coordinator.execute("create view api.citus_probe with (security_invoker = true) as "
+                        "select client_id, n from citus_rls.facts")
+    coordinator.execute("grant usage on schema citus_rls to client")
+    coordinator.execute("grant select on citus_rls.facts, api.citus_probe to client")
+    try:
+        coordinator.execute("notify pgrst, 'reload schema'")
+
+        def rows(client_id: str) -> list[dict[str, object]]:
+            token = jwt.encode({"role": "client", "client_id": client_id,
+                                "exp": int(time.time()) + 600}, cluster.jwt_secret,
+                               algorithm="HS256")
+            response = httpx.get(f"{cluster.api_url}/citus_probe?select=client_id,n",
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            if response.status_code == 404:  # the schema cache is not reloaded yet
+                return []
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        deadline = time.monotonic() + 30
+        while not (seen := rows("tenant1")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {r["client_id"] for r in seen} == {"tenant1"} and len(seen) == 10
+        # a client whose shard is on the other worker
+        other = next(c for c in CLIENTS if _worker_port(coordinator, rls_table, c)
+                     != _worker_port(coordinator, rls_table, "tenant1"))
+        assert {r["client_id"] for r in rows(other)} == {other}
+    finally:
+        coordinator.execute("drop view api.citus_probe")
+        coordinator.execute("revoke all on citus_rls.facts from client")
+        coordinator.execute("revoke usage on schema citus_rls from client")
+        coordinator.execute("notify pgrst, 'reload schema'")
+
+
+def _worker_port(conn: psycopg.Connection, table: str, client_id: str) -> int:
+    row = conn.execute(
+        "select n.nodeport from pg_dist_placement p join pg_dist_node n using (groupid) "
+        "where p.shardid = get_shard_id_for_distribution_column(%s, %s::text)",
+        [table, client_id]).fetchone()
+    assert row is not None
+    return int(row[0])
