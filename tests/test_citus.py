@@ -14,9 +14,7 @@ docs/adr/0005-citus-distribution.md builds on.
 from __future__ import annotations
 
 import contextlib
-import random
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 
@@ -39,26 +37,6 @@ if not citus.installed() and citus.source_dir(REPO_ROOT) is None:
                 allow_module_level=True)
 
 
-def _consecutive_free_ports(count: int) -> int:
-    """A base port such that base .. base+count-1 are all free (coordinator and workers)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - count)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free ports found")
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Settings]:
     """A whole stack (coordinator, 2 workers, PostgREST, nginx, scheduler), migrated."""
@@ -67,7 +45,7 @@ def cluster() -> Iterator[Settings]:
         "run scripts/build-citus.sh (make bootstrap-test does) and see its error")
     home = make_home("stepledger-citus-test-")
     api, admin, postgrest, web = free_ports(4)
-    settings = Settings.from_env(home=home, pg_port=_consecutive_free_ports(WORKERS + 1),
+    settings = Settings.from_env(home=home, pg_port=citus.free_port_block(WORKERS + 1),
                                  api_port=api, api_admin_port=admin, postgrest_port=postgrest,
                                  web_port=web, citus_workers=WORKERS)
     started = time.monotonic()

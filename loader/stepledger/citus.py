@@ -8,6 +8,8 @@ A cluster is a coordinator (the stack's PostgreSQL port, which every client talk
 from __future__ import annotations
 
 import os
+import random
+import socket
 import subprocess
 from pathlib import Path
 
@@ -65,6 +67,27 @@ def require_installed() -> None:
             f"STEPLEDGER_CITUS_WORKERS is set but Citus is not installed "
             f"({PG_LIBDIR / 'citus.so'} missing): run scripts/build-citus.sh as root "
             f"(it builds Citus {CITUS_VERSION} from ../shared/citus/{CITUS_ARCHIVE})")
+
+
+def free_port_block(count: int) -> int:
+    """A port P such that P .. P+count-1 are free on 127.0.0.1: a coordinator and its workers
+    for a throw-away cluster (tests, benchmarks)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise StepledgerError(f"no {count} consecutive free ports found on 127.0.0.1")
 
 
 # -- the cluster ---------------------------------------------------------------------------------
