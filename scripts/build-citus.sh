@@ -40,9 +40,10 @@ fi
 # shellcheck source=scripts/citus-source.sh
 source "$repo/scripts/citus-source.sh"
 if ! src_dir="$(citus_source_dir "$repo")"; then
+    searched="$(citus_source_candidates "$repo" | paste -sd, - | sed 's/,/, /g')"
     msg="Citus is not installed and its source is missing: expected citus-$version.tar.gz in"
-    msg+=" ../shared/citus/ beside the repository ($(citus_source_candidates "$repo" | tr '\n' ' '))"
-    msg+="or set STEPLEDGER_CITUS_SOURCE to the folder that holds it"
+    msg+=" ../shared/citus/ beside the repository (searched: $searched);"
+    msg+=" or set STEPLEDGER_CITUS_SOURCE to the folder that holds it"
     if [[ $if_source -eq 1 ]]; then
         say "skipped: $msg"
         exit 0
