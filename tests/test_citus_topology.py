@@ -84,3 +84,17 @@ def test_nodes_trust_only_their_private_socket_directory(tmp_path: Path,
     stack_mod._write_pg_hba(single)
     text = (single.pgdata / "pg_hba.conf").read_text()
     assert "trust" not in text and "local   all  all                 scram-sha-256" in text
+
+
+def test_a_citus_home_is_not_started_with_fewer_workers(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPLEDGER_CITUS_WORKERS", "0")
+    settings = Settings.from_env(home=tmp_path, pgdata_override=tmp_path / "pgdata")
+    for index in (1, 2):
+        worker_dir = tmp_path / f"pgdata-worker-{index}"
+        worker_dir.mkdir()
+        (worker_dir / "PG_VERSION").write_text("15\n")
+    with pytest.raises(StepledgerError, match="STEPLEDGER_CITUS_WORKERS=2"):
+        stack_mod.start_databases(settings)
+    info = stack_mod.status(settings)
+    assert [w["node"] for w in info["postgres"]["citus_workers"]] == ["worker-1", "worker-2"]

@@ -391,6 +391,11 @@ def start_postgres(settings: Settings) -> None:
 
 def start_databases(settings: Settings) -> None:
     """The single node; or every worker, then the coordinator, joined into a Citus cluster."""
+    existing = len(_existing_workers(settings))
+    if existing > settings.citus_workers:
+        raise StepledgerError(
+            f"{settings.home} holds a Citus cluster with {existing} worker(s): start it with "
+            f"STEPLEDGER_CITUS_WORKERS={existing} (removing workers is not supported)")
     if settings.citus:
         citus.require_installed()
         for worker in settings.workers:
@@ -719,7 +724,7 @@ def status(settings: Settings) -> dict[str, object]:
             "citus_workers": [
                 {"node": w.node_name, "up": postgres_running(w), "port": w.pg_port,
                  "pgdata": str(w.pgdata)}
-                for w in settings.workers
+                for w in (settings.workers if settings.citus else _existing_workers(settings))
             ],
         },
         "postgrest": {
