@@ -14,7 +14,11 @@ docs/adr/0005-citus-distribution.md builds on.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -310,3 +314,33 @@ def _worker_port(conn: psycopg.Connection, table: str, client_id: str) -> int:
         [table, client_id]).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_the_demo_runs_on_the_cluster(cluster: Settings) -> None:
+    """`stepledger demo` (CLI, SDK through PostgREST, nginx) against the coordinator; a client
+    login then sees only its own jobs through the web server's /api/."""
+    env = {**os.environ,
+           "STEPLEDGER_HOME": str(cluster.home), "STEPLEDGER_PG_PORT": str(cluster.pg_port),
+           "STEPLEDGER_API_PORT": str(cluster.api_port),
+           "STEPLEDGER_API_ADMIN_PORT": str(cluster.api_admin_port),
+           "STEPLEDGER_POSTGREST_PORT": str(cluster.postgrest_port),
+           "STEPLEDGER_WEB_PORT": str(cluster.web_port),
+           "STEPLEDGER_CITUS_WORKERS": str(WORKERS)}
+    demo = subprocess.run([sys.executable, "-m", "stepledger", "demo", "--jobs", "4"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert demo.returncode == 0, demo.stderr
+    logins = dict(re.findall(r"^\s+(\S+@\S+)\s+(\S+)\s+(?:admin|client)", demo.stdout, re.M))
+    with httpx.Client(base_url=f"{cluster.web_url}/api", timeout=30) as web:
+        def jobs_of(email: str) -> list[dict[str, object]]:
+            login = web.post("/rpc/login", json={"email": email, "password": logins[email]})
+            assert login.status_code == 200, login.text
+            answer = web.get("/jobs?select=client_id,job_id,progress",
+                             headers={"Authorization": f"Bearer {login.json()['token']}"})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+        mine = jobs_of("staff@st-mary.example")
+        everyone = jobs_of("admin@botimage.example")
+    assert mine and {j["client_id"] for j in mine} == {"st-mary"}
+    assert len({j["client_id"] for j in everyone}) > 1
+    assert {j["job_id"] for j in mine} == {j["job_id"] for j in everyone
+                                           if j["client_id"] == "st-mary"}
