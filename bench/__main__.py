@@ -16,6 +16,8 @@ MAIN_ARGS = {
                   "default": ["--jobs", "200000"]},
     "billing": {"quick": ["--events", "100000", "--runs", "10", "--raw-runs", "1"],
                 "default": ["--events", "1000000"]},
+    "citus_rls": {"quick": ["--clients", "10", "--rows", "1000", "--runs", "100"],
+                  "default": []},
 }
 
 

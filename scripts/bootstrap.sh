@@ -78,6 +78,18 @@ for bin in initdb pg_ctl postgres; do
 done
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || die "nginx not found"
 
+# --- Citus (the scale-out topology, docs/adr/0005-citus-distribution.md) -------------------------
+# Built from ../shared/citus/ only when it is wanted: a Citus stack (STEPLEDGER_CITUS_WORKERS >= 1)
+# needs it, and the test set-up builds it when the source is there (CI), so the Citus test stage
+# runs; without the source the tests skip that stage. The single-node path never waits for it.
+citus_workers=${STEPLEDGER_CITUS_WORKERS:-0}
+[[ $citus_workers =~ ^[0-9]+$ ]] || die "STEPLEDGER_CITUS_WORKERS must be a number, got '$citus_workers'"
+if [[ $citus_workers -gt 0 ]]; then
+    bash scripts/build-citus.sh || die "Citus is needed for STEPLEDGER_CITUS_WORKERS=$citus_workers"
+elif [[ $want_test -eq 1 ]]; then
+    bash scripts/build-citus.sh --if-source || die "the Citus build for the Citus test stage failed"
+fi
+
 # --- service user ----------------------------------------------------------------------------
 if [[ $(id -u) -eq 0 ]] && ! id stepledger >/dev/null 2>&1; then
     say "creating system user stepledger"

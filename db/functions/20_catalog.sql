@@ -70,13 +70,17 @@ begin
     v_version := 1;
   end if;
 
-  insert into ledger.pipelines as p (pipeline, title, description, stall_timeout, version, steps_total, definition)
+  insert into ledger.pipelines as p (pipeline, title, description, stall_timeout, version, steps_total, definition,
+                                     updated_at)
   values (v_pipeline, p_definition->>'title', p_definition->>'description', v_stall, v_version,
-          jsonb_array_length(p_definition->'steps'), p_definition)
+          jsonb_array_length(p_definition->'steps'), p_definition, now())
   on conflict (pipeline) do update
      set title = excluded.title, description = excluded.description,
          stall_timeout = excluded.stall_timeout, version = excluded.version,
-         steps_total = excluded.steps_total, definition = excluded.definition, updated_at = now();
+         steps_total = excluded.steps_total, definition = excluded.definition,
+         -- now() in VALUES, not in the SET list: on Citus, where pipelines is a reference
+         -- table, functions in DO UPDATE SET must be immutable (ADR 0005).
+         updated_at = excluded.updated_at;
 
   delete from ledger.pipeline_steps ps
    where ps.pipeline = v_pipeline

@@ -78,6 +78,12 @@ class Settings:
     service_user: str = field(default_factory=_default_service_user)
     web_root: Path | None = None
     pgdata_override: Path | None = None
+    # Citus topology (docs/adr/0005): 0 is one PostgreSQL cluster; N >= 1 is a coordinator on
+    # pg_port and N workers on the N ports after it, each its own cluster under home.
+    citus_workers: int = 0
+    # Which node of the topology these settings describe: 0 the coordinator (or the single node),
+    # i >= 1 worker i (see `worker`).
+    node: int = 0
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -96,6 +102,7 @@ class Settings:
             "api_admin_port": _env_int("STEPLEDGER_API_ADMIN_PORT", api_port + 1),
             "postgrest_port": _env_int("STEPLEDGER_POSTGREST_PORT", api_port + 2),
             "web_port": _env_int("STEPLEDGER_WEB_PORT", 8080),
+            "citus_workers": _env_int("STEPLEDGER_CITUS_WORKERS", 0),
         }
         if "api_port" in overrides and "api_admin_port" not in overrides \
                 and not os.environ.get("STEPLEDGER_API_ADMIN_PORT"):
@@ -110,18 +117,54 @@ class Settings:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         if values.get("web_root") is not None:
             values["web_root"] = Path(values["web_root"])  # type: ignore[arg-type]
+        workers = values["citus_workers"]
+        if not isinstance(workers, int) or workers < 0:
+            raise StepledgerError(f"STEPLEDGER_CITUS_WORKERS must be 0 (one node) or the number of "
+                                  f"Citus workers (>= 1), got {workers!r}")
         return cls(repo_root=repo_root, home=Path(home).absolute(), **values)  # type: ignore[arg-type]
+
+    # -- Citus topology -------------------------------------------------------------------------
+    @property
+    def citus(self) -> bool:
+        """True when the stack is a Citus cluster (a coordinator and workers)."""
+        return self.citus_workers > 0
+
+    @property
+    def is_worker(self) -> bool:
+        return self.node > 0
+
+    def worker(self, index: int) -> Settings:
+        """The settings of worker `index` (1..citus_workers): the port `index` after the
+        coordinator's, its own data directory and log; secrets, run and log dirs shared."""
+        if not 1 <= index <= self.citus_workers:
+            raise StepledgerError(f"worker {index} is not one of the {self.citus_workers} workers")
+        return dataclasses.replace(self, node=index, pg_port=self.pg_port + index)
+
+    @property
+    def workers(self) -> list[Settings]:
+        return [self.worker(i) for i in range(1, self.citus_workers + 1)]
+
+    @property
+    def node_name(self) -> str:
+        """`postgres` for the coordinator or single node, `worker-<i>` for a worker."""
+        return f"worker-{self.node}" if self.is_worker else "postgres"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.log_dir / ("postgres.log" if not self.is_worker else f"{self.node_name}.log")
 
     # -- paths ----------------------------------------------------------------------------------
     @property
     def pgdata(self) -> Path:
         """The data directory; outside home when the service user cannot reach home."""
         if self.pgdata_override is not None:
-            return self.pgdata_override
-        if self.home_reachable:
-            return self.home / "pgdata"
-        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
-        return SHARED_DATA_ROOT / digest / "pgdata"
+            base = self.pgdata_override
+        elif self.home_reachable:
+            base = self.home / "pgdata"
+        else:
+            digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+            base = SHARED_DATA_ROOT / digest / "pgdata"
+        return base.with_name(f"pgdata-{self.node_name}") if self.is_worker else base
 
     @property
     def home_reachable(self) -> bool:
@@ -130,11 +173,17 @@ class Settings:
     @property
     def run_dir(self) -> Path:
         """Unix socket, pid files, rendered configs: next to pgdata, where the servers reach."""
-        return self.pgdata.parent / "run" if not self.home_reachable else self.home / "run"
+        return self.coordinator_pgdata.parent / "run" if not self.home_reachable \
+            else self.home / "run"
 
     @property
     def log_dir(self) -> Path:
-        return self.pgdata.parent / "log" if not self.home_reachable else self.home / "log"
+        return self.coordinator_pgdata.parent / "log" if not self.home_reachable \
+            else self.home / "log"
+
+    @property
+    def coordinator_pgdata(self) -> Path:
+        return dataclasses.replace(self, node=0).pgdata if self.is_worker else self.pgdata
 
     @property
     def secrets_dir(self) -> Path:

@@ -8,7 +8,8 @@ Order (docs/architecture.md):
    (`ledger.step_event_v1_valid`, ADR 0003) and the events' envelope constraint;
 5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
 6. the JWT secret (for login tokens signed in the database), the code version, this month's
-   partitions, and `notify pgrst, 'reload schema'`.
+   partitions, and `notify pgrst, 'reload schema'`;
+7. on a Citus coordinator, the distribution (stepledger.citus.distribute, ADR 0005).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 
 import psycopg
+import sqlparse
 from psycopg import sql
 
-from stepledger import StepledgerError, __version__
+from stepledger import StepledgerError, __version__, citus
 from stepledger.config import Settings
 from stepledger.schema_sql import Dialect, compile_schema_details
 
@@ -57,9 +59,16 @@ def _sql_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.sql") if p.is_file())
 
 
-def _run_file(conn: psycopg.Connection, path: Path) -> None:
+def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: bool = False) -> None:
+    """Run a file of SQL statements. On a Citus coordinator one statement at a time: Citus sends
+    the text of some DDL (ALTER TABLE ... ROW LEVEL SECURITY, policies) on a Citus table to the
+    workers as it was received, and a worker refuses several commands in one prepared statement."""
+    text = path.read_text()
+    statements = [s for s in sqlparse.split(text) if s.strip()] if one_statement_at_a_time \
+        else [text]
     try:
-        conn.execute(path.read_text())  # type: ignore[arg-type]  # several statements, no parameters
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]  # no parameters
     except LOCK_CONFLICTS:
         raise  # migrate() retries the whole idempotent phase
     except psycopg.Error as exc:
@@ -191,7 +200,9 @@ def migrate(settings: Settings) -> dict[str, object]:
                 raise StepledgerError("migrate: the database stayed busy (lock conflicts); "
                                       "try again") from None
             time.sleep(0.5 * attempt)
-    return {"applied": applied, "code_version": version}
+    # On a Citus coordinator: the part of the schema that is distributed (ADR 0005).
+    distributed = citus.distribute(settings)
+    return {"applied": applied, "code_version": version, "citus": distributed}
 
 
 def _apply_idempotent(settings: Settings, version: str) -> None:
@@ -201,9 +212,10 @@ def _apply_idempotent(settings: Settings, version: str) -> None:
         with conn.transaction():
             conn.execute("set local lock_timeout = '10s'")
             install_schema_functions(conn, settings.repo_root / "schemas")
+            on_citus = citus.is_coordinator(conn)
             for directory in IDEMPOTENT_DIRS:
                 for path in _sql_files(settings.repo_root / "db" / directory):
-                    _run_file(conn, path)
+                    _run_file(conn, path, one_statement_at_a_time=on_citus)
             # Login tokens are signed in the database with PostgREST's secret (docs/security.md).
             conn.execute("select auth.install_jwt_secret(%s)", [settings.jwt_secret])
             conn.execute("insert into ledger.code_versions (code_version) values (%s) "

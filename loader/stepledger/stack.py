@@ -8,6 +8,7 @@ only those.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import re
@@ -23,10 +24,13 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from stepledger import StepledgerError
+from stepledger import StepledgerError, citus
 from stepledger.config import Settings, _user_can_reach
 
 START_TIMEOUT_S = 60.0
+# Shards per distributed table in the local cluster: enough to land on every worker of a
+# development cluster, few enough for a 2-core machine (production: docs/adr/0005).
+CITUS_SHARD_COUNT = 8
 STOP_TIMEOUT_S = 30.0
 NGINX_BIN_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
 _TEMPLATE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -111,6 +115,8 @@ def _prepare_dirs(settings: Settings) -> None:
         _make_service_dir(settings, d)
     if not settings.pgdata.exists():
         _make_service_dir(settings, settings.pgdata, mode=0o700)
+    if settings.citus:
+        _make_service_dir(settings, _socket_dir(settings), mode=0o700)
     (settings.run_dir / "nginx").mkdir(exist_ok=True)
     if _is_root():
         uid, gid = _service_ids(settings)
@@ -245,7 +251,7 @@ def _postgres_conf(settings: Settings) -> str:
         "# Written by stepledger on every start; edit stepledger.stack to change.",
         "listen_addresses = '127.0.0.1'",
         f"port = {settings.pg_port}",
-        f"unix_socket_directories = '{settings.run_dir}'",
+        f"unix_socket_directories = '{_socket_dir(settings)}'",
         "max_connections = 100",
         "shared_buffers = 128MB",
         "work_mem = 16MB",
@@ -263,8 +269,60 @@ def _postgres_conf(settings: Settings) -> str:
         "log_timezone = 'UTC'",
         "log_min_duration_statement = 1000",
         "log_line_prefix = '%m [%p] %q%u@%d '",
+        *(_citus_conf(settings) if settings.citus else []),
         "",
     ])
+
+
+def _socket_dir(settings: Settings) -> Path:
+    """The nodes of a Citus cluster listen in a directory only the service user can enter."""
+    return Path(citus.node_host(settings)) if settings.citus else settings.run_dir
+
+
+_CITUS_HBA_MARK = "# stepledger: Citus nodes"
+
+
+def _write_pg_hba(settings: Settings) -> None:
+    """Citus: trust over the nodes' private socket directory, so the coordinator connects to
+    the workers as any role (API roles, BI logins) without handing out passwords; TCP keeps
+    scram-sha-256. The single node keeps initdb's file (scram everywhere); a home that was a
+    Citus node gets that back."""
+    hba = settings.pgdata / "pg_hba.conf"
+    current = hba.read_text() if hba.exists() else ""
+    if settings.citus:
+        text = "\n".join([
+            _CITUS_HBA_MARK + " (written on every start, see docs/adr/0005-citus-distribution.md)",
+            "# Unix sockets live in a mode-700 directory of the service user: only that OS user",
+            "# (which owns the data files anyway) and root can connect through them.",
+            "local   all  all                 trust",
+            "host    all  all  127.0.0.1/32   scram-sha-256",
+            "host    all  all  ::1/128        scram-sha-256",
+            "",
+        ])
+    elif _CITUS_HBA_MARK in current:
+        text = "\n".join([
+            "local   all  all                 scram-sha-256",
+            "host    all  all  127.0.0.1/32   scram-sha-256",
+            "host    all  all  ::1/128        scram-sha-256",
+            "",
+        ])
+    else:
+        return
+    if text != current:
+        hba.write_text(text)
+        if _is_root():
+            os.chown(hba, *_service_ids(settings))
+        os.chmod(hba, 0o600)
+
+
+def _citus_conf(settings: Settings) -> list[str]:
+    """Every node of a Citus cluster loads the extension; the coordinator decides the shards."""
+    return [
+        "# Citus (docs/adr/0005-citus-distribution.md)",
+        "shared_preload_libraries = 'citus'",
+        "max_worker_processes = 8",  # Citus' maintenance daemon and its background tasks
+        f"citus.shard_count = {CITUS_SHARD_COUNT}",
+    ]
 
 
 def postgres_running(settings: Settings) -> bool:
@@ -311,9 +369,10 @@ def start_postgres(settings: Settings) -> None:
                                   "set STEPLEDGER_PG_PORT")
         local_conf = settings.pgdata / "stepledger.conf"
         local_conf.write_text(_postgres_conf(settings))
+        _write_pg_hba(settings)
         if _is_root():
             os.chown(local_conf, *_service_ids(settings))
-        log = settings.log_dir / "postgres.log"
+        log = settings.pg_log
         if not log.exists():
             log.touch()
         if _is_root():
@@ -323,10 +382,47 @@ def start_postgres(settings: Settings) -> None:
         proc = subprocess.run(_as_service(settings, cmd), env=_service_env(settings),
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise StepledgerError(f"PostgreSQL did not start{_log_hint(log)}")
+            raise StepledgerError(f"PostgreSQL ({settings.node_name}) did not start"
+                                  f"{_log_hint(log)}")
     _wait_for(lambda: _pg_accepts(settings), timeout=START_TIMEOUT_S,
-              what="PostgreSQL", log=settings.log_dir / "postgres.log")
+              what=f"PostgreSQL ({settings.node_name})", log=settings.pg_log)
     ensure_database(settings)
+
+
+def start_databases(settings: Settings) -> None:
+    """The single node; or every worker, then the coordinator, joined into a Citus cluster."""
+    existing = len(_existing_workers(settings))
+    if existing > settings.citus_workers:
+        raise StepledgerError(
+            f"{settings.home} holds a Citus cluster with {existing} worker(s): start it with "
+            f"STEPLEDGER_CITUS_WORKERS={existing} (removing workers is not supported)")
+    if settings.citus:
+        citus.require_installed()
+        for worker in settings.workers:
+            start_postgres(worker)
+    start_postgres(settings)
+    if settings.citus:
+        citus.form_cluster(settings)
+
+
+def stop_databases(settings: Settings) -> None:
+    """Stop the coordinator (or single node), then every worker directory that exists, so a
+    stack started with more workers than the environment now says is still stopped whole."""
+    stop_postgres(settings)
+    for worker in _existing_workers(settings):
+        stop_postgres(worker)
+
+
+def _existing_workers(settings: Settings) -> list[Settings]:
+    found: list[Settings] = []
+    index = 1
+    while True:
+        worker = settings.worker(index) if index <= settings.citus_workers else \
+            dataclasses.replace(settings, citus_workers=index).worker(index)
+        if not (worker.pgdata / "PG_VERSION").exists():
+            return found
+        found.append(worker)
+        index += 1
 
 
 def _pg_accepts(settings: Settings) -> bool:
@@ -561,7 +657,7 @@ def up(settings: Settings, migrate: bool = True) -> list[str]:
     Returns warnings for the operator (e.g. PostgREST skipped because the schema is missing).
     """
     warnings: list[str] = []
-    start_postgres(settings)
+    start_databases(settings)
     if migrate:
         run_migrations(settings)
     else:
@@ -587,7 +683,7 @@ def down(settings: Settings) -> None:
     scheduler.stop(settings)
     stop_nginx(settings)
     stop_postgrest(settings)
-    stop_postgres(settings)
+    stop_databases(settings)
 
 
 def _process_user(settings: Settings, name: str, exe_name: str) -> str | None:
@@ -627,6 +723,12 @@ def status(settings: Settings) -> dict[str, object]:
             "pid": pg_pid,
             "user": pwd.getpwuid(Path(f"/proc/{pg_pid}").stat().st_uid).pw_name
             if pg_pid and Path(f"/proc/{pg_pid}").exists() else None,
+
+            "citus_workers": [
+                {"node": w.node_name, "up": postgres_running(w), "port": w.pg_port,
+                 "pgdata": str(w.pgdata)}
+                for w in (settings.workers if settings.citus else _existing_workers(settings))
+            ],
         },
         "postgrest": {
             "up": pgrst_up,

@@ -68,7 +68,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _print_status(info)
     components = ("postgres", "postgrest", "nginx")
-    return 0 if all(info[c]["up"] for c in components) else 3  # type: ignore[index]
+    workers_up = all(w["up"] for w in info["postgres"]["citus_workers"])  # type: ignore[index]
+    return 0 if workers_up and all(info[c]["up"] for c in components) else 3  # type: ignore[index]
 
 
 @_db_errors
@@ -95,6 +96,9 @@ def _print_status(info: dict[str, object]) -> None:
             state = "up (not ready: schema cache not loaded)"
         user = f" as {comp['user']}" if comp.get("user") else ""
         print(f"{name:<10} {state:<5} {comp[key]}{user}")
+        for worker in comp.get("citus_workers", []):
+            print(f"  {worker['node']:<8} {'up' if worker['up'] else 'down':<5} "
+                  f"port {worker['port']} (Citus worker)")
     print(f"{'home':<10} {info['home']}")
     print(f"{'logs':<10} {info['logs']}")
     for note in info["notes"]:  # type: ignore[attr-defined]

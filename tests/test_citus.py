@@ -1,0 +1,346 @@
+"""The Citus topology: a coordinator and two remote workers, started by the stack itself.
+
+This stage needs Citus. When it is neither installed nor buildable from ../shared/citus/ (a user's
+clone without ../shared), the whole module is skipped with one line saying why. With the source
+beside the repository (CI), scripts/bootstrap.sh --test has built Citus, and any failure to start
+the cluster fails these tests.
+
+What it proves, on workers that are separate PostgreSQL clusters (not shards on the coordinator,
+whose local execution would hide remote effects): the nodes, the distribution of the tenant
+tables, routing of one client's queries to one worker, and the row-level-security behaviour that
+docs/adr/0005-citus-distribution.md builds on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import jwt
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from conftest import free_ports, make_home
+from stepledger import citus
+from stepledger import stack as stack_mod
+from stepledger.config import REPO_ROOT, Settings
+
+WORKERS = 2
+
+if not citus.installed() and citus.source_dir(REPO_ROOT) is None:
+    pytest.skip("Citus stage skipped: Citus is not installed and its source "
+                f"(../shared/citus/{citus.CITUS_ARCHIVE}) is not beside the repository",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Settings]:
+    """A whole stack (coordinator, 2 workers, PostgREST, nginx, scheduler), migrated."""
+    assert citus.installed(), (
+        "Citus is not installed although its source is beside the repository: "
+        "run scripts/build-citus.sh (make bootstrap-test does) and see its error")
+    home = make_home("stepledger-citus-test-")
+    api, admin, postgrest, web = free_ports(4)
+    settings = Settings.from_env(home=home, pg_port=citus.free_port_block(WORKERS + 1),
+                                 api_port=api, api_admin_port=admin, postgrest_port=postgrest,
+                                 web_port=web, citus_workers=WORKERS)
+    started = time.monotonic()
+    try:
+        stack_mod.up(settings, migrate=True)
+        print(f"citus stack with {WORKERS} workers up in {time.monotonic() - started:.1f}s")
+        yield settings
+    finally:
+        try:
+            stack_mod.down(settings)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def coordinator(cluster: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def _worker(cluster: Settings, index: int) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(cluster.worker(index).dsn("postgres"), autocommit=True) as conn:
+        yield conn
+
+
+def test_coordinator_and_workers_are_separate_clusters(cluster: Settings,
+                                                       coordinator: psycopg.Connection) -> None:
+    nodes = coordinator.execute(
+        "select groupid, nodeport, noderole::text, isactive from pg_dist_node order by groupid"
+    ).fetchall()
+    assert nodes == [(0, cluster.pg_port, "primary", True),
+                     (1, cluster.pg_port + 1, "primary", True),
+                     (2, cluster.pg_port + 2, "primary", True)]
+    health = coordinator.execute(
+        "select bool_and(result) from citus_check_cluster_node_health()").fetchone()
+    assert health == (True,)
+    system_ids = {coordinator.execute(
+        "select system_identifier from pg_control_system()").fetchone()}
+    for index in (1, 2):
+        with _worker(cluster, index) as conn:
+            assert conn.execute("select extversion from pg_extension where extname = 'citus'"
+                                ).fetchone() == ("13.2-1",)
+            system_ids.add(conn.execute(
+                "select system_identifier from pg_control_system()").fetchone())
+            assert conn.execute("show port").fetchone() == (str(cluster.pg_port + index),)
+    assert len(system_ids) == 3, "each node is its own PostgreSQL cluster"
+
+
+def test_status_and_down_cover_the_workers(cluster: Settings) -> None:
+    info = stack_mod.status(cluster)
+    workers = info["postgres"]["citus_workers"]  # type: ignore[index]
+    assert [(w["port"], w["up"]) for w in workers] == [(cluster.pg_port + 1, True),
+                                                       (cluster.pg_port + 2, True)]
+
+
+# -- row-level security on remote workers (docs/adr/0005-citus-distribution.md) -------------------
+# A scratch tenant table, hash-distributed by client_id over both workers, with the policy shapes
+# the ADR compares. Every query below runs as a non-superuser, so Citus opens its own connections
+# to the workers as that role and the shards' policies are evaluated there.
+CLIENTS = [f"tenant{i}" for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def rls_table(coordinator: psycopg.Connection) -> Iterator[str]:
+    coordinator.execute("drop schema if exists citus_rls cascade")
+    coordinator.execute("create schema citus_rls")
+    coordinator.execute("""
+        create table citus_rls.facts (client_id text not null, n int not null,
+                                      primary key (client_id, n))""")
+    coordinator.execute("select create_distributed_table('citus_rls.facts', 'client_id', "
+                        "shard_count => 4)")
+    coordinator.execute("""insert into citus_rls.facts
+                           select c, n from unnest(%s::text[]) c, generate_series(1, 10) n""",
+                        [CLIENTS])
+    coordinator.execute("alter table citus_rls.facts enable row level security")
+    coordinator.execute("""
+        create function citus_rls.guc_client_id() returns text language sql stable as
+        $$ select nullif(current_setting('stepledger.client_id', true), '') $$""")
+    coordinator.execute("""
+        create function citus_rls.caller_client_id() returns text language sql stable as $$
+          -- the GUC, unless the role carries a stored binding that the session no longer matches
+          select case when b.bound is null
+                        or b.bound = current_setting('stepledger.client_id', true)
+                      then nullif(current_setting('stepledger.client_id', true), '') end
+            from (select (select substr(c, length('stepledger.client_id=') + 1)
+                            from pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c
+                           where s.setrole = (select oid from pg_catalog.pg_roles
+                                               where rolname = current_user)
+                             and s.setdatabase = 0
+                             and c like 'stepledger.client\\_id=%') as bound) b
+        $$""")
+    for role, login in (("citus_rls_nologin", "nologin"), ("citus_rls_api", "login"),
+                        ("citus_rls_bi", "login")):
+        coordinator.execute(f"drop role if exists {role}")
+        coordinator.execute(f"create role {role} {login}")
+        coordinator.execute(f"grant usage on schema citus_rls to {role}")
+        coordinator.execute(f"grant select on citus_rls.facts to {role}")
+    coordinator.execute("alter role citus_rls_bi set stepledger.client_id = 'tenant2'")
+    coordinator.execute("alter role citus_rls_bi password 'citus-rls-bi'")
+    try:
+        yield "citus_rls.facts"
+    finally:
+        coordinator.execute("drop schema citus_rls cascade")
+        for role in ("citus_rls_nologin", "citus_rls_api", "citus_rls_bi"):
+            coordinator.execute(f"drop role if exists {role}")
+
+
+def _policy(conn: psycopg.Connection, using: str) -> None:
+    conn.execute("drop policy if exists probe on citus_rls.facts")
+    conn.execute(f"create policy probe on citus_rls.facts using ({using})")
+
+
+def _as(conn: psycopg.Connection, role: str, *setup: str) -> list[tuple[object, ...]]:
+    """Counts per client that `role` sees, in a transaction that runs `setup` first."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(f"set local role {role}")
+        for statement in setup:
+            conn.execute(statement)
+        return conn.execute("select client_id, count(*) from citus_rls.facts "
+                            "group by 1 order by 1").fetchall()
+
+
+def test_shards_of_the_scratch_table_are_on_both_workers(
+        cluster: Settings, coordinator: psycopg.Connection, rls_table: str) -> None:
+    ports = {r[0] for r in coordinator.execute(
+        "select n.nodeport from pg_dist_shard s join pg_dist_placement p using (shardid) "
+        "join pg_dist_node n using (groupid) where s.logicalrelid = %s::regclass",
+        [rls_table]).fetchall()}
+    assert ports == {cluster.pg_port + 1, cluster.pg_port + 2}
+
+
+def test_a_nologin_role_cannot_reach_the_workers(coordinator: psycopg.Connection,
+                                                 rls_table: str) -> None:
+    _policy(coordinator, "true")
+    with pytest.raises(psycopg.Error, match="not permitted to log in"):
+        _as(coordinator, "citus_rls_nologin")
+    assert len(_as(coordinator, "citus_rls_api")) == len(CLIENTS)
+
+
+def test_set_config_is_not_seen_on_workers(coordinator: psycopg.Connection,
+                                           rls_table: str) -> None:
+    """What PostgREST does with the claims (set_config(..., true)) stays on the coordinator."""
+    _policy(coordinator, "client_id = citus_rls.guc_client_id()")
+    assert _as(coordinator, "citus_rls_api",
+               "select set_config('stepledger.client_id', 'tenant1', true)") == []
+
+
+def test_a_propagated_set_local_reaches_the_workers(coordinator: psycopg.Connection,
+                                                   rls_table: str) -> None:
+    _policy(coordinator, "client_id = citus_rls.guc_client_id()")
+    propagate = "set local citus.propagate_set_commands = 'local'"
+    assert _as(coordinator, "citus_rls_api", propagate,
+               "set local stepledger.client_id = 'tenant1'") == [("tenant1", 10)]
+    # issued by a function through EXECUTE, as a PostgREST pre-request function does
+    assert _as(coordinator, "citus_rls_api", propagate,
+               "do $$ begin execute 'set local stepledger.client_id = ''tenant3'''; end $$"
+               ) == [("tenant3", 10)]
+
+
+def test_subqueries_and_distributed_reads_in_policies_are_refused(
+        coordinator: psycopg.Connection, rls_table: str) -> None:
+    with pytest.raises(psycopg.Error):
+        _policy(coordinator, "client_id = (select citus_rls.guc_client_id())")
+    coordinator.execute("create table if not exists citus_rls.bindings "
+                        "(rolname text primary key, client_id text not null)")
+    if not coordinator.execute("select 1 from pg_dist_partition "
+                               "where logicalrelid = 'citus_rls.bindings'::regclass").fetchone():
+        coordinator.execute("select create_reference_table('citus_rls.bindings')")
+    coordinator.execute("grant select on citus_rls.bindings to citus_rls_api")
+    coordinator.execute("""
+        create or replace function citus_rls.bound() returns text language sql stable as
+        $$ select client_id from citus_rls.bindings where rolname = current_user $$""")
+    _policy(coordinator, "client_id = citus_rls.bound()")
+    with pytest.raises(psycopg.Error, match="distributed query from a query on a shard"):
+        _as(coordinator, "citus_rls_api")
+
+
+def test_a_bound_login_cannot_rebind_itself(cluster: Settings, coordinator: psycopg.Connection,
+                                            rls_table: str) -> None:
+    """A login bound to a client by its role default (only a superuser may store a placeholder
+    setting) sees that client on every worker; SET, a propagated SET LOCAL or ALTER ROLE by the
+    login itself does not give it another client's rows."""
+    _policy(coordinator, "client_id = citus_rls.caller_client_id()")
+    dsn = make_conninfo(cluster.dsn("postgres"), user="citus_rls_bi", password="citus-rls-bi")
+    query = "select client_id, count(*) from citus_rls.facts group by 1 order by 1"
+    with psycopg.connect(dsn, autocommit=True) as bi:
+        assert bi.execute(query).fetchall() == [("tenant2", 10)]
+        bi.execute("set stepledger.client_id = 'tenant1'")
+        assert bi.execute(query).fetchall() in ([("tenant2", 10)], [])
+        bi.execute("reset stepledger.client_id")
+        with bi.transaction(force_rollback=True):
+            bi.execute("set local citus.propagate_set_commands = 'local'")
+            bi.execute("set local stepledger.client_id = 'tenant1'")
+            assert bi.execute(query).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bi.execute("alter role current_user set stepledger.client_id = 'tenant1'")
+        assert bi.execute(query).fetchall() == [("tenant2", 10)]
+
+
+def test_a_single_client_query_is_routed_to_one_worker(cluster: Settings,
+                                                      coordinator: psycopg.Connection,
+                                                      rls_table: str) -> None:
+    _policy(coordinator, "client_id = citus_rls.caller_client_id()")
+    owner = coordinator.execute(
+        "select n.nodeport from pg_dist_placement p join pg_dist_node n using (groupid) "
+        "where p.shardid = get_shard_id_for_distribution_column(%s, 'tenant1')",
+        [rls_table]).fetchone()
+    with coordinator.transaction(force_rollback=True):
+        coordinator.execute("set local citus.propagate_set_commands = 'local'")
+        coordinator.execute("set local role citus_rls_api")
+        coordinator.execute("set local stepledger.client_id = 'tenant1'")
+        plan = "\n".join(r[0] for r in coordinator.execute(
+            "explain (costs off) select * from citus_rls.facts where client_id = 'tenant1'"))
+    assert "Task Count: 1" in plan, plan
+    assert owner is not None and f"port={owner[0]}" in plan, plan
+
+
+def test_api_requests_carry_the_client_to_the_workers(cluster: Settings,
+                                                      coordinator: psycopg.Connection,
+                                                      rls_table: str) -> None:
+    """Through PostgREST: auth.start_request's SET LOCAL reaches the workers, where the policy
+    (auth.caller_client_id(), the product's function) shows each client its own rows."""
+    _policy(coordinator, "client_id = auth.caller_client_id()")
+    coordinator.execute("create view api.citus_probe with (security_invoker = true) as "
+                        "select client_id, n from citus_rls.facts")
+    coordinator.execute("grant usage on schema citus_rls to client")
+    coordinator.execute("grant select on citus_rls.facts, api.citus_probe to client")
+    try:
+        coordinator.execute("notify pgrst, 'reload schema'")
+
+        def rows(client_id: str) -> list[dict[str, object]]:
+            token = jwt.encode({"role": "client", "client_id": client_id,
+                                "exp": int(time.time()) + 600}, cluster.jwt_secret,
+                               algorithm="HS256")
+            response = httpx.get(f"{cluster.api_url}/citus_probe?select=client_id,n",
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            if response.status_code == 404:  # the schema cache is not reloaded yet
+                return []
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        deadline = time.monotonic() + 30
+        while not (seen := rows("tenant1")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {r["client_id"] for r in seen} == {"tenant1"} and len(seen) == 10
+        # a client whose shard is on the other worker
+        other = next(c for c in CLIENTS if _worker_port(coordinator, rls_table, c)
+                     != _worker_port(coordinator, rls_table, "tenant1"))
+        assert {r["client_id"] for r in rows(other)} == {other}
+    finally:
+        coordinator.execute("drop view api.citus_probe")
+        coordinator.execute("revoke all on citus_rls.facts from client")
+        coordinator.execute("revoke usage on schema citus_rls from client")
+        coordinator.execute("notify pgrst, 'reload schema'")
+
+
+def _worker_port(conn: psycopg.Connection, table: str, client_id: str) -> int:
+    row = conn.execute(
+        "select n.nodeport from pg_dist_placement p join pg_dist_node n using (groupid) "
+        "where p.shardid = get_shard_id_for_distribution_column(%s, %s::text)",
+        [table, client_id]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_demo_runs_on_the_cluster(cluster: Settings) -> None:
+    """`stepledger demo` (CLI, SDK through PostgREST, nginx) against the coordinator; a client
+    login then sees only its own jobs through the web server's /api/."""
+    env = {**os.environ,
+           "STEPLEDGER_HOME": str(cluster.home), "STEPLEDGER_PG_PORT": str(cluster.pg_port),
+           "STEPLEDGER_API_PORT": str(cluster.api_port),
+           "STEPLEDGER_API_ADMIN_PORT": str(cluster.api_admin_port),
+           "STEPLEDGER_POSTGREST_PORT": str(cluster.postgrest_port),
+           "STEPLEDGER_WEB_PORT": str(cluster.web_port),
+           "STEPLEDGER_CITUS_WORKERS": str(WORKERS)}
+    demo = subprocess.run([sys.executable, "-m", "stepledger", "demo", "--jobs", "4"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert demo.returncode == 0, demo.stderr
+    logins = dict(re.findall(r"^\s+(\S+@\S+)\s+(\S+)\s+(?:admin|client)", demo.stdout, re.M))
+    with httpx.Client(base_url=f"{cluster.web_url}/api", timeout=30) as web:
+        def jobs_of(email: str) -> list[dict[str, object]]:
+            login = web.post("/rpc/login", json={"email": email, "password": logins[email]})
+            assert login.status_code == 200, login.text
+            answer = web.get("/jobs?select=client_id,job_id,progress",
+                             headers={"Authorization": f"Bearer {login.json()['token']}"})
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+        mine = jobs_of("staff@st-mary.example")
+        everyone = jobs_of("admin@botimage.example")
+    assert mine and {j["client_id"] for j in mine} == {"st-mary"}
+    assert len({j["client_id"] for j in everyone}) > 1
+    assert {j["job_id"] for j in mine} == {j["job_id"] for j in everyone
+                                           if j["client_id"] == "st-mary"}
