@@ -3,7 +3,7 @@
 `python -m bench.citus_rls [--clients 20] [--rows 5000] [--runs 300]` starts a stack with two
 Citus workers (needs Citus, scripts/build-citus.sh), creates a table shaped like ledger.jobs,
 hash-distributed by client_id, and a plain copy of it on the coordinator (what a single node
-has). Policies as ADR 0005 decides: `client_id = auth.caller_client_id()` on the distributed
+has). Policies as ADR 0012 decides: `client_id = auth.caller_client_id()` on the distributed
 table (Citus refuses the subquery wrap), `client_id = (select auth.caller_client_id())` on the
 local copy. It times, interleaved, the newest 50 rows of one client read by `client` (the client
 from the propagated stepledger.client_id, as auth.start_request sets it) and by `admin` with the

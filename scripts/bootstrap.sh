@@ -78,7 +78,7 @@ for bin in initdb pg_ctl postgres; do
 done
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || die "nginx not found"
 
-# --- Citus (the scale-out topology, docs/adr/0005-citus-distribution.md) -------------------------
+# --- Citus (the scale-out topology, docs/adr/0012-citus-distribution.md) -------------------------
 # Built from ../shared/citus/ only when it is wanted: a Citus stack (STEPLEDGER_CITUS_WORKERS >= 1)
 # needs it, and the test set-up builds it when the source is there (CI), so the Citus test stage
 # runs; without the source the tests skip that stage. The single-node path never waits for it.

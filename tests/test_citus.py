@@ -8,7 +8,7 @@ the cluster fails these tests.
 What it proves, on workers that are separate PostgreSQL clusters (not shards on the coordinator,
 whose local execution would hide remote effects): the nodes, the distribution of the tenant
 tables, routing of one client's queries to one worker, and the row-level-security behaviour that
-docs/adr/0005-citus-distribution.md builds on.
+docs/adr/0012-citus-distribution.md builds on.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_status_and_down_cover_the_workers(cluster: Settings) -> None:
                                                        (cluster.pg_port + 2, True)]
 
 
-# -- row-level security on remote workers (docs/adr/0005-citus-distribution.md) -------------------
+# -- row-level security on remote workers (docs/adr/0012-citus-distribution.md) -------------------
 # A scratch tenant table, hash-distributed by client_id over both workers, with the policy shapes
 # the ADR compares. Every query below runs as a non-superuser, so Citus opens its own connections
 # to the workers as that role and the shards' policies are evaluated there.

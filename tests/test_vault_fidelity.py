@@ -1,5 +1,5 @@
 """Vault fidelity: every ingest body that reaches the database is kept byte for byte, once per
-request (ledger.vault_bodies), with what was wrong with it (docs/security.md, ADR 0004).
+request (ledger.vault_bodies), with what was wrong with it (docs/security.md, ADR 0007).
 
 Each odd body is sent over HTTP through the API gateway (nginx, both ports) and through SQL, and
 the sha256 of the stored bytes is compared with the sha256 of the bytes sent.

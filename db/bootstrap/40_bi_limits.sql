@@ -1,4 +1,4 @@
--- Limits of BI logins that the login itself cannot loosen (docs/bi.md "Limits", ADR 0005).
+-- Limits of BI logins that the login itself cannot loosen (docs/bi.md "Limits", ADR 0006).
 -- Run by a superuser on every migrate (idempotent): everything here needs one.
 --
 -- statement_timeout and idle_in_transaction_session_timeout are user-settable: a role default is

@@ -1,4 +1,4 @@
--- The caller's client where every Citus node can see it (docs/adr/0005-citus-distribution.md).
+-- The caller's client where every Citus node can see it (docs/adr/0012-citus-distribution.md).
 -- Citus evaluates row-level-security policies only on the workers, in connections it opens as the
 -- query's role, where PostgREST's request.jwt.claims (set_config(..., true)) is not visible and a
 -- policy may read no table. The client therefore travels in one setting, stepledger.client_id:

@@ -79,7 +79,7 @@ begin
          stall_timeout = excluded.stall_timeout, version = excluded.version,
          steps_total = excluded.steps_total, definition = excluded.definition,
          -- now() in VALUES, not in the SET list: on Citus, where pipelines is a reference
-         -- table, functions in DO UPDATE SET must be immutable (ADR 0005).
+         -- table, functions in DO UPDATE SET must be immutable (ADR 0012).
          updated_at = excluded.updated_at;
 
   delete from ledger.pipeline_steps ps

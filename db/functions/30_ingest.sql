@@ -291,7 +291,7 @@ comment on function ledger._ingest_batch(text, integer[], jsonb[], text[], text[
   'Set-based ingest core: vaults every element (and the request body as received), accepts the valid new ones, returns the response.';
 
 -- ---- the request body as received ---------------------------------------------------------------
--- Every ingest request keeps its body once, byte for byte, in ledger.vault_bodies (ADR 0004), and
+-- Every ingest request keeps its body once, byte for byte, in ledger.vault_bodies (ADR 0007), and
 -- what was wrong with those bytes: not UTF-8, a NUL byte, a byte order mark, duplicate keys.
 
 create or replace function ledger._utf8_error_offset(p_body bytea) returns integer

@@ -1,4 +1,4 @@
--- Notifications (docs/notifications.md, docs/adr/0004-notification-outbox.md).
+-- Notifications (docs/notifications.md, docs/adr/0008-notification-outbox.md).
 --
 -- Writing messages: ledger._enqueue_notification() inserts one outbox row, in the transaction of
 -- the change that causes it:

@@ -1,4 +1,4 @@
--- Vault fidelity (docs/adr/0004-vault-bodies.md): the exact bytes of every ingest request body,
+-- Vault fidelity (docs/adr/0007-vault-bodies.md): the exact bytes of every ingest request body,
 -- kept once per request beside the per-element vault rows of the same batch_id.
 --
 -- A body may carry events of several clients, or name no valid client at all: it is attributed

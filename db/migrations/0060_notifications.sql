@@ -1,4 +1,4 @@
--- Notifications (docs/notifications.md, docs/adr/0004-notification-outbox.md): signed webhooks and
+-- Notifications (docs/notifications.md, docs/adr/0008-notification-outbox.md): signed webhooks and
 -- e-mail alerts. Functions are in db/functions/55_notifications.sql, views in
 -- db/views/70_notifications.sql, row-level security and grants in db/policies/70_notifications.sql.
 --

@@ -2,7 +2,7 @@
 
 A cluster is a coordinator (the stack's PostgreSQL port, which every client talks to) and
 `STEPLEDGER_CITUS_WORKERS` workers on the ports after it, each its own PostgreSQL 15 cluster
-(docs/adr/0005-citus-distribution.md). Citus is built from source by scripts/build-citus.sh.
+(docs/adr/0012-citus-distribution.md). Citus is built from source by scripts/build-citus.sh.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def nodes(settings: Settings) -> list[dict[str, object]]:
 
 
 
-# -- the distributed schema (docs/adr/0005-citus-distribution.md, Decision 3) ---------------------
+# -- the distributed schema (docs/adr/0012-citus-distribution.md, Decision 3) ---------------------
 # The target: reference tables (a copy on every node), in the order their foreign keys need ...
 REFERENCE_TABLES = (
     "ledger.pipelines", "ledger.pipeline_steps", "ledger.code_versions",
@@ -151,7 +151,7 @@ DISTRIBUTION_COLUMN = "client_id"
 # What `stepledger migrate` distributes today: nothing yet. The catalog alone as reference tables
 # is accepted by Citus, but then ingest's statement (local tenant tables joined with reference
 # tables, PL/pgSQL parameters) fails with "could not create distributed plan": the tables move
-# together with the set-based write path (ADR 0005). `stepledger citus-plan` reports what Citus
+# together with the set-based write path (ADR 0012). `stepledger citus-plan` reports what Citus
 # answers for each table of the target.
 REFERENCE_TABLES_NOW: tuple[str, ...] = ()
 # Roles that queries run as: Citus opens its worker connections as the current role, so each

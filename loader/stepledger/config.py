@@ -78,7 +78,7 @@ class Settings:
     service_user: str = field(default_factory=_default_service_user)
     web_root: Path | None = None
     pgdata_override: Path | None = None
-    # Citus topology (docs/adr/0005): 0 is one PostgreSQL cluster; N >= 1 is a coordinator on
+    # Citus topology (docs/adr/0012-citus-distribution.md): 0 is one PostgreSQL cluster; N >= 1 is a coordinator on
     # pg_port and N workers on the N ports after it, each its own cluster under home.
     citus_workers: int = 0
     # Which node of the topology these settings describe: 0 the coordinator (or the single node),

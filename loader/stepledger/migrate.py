@@ -9,7 +9,7 @@ Order (docs/architecture.md):
 5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
 6. the JWT secret (for login tokens signed in the database), the code version, this month's
    partitions, and `notify pgrst, 'reload schema'`;
-7. on a Citus coordinator, the distribution (stepledger.citus.distribute, ADR 0005).
+7. on a Citus coordinator, the distribution (stepledger.citus.distribute, ADR 0012).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def migrate(settings: Settings) -> dict[str, object]:
                 raise StepledgerError("migrate: the database stayed busy (lock conflicts); "
                                       "try again") from None
             time.sleep(0.5 * attempt)
-    # On a Citus coordinator: the part of the schema that is distributed (ADR 0005).
+    # On a Citus coordinator: the part of the schema that is distributed (ADR 0012).
     distributed = citus.distribute(settings)
     return {"applied": applied, "code_version": version, "citus": distributed}
 

@@ -29,7 +29,7 @@ from stepledger.config import Settings, _user_can_reach
 
 START_TIMEOUT_S = 60.0
 # Shards per distributed table in the local cluster: enough to land on every worker of a
-# development cluster, few enough for a 2-core machine (production: docs/adr/0005).
+# development cluster, few enough for a 2-core machine (production: docs/adr/0012-citus-distribution.md).
 CITUS_SHARD_COUNT = 8
 STOP_TIMEOUT_S = 30.0
 NGINX_BIN_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
@@ -291,7 +291,7 @@ def _write_pg_hba(settings: Settings) -> None:
     current = hba.read_text() if hba.exists() else ""
     if settings.citus:
         text = "\n".join([
-            _CITUS_HBA_MARK + " (written on every start, see docs/adr/0005-citus-distribution.md)",
+            _CITUS_HBA_MARK + " (written on every start, see docs/adr/0012-citus-distribution.md)",
             "# Unix sockets live in a mode-700 directory of the service user: only that OS user",
             "# (which owns the data files anyway) and root can connect through them.",
             "local   all  all                 trust",
@@ -318,7 +318,7 @@ def _write_pg_hba(settings: Settings) -> None:
 def _citus_conf(settings: Settings) -> list[str]:
     """Every node of a Citus cluster loads the extension; the coordinator decides the shards."""
     return [
-        "# Citus (docs/adr/0005-citus-distribution.md)",
+        "# Citus (docs/adr/0012-citus-distribution.md)",
         "shared_preload_libraries = 'citus'",
         "max_worker_processes = 8",  # Citus' maintenance daemon and its background tasks
         f"citus.shard_count = {CITUS_SHARD_COUNT}",
