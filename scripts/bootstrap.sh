@@ -20,7 +20,7 @@ say() { echo "bootstrap: $*"; }
 die() { echo "bootstrap: error: $*" >&2; exit 1; }
 
 # --- system packages -------------------------------------------------------------------------
-packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema
+packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema python3-regex
           nginx postgresql-15-cron)
 if [[ $want_test -eq 1 ]]; then
     # Browser tests (tests/test_web.py): Debian's Chromium, and the fonts the app's stylesheet
