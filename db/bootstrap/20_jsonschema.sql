@@ -74,6 +74,7 @@ create or replace function public._jsonschema_boot() returns void
 language plpython3u
 as $py$
 import json
+import math
 import re
 import signal
 import sys
@@ -586,6 +587,8 @@ def fast_copy(node, draft7, root):
     out = {}
     for key, value in node.items():
         if key in PLAIN:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NotFast  # 1e400 reads as inf, which fastjsonschema's code cannot spell
             out[key] = value
         elif key in ANNOTATIONS:
             continue
@@ -645,6 +648,28 @@ def fast_copy(node, draft7, root):
         else:
             raise NotFast
     return out
+
+
+# Two places where fastjsonschema 2.16.3's generated code differs from the general path, patched
+# in its source: it applies minimum, maximum, exclusive* and multipleOf to booleans (True is 1
+# in Python; JSON Schema applies them to numbers only), and divides in floating point for
+# multipleOf (wrong for integers above 2**53; multiple_of_fixed is exact for two integers).
+NUMBER_GUARD = re.compile(r"^(\s*)if isinstance\((\w+), \(int, float\)\):$", re.M)
+MULTIPLE_OF = re.compile(
+    r"^(\s*)quotient = (\w+) / (\w+)\n\s*if int\(quotient\) != quotient:$", re.M)
+
+
+def compile_fast(form):
+    """fastjsonschema.compile, with the two differences above removed."""
+    resolver, generator = fastjsonschema._factory(form, {}, {}, False)
+    code = NUMBER_GUARD.sub(
+        r"\1if isinstance(\2, (int, float)) and not isinstance(\2, bool):", generator.func_code)
+    code = MULTIPLE_OF.sub(
+        r"\1quotient = None if isinstance(\2, int) else \2 / \3\n"
+        r"\1if (\2 % \3 != 0) if quotient is None else (int(quotient) != quotient):", code)
+    state = generator.global_state
+    exec(code, state)
+    return state[resolver.get_scope_name()]
 
 
 def fast_form(schema, cls):
@@ -756,7 +781,7 @@ class Compiled:
         form = fast_form(schema, cls)
         if form is not None:
             try:
-                self.fast = fastjsonschema.compile(form, use_default=False)
+                self.fast = compile_fast(form)
             except Exception:  # noqa: BLE001
                 # fastjsonschema cannot compile some valid schemas (refs into dropped
                 # annotations, NUL in patterns, some boolean subschemas); the general path,
