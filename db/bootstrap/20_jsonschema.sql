@@ -100,7 +100,7 @@ INVALID = "22023"  # invalid_parameter_value
 # Python code, so a CPU-time timer (SIGPROF) stops the Python code every TICK_SECONDS of CPU to
 # check the deadline and let PostgreSQL process a cancel or statement_timeout.
 TIME_LIMIT_SECONDS = 1.0
-TICK_SECONDS = 0.02
+TICK_SECONDS = 0.005
 TIMEOUTS_KEPT = 1024  # instance texts per schema remembered as having hit the limit
 
 loads = json.loads
