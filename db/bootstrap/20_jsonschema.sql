@@ -523,6 +523,24 @@ def fixed_class(cls):
 
 FIXED = {cls: fixed_class(cls) for cls in set(DRAFTS.values())}
 
+
+def evolve_fixed(self, **changes):
+    """4.10.3's evolve picks the library's own class for a subschema that declares $schema (a
+    registry document, the root reached again through "$ref": "#"), which would bypass every fix
+    here: pick our class of that draft instead (of the current one for an unknown $schema)."""
+    schema = changes.setdefault("schema", self.schema)
+    cls = type(self)
+    if isinstance(schema, dict) and isinstance(schema.get("$schema"), str):
+        declared = DRAFTS.get(schema["$schema"].split("://", 1)[-1].rstrip("#"))
+        cls = FIXED.get(declared, cls)
+    changes.setdefault("resolver", self.resolver)
+    changes.setdefault("format_checker", self.format_checker)
+    return cls(**changes)
+
+
+for fixed in FIXED.values():
+    fixed.evolve = evolve_fixed
+
 # JSON numbers have no digit limit; Python 3.11 refuses to parse integers over 4,300 digits.
 if hasattr(sys, "set_int_max_str_digits"):
     sys.set_int_max_str_digits(0)
