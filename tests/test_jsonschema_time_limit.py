@@ -2,18 +2,23 @@
 past TIME_LIMIT_S, statement_timeout, pg_cancel_backend and pg_terminate_backend stop a running
 validation, and only the database's owner may call the validator at all.
 
-Every call here that could run away is made in a thread and waited for with a deadline, so a
-validator that cannot be stopped fails the test instead of hanging it.
+Every call that could run away is made by a psql process waited for with a deadline, then killed:
+a validator that cannot be stopped fails the test instead of hanging it (the backend it pins is
+the stack's problem, stopped with it).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
-import threading
+import os
+import re
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,27 +31,15 @@ TIME_LIMIT_S = 1.0  # TIME_LIMIT_SECONDS in db/bootstrap/20_jsonschema.sql, docs
 # What a call may take beyond the limit on a busy 2-core machine: the CPU-time tick, parsing,
 # the error report, a connection.
 SLACK_S = 2.0
+WAIT_S = TIME_LIMIT_S + SLACK_S + 5  # how long a test waits before it calls the call stuck
 # Exponential for a backtracking engine (the `regex` module too): 64 a's and no match.
 CATASTROPHIC = {"type": "string", "pattern": "^(a|aa)+$"}
 CATASTROPHIC_INPUT = "a" * 64 + "!"
 # The pattern from the report: Python's re backtracks for minutes on it.
 NESTED = {"type": "string", "pattern": "^(a+)+$"}
 NESTED_INPUT = "a" * 32 + "!"
-MATCHES_SQL = "select public.jsonb_matches_schema(%s::json, %s::jsonb)"
-
-
-def within(seconds: float, call: Callable[[], Any]) -> tuple[Any, float]:
-    """(result, elapsed) of call, which must return or raise within `seconds`."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    started = time.monotonic()
-    future = pool.submit(call)
-    try:
-        result = future.result(timeout=seconds)
-    except concurrent.futures.TimeoutError:
-        pytest.fail(f"no answer within {seconds} s: the validation could not be stopped")
-    finally:
-        pool.shutdown(wait=False)
-    return result, time.monotonic() - started
+WARM_UP = "select public.jsonb_matches_schema('{}', '1')"  # a backend's first call loads Python
+RESULTS = "-- results --"
 
 
 def one(conn: psycopg.Connection, sql: str, *params: Any) -> Any:
@@ -55,124 +48,161 @@ def one(conn: psycopg.Connection, sql: str, *params: Any) -> Any:
     return row[0]
 
 
-def owner_connection(settings: Settings) -> psycopg.Connection:
-    """A connection as the role the database's own code validates as (ingest is security
-    definer), with the validator already loaded: a backend's first call imports it (not bounded
-    by the limit; a fixed cost, whatever the schema and instance)."""
-    conn = psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True)
-    one(conn, MATCHES_SQL, "{}", "1")
-    return conn
+def literal(value: Any) -> str:
+    return "'" + json.dumps(value).replace("'", "''") + "'"
 
 
-@pytest.fixture
-def owner(settings: Settings) -> Iterator[psycopg.Connection]:
-    conn = owner_connection(settings)
-    yield conn
-    conn.close()  # not `with`: its exit waits for a query that a stuck validator never ends
+def matches_sql(schema: Any, instance: Any) -> str:
+    return (f"select public.jsonb_matches_schema({literal(schema)}::json,"
+            f" {literal(instance)}::jsonb)")
 
 
-def test_a_catastrophic_pattern_is_answered_within_the_limit(owner: psycopg.Connection) -> None:
-    args = (json.dumps(CATASTROPHIC), json.dumps(CATASTROPHIC_INPUT))
-    valid, elapsed = within(TIME_LIMIT_S + SLACK_S + 5, lambda: one(owner, MATCHES_SQL, *args))
-    assert valid is False
-    assert elapsed < TIME_LIMIT_S + SLACK_S
+@dataclass
+class Psql:
+    """One psql session as some login: statements run after warming the validator up."""
+    binary: str
+    settings: Settings
+    user: str
+    password: str
+
+    def start(self, *statements: str,
+              warm: bool = True) -> tuple[subprocess.Popen[str], str]:
+        name = f"validator-test-{uuid.uuid4().hex[:8]}"
+        command = [self.binary, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                   "-v", "VERBOSITY=verbose", "-h", self.settings.pg_host,
+                   "-p", str(self.settings.pg_port), "-U", self.user, "-d", self.settings.dbname]
+        script = "".join(f"{statement};\n" for statement in (WARM_UP,) if warm)
+        script += f"\\timing on\n\\echo {RESULTS}\n"  # what follows is the test's
+        script += "".join(f"{statement};\n" for statement in statements)
+        env = {**os.environ, "PGPASSWORD": self.password, "PGAPPNAME": name,
+               "PGCONNECT_TIMEOUT": "10"}
+        process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        assert process.stdin is not None
+        process.stdin.write(script)
+        process.stdin.close()
+        process.stdin = None  # sent whole: communicate() only reads from now on
+        return process, name
+
+    def run(self, *statements: str, warm: bool = True) -> Answer:
+        process, _ = self.start(*statements, warm=warm)
+        return finish(process)
+
+
+@dataclass
+class Answer:
+    lines: list[str]  # result rows, without the timing lines
+    error: str
+    ms: float  # the last statement's time, as psql's timing measures it
+
+
+def finish(process: subprocess.Popen[str], wait: float = WAIT_S) -> Answer:
+    try:
+        out, err = process.communicate(timeout=wait)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"no answer within {wait} s: the validation could not be stopped")
+    out = out.split(RESULTS + "\n", 1)[-1]
+    times = [float(t) for t in re.findall(r"^Time: ([0-9.]+) ms", out, re.M)]
+    lines = [line for line in out.splitlines() if line and not line.startswith("Time: ")]
+    return Answer(lines, err, times[-1] if times else float("nan"))
+
+
+@pytest.fixture(scope="module")
+def psql_binary(settings: Settings) -> str:
+    candidate = settings.pg_bindir / "psql"
+    found = str(candidate) if candidate.exists() else shutil.which("psql")
+    assert found, "psql is needed"
+    return found
+
+
+@pytest.fixture(scope="module")
+def owner(psql_binary: str, settings: Settings) -> Psql:
+    """The role the database's own code validates as (ingest is security definer)."""
+    return Psql(psql_binary, settings, "stepledger_owner",
+                settings.password_for("stepledger_owner"))
+
+
+def test_a_catastrophic_pattern_is_answered_within_the_limit(owner: Psql) -> None:
+    call = matches_sql(CATASTROPHIC, CATASTROPHIC_INPUT)
+    errors = (f"select public.jsonschema_errors({literal(CATASTROPHIC)}::json,"
+              f" {literal(CATASTROPHIC_INPUT)}::jsonb)")
+    answer = owner.run(call, errors)
+    assert answer.error == "" and answer.lines[0] == "f", answer
     # The report says why, at once: the backend remembers that this instance hit the limit.
-    report, elapsed = within(TIME_LIMIT_S + SLACK_S, lambda: one(
-        owner, "select public.jsonschema_errors(%s::json, %s::jsonb)", *args))
-    assert elapsed < 0.5
+    assert answer.ms < 500
+    report = json.loads(answer.lines[1])
     assert [(e["path"], e["keyword"]) for e in report] == [("", None)]
     assert report[0]["message"].startswith(f"validation took longer than {TIME_LIMIT_S:g} s")
-    messages = one(owner, "select public.jsonschema_validation_errors(%s::json, %s::json)", *args)
-    assert any(m.startswith("validation took longer than") for m in messages)
+    timed = owner.run(call)
+    assert timed.lines[0] == "f" and timed.ms < (TIME_LIMIT_S + SLACK_S) * 1000, timed
+    messages = owner.run("select public.jsonschema_validation_errors("
+                         f"{literal(CATASTROPHIC)}::json, {literal(CATASTROPHIC_INPUT)}::json)")
+    assert "validation took longer than" in messages.lines[0]
 
 
-def test_the_reported_pattern_is_answered_at_once(owner: psycopg.Connection) -> None:
+def test_the_reported_pattern_is_answered_at_once(owner: Psql) -> None:
     """`^(a+)+$` against 32 a's and a '!' ran for minutes on Python's re; the regex engine the
     validator uses now answers it without backtracking at all."""
-    args = (json.dumps(NESTED), json.dumps(NESTED_INPUT))
-    valid, elapsed = within(TIME_LIMIT_S + SLACK_S + 5, lambda: one(owner, MATCHES_SQL, *args))
-    assert valid is False and elapsed < TIME_LIMIT_S
-    assert one(owner, MATCHES_SQL, json.dumps(NESTED), json.dumps("a" * 32)) is True
+    answer = owner.run(matches_sql(NESTED, NESTED_INPUT), matches_sql(NESTED, "a" * 32))
+    assert answer.lines == ["f", "t"], answer
+    assert answer.ms < TIME_LIMIT_S * 1000
 
 
-def test_a_huge_instance_is_answered_within_the_limit(owner: psycopg.Connection) -> None:
+def test_a_huge_instance_is_answered_within_the_limit(owner: Psql) -> None:
     """Not only regular expressions: any validation that runs long is stopped at the limit."""
     schema = {"type": "array", "items": {"anyOf": [{"type": "string", "pattern": "^b"},
                                                    {"type": "string", "minLength": 3}]},
               "uniqueItems": True}  # uniqueItems: the general path, quadratic here
     instance = [f"x{n}" for n in range(40_000)]
-    args = (json.dumps(schema), json.dumps(instance))
-    valid, elapsed = within(TIME_LIMIT_S + SLACK_S + 5, lambda: one(owner, MATCHES_SQL, *args))
-    assert valid is False
-    assert elapsed < TIME_LIMIT_S + SLACK_S
+    answer = owner.run(matches_sql(schema, instance))
+    assert answer.lines == ["f"], answer
+    assert answer.ms < (TIME_LIMIT_S + SLACK_S) * 1000
 
 
-def running_query(su_conn: psycopg.Connection, pid: int, timeout: float = 10.0) -> None:
-    """Wait until backend `pid` is executing a statement."""
+def test_statement_timeout_stops_a_validation(owner: Psql) -> None:
+    answer = owner.run("set statement_timeout = '300ms'",
+                       matches_sql(CATASTROPHIC, CATASTROPHIC_INPUT + "?"))
+    assert "57014" in answer.error  # query_canceled: statement timeout
+    # Stopped by the statement timeout, before the validator's own limit.
+    assert answer.ms < TIME_LIMIT_S * 1000, answer
+
+
+def running_query(su_conn: psycopg.Connection, application: str, timeout: float = 20.0) -> int:
+    """The pid of the backend of `application` once it runs the validation."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if one(su_conn, "select state = 'active' and query like '%%matches_schema%%' "
-                        "from pg_stat_activity where pid = %s", pid):
-            return
+        row = su_conn.execute("select pid from pg_stat_activity where application_name = %s"
+                              " and state = 'active' and query like '%%generate_series%%'",
+                              [application]).fetchone()
+        if row:
+            return int(row[0])
         time.sleep(0.01)
-    pytest.fail(f"backend {pid} never started its query")
-
-
-def test_statement_timeout_stops_a_validation(owner: psycopg.Connection) -> None:
-    owner.execute("set statement_timeout = '300ms'")
-    args = (json.dumps(CATASTROPHIC), json.dumps(CATASTROPHIC_INPUT + "?"))
-
-    def call() -> str | None:
-        try:
-            one(owner, MATCHES_SQL, *args)
-        except psycopg.Error as exc:
-            return exc.sqlstate
-        return None
-
-    sqlstate, elapsed = within(TIME_LIMIT_S + SLACK_S + 5, call)
-    assert sqlstate == "57014"  # query_canceled: statement timeout
-    assert elapsed < TIME_LIMIT_S  # stopped by the statement timeout, before the validator's limit
+    pytest.fail(f"{application} never started its query")
 
 
 @pytest.mark.parametrize("stop", ["pg_cancel_backend", "pg_terminate_backend"])
-def test_cancel_and_terminate_stop_a_validation(settings: Settings, su_conn: psycopg.Connection,
+def test_cancel_and_terminate_stop_a_validation(owner: Psql, su_conn: psycopg.Connection,
                                                 stop: str) -> None:
-    conn = owner_connection(settings)
-    pid = conn.info.backend_pid
     # Every row hits the limit: 30 s of validation in one statement if nothing stops it.
-    sql = ("select count(*) from generate_series(1, 30) i"
-           " where public.jsonb_matches_schema(%s::json, to_jsonb(%s || i))")
-    args = (json.dumps(CATASTROPHIC), CATASTROPHIC_INPUT + uuid.uuid4().hex)
-    outcome: dict[str, Any] = {}
-
-    def call() -> None:
-        started = time.monotonic()
-        try:
-            one(conn, sql, *args)
-        except psycopg.Error as exc:
-            outcome["sqlstate"] = exc.sqlstate
-        outcome["ended"] = time.monotonic()
-        outcome["took"] = outcome["ended"] - started
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    try:
-        running_query(su_conn, pid)
-        time.sleep(0.1)  # well inside the validation, which runs for TIME_LIMIT_S
-        sent = time.monotonic()
-        assert one(su_conn, f"select {stop}(%s)", pid) is True
-        worker.join(TIME_LIMIT_S + SLACK_S + 5)
-        assert not worker.is_alive(), f"{stop} did not stop the validation"
-    finally:
-        conn.close()
+    rows = ("select count(*) from generate_series(1, 30) i where public.jsonb_matches_schema("
+            f"{literal(CATASTROPHIC)}::json, to_jsonb('{CATASTROPHIC_INPUT}' || i))")
+    process, application = owner.start(rows)
+    pid = running_query(su_conn, application)
+    time.sleep(0.1)  # well inside the validation of a row, which runs for TIME_LIMIT_S
+    sent = time.monotonic()
+    assert one(su_conn, f"select {stop}(%s)", pid) is True
+    answer = finish(process)
+    took = time.monotonic() - sent
     if stop == "pg_cancel_backend":
+        assert "57014" in answer.error, answer
         # Inside the validation: waiting for the row to end would take up to TIME_LIMIT_S.
-        assert outcome["ended"] - sent < TIME_LIMIT_S / 2, outcome
-        assert outcome["sqlstate"] == "57014"
+        assert took < TIME_LIMIT_S / 2, took
     else:
+        assert "57P01" in answer.error or "terminat" in answer.error, answer
         # The backend also has to exit (and unload Python): slower under load, still prompt.
-        assert outcome["ended"] - sent < TIME_LIMIT_S + SLACK_S, outcome
-        assert outcome.get("sqlstate") in ("57P01", None)  # admin_shutdown, or the closed socket
+        assert took < TIME_LIMIT_S + SLACK_S, took
         assert not one(su_conn, "select exists (select from pg_stat_activity where pid = %s)",
                        pid)
 
@@ -200,38 +230,26 @@ def test_api_roles_and_bi_may_not_call_the_validator(db: psycopg.Connection, as_
 
 
 @pytest.fixture
-def bi_login(su_conn: psycopg.Connection, settings: Settings) -> Iterator[psycopg.Connection]:
+def bi_login(su_conn: psycopg.Connection, psql_binary: str, settings: Settings) -> Iterator[Psql]:
     name = f"bi_validator_{uuid.uuid4().hex[:8]}"
     password = f"pw-{uuid.uuid4().hex}"
     verifier = su_conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256")
     su_conn.execute("select auth.add_bi_login(%s, null, %s)", [name, verifier.decode()])
-    conn = psycopg.connect(host=settings.pg_host, port=settings.pg_port, dbname=settings.dbname,
-                           user=name, password=password, autocommit=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
-        su_conn.execute("select auth.drop_bi_login(%s)", [name])
+    yield Psql(psql_binary, settings, name, password)
+    su_conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = %s",
+                    [name])
+    su_conn.execute("select auth.drop_bi_login(%s)", [name])
 
 
-def test_a_bi_login_cannot_pin_a_backend(bi_login: psycopg.Connection) -> None:
+def test_a_bi_login_cannot_pin_a_backend(bi_login: Psql) -> None:
     """The report's attack: a BI login ran the catastrophic pattern for minutes. It is now
     refused before any Python runs."""
-    args = (json.dumps(NESTED), json.dumps(NESTED_INPUT))
-
-    def call() -> str | None:
-        try:
-            one(bi_login, MATCHES_SQL, *args)
-        except psycopg.Error as exc:
-            return exc.sqlstate
-        return None
-
-    sqlstate, elapsed = within(TIME_LIMIT_S + SLACK_S + 5, call)
-    assert sqlstate == "42501" and elapsed < 0.5
+    answer = bi_login.run(matches_sql(NESTED, NESTED_INPUT), warm=False)
+    assert "42501" in answer.error and answer.ms < 500, answer
 
 
-def test_the_owner_may_call_the_validator(owner: psycopg.Connection) -> None:
-    assert one(owner, MATCHES_SQL, '{"type": "integer"}', "1") is True
+def test_the_owner_may_call_the_validator(owner: Psql) -> None:
+    assert owner.run(matches_sql({"type": "integer"}, 1)).lines == ["t"]
 
 
 # -- through the API: a step data schema with the pattern ----------------------------------------
@@ -257,7 +275,7 @@ def event(pipeline: str, client_id: str, code: str) -> dict[str, Any]:
 
 def post(client: httpx.Client, body: object) -> tuple[httpx.Response, float]:
     started = time.monotonic()
-    response = client.post("/rpc/ingest", content=json.dumps(body),
+    response = client.post("/rpc/ingest", content=json.dumps(body), timeout=WAIT_S,
                            headers={"Content-Type": "application/json"})
     return response, time.monotonic() - started
 
@@ -274,7 +292,7 @@ def test_ingest_rejects_and_vaults_an_event_that_hits_the_limit(
         attacks = [pool.submit(post, slow, body) for body in bad]
         time.sleep(0.2)  # the attacks are validating now
         other, other_took = post(quick, good)
-        answers = [f.result(timeout=TIME_LIMIT_S + SLACK_S + 20) for f in attacks]
+        answers = [f.result(timeout=WAIT_S + 5) for f in attacks]
 
     # Another tenant is served while the attacks run, and its valid event is accepted.
     assert other.status_code == 200, other.text
