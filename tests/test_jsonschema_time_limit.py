@@ -151,10 +151,9 @@ def test_the_reported_pattern_is_answered_at_once(owner: Psql) -> None:
 
 
 def test_a_huge_instance_is_answered_within_the_limit(owner: Psql) -> None:
-    """Not only regular expressions: any validation that runs long is stopped at the limit."""
-    schema = {"type": "array", "items": {"anyOf": [{"type": "string", "pattern": "^b"},
-                                                   {"type": "string", "minLength": 3}]},
-              "uniqueItems": True}  # uniqueItems: the general path, quadratic here
+    """Not only regular expressions: any validation that runs long is stopped at the limit (and
+    counts as invalid, though this instance is valid: uniqueItems compares 800 million pairs)."""
+    schema = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
     instance = [f"x{n}" for n in range(40_000)]
     answer = owner.run(matches_sql(schema, instance))
     assert answer.lines == ["f"], answer
