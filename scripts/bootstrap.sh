@@ -20,7 +20,7 @@ say() { echo "bootstrap: $*"; }
 die() { echo "bootstrap: error: $*" >&2; exit 1; }
 
 # --- system packages -------------------------------------------------------------------------
-packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema
+packages=(postgresql-15 postgresql-plpython3-15 python3-jsonschema python3-fastjsonschema python3-regex
           nginx postgresql-15-cron)
 # Invoice PDFs: WeasyPrint (pyproject.toml) prints with Pango and HarfBuzz, in a Debian font.
 packages+=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)

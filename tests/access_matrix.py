@@ -18,6 +18,9 @@ import yaml
 
 ACCESS_DIR = Path(__file__).resolve().parent / "access"
 SCHEMAS = ("api", "reporting", "ledger", "auth")
+# Functions are also compared in public, where the JSON Schema validator lives (its tables and
+# the schema itself keep PostgreSQL's defaults and are not listed).
+FUNCTION_SCHEMAS = (*SCHEMAS, "public")
 # The roles whose rights are compared. bi_all_clients is checked separately: it must hold exactly
 # bi_reader's grants (it inherits them) plus its policies.
 ROLES = ("anon", "client", "admin", "ingest", "bi_reader", "authenticator")
@@ -106,7 +109,7 @@ def _functions(conn: psycopg.Connection) -> dict[str, Entry]:
            and not exists (select from pg_depend d where d.classid = 'pg_proc'::regclass
                             and d.objid = p.oid and d.deptype = 'e')
          order by 2
-        """, [list(SCHEMAS)]).fetchall()
+        """, [list(FUNCTION_SCHEMAS)]).fetchall()
     out: dict[str, Entry] = {}
     for oid, name, definer, prokind in rows:
         entry: Entry = {"kind": "procedure" if prokind == "p" else "function",

@@ -134,5 +134,6 @@ def test_db_image_carries_pg_jsonschema() -> None:
     dockerfile = (REPO_ROOT / "db" / "Dockerfile").read_text()
     assert re.search(r"^FROM postgres:15\b", dockerfile, re.M)
     assert "pg_jsonschema" in dockerfile
-    for package in ("postgresql-plpython3-", "python3-jsonschema", "python3-fastjsonschema"):
+    for package in ("postgresql-plpython3-", "python3-jsonschema", "python3-fastjsonschema",
+                    "python3-regex"):
         assert package in dockerfile

@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 D7 = "http://json-schema.org/draft-07/schema#"
 D2020 = "https://json-schema.org/draft/2020-12/schema"
@@ -278,8 +280,11 @@ def remote_uri(su_conn: psycopg.Connection) -> Iterator[str]:
 
 def test_registry_resolution_and_invalidation(su_conn: psycopg.Connection, remote_uri: str) -> None:
     schema = {"properties": {"n": {"$ref": remote_uri}}}
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown remote"):
-        matches(su_conn, schema, {"n": 1})
+    # Not registered: no answer can be "valid", and no statement is aborted; the report says why.
+    assert matches(su_conn, schema, {"n": 1}) is False
+    [report] = errors(su_conn, schema, {"n": 1})
+    assert (report["path"], report["keyword"]) == ("/n", "$ref")
+    assert "unknown remote" in report["message"] and remote_uri in report["message"]
     with su_conn.cursor() as cur:
         cur.execute(
             "insert into public.jsonschema_registry (uri, schema) values (%s, %s)",
@@ -333,3 +338,182 @@ def test_unicode(su_conn: psycopg.Connection) -> None:
     report = errors(su_conn, schema, {"naïve 名前": "😀😀😀", "ключ‮": 1})
     assert [e["path"] for e in report] == ["/naïve 名前", "/ключ‮"]
     assert "😀😀😀" in report[0]["message"]
+
+
+# -- one schema, one answer -----------------------------------------------------------------------
+EMPTY_KEYS = {"$defs": {"": {"$defs": {"": {"type": "number"}}}},
+              "allOf": [{"$ref": "#/$defs//$defs/"}]}
+
+
+@pytest.mark.parametrize("draft", [D7, D2020])
+def test_an_unrelated_keyword_does_not_change_the_answer(su_conn: psycopg.Connection,
+                                                         draft: str) -> None:
+    """The report: `uniqueItems: true` sent this schema down the general path, which dropped the
+    empty JSON Pointer tokens of the $ref and said "a" is valid."""
+    fast = {"$schema": draft, **EMPTY_KEYS}
+    general = {**fast, "uniqueItems": True}
+    assert (path_of(su_conn, fast), path_of(su_conn, general)) == ("fast", "general")
+    for instance, valid in (("a", False), (1, True)):
+        assert matches(su_conn, fast, instance) is valid
+        assert matches(su_conn, general, instance) is valid
+
+
+NUMBER_KEYWORDS = st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"])
+FAST_LEAVES = st.one_of(
+    st.builds(lambda k, v: {k: v}, NUMBER_KEYWORDS,
+              st.one_of(st.integers(-5, 5), st.floats(-5, 5, allow_nan=False))),
+    st.builds(lambda v: {"multipleOf": v}, st.integers(1, 4)),
+    st.builds(lambda t: {"type": t}, st.sampled_from(
+        ["string", "number", "integer", "boolean", "null", "array", "object"])),
+    st.builds(lambda k, v: {k: v}, st.sampled_from(["minLength", "maxLength", "minItems",
+                                                    "maxItems", "minProperties", "maxProperties"]),
+              st.integers(0, 3)),
+    st.builds(lambda p: {"pattern": p}, st.sampled_from(["^a", "b$", "^[a-c]+$", "x|y", "[$]"])),
+    st.builds(lambda v: {"enum": v}, st.lists(st.one_of(st.none(), st.text("ab", max_size=2)),
+                                              min_size=1, max_size=3)),
+    st.builds(lambda v: {"required": v}, st.lists(st.sampled_from("ab"), max_size=2, unique=True)),
+    st.just({"uniqueItems": False}),
+    st.booleans(),
+)
+
+
+def _fast_schemas(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.builds(lambda a, b: {"allOf": [a, b]}, children, children),
+        st.builds(lambda a, b: {"anyOf": [a, b]}, children, children),
+        st.builds(lambda a, b: {"oneOf": [a, b]}, children, children),
+        st.builds(lambda a: {"not": a}, children),
+        st.builds(lambda a, b, c: {"if": a, "then": b, "else": c}, children, children, children),
+        st.builds(lambda a: {"items": a}, children),
+        st.builds(lambda a: {"contains": a}, children),
+        st.builds(lambda a: {"additionalProperties": a}, children),
+        st.builds(lambda a: {"propertyNames": a}, children),
+        st.builds(lambda a, b: {"properties": {"a": a, "b": b}}, children, children),
+        st.builds(lambda a: {"patternProperties": {"^a": a}}, children),
+        st.builds(lambda a, b: {**a, **b} if isinstance(a, dict) and isinstance(b, dict) else a,
+                  children, children),
+    )
+
+
+FAST_SCHEMAS = st.recursive(FAST_LEAVES, _fast_schemas, max_leaves=6)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-6, 2**60), st.floats(-6, 6, allow_nan=False,
+              allow_infinity=False), st.text("ab$\n", max_size=3)),
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(st.text("abc", max_size=2), children, max_size=3)),
+    max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=FAST_SCHEMAS, instances=st.lists(JSON_VALUES, min_size=1, max_size=12),
+       draft=st.sampled_from([D7, D2020]))
+def test_both_paths_agree_on_generated_schemas(su_conn: psycopg.Connection, schema: Any,
+                                               instances: list[Any], draft: str) -> None:
+    """Schemas made only of the keywords the fast path takes, on every kind of value: both
+    paths give each instance one answer (the suite checks the same on its own cases)."""
+    if isinstance(schema, dict):
+        schema = {"$schema": draft, **schema}
+    rows = su_conn.execute(
+        "select public._jsonschema_matches_on(%(s)s::json, i, 'fast'),"
+        " public._jsonschema_matches_on(%(s)s::json, i, 'general')"
+        " from unnest(%(i)s::jsonb[]) i",
+        {"s": json.dumps(schema), "i": [json.dumps(i) for i in instances]}).fetchall()
+    for instance, (fast, general) in zip(instances, rows, strict=True):
+        if fast is not None:
+            assert fast is general, (schema, instance)
+
+
+# -- no statement aborted, each draft by its own rules -------------------------------------------
+D4 = "http://json-schema.org/draft-04/schema#"
+D6 = "http://json-schema.org/draft-06/schema#"
+D2019 = "https://json-schema.org/draft/2019-09/schema"
+RECURSIVE_TREE = {  # the suite's "unevaluatedItems with $recursiveRef"
+    "$schema": D2019, "$id": "https://example.com/unevaluated-items-with-recursive-ref/extended-tree",
+    "$recursiveAnchor": True, "$ref": "./tree", "items": [True, True, {"type": "string"}],
+    "$defs": {"tree": {"$id": "./tree", "$recursiveAnchor": True, "type": "array", "items": [
+        {"type": "number"}, {"unevaluatedItems": False, "$recursiveRef": "#"}]}}}
+ABORTED_BEFORE = [
+    # 4.10.3 raised TypeErrors (SQLSTATE 38000) on these valid schemas and instances.
+    ({"$schema": D2019, "items": [{}], "additionalItems": False}, [1, "foo", False], False),
+    ({"$schema": D7, "items": [{}], "additionalItems": False}, [1, "foo", None], False),
+    ({"$schema": D2020, "prefixItems": [{"type": "string"}], "unevaluatedItems": False},
+     ["a", 1, "b"], False),
+    ({"$schema": D2020, "$defs": {"true": True, "false": False},
+      "properties": {"true": {"$dynamicRef": "#/$defs/true"},
+                     "false": {"$dynamicRef": "#/$defs/false"}}}, {"false": 1}, False),
+    *((RECURSIVE_TREE, instance, valid) for instance, valid in (
+        ([1, [2, [], "b"], "a"], True), ([1, [2, [], "b", "too many"], "a"], False))),
+]
+
+
+@pytest.mark.parametrize(("schema", "instance", "valid"), ABORTED_BEFORE)
+def test_no_valid_schema_aborts_the_statement(su_conn: psycopg.Connection, schema: Any,
+                                              instance: Any, valid: bool) -> None:
+    assert matches(su_conn, schema, instance) is valid
+    assert (errors(su_conn, schema, instance) == []) is valid
+    assert (one(su_conn, "select public.jsonschema_validation_errors(%s::json, %s::json)",
+                json.dumps(schema), json.dumps(instance)) == []) is valid
+
+
+def test_a_library_error_becomes_a_reported_failure(su_conn: psycopg.Connection) -> None:
+    """Where 4.10.3 raises on a valid schema, that subschema fails with the reason instead."""
+    schema = {"$schema": D7, "items": [{}], "additionalItems": False}
+    [report] = errors(su_conn, schema, [1, "foo", None])
+    assert (report["path"], report["keyword"]) == ("", "additionalItems")
+
+
+@pytest.mark.parametrize("draft", [D4, D6, D7])
+def test_array_form_items_in_drafts_4_to_7(su_conn: psycopg.Connection, draft: str) -> None:
+    schema = {"$schema": draft, "items": [{"type": "integer"}, {"type": "string"}]}
+    assert one(su_conn, "select public.jsonschema_is_valid(%s::json)", json.dumps(schema))
+    assert matches(su_conn, schema, [1, "a", None]) is True
+    assert matches(su_conn, schema, ["a", 1]) is False
+
+
+def test_draft4_id_sets_the_base_uri(su_conn: psycopg.Connection) -> None:
+    schema = {"$schema": D4, "id": "http://example.com/root.json",
+              "definitions": {"b": {"id": "b.json", "definitions": {
+                  "c": {"id": "c.json", "type": "integer"}}}},
+              "properties": {"n": {"$ref": "http://example.com/c.json"}}}
+    assert matches(su_conn, schema, {"n": 1}) is True
+    assert matches(su_conn, schema, {"n": "x"}) is False
+
+
+def test_draft2019_recursive_ref(su_conn: psycopg.Connection) -> None:
+    tree = {"$schema": D2019, "$id": "https://example.com/tree", "$recursiveAnchor": True,
+            "type": "object", "properties": {"data": True, "children": {
+                "type": "array", "items": {"$recursiveRef": "#"}}}}
+    strict = {"$schema": D2019, "$id": "https://example.com/strict-tree",
+              "$recursiveAnchor": True, "$ref": "tree", "unevaluatedProperties": False}
+    with su_conn.cursor() as cur:
+        cur.execute("insert into public.jsonschema_registry (uri, schema) values (%s, %s)"
+                    " on conflict (uri) do update set schema = excluded.schema",
+                    ("https://example.com/tree", json.dumps(tree)))
+    try:
+        assert matches(su_conn, strict, {"children": [{"data": 1}]}) is True
+        # The recursion uses the outermost anchored schema: unknown keys deep down are refused.
+        assert matches(su_conn, strict, {"children": [{"daat": 1}]}) is False
+        assert matches(su_conn, tree, {"children": [{"daat": 1}]}) is True
+    finally:
+        su_conn.execute("delete from public.jsonschema_registry where uri = %s",
+                        ("https://example.com/tree",))
+
+
+def test_the_default_draft_is_2020_12(su_conn: psycopg.Connection) -> None:
+    """No $schema: draft 2020-12, where array-form items is not a schema."""
+    assert one(su_conn, "select public.jsonschema_is_valid(%s::json)",
+               json.dumps({"items": [{"type": "integer"}]})) is False
+    assert matches(su_conn, {"prefixItems": [{"type": "integer"}]}, ["a"]) is False
+
+
+def test_registration_says_which_data_schema_is_invalid_and_why(db: psycopg.Connection) -> None:
+    definition = {"pipeline": f"bad-{uuid.uuid4().hex[:8]}", "title": "Bad", "steps": [
+        {"key": "ok", "title": "OK", "data_schema": {"type": "object"}},
+        {"key": "scan", "title": "Scan", "data_schema": {"properties": {"x": {"pattern": "("}}}},
+    ]}
+    with pytest.raises(psycopg.Error) as info:
+        db.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(definition)])
+    error = info.value
+    assert error.sqlstate == "SL101"
+    assert 'data_schema of step "scan"' in str(error) and "regular expression" in str(error)
+    assert error.diag.message_detail == "at /steps/1/data_schema"

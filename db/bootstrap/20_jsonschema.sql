@@ -74,12 +74,16 @@ create or replace function public._jsonschema_boot() returns void
 language plpython3u
 as $py$
 import json
+import math
 import re
+import signal
+import sys
+import time
+from contextlib import contextmanager
 from urllib.parse import urldefrag, urljoin
 
-import sys
-
 import fastjsonschema
+import regex
 from fastjsonschema.exceptions import JsonSchemaDefinitionException, JsonSchemaValueException
 from operator import methodcaller
 
@@ -91,8 +95,17 @@ GD_KEY = "stepledger.jsonschema/1"
 MAX_ENTRIES = 256
 MEMO_ENTRIES = 4096  # recent instance results kept per schema (see make_match)
 INVALID = "22023"  # invalid_parameter_value
+# One call (compiling a schema it has not seen, then validating) may take this long; past it the
+# instance counts as invalid (docs/adr/0004-bounded-validation.md). PostgreSQL cannot interrupt
+# Python code, so a CPU-time timer (SIGPROF) stops the Python code every TICK_SECONDS of CPU to
+# check the deadline and let PostgreSQL process a cancel or statement_timeout.
+TIME_LIMIT_SECONDS = 1.0
+TICK_SECONDS = 0.005
+TIMEOUTS_KEPT = 1024  # instance texts per schema remembered as having hit the limit
 
 loads = json.loads
+# Keywords whose values are data, not schemas: an "$id" or "pattern" inside them is no keyword.
+DATA_KEYWORDS = frozenset(("enum", "const", "default", "examples"))
 D2020 = js_validators.Draft202012Validator
 D7 = js_validators.Draft7Validator
 D6 = js_validators.Draft6Validator
@@ -105,6 +118,82 @@ DRAFTS = {
     "json-schema.org/draft-06/schema": D6,
     "json-schema.org/draft-04/schema": D4,
 }
+
+
+# ---- the time limit and cancellation ---------------------------------------------------------
+
+class ValidationTimeout(Exception):
+    """One call ran past TIME_LIMIT_SECONDS."""
+
+
+# CHECK_FOR_INTERRUPTS from Python: pg_sleep(0) checks for interrupts and returns at once, so a
+# pending cancel, statement_timeout or terminate is raised (as plpy.SPIError, or the backend exits).
+interrupts_plan = plpy.prepare("select pg_catalog.pg_sleep(0)")
+
+
+class Bound:
+    """Bounds the Python code of one call in time and keeps it cancellable.
+
+    The regex engine (sre) checks Python's pending signals every few thousand steps and the
+    interpreter between bytecodes, so the handler runs inside a backtracking match too. Any
+    exception it raises may be swallowed by library code (`except Exception`): `run` re-raises
+    what was recorded when the guarded code returns or fails in any other way."""
+
+    def __init__(self):
+        self.deadline = None
+        self.timed_out = False
+        self.interrupt = None
+        signal.signal(signal.SIGPROF, self.on_tick)
+        signal.siginterrupt(signal.SIGPROF, False)  # restart system calls (SA_RESTART)
+
+    def on_tick(self, signum, frame):
+        if self.deadline is None:
+            return  # a tick delivered after the call ended
+        if self.interrupt is not None:
+            raise self.interrupt
+        try:
+            interrupts_plan.execute()
+        except plpy.SPIError as exc:
+            self.interrupt = exc
+            raise
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+            raise ValidationTimeout()
+
+    def check(self):
+        """Re-raise what a tick recorded, if library code swallowed it."""
+        if self.interrupt is not None:
+            raise self.interrupt
+        if self.timed_out:
+            raise ValidationTimeout()
+
+    @contextmanager
+    def run(self):
+        if self.deadline is not None:  # nested (a registry lookup that validates): one bound
+            yield
+            return
+        self.deadline = time.monotonic() + TIME_LIMIT_SECONDS
+        self.timed_out = False
+        self.interrupt = None
+        signal.setitimer(signal.ITIMER_PROF, TICK_SECONDS, TICK_SECONDS)
+        try:
+            yield
+            self.check()
+        except BaseException:
+            self.check()
+            raise
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            self.deadline = None
+
+
+BOUND = Bound()
+
+
+def passes_through(exc):
+    """Exceptions that must never be turned into a validation result."""
+    return isinstance(exc, (ValidationTimeout, plpy.SPIError)) or BOUND.timed_out \
+        or BOUND.interrupt is not None
 
 
 # ---- fixes over jsonschema 4.10.3 -------------------------------------------------------------
@@ -181,20 +270,230 @@ def ecma_pattern(pattern):
 
 
 PATTERNS = {}
+REGEX_ERRORS = (re.error, regex.error)
+
+
+def compile_pattern(pattern):
+    """Every pattern of both paths, compiled once: the `regex` module (re-compatible syntax,
+    plus ECMA-262's \\p{...} property escapes; it resists most nested-quantifier blow-ups and,
+    like re, lets the Bound's signal handler run during a match), with ECMA-262's `$`."""
+    compiled = PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = PATTERNS[pattern] = regex.compile(ecma_pattern(pattern))
+    return compiled
 
 
 def pattern_fixed(validator, pattern, instance, schema):
     if not validator.is_type(instance, "string"):
         return
-    compiled = PATTERNS.get(pattern)
-    if compiled is None:
-        compiled = PATTERNS[pattern] = re.compile(ecma_pattern(pattern))
-    if not compiled.search(instance):
+    if not compile_pattern(pattern).search(instance):
         yield js_exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
+def pattern_properties_fixed(validator, pattern_properties, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pattern_properties.items():
+        compiled = compile_pattern(pattern)
+        for key, value in instance.items():
+            if compiled.search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def additional_properties_of(instance, schema):
+    properties = schema.get("properties", {})
+    patterns = [compile_pattern(p) for p in schema.get("patternProperties", {})]
+    return [key for key in instance
+            if key not in properties and not any(p.search(key) for p in patterns)]
+
+
+def additional_properties_fixed(validator, additional, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    extras = additional_properties_of(instance, schema)
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        yield js_exceptions.ValidationError(
+            "Additional properties are not allowed (%s unexpected)"
+            % ", ".join(repr(each) for each in sorted(extras)))
+
+
+def schema_patterns(node):
+    """Every regular expression a schema holds (pattern values, patternProperties keys)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from schema_patterns(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            elif key == "patternProperties" and isinstance(value, dict):
+                yield from value
+            if key not in DATA_KEYWORDS:
+                yield from schema_patterns(value)
+
+
+def recursive_ref(validator, recursive_ref, instance, schema):
+    """Draft 2019-09 $recursiveRef (4.10.3 resolves it but never validates against it): "#"
+    against the current base URI; if that schema has $recursiveAnchor: true, the outermost of
+    the enclosing resources in the dynamic scope that also have it, walking outwards."""
+    resolver = validator.resolver
+    url, target = resolve_recursive(resolver, recursive_ref)
+    resolver.push_scope(url)
+    try:
+        yield from validator.descend(instance, target)
+    finally:
+        resolver.pop_scope()
+
+
+def evaluated_indexes_2019(validator, instance, schema, top=False):
+    """Indexes of `instance` that `schema` evaluates successfully, by draft 2019-09's rules:
+    array-form items and additionalItems (4.10.3 applies 2020-12's prefixItems here)."""
+    if not isinstance(schema, dict):
+        return set()
+    everything = set(range(len(instance)))
+    if "unevaluatedItems" in schema and not top:
+        return everything  # a passing subschema's own unevaluatedItems took the rest
+    items = schema.get("items")
+    if "items" in schema:
+        if not isinstance(items, list) or "additionalItems" in schema:
+            return everything
+        found = set(range(min(len(items), len(instance))))
+    else:
+        found = set()
+    resolver = validator.resolver
+    for keyword in ("$ref", "$recursiveRef"):
+        if keyword not in schema:
+            continue
+        if keyword == "$ref":
+            url, target = resolver.resolve(schema["$ref"])
+        else:
+            url, target = resolve_recursive(resolver, schema["$recursiveRef"])
+        resolver.push_scope(url)
+        try:
+            found |= evaluated_indexes_2019(validator, instance, target)
+        finally:
+            resolver.pop_scope()
+    if "if" in schema:
+        if validator.evolve(schema=schema["if"]).is_valid(instance):
+            found |= evaluated_indexes_2019(validator, instance, schema["if"])
+            found |= evaluated_indexes_2019(validator, instance, schema.get("then", True))
+        else:
+            found |= evaluated_indexes_2019(validator, instance, schema.get("else", True))
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        for subschema in schema.get(keyword, ()):
+            if validator.evolve(schema=subschema).is_valid(instance):
+                found |= evaluated_indexes_2019(validator, instance, subschema)
+    return found
+
+
+def resolve_recursive(resolver, recursive_ref):
+    url, target = resolver.resolve(recursive_ref)
+    if isinstance(target, dict) and target.get("$recursiveAnchor") is True:
+        for scope in reversed(resolver._scopes_stack[:-1]):
+            outer = resolver.resolve_from_url(scope)
+            if not (isinstance(outer, dict) and outer.get("$recursiveAnchor") is True):
+                break
+            url, target = scope, outer
+    return url, target
+
+
+def evaluated_keys(validator, instance, schema, top=False):
+    """Properties of `instance` that `schema` evaluates (2019-09 and 2020-12): 4.10.3 treats a
+    schema-valued additionalProperties as a properties map and misses $recursiveRef."""
+    if not isinstance(schema, dict):
+        return set()
+    if "unevaluatedProperties" in schema and not top:
+        return set(instance)  # a passing subschema's own unevaluatedProperties took the rest
+    if "additionalProperties" in schema:
+        return set(instance)  # with properties and patternProperties it covers every key
+    found = {key for key in schema.get("properties", ()) if key in instance}
+    patterns = [compile_pattern(p) for p in schema.get("patternProperties", ())]
+    found |= {key for key in instance if any(p.search(key) for p in patterns)}
+    resolver = validator.resolver
+    for keyword in ("$ref", "$recursiveRef"):
+        if keyword not in schema or not isinstance(schema[keyword], str):
+            continue
+        if keyword == "$ref":
+            url, target = resolver.resolve(schema["$ref"])
+        else:
+            url, target = resolve_recursive(resolver, schema["$recursiveRef"])
+        resolver.push_scope(url)
+        try:
+            found |= evaluated_keys(validator, instance, target)
+        finally:
+            resolver.pop_scope()
+    for key, subschema in schema.get("dependentSchemas", {}).items():
+        if key in instance:
+            found |= evaluated_keys(validator, instance, subschema)
+    if "if" in schema:
+        if validator.evolve(schema=schema["if"]).is_valid(instance):
+            found |= evaluated_keys(validator, instance, schema["if"])
+            found |= evaluated_keys(validator, instance, schema.get("then", True))
+        else:
+            found |= evaluated_keys(validator, instance, schema.get("else", True))
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        for subschema in schema.get(keyword, ()):
+            if validator.evolve(schema=subschema).is_valid(instance):
+                found |= evaluated_keys(validator, instance, subschema)
+    return found
+
+
+def unevaluated_properties_fixed(validator, unevaluated, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    evaluated = evaluated_keys(validator, instance, schema, top=True)
+    extras = [key for key in instance if key not in evaluated]
+    if unevaluated is False:
+        if extras:
+            yield js_exceptions.ValidationError(
+                "Unevaluated properties are not allowed (%s unexpected)"
+                % ", ".join(repr(each) for each in sorted(extras)))
+        return
+    for key in extras:
+        yield from validator.descend(instance[key], unevaluated, path=key)
+
+
+def unevaluated_items_2019(validator, unevaluated, instance, schema):
+    if not validator.is_type(instance, "array"):
+        return
+    evaluated = evaluated_indexes_2019(validator, instance, schema, top=True)
+    for index, item in enumerate(instance):
+        if index not in evaluated:
+            yield from validator.descend(item, unevaluated, path=index)
+
+
 FIXES = {"enum": enum_fixed, "const": const_fixed, "uniqueItems": unique_fixed,
-         "multipleOf": multiple_of_fixed, "pattern": pattern_fixed}
+         "multipleOf": multiple_of_fixed, "pattern": pattern_fixed,
+         "patternProperties": pattern_properties_fixed,
+         "additionalProperties": additional_properties_fixed}
+FIXES_2019 = {"$recursiveRef": recursive_ref, "unevaluatedItems": unevaluated_items_2019}
+FIXES_2019_2020 = {"unevaluatedProperties": unevaluated_properties_fixed}
+
+
+def guarded(keyword, check):
+    """A keyword's check that cannot abort the statement: a library error inside it (4.10.3 has
+    TypeErrors on some valid schemas) makes that subschema fail, with the reason, instead of
+    raising out of the SQL function. Timeouts and PostgreSQL errors pass through."""
+    def run(validator, value, instance, schema):
+        try:
+            found = check(validator, value, instance, schema)
+            if found:
+                yield from found
+        except Exception as exc:  # noqa: BLE001
+            if passes_through(exc) or isinstance(exc, REGEX_ERRORS):
+                raise
+            if isinstance(exc, js_exceptions.RefResolutionError):
+                message = f"cannot resolve {keyword} here: {exc}"
+            elif isinstance(exc, RecursionError):
+                message = f"{keyword} recurses without end here"
+            else:
+                message = (f"{keyword} could not be evaluated here "
+                           f"({type(exc).__name__}: {exc}); the instance is treated as invalid")
+            yield js_exceptions.ValidationError(message)
+    return run
 
 
 def fixed_class(cls):
@@ -207,10 +506,14 @@ def fixed_class(cls):
             return ""
         return base_id_of(schema)
 
+    checks = {**cls.VALIDATORS, **{k: v for k, v in FIXES.items() if k in cls.VALIDATORS}}
+    if cls is js_validators.Draft201909Validator:
+        checks.update(FIXES_2019)
+    if cls not in OLD:
+        checks.update(FIXES_2019_2020)
     return js_validators.create(
         meta_schema=cls.META_SCHEMA,
-        validators={**cls.VALIDATORS,
-                    **{k: v for k, v in FIXES.items() if k in cls.VALIDATORS}},
+        validators={keyword: guarded(keyword, check) for keyword, check in checks.items()},
         type_checker=cls.TYPE_CHECKER,
         format_checker=cls.FORMAT_CHECKER,
         id_of=legacy_id_of if old else base_id_of,
@@ -219,6 +522,24 @@ def fixed_class(cls):
 
 
 FIXED = {cls: fixed_class(cls) for cls in set(DRAFTS.values())}
+
+
+def evolve_fixed(self, **changes):
+    """4.10.3's evolve picks the library's own class for a subschema that declares $schema (a
+    registry document, the root reached again through "$ref": "#"), which would bypass every fix
+    here: pick our class of that draft instead (of the current one for an unknown $schema)."""
+    schema = changes.setdefault("schema", self.schema)
+    cls = type(self)
+    if isinstance(schema, dict) and isinstance(schema.get("$schema"), str):
+        declared = DRAFTS.get(schema["$schema"].split("://", 1)[-1].rstrip("#"))
+        cls = FIXED.get(declared, cls)
+    changes.setdefault("resolver", self.resolver)
+    changes.setdefault("format_checker", self.format_checker)
+    return cls(**changes)
+
+
+for fixed in FIXED.values():
+    fixed.evolve = evolve_fixed
 
 # JSON numbers have no digit limit; Python 3.11 refuses to parse integers over 4,300 digits.
 if hasattr(sys, "set_int_max_str_digits"):
@@ -284,6 +605,8 @@ def fast_copy(node, draft7, root):
     out = {}
     for key, value in node.items():
         if key in PLAIN:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NotFast  # 1e400 reads as inf, which fastjsonschema's code cannot spell
             out[key] = value
         elif key in ANNOTATIONS:
             continue
@@ -345,6 +668,28 @@ def fast_copy(node, draft7, root):
     return out
 
 
+# Two places where fastjsonschema 2.16.3's generated code differs from the general path, patched
+# in its source: it applies minimum, maximum, exclusive* and multipleOf to booleans (True is 1
+# in Python; JSON Schema applies them to numbers only), and divides in floating point for
+# multipleOf (wrong for integers above 2**53; multiple_of_fixed is exact for two integers).
+NUMBER_GUARD = re.compile(r"^(\s*)if isinstance\((\w+), \(int, float\)\):$", re.M)
+MULTIPLE_OF = re.compile(
+    r"^(\s*)quotient = (\w+) / (\w+)\n\s*if int\(quotient\) != quotient:$", re.M)
+
+
+def compile_fast(form):
+    """fastjsonschema.compile, with the two differences above removed."""
+    resolver, generator = fastjsonschema._factory(form, {}, {}, False)
+    code = NUMBER_GUARD.sub(
+        r"\1if isinstance(\2, (int, float)) and not isinstance(\2, bool):", generator.func_code)
+    code = MULTIPLE_OF.sub(
+        r"\1quotient = None if isinstance(\2, int) else \2 / \3\n"
+        r"\1if (\2 % \3 != 0) if quotient is None else (int(quotient) != quotient):", code)
+    state = generator.global_state
+    exec(code, state)
+    return state[resolver.get_scope_name()]
+
+
 def fast_form(schema, cls):
     """The schema as fastjsonschema should compile it, or None for the general path."""
     if cls is not D7 and cls is not D2020:
@@ -355,20 +700,19 @@ def fast_form(schema, cls):
         return None
 
 
-# Keywords whose values are data, not schemas: an "$id" inside them identifies nothing.
-DATA_KEYWORDS = frozenset(("enum", "const", "default", "examples"))
 
 
-def embedded_resources(node, base, old_draft):
-    """(absolute URI, subschema) for every subschema with its own $id, resolved against the
-    nearest enclosing base URI."""
+def embedded_resources(node, base, cls):
+    """(absolute URI, subschema) for every subschema with its own $id (draft 4: id), resolved
+    against the nearest enclosing base URI."""
     if isinstance(node, list):
         for item in node:
-            yield from embedded_resources(item, base, old_draft)
+            yield from embedded_resources(item, base, cls)
         return
     if not isinstance(node, dict):
         return
-    ident = node.get("$id")
+    old_draft = cls in OLD
+    ident = node.get("id" if cls is D4 else "$id")
     # In drafts 4-7, $ref makes siblings (including $id) ignored, and "#name" is an anchor.
     if isinstance(ident, str) and not ident.startswith("#") and not (old_draft and "$ref" in node):
         base = urldefrag(urljoin(base, ident))[0]
@@ -376,7 +720,7 @@ def embedded_resources(node, base, old_draft):
             yield base, node
     for key, value in node.items():
         if key not in DATA_KEYWORDS:
-            yield from embedded_resources(value, base, old_draft)
+            yield from embedded_resources(value, base, cls)
 
 
 # ---- registry-backed $ref resolution ----------------------------------------------------------
@@ -387,6 +731,17 @@ class Resolver(js_validators.RefResolver):
     def __init__(self, *args, compiled, **kwargs):
         super().__init__(*args, **kwargs)
         self.compiled = compiled
+
+    def resolve(self, ref):
+        # 4.10.3 strips trailing slashes from the whole URL, which drops empty JSON Pointer tokens
+        # ("#/$defs//$defs/" would resolve to "#/$defs//$defs"); strip only a fragment-less URL.
+        url = self._urljoin_cache(self.resolution_scope, ref)
+        if "#" not in url:
+            url = url.rstrip("/")
+        match = self._find_in_subschemas(url)
+        if match is not None:
+            return match
+        return url, self._remote_cache(url)
 
     def resolve_remote(self, uri):
         self.compiled.uses_registry = True
@@ -399,7 +754,7 @@ class Resolver(js_validators.RefResolver):
         document = loads(row)
         # Its own $id (and nested ones) may differ from the URI it is registered under.
         base = urldefrag(uri)[0]
-        for inner, resource in embedded_resources(document, base, draft_of(document) in OLD):
+        for inner, resource in embedded_resources(document, base, draft_of(document)):
             self.store.setdefault(inner, resource)
         if self.cache_remote:
             self.store[uri] = document
@@ -423,6 +778,12 @@ class Compiled:
             raise InvalidSchema(
                 f"invalid JSON Schema at {pointer(exc.absolute_path)!r}: {exc.message}"
             ) from None
+        for pattern in schema_patterns(schema):
+            try:
+                compile_pattern(pattern)
+            except REGEX_ERRORS as exc:
+                raise InvalidSchema(
+                    f"invalid regular expression in schema: {pattern!r}: {exc}") from None
         self.schema = schema
         self.uses_registry = False
         self.version = registry_version()
@@ -431,39 +792,51 @@ class Compiled:
         # jsonschema 4.10 finds an embedded $id only relative to its immediate parent; register
         # every embedded resource under its absolute URI so refs to it resolve locally.
         root = fixed.ID_OF(schema) if isinstance(schema, dict) else None
-        old_draft = cls in OLD
-        for uri, resource in embedded_resources(schema, root or "", old_draft):
+        for uri, resource in embedded_resources(schema, root or "", cls):
             resolver.store.setdefault(uri, resource)
         self.validator = fixed(schema, resolver=resolver)
         self.fast = None
         form = fast_form(schema, cls)
         if form is not None:
             try:
-                self.fast = fastjsonschema.compile(form, use_default=False)
+                self.fast = compile_fast(form)
             except Exception:  # noqa: BLE001
                 # fastjsonschema cannot compile some valid schemas (refs into dropped
                 # annotations, NUL in patterns, some boolean subschemas); the general path,
                 # which already accepted the schema, is authoritative.
                 self.fast = None
+        if self.fast is not None:
+            # Same regex engine and `$` as the general path (fastjsonschema compiles with re and
+            # rewrites `$` even inside [...], and not at all in patternProperties).
+            patterns = self.fast.__globals__.get("REGEX_PATTERNS")
+            for pattern in patterns or ():
+                patterns[pattern] = compile_pattern(pattern)
 
     def stale(self):
         return self.uses_registry and registry_version() != self.version
 
     def is_valid(self, instance):
-        try:
-            return self.validator.is_valid(instance)
-        except js_exceptions.RefResolutionError as exc:
-            raise InvalidSchema(f"cannot resolve $ref: {exc}") from None
-        except re.error as exc:
-            raise InvalidSchema(f"invalid regular expression in schema: {exc}") from None
+        return not self.iter_errors(instance, first_only=True)
 
-    def iter_errors(self, instance):
+    def iter_errors(self, instance, found=None, first_only=False):
+        """The errors of instance, appended to `found` as they come (a timeout keeps them).
+        Keyword checks cannot raise (`guarded`); what fails outside them is reported at the root.
+        """
+        found = [] if found is None else found
         try:
-            return list(self.validator.iter_errors(instance))
-        except js_exceptions.RefResolutionError as exc:
-            raise InvalidSchema(f"cannot resolve $ref: {exc}") from None
-        except re.error as exc:
-            raise InvalidSchema(f"invalid regular expression in schema: {exc}") from None
+            for error in self.validator.iter_errors(instance):
+                found.append(error)
+                if first_only:
+                    break
+        except Exception as exc:  # noqa: BLE001
+            if passes_through(exc):
+                raise
+            if isinstance(exc, REGEX_ERRORS):
+                raise InvalidSchema(f"invalid regular expression in schema: {exc}") from None
+            found.append(js_exceptions.ValidationError(
+                f"the schema could not be evaluated ({type(exc).__name__}: {exc}); the instance "
+                "is treated as invalid"))
+        return found
 
 
 def make_match(compiled, cache, key):
@@ -479,11 +852,16 @@ def make_match(compiled, cache, key):
             known = memo.get(text)
             if known is not None:
                 return known
+            instance = loads(text)
             try:
-                fast(loads(text))
+                fast(instance)
                 valid = True
             except invalid:
                 valid = False
+            except Exception as exc:  # noqa: BLE001
+                if passes_through(exc):
+                    raise
+                valid = compiled.is_valid(instance)  # the general path is the reference
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             memo[text] = valid
@@ -559,14 +937,12 @@ def describe(error):
             if name not in inst and error.message == f"{name!r} is a required property":
                 return [entry(path + [name], error.message, keyword, schema_path)]
     if keyword == "additionalProperties" and value is False and isinstance(inst, dict):
-        from jsonschema._utils import find_additional_properties
-
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "none"
         return [
             entry(path + [extra], f"property {extra!r} is not allowed here "
                   f"(additional properties are forbidden; allowed: {allowed})",
                   keyword, schema_path)
-            for extra in sorted(find_additional_properties(inst, error.schema))
+            for extra in sorted(additional_properties_of(inst, error.schema))
         ]
     if keyword == "type":
         wanted = " or ".join(value) if isinstance(value, list) else value
@@ -604,44 +980,109 @@ def fail(exc):
     plpy.error(str(exc), sqlstate=INVALID)
 
 
+TIMEOUT_MESSAGE = (
+    f"validation took longer than {TIME_LIMIT_SECONDS:g} s, the limit of one validation: the "
+    "instance counts as invalid (simplify the schema's patterns or send a smaller instance)"
+)
+COMPILE_TIMEOUT = (
+    f"the schema could not be compiled within {TIME_LIMIT_SECONDS:g} s, the limit of one "
+    "validation call"
+)
+
+
 class Api:
+    """The SQL functions' entry points. Each call runs under BOUND (one deadline, cancellable);
+    a valid schema always gives an answer; only an invalid schema raises (22023)."""
+
     def __init__(self):
         self.cache = Cache()
+        self.timeouts = {}  # (schema, instance) texts that hit the limit: answered at once
+
+    def timed_out(self, schema, instance):
+        if schema not in self.cache:
+            fail(InvalidSchema(COMPILE_TIMEOUT))
+        if len(self.timeouts) >= TIMEOUTS_KEPT:
+            del self.timeouts[next(iter(self.timeouts))]
+        self.timeouts[schema, instance] = True
 
     def matches(self, schema, instance):
+        if self.timeouts and (schema, instance) in self.timeouts:
+            return False
         try:
-            return self.cache[schema](instance)
+            with BOUND.run():
+                return self.cache[schema](instance)
+        except ValidationTimeout:
+            self.timed_out(schema, instance)
+            return False
+        except InvalidSchema as exc:
+            fail(exc)
+
+    def matches_on(self, schema, instance, path):
+        """Tests only: the answer of one path ("fast" or "general"), whichever the schema takes."""
+        try:
+            with BOUND.run():
+                compiled = self.cache.compiled(schema)
+                if path == "general":
+                    return compiled.is_valid(loads(instance))
+                if compiled.fast is None:
+                    return None
+                try:
+                    compiled.fast(loads(instance))
+                    return True
+                except JsonSchemaValueException:
+                    return False
         except InvalidSchema as exc:
             fail(exc)
 
     def is_valid_schema(self, schema):
         try:
-            self.cache[schema]
+            with BOUND.run():
+                self.cache[schema]
+        except ValidationTimeout:
+            plpy.notice(f"Invalid JSON schema: {COMPILE_TIMEOUT}")
+            return False
         except InvalidSchema as exc:
             plpy.notice(f"Invalid JSON schema: {exc}")
             return False
         return True
 
+    def collect(self, schema, instance):
+        """(errors found, whether the limit stopped the search)."""
+        if self.timeouts and (schema, instance) in self.timeouts:
+            return [], True
+        found = []
+        try:
+            with BOUND.run():
+                self.cache.compiled(schema).iter_errors(loads(instance), found)
+        except ValidationTimeout:
+            self.timed_out(schema, instance)
+            return found, True
+        return found, False
+
     def validation_errors(self, schema, instance):
         try:
-            compiled = self.cache.compiled(schema)
-            return [e.message for e in compiled.iter_errors(loads(instance))]
+            found, stopped = self.collect(schema, instance)
         except InvalidSchema as exc:
             return [str(exc)]
+        return [e.message for e in found] + ([TIMEOUT_MESSAGE] if stopped else [])
 
     def errors(self, schema, instance):
         try:
-            compiled = self.cache.compiled(schema)
-            found = compiled.iter_errors(loads(instance))
+            found, stopped = self.collect(schema, instance)
         except InvalidSchema as exc:
             fail(exc)
         report = [item for error in found for item in describe(error)]
+        if stopped:
+            report.append(entry([], TIMEOUT_MESSAGE, None, ""))
         report.sort(key=lambda e: (e["path"], e["schema_path"], e["message"]))
         return json.dumps(report, ensure_ascii=False)
 
     def path_of(self, schema):
         try:
-            return "fast" if self.cache[schema].compiled.fast is not None else "general"
+            with BOUND.run():
+                return "fast" if self.cache[schema].compiled.fast is not None else "general"
+        except ValidationTimeout:
+            fail(InvalidSchema(COMPILE_TIMEOUT))
         except InvalidSchema as exc:
             fail(exc)
 
@@ -678,6 +1119,21 @@ return api.path_of(schema)
 $py$;
 comment on function public._jsonschema_path(json) is
     'Private: "fast" (fastjsonschema) or "general" (jsonschema) for the plpython implementation.';
+
+-- One path's answer, whichever the schema would take (tests prove the two paths agree).
+create or replace function public._jsonschema_matches_on(schema json, instance jsonb, path text)
+returns boolean
+language plpython3u immutable strict parallel safe
+as $py$
+api = GD.get("stepledger.jsonschema/1")
+if api is None:
+    plpy.execute("select public._jsonschema_boot()")
+    api = GD["stepledger.jsonschema/1"]
+return api.matches_on(schema, instance, path)
+$py$;
+comment on function public._jsonschema_matches_on(json, jsonb, text) is
+    'Private, tests: the answer of the "fast" (null when the schema has no fast form) or the '
+    '"general" path alone.';
 
 do $do$
 begin
@@ -749,3 +1205,32 @@ $py$;
         'an invalid schema, one message saying why (pg_jsonschema-compatible).';
 end
 $do$;
+
+-- Who may validate. Validation runs Python inside the backend: it is bounded in time (ADR 0004),
+-- but it is no service for every login. The database's own code calls it as the owner (ingest
+-- and replay are security definer, the catalog and migrations run as the owner); API roles, BI
+-- logins and anonymous callers may not call it directly.
+revoke execute on function
+    public.json_matches_schema(json, json),
+    public.jsonb_matches_schema(json, jsonb),
+    public.jsonschema_is_valid(json),
+    public.jsonschema_validation_errors(json, json),
+    public.jsonschema_errors(json, jsonb),
+    public._jsonschema_path(json),
+    public._jsonschema_matches_on(json, jsonb, text),
+    public._jsonschema_boot(),
+    public._jsonschema_registry_lookup(text),
+    public._jsonschema_registry_version(),
+    public.tg_jsonschema_registry__bump_version()
+from public;
+grant execute on function
+    public.json_matches_schema(json, json),
+    public.jsonb_matches_schema(json, jsonb),
+    public.jsonschema_is_valid(json),
+    public.jsonschema_validation_errors(json, json),
+    public.jsonschema_errors(json, jsonb),
+    public._jsonschema_path(json),
+    public._jsonschema_boot(),
+    public._jsonschema_registry_lookup(text),
+    public._jsonschema_registry_version()
+to stepledger_owner;

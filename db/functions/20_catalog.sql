@@ -16,6 +16,9 @@ declare
   v_stall interval;
   v_missing text;
   v_unique boolean;
+  v_step jsonb;
+  v_position integer;
+  v_reason text;
 begin
   v_errors := public.jsonschema_errors(ledger.pipeline_v1_schema(), p_definition);
   if jsonb_array_length(v_errors) > 0 then
@@ -39,15 +42,22 @@ begin
     raise exception 'invalid pipeline definition: stall_timeout must be positive' using errcode = 'SL101';
   end if;
 
-  -- A step's data schema must itself be a valid JSON Schema.
-  select s->>'key' into v_missing
-    from jsonb_array_elements(p_definition->'steps') s
-   where s ? 'data_schema' and not public.jsonschema_is_valid((s->'data_schema')::json)
-   limit 1;
-  if v_missing is not null then
-    raise exception 'invalid pipeline definition: data_schema of step "%" is not a valid JSON Schema', v_missing
-      using errcode = 'SL101';
-  end if;
+  -- A step's data schema must itself be a valid JSON Schema: compiling it says why not (22023),
+  -- here, rather than with every event of that step later.
+  for v_step, v_position in
+    select s, o - 1 from jsonb_array_elements(p_definition->'steps') with ordinality as e(s, o)
+     where s ? 'data_schema'
+  loop
+    begin
+      perform public.jsonb_matches_schema((v_step->'data_schema')::json, 'null'::jsonb);
+    exception when invalid_parameter_value then
+      get stacked diagnostics v_reason = message_text;
+      raise exception 'invalid pipeline definition: data_schema of step "%" is not a valid JSON Schema: %',
+          v_step->>'key', regexp_replace(v_reason, '^plpy\.Error: ', '')
+        using errcode = 'SL101', detail = format('at /steps/%s/data_schema', v_position),
+              hint = 'check the schema against its draft''s meta-schema (drafts 4, 6, 7, 2019-09, 2020-12)';
+    end;
+  end loop;
 
   select definition, version into v_old, v_version from ledger.pipelines where pipeline = v_pipeline for update;
   if v_old = p_definition then

@@ -20,11 +20,10 @@ value)`. A subschema that needs a fallback and contains a `$ref`, and every sche
 embedded `$id`, anchors, dynamic or recursive references, or a draft other than 2020-12, 2019-09
 and 7, falls back as a whole.
 
-`dialect` names the validator the SQL must agree with where implementations differ:
-"fast" (our plpython fastjsonschema path: `$` ends the string, numeric bounds also compare
-true/false as 1/0), "general" (our plpython jsonschema path: `$` also matches before a final
-newline) or "spec" (pg_jsonschema: `$` ends the string). `public._jsonschema_path(schema)` says
-which path our implementation takes for a schema.
+`dialect` names the validator the SQL must agree with where implementations differ: "general"
+(our plpython validator, both of its paths: `multipleOf` is exact for integers of any size) or
+"spec" (pg_jsonschema: it divides in floating point above 2**53). In both, `$` ends the string
+and numeric bounds ignore true and false.
 
 Assumes a valid schema (`public.jsonschema_is_valid`); the compiled SQL never returns NULL for a
 non-null value.
@@ -50,7 +49,7 @@ from stepledger.schema_sql_numbers import (
 )
 from stepledger.schema_sql_regex import Untranslatable, translate
 
-Dialect = Literal["fast", "general", "spec"]
+Dialect = Literal["general", "spec"]
 
 JSONB_TYPES = ("object", "array", "string", "number", "boolean", "null")
 SCHEMA_TYPES = frozenset((*JSONB_TYPES, "integer"))
@@ -137,13 +136,13 @@ class CompiledSchema:
 
 
 def compile_schema(schema: dict[str, Any] | bool, value_sql: str, *,
-                   dialect: Dialect = "fast") -> str:
+                   dialect: Dialect = "general") -> str:
     """SQL boolean expression over the jsonb expression `value_sql`: valid against `schema`."""
     return compile_schema_details(schema, value_sql, dialect=dialect).sql
 
 
 def compile_schema_details(schema: dict[str, Any] | bool, value_sql: str, *,
-                           dialect: Dialect = "fast") -> CompiledSchema:
+                           dialect: Dialect = "general") -> CompiledSchema:
     """Like compile_schema, and says which subschemas fall back to the validator."""
     return _Compiler(schema, dialect).run(_Value.of(value_sql))
 
@@ -220,8 +219,6 @@ class _Compiler:
                 return self.string_checks(s, v)
             if t == "number":
                 return self.number_checks(s, v, integral)
-            if t == "boolean":
-                return self.boolean_quirk(s, v)
             return "true"
 
         if here is not None:
@@ -287,27 +284,6 @@ class _Compiler:
             parts.append(f"(case when scale({n}) = 0 and {exact} then mod({n}, {m}) = 0"
                          f" else {rest} end)")
         return _and(*parts)
-
-    def boolean_quirk(self, s: dict[str, Any], v: _Value) -> str:
-        """fastjsonschema applies numeric bounds to true and false (Python's 1 and 0)."""
-        if self.dialect != "fast" or not any(k in s for k in (*NUMERIC_KEYWORDS, "multipleOf")):
-            return "true"
-        verdict = {}
-        for b in (True, False):
-            try:
-                ok = all((
-                    "minimum" not in s or not b < s["minimum"],
-                    "exclusiveMinimum" not in s or not b <= s["exclusiveMinimum"],
-                    "maximum" not in s or not b > s["maximum"],
-                    "exclusiveMaximum" not in s or not b >= s["exclusiveMaximum"],
-                    "multipleOf" not in s or int(b / s["multipleOf"]) == b / s["multipleOf"],
-                ))
-            except (TypeError, ArithmeticError, ValueError):
-                raise _Fallback from None
-            verdict[b] = ok
-        if verdict[True] == verdict[False]:
-            return "true" if verdict[True] else "false"
-        return f"({v.jsonb} = '{'true' if verdict[True] else 'false'}'::jsonb)"
 
     def object_checks(self, s: dict[str, Any], v: _Value, outer: frozenset[str],
                       where: str) -> str:
@@ -462,8 +438,7 @@ class _Compiler:
             parts.append("(" + " || ".join(_path_equals(x) for x in values) + ")")
         bounds = _bounds(s)
         if not bounds.unbounded:
-            if not bounds.unified() or (self.dialect == "fast" and (
-                    allowed is None or "boolean" in allowed)):
+            if not bounds.unified():
                 return None
             parts.append(f'(@.type() != "number" || ({_path_interval(bounds)}))')
         return " && ".join(parts)
