@@ -137,3 +137,34 @@ def test_db_image_carries_pg_jsonschema() -> None:
     for package in ("postgresql-plpython3-", "python3-jsonschema", "python3-fastjsonschema",
                     "python3-regex"):
         assert package in dockerfile
+
+
+def test_background_work_runs_beside_the_servers(compose: dict[str, Any]) -> None:
+    """What `stepledger up` runs beside the servers runs in compose too: the scheduler (refreshes,
+    partitions, BI watchdog, stall scan, invoice PDFs) and the notification worker, from the
+    migrate service's image and settings, once the schema is migrated."""
+    services = compose["services"]
+    commands = {name: services[name]["command"] for name in ("scheduler", "notify")}
+    assert commands == {"scheduler": ["stepledger", "scheduler", "run"],
+                        "notify": ["stepledger", "notify", "run"]}
+    migrate_env = _env(services["migrate"])
+    for name in commands:
+        service = services[name]
+        assert service["build"] == services["migrate"]["build"]
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert service["restart"] == "unless-stopped"
+        assert migrate_env.items() <= _env(service).items()
+
+
+def test_the_app_image_has_the_libraries_bootstrap_installs_for_pdfs(
+        compose: dict[str, Any]) -> None:
+    """Invoice PDFs render in the scheduler: its image installs the same Debian libraries for
+    WeasyPrint as scripts/bootstrap.sh does for the local stack."""
+    bootstrap = (REPO_ROOT / "scripts" / "bootstrap.sh").read_text()
+    line = next(x for x in bootstrap.splitlines() if "libpango" in x)
+    wanted = set(re.findall(r"[a-z0-9][a-z0-9.+-]+", line.split("(", 1)[1].split(")", 1)[0]))
+    assert wanted and "libpango-1.0-0" in wanted
+    dockerfile = compose["services"]["migrate"]["build"]["dockerfile_inline"]
+    installed = set(re.findall(r"[a-z0-9][a-z0-9.+-]+", dockerfile.split("apt-get install", 1)[1]
+                               .split("&&", 1)[0]))
+    assert wanted <= installed
