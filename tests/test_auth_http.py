@@ -25,6 +25,7 @@ SAMPLE_ARGUMENT = {
     "text": "x", "uuid": "00000000-0000-4000-8000-000000000000", "integer": "1",
     "bigint": "1", "boolean": "false", "date": "2026-01-01",
     "timestamp with time zone": "2026-01-01T00:00:00Z", "jsonb": "[]", "json": "[]",
+    "numeric": "1", "text[]": "{x}",
 }
 
 WRITING_FUNCTIONS = """

@@ -178,3 +178,21 @@ def test_a_stored_pdf_never_changes(su_conn: psycopg.Connection, api_url: str, a
         su_conn.execute("update ledger.invoice_documents set document = 'y' "
                         "where client_id = %s", [client])
     assert failure.value.sqlstate == "SL409"
+
+
+def test_one_render_run_renders_every_missing_pdf(settings: Settings, su_conn: psycopg.Connection,
+                                                   api_url: str, admin: str) -> None:
+    """`stepledger billing render-pdfs` (what the scheduler starts) renders every invoice still
+    missing its PDF, not only the first: here two months of one client, finalized in a
+    transaction the scheduler cannot see yet, so only this run can render them."""
+    from stepledger.billing.documents import render_missing
+
+    client, _ = billed_client(su_conn, api_url, admin, ["2025-07", "2025-08"])
+    with psycopg.connect(settings.dsn("postgres")) as conn:
+        for month in ("2025-07", "2025-08"):
+            finalize(conn, client, month)
+        assert render_missing(conn, limit=None, client_id=client) == 2
+        rendered = conn.execute("select to_char(period, 'YYYY-MM') from ledger.invoice_documents "
+                                "where client_id = %s order by 1", [client]).fetchall()
+        assert [r[0] for r in rendered] == ["2025-07", "2025-08"]
+        conn.rollback()

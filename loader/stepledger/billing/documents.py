@@ -44,9 +44,9 @@ def render_missing(conn: psycopg.Connection, limit: int | None = 50,
                 {"client": client_id, "period": period}).fetchone()
             if row is None:
                 break
-            client_id, period = row
+            invoice_client, invoice_period = row
             document = loads(conn.execute("select ledger._invoice_json(%s, %s::date)::text",
-                                          [client_id, f"{period}-01"]).fetchone()[0])
+                                          [invoice_client, f"{invoice_period}-01"]).fetchone()[0])
             pdf = render_pdf(document)
             conn.execute(
                 """
@@ -54,8 +54,8 @@ def render_missing(conn: psycopg.Connection, limit: int | None = 50,
                                                       rendered_by)
                 values (%s, %s::date, %s, %s, current_setting('application_name'))
                 on conflict do nothing""",
-                [client_id, f"{period}-01", pdf, hashlib.sha256(pdf).hexdigest()])
+                [invoice_client, f"{invoice_period}-01", pdf, hashlib.sha256(pdf).hexdigest()])
             log.info("rendered the PDF of invoice %s (%s, %d bytes)",
-                     document.get("invoice_no"), period, len(pdf))
+                     document.get("invoice_no"), invoice_period, len(pdf))
             done += 1
     return done

@@ -112,7 +112,7 @@ export function render(main, ctx) {
           : [badge('revoked', { label: 'Disabled' }), h('span', { class: 'small block' }, w.disabled_reason)]),
         h('td', { class: 'cell-actions', 'data-label': '' },
           w.enabled
-            ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send a test to ${w.url}`, onClick: () => sendTest(w) }, 'Send test')
+            ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send test to ${w.url}`, onClick: () => sendTest(w) }, 'Send test')
             : h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Enable ${w.url}`, onClick: () => enable(w) }, 'Enable'),
           h('button', { type: 'button', class: 'btn btn-danger-ghost btn-small', 'aria-label': `Delete ${w.url}`, onClick: () => remove(w) }, 'Delete'))))))));
   }

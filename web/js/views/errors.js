@@ -173,6 +173,15 @@ export function render(main, ctx) {
     })), { label: 'Failures by site', valueText: (v) => `${fmt.int(v)} failures` });
 
     const topCodes = [...codes].sort((a, b) => b.failures - a.failures).slice(0, 15);
+    // Two pipelines can have a step of the same title: then each row names its pipeline, so
+    // that no two links read the same and go to different jobs.
+    const manyPipelines = new Set(topCodes.map((c) => c.pipeline)).size > 1;
+    const stepName = (c) => {
+      const title = cat.stepTitle(c.pipeline, c.step);
+      if (!manyPipelines) return title;
+      const p = cat.pipeline(c.pipeline);
+      return `${title} (${p ? p.title : c.pipeline})`;
+    };
     const codesTable = h('div', { class: 'table-wrap' }, h('table', { class: 'table table-codes responsive-table' },
       h('thead', h('tr',
         h('th', { scope: 'col' }, 'Error code'),
@@ -183,10 +192,10 @@ export function render(main, ctx) {
         h('th', { scope: 'col' }, 'Latest message'))),
       h('tbody', topCodes.map((c) => h('tr',
         h('td', { 'data-label': 'Error code' }, c.error_code
-          ? h('a', { href: drill({ pipeline: c.pipeline, error_step: c.step, error_code: c.error_code }), 'aria-label': `Jobs that failed with ${c.error_code} at ${cat.stepTitle(c.pipeline, c.step)}` },
+          ? h('a', { href: drill({ pipeline: c.pipeline, error_step: c.step, error_code: c.error_code }), 'aria-label': `Jobs that failed with ${c.error_code} at ${stepName(c)}` },
             h('code', { class: 'error-code' }, c.error_code))
           : '—'),
-        h('td', { 'data-label': 'Step' }, cat.stepTitle(c.pipeline, c.step)),
+        h('td', { 'data-label': 'Step' }, stepName(c)),
         h('td', { class: 'num', 'data-label': 'Failures' }, fmt.int(c.failures),
           c.share !== null && c.share !== undefined ? h('span', { class: 'muted small block' }, `${fmt.percent(c.share)} of the step’s`) : null),
         h('td', { class: 'num', 'data-label': 'Clients' }, fmt.int(c.clients)),
