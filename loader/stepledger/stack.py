@@ -22,14 +22,15 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
 
 from stepledger import StepledgerError, citus
 from stepledger.config import Settings, _user_can_reach
+from stepledger.db import ensure_database, set_login_passwords
 
 START_TIMEOUT_S = 60.0
 # Shards per distributed table in the local cluster: enough to land on every worker of a
-# development cluster, few enough for a 2-core machine (production: docs/adr/0012-citus-distribution.md).
+# development cluster, few enough for a 2-core machine
+# (production: docs/adr/0012-citus-distribution.md).
 CITUS_SHARD_COUNT = 8
 STOP_TIMEOUT_S = 30.0
 NGINX_BIN_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
@@ -433,15 +434,6 @@ def _pg_accepts(settings: Settings) -> bool:
         return False
 
 
-def ensure_database(settings: Settings) -> None:
-    """Create the application database if it is missing."""
-    with psycopg.connect(settings.dsn("postgres", "postgres"), autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s",
-                              (settings.dbname,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
-
-
 def stop_postgres(settings: Settings) -> None:
     if not postgres_running(settings):
         return
@@ -453,10 +445,7 @@ def stop_postgres(settings: Settings) -> None:
 def sync_role_passwords(settings: Settings) -> None:
     """Give the stack's login roles their passwords from the secrets (roles come from migrate)."""
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
-        for role in ("stepledger_owner", "authenticator"):
-            if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
-                conn.execute(sql.SQL("alter role {} with login password {}").format(
-                    sql.Identifier(role), sql.Literal(settings.password_for(role))))
+        set_login_passwords(conn, settings)
 
 
 def _role_exists(settings: Settings, role: str) -> bool:
