@@ -8,6 +8,7 @@ see the system's site-packages, and imports the SDK there.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,12 +38,17 @@ def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     so the checkout's own build directories are left alone."""
     if not _pypi_reachable():
         pytest.skip(f"the package index ({PYPI}) is not reachable: cannot install httpx")
-    venv = tmp_path_factory.mktemp("base-install") / "venv"
+    root = tmp_path_factory.mktemp("base-install")
+    source = root / "src"
+    source.mkdir()
+    shutil.copy(REPO_ROOT / "pyproject.toml", source)
+    shutil.copytree(REPO_ROOT / "loader", source / "loader",
+                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     result = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         str(REPO_ROOT)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"pip install of the base package failed:\n{result.stderr}"
     return venv
