@@ -13,7 +13,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from stepledger import StepledgerError, citus
+from stepledger import StepledgerError, citus, processes
 from stepledger.config import Settings, _user_can_reach
 from stepledger.db import ensure_database, set_login_passwords
 
@@ -162,33 +161,8 @@ def _http_ok(url: str) -> bool:
 
 
 # -- pid files -----------------------------------------------------------------------------------
-def _pid_file(settings: Settings, name: str) -> Path:
-    return settings.run_dir / f"{name}.pid"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def _process_matches(pid: int, exe_name: str) -> bool:
-    """True if pid is alive and named `exe_name` (guards against pid reuse)."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        comm = (proc / "comm").read_text().strip()
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and comm == exe_name[:15]  # a zombie is not running; comm is truncated
-
-
 def _running_pid(settings: Settings, name: str, exe_name: str) -> int | None:
-    pid = _read_pid(_pid_file(settings, name))
-    if pid is not None and _process_matches(pid, exe_name):
-        return pid
-    return None
+    return processes.running_pid(settings, name, lambda pid: processes.is_named(pid, exe_name))
 
 
 def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -211,27 +185,14 @@ def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -
             start_new_session=True,
             **kwargs,  # type: ignore[arg-type]
         )
-    _pid_file(settings, name).write_text(f"{proc.pid}\n")
+    processes.pid_file(settings, name).write_text(f"{proc.pid}\n")
     return proc
 
 
 def _stop_pid(settings: Settings, name: str, exe_name: str) -> bool:
     """SIGTERM the process recorded in <name>.pid (if it is ours), wait, then SIGKILL."""
-    pid_path = _pid_file(settings, name)
-    pid = _running_pid(settings, name, exe_name)
-    if pid is None:
-        pid_path.unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _process_matches(pid, exe_name) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _process_matches(pid, exe_name):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    pid_path.unlink(missing_ok=True)
-    return True
+    return processes.stop(settings, name, lambda pid: processes.is_named(pid, exe_name),
+                          STOP_TIMEOUT_S)
 
 
 def _reap(proc: subprocess.Popen) -> Callable[[], bool]:
