@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -14,24 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+from tests.ports import free_ports  # the tests' helper; bench runs from the repository root
 
 from stepledger import stack
 from stepledger.config import Settings
 from stepledger.tokens import operator_token
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @contextlib.contextmanager

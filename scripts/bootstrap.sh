@@ -123,13 +123,16 @@ if [[ ! -x .venv/bin/python ]]; then
     say "creating .venv"
     "$python" -m venv .venv || die "python -m venv failed"
 fi
-target="."
-[[ $want_test -eq 1 ]] && target=".[test]"
-# Reinstall only when pyproject.toml changed since the last successful install.
+# The operator extra brings what the command line and the stack need (psycopg, yoyo, jinja2,
+# WeasyPrint); the base install alone is the pipeline SDK (docs/pipelines.md).
+target=".[operator]"
+[[ $want_test -eq 1 ]] && target=".[operator,test]"
+# Reinstall only when pyproject.toml or the wanted extras changed since the last successful
+# install, or when the operator's modules do not import (a venv made with the base install only).
 stamp=.venv/.stepledger-installed
 want_stamp="$(sha256sum pyproject.toml | cut -c1-16) $target"
 if [[ ! -f $stamp ]] || [[ $(cat "$stamp") != "$want_stamp" ]] \
-        || ! .venv/bin/python -c 'import stepledger' 2>/dev/null; then
+        || ! .venv/bin/python -c 'import stepledger, psycopg, yoyo, jinja2, sqlparse' 2>/dev/null; then
     say "installing Python package ($target) into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null \
         || die "pip upgrade failed"

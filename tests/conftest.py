@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -32,22 +31,9 @@ import jwt
 import psycopg
 import pytest
 
+from ports import free_ports
 from stepledger import stack as stack_mod
 from stepledger.config import Settings
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def make_home(prefix: str) -> Path:

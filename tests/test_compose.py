@@ -168,3 +168,13 @@ def test_the_app_image_has_the_libraries_bootstrap_installs_for_pdfs(
     installed = set(re.findall(r"[a-z0-9][a-z0-9.+-]+", dockerfile.split("apt-get install", 1)[1]
                                .split("&&", 1)[0]))
     assert wanted <= installed
+
+
+def test_the_app_image_installs_the_operator_extra(compose: dict[str, Any]) -> None:
+    """The image runs the command line (migrate, scheduler, notify): the base install is only the
+    pipeline SDK, so it must install the `operator` extra, as scripts/bootstrap.sh does."""
+    dockerfile = compose["services"]["migrate"]["build"]["dockerfile_inline"]
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs and all(re.search(r"""['"]?\.\[([a-z,]*\b)?operator\b""", line)
+                            for line in installs), installs
+    assert '".[operator]"' in (REPO_ROOT / "scripts" / "bootstrap.sh").read_text()

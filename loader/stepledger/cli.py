@@ -10,6 +10,20 @@ from collections.abc import Sequence
 
 from stepledger import StepledgerError, __version__, commands
 
+# What the `operator` extra installs: the command line needs it, the pipeline SDK does not.
+OPERATOR_MODULES = frozenset({"psycopg", "yoyo", "sqlparse", "jinja2", "weasyprint"})
+OPERATOR_EXTRA_MISSING = ("the command line needs the operator extra, which is not installed "
+                          "(no module {module!r}): pip install 'stepledger[operator]'")
+
+
+def _operator_extra_missing(exc: ModuleNotFoundError) -> int:
+    """One clear line when a module of the operator extra is missing; anything else is a bug."""
+    module = (exc.name or "").partition(".")[0]
+    if module not in OPERATOR_MODULES:
+        raise exc
+    print(f"stepledger: {OPERATOR_EXTRA_MISSING.format(module=module)}", file=sys.stderr)
+    return 1
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -29,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:
+        return _operator_extra_missing(exc)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
@@ -37,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
+    except ModuleNotFoundError as exc:
+        # A module imported lazily by one command (WeasyPrint for invoice PDFs, yoyo to migrate).
+        return _operator_extra_missing(exc)
     except StepledgerError as exc:
         print(f"stepledger: {exc}", file=sys.stderr)
         return 1

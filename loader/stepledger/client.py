@@ -266,12 +266,10 @@ def api_credentials(url: str | None = None, token: str | None = None,
     if token:
         return url, token
     secret_file = settings.secrets_dir / "jwt_secret"
-    secret = os.environ.get("STEPLEDGER_JWT_SECRET")
-    if not secret:
-        try:
-            secret = secret_file.read_text().strip()
-        except OSError:
-            secret = ""
+    try:
+        secret = settings.existing_secret("jwt_secret")
+    except OSError:
+        secret = None
     if not secret:
         raise StepledgerError(
             f"no API token: pass {token_argument} or set STEPLEDGER_TOKEN (create one with "

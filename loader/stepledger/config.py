@@ -78,8 +78,9 @@ class Settings:
     service_user: str = field(default_factory=_default_service_user)
     web_root: Path | None = None
     pgdata_override: Path | None = None
-    # Citus topology (docs/adr/0012-citus-distribution.md): 0 is one PostgreSQL cluster; N >= 1 is a coordinator on
-    # pg_port and N workers on the N ports after it, each its own cluster under home.
+    # Citus topology (docs/adr/0012-citus-distribution.md): 0 is one PostgreSQL cluster;
+    # N >= 1 is a coordinator on pg_port and N workers on the N ports after it, each its own
+    # cluster under home.
     citus_workers: int = 0
     # Which node of the topology these settings describe: 0 the coordinator (or the single node),
     # i >= 1 worker i (see `worker`).
@@ -228,17 +229,26 @@ class Settings:
         return f"http://127.0.0.1:{self.web_port}"
 
     # -- secrets --------------------------------------------------------------------------------
-    def secret(self, name: str) -> str:
-        """A secret: STEPLEDGER_<NAME> from the environment (compose), else home/secrets/<name>
-        (mode 600), generated on first use."""
+    def existing_secret(self, name: str) -> str | None:
+        """A secret if it is set: STEPLEDGER_<NAME> from the environment (compose), else
+        home/secrets/<name>; None when neither exists. An unreadable file raises OSError."""
         if name not in SECRET_NAMES:
             raise StepledgerError(f"unknown secret {name!r}")
         from_env = os.environ.get(f"STEPLEDGER_{name.upper()}")
         if from_env:
             return from_env
+        try:
+            return (self.secrets_dir / name).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def secret(self, name: str) -> str:
+        """A secret (existing_secret), generated on first use into home/secrets/<name>
+        (mode 600)."""
+        value = self.existing_secret(name)
+        if value is not None:
+            return value
         path = self.secrets_dir / name
-        if path.exists():
-            return path.read_text().strip()
         self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         length = 48 if name == "jwt_secret" else 32
         value = "".join(secrets.choice(_ALPHABET) for _ in range(length))

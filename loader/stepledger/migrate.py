@@ -25,6 +25,7 @@ from psycopg import sql
 
 from stepledger import StepledgerError, __version__, citus
 from stepledger.config import Settings
+from stepledger.db import ensure_database, set_login_passwords
 from stepledger.schema_sql import Dialect, compile_schema_details
 
 IDEMPOTENT_DIRS = ("functions", "views", "policies")
@@ -75,22 +76,12 @@ def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: boo
         raise StepledgerError(f"{path.name}: {exc.diag.message_primary or exc}") from exc
 
 
-def ensure_database(settings: Settings) -> None:
-    with psycopg.connect(settings.dsn("postgres", dbname="postgres"), autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s",
-                              [settings.dbname]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
-
-
 def bootstrap(settings: Settings) -> None:
     """Superuser part: roles, extensions, validator functions, and the login roles' passwords."""
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
         for path in _sql_files(settings.repo_root / "db" / "bootstrap"):
             _run_file(conn, path)
-        for role in ("stepledger_owner", "authenticator"):
-            conn.execute(sql.SQL("alter role {} password {}").format(
-                sql.Identifier(role), sql.Literal(settings.password_for(role))))
+        set_login_passwords(conn, settings)
 
 
 def apply_migrations(settings: Settings) -> list[str]:

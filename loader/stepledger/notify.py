@@ -27,20 +27,18 @@ import os
 import signal
 import smtplib
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import httpx
 import psycopg
 
-from stepledger import StepledgerError
+from stepledger import StepledgerError, processes
 from stepledger.config import Settings
 
 CHANNEL = "stepledger_notifications"
@@ -375,26 +373,12 @@ class Worker:
 
 
 # -- background process for `stepledger up` / `down` -------------------------------------------
-def _pid_file(settings: Settings) -> Path:
-    return settings.run_dir / f"{PID_NAME}.pid"
-
-
 def _is_worker(pid: int) -> bool:
-    """True if pid is a live `stepledger notify run` process (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and b"stepledger" in cmdline and b"notify" in cmdline and b"run" in cmdline
+    return processes.is_stepledger_command(pid, PID_NAME)
 
 
 def running_pid(settings: Settings) -> int | None:
-    try:
-        pid = int(_pid_file(settings).read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-    return pid if _is_worker(pid) else None
+    return processes.running_pid(settings, PID_NAME, _is_worker)
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -418,47 +402,13 @@ def start(settings: Settings) -> int:
     """Write the operator's settings, then start `stepledger notify run` in the background
     unless it runs; return its pid."""
     sync_settings(settings)
-    pid = running_pid(settings)
-    if pid is not None:
-        return pid
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.log_dir / "notify.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stepledger", "notify", "run"],
-                                env=_child_env(settings), cwd=settings.run_dir,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    _pid_file(settings).write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not _is_worker(proc.pid):  # until the exec is done /proc shows our own command line
-        if proc.poll() is not None:
-            _pid_file(settings).unlink(missing_ok=True)
-            raise StepledgerError(f"the notification worker exited at start (see {log_path})")
-        if time.monotonic() >= deadline:
-            raise StepledgerError(f"the notification worker did not start (see {log_path})")
-        time.sleep(0.01)
-    return proc.pid
+    return processes.start_command(settings, PID_NAME, [], _child_env(settings),
+                                   "the notification worker", START_TIMEOUT_S)
 
 
 def stop(settings: Settings) -> bool:
     """SIGTERM the background worker (if ours and running), wait, then SIGKILL."""
-    pid = running_pid(settings)
-    if pid is None:
-        _pid_file(settings).unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _is_worker(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
-        time.sleep(0.05)
-    if _is_worker(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _pid_file(settings).unlink(missing_ok=True)
-    return True
+    return processes.stop(settings, PID_NAME, _is_worker, STOP_TIMEOUT_S)
 
 
 def status(settings: Settings) -> dict[str, object]:

@@ -12,7 +12,6 @@ since every task is idempotent and a refresh returns at once when another one is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -22,11 +21,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 
-from stepledger import StepledgerError
+from stepledger import processes
 from stepledger.config import Settings
 
 CHANNEL = "stepledger_scheduler"
@@ -192,27 +190,12 @@ class Scheduler:
 
 
 # -- background process for `stepledger up` / `down` -------------------------------------------
-def _pid_file(settings: Settings) -> Path:
-    return settings.run_dir / f"{PID_NAME}.pid"
-
-
 def _is_scheduler(pid: int) -> bool:
-    """True if pid is a live `stepledger scheduler run` process (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and b"stepledger" in cmdline and b"scheduler" in cmdline \
-        and b"run" in cmdline
+    return processes.is_stepledger_command(pid, PID_NAME)
 
 
 def running_pid(settings: Settings) -> int | None:
-    try:
-        pid = int(_pid_file(settings).read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-    return pid if _is_scheduler(pid) else None
+    return processes.running_pid(settings, PID_NAME, _is_scheduler)
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -239,50 +222,14 @@ def start(settings: Settings, refresh_every_s: float | None = None) -> int:
     It runs as the invoking user: it is a database client, not a server, and it reads the owner's
     password from the stack's secrets.
     """
-    pid = running_pid(settings)
-    if pid is not None:
-        return pid
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "stepledger", "scheduler", "run"]
-    if refresh_every_s is not None:
-        cmd += ["--refresh-every", str(refresh_every_s)]
-    log_path = settings.log_dir / "scheduler.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(cmd, env=_child_env(settings), cwd=settings.run_dir,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    _pid_file(settings).write_text(f"{proc.pid}\n")
-    # Until the exec has finished, /proc shows the parent's command line: wait for ours.
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not _is_scheduler(proc.pid):
-        if proc.poll() is not None:
-            _pid_file(settings).unlink(missing_ok=True)
-            raise StepledgerError(f"the scheduler exited at start (see {log_path})")
-        if time.monotonic() >= deadline:
-            raise StepledgerError(f"the scheduler did not start (see {log_path})")
-        time.sleep(0.01)
-    return proc.pid
+    args = [] if refresh_every_s is None else ["--refresh-every", str(refresh_every_s)]
+    return processes.start_command(settings, PID_NAME, args, _child_env(settings),
+                                   "the scheduler", START_TIMEOUT_S)
 
 
 def stop(settings: Settings) -> bool:
     """SIGTERM the background scheduler (if ours and running), wait, then SIGKILL."""
-    pid = running_pid(settings)
-    if pid is None:
-        _pid_file(settings).unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _is_scheduler(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
-        time.sleep(0.05)
-    if _is_scheduler(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _pid_file(settings).unlink(missing_ok=True)
-    return True
+    return processes.stop(settings, PID_NAME, _is_scheduler, STOP_TIMEOUT_S)
 
 
 def status(settings: Settings) -> dict[str, object]:

@@ -13,7 +13,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,14 +21,15 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
 
-from stepledger import StepledgerError, citus
+from stepledger import StepledgerError, citus, processes
 from stepledger.config import Settings, _user_can_reach
+from stepledger.db import ensure_database, set_login_passwords
 
 START_TIMEOUT_S = 60.0
 # Shards per distributed table in the local cluster: enough to land on every worker of a
-# development cluster, few enough for a 2-core machine (production: docs/adr/0012-citus-distribution.md).
+# development cluster, few enough for a 2-core machine
+# (production: docs/adr/0012-citus-distribution.md).
 CITUS_SHARD_COUNT = 8
 STOP_TIMEOUT_S = 30.0
 NGINX_BIN_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
@@ -161,33 +161,8 @@ def _http_ok(url: str) -> bool:
 
 
 # -- pid files -----------------------------------------------------------------------------------
-def _pid_file(settings: Settings, name: str) -> Path:
-    return settings.run_dir / f"{name}.pid"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def _process_matches(pid: int, exe_name: str) -> bool:
-    """True if pid is alive and named `exe_name` (guards against pid reuse)."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        comm = (proc / "comm").read_text().strip()
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and comm == exe_name[:15]  # a zombie is not running; comm is truncated
-
-
 def _running_pid(settings: Settings, name: str, exe_name: str) -> int | None:
-    pid = _read_pid(_pid_file(settings, name))
-    if pid is not None and _process_matches(pid, exe_name):
-        return pid
-    return None
+    return processes.running_pid(settings, name, lambda pid: processes.is_named(pid, exe_name))
 
 
 def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -210,27 +185,14 @@ def _spawn(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -
             start_new_session=True,
             **kwargs,  # type: ignore[arg-type]
         )
-    _pid_file(settings, name).write_text(f"{proc.pid}\n")
+    processes.pid_file(settings, name).write_text(f"{proc.pid}\n")
     return proc
 
 
 def _stop_pid(settings: Settings, name: str, exe_name: str) -> bool:
     """SIGTERM the process recorded in <name>.pid (if it is ours), wait, then SIGKILL."""
-    pid_path = _pid_file(settings, name)
-    pid = _running_pid(settings, name, exe_name)
-    if pid is None:
-        pid_path.unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _process_matches(pid, exe_name) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _process_matches(pid, exe_name):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    pid_path.unlink(missing_ok=True)
-    return True
+    return processes.stop(settings, name, lambda pid: processes.is_named(pid, exe_name),
+                          STOP_TIMEOUT_S)
 
 
 def _reap(proc: subprocess.Popen) -> Callable[[], bool]:
@@ -433,15 +395,6 @@ def _pg_accepts(settings: Settings) -> bool:
         return False
 
 
-def ensure_database(settings: Settings) -> None:
-    """Create the application database if it is missing."""
-    with psycopg.connect(settings.dsn("postgres", "postgres"), autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s",
-                              (settings.dbname,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(settings.dbname)))
-
-
 def stop_postgres(settings: Settings) -> None:
     if not postgres_running(settings):
         return
@@ -453,10 +406,7 @@ def stop_postgres(settings: Settings) -> None:
 def sync_role_passwords(settings: Settings) -> None:
     """Give the stack's login roles their passwords from the secrets (roles come from migrate)."""
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
-        for role in ("stepledger_owner", "authenticator"):
-            if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
-                conn.execute(sql.SQL("alter role {} with login password {}").format(
-                    sql.Identifier(role), sql.Literal(settings.password_for(role))))
+        set_login_passwords(conn, settings)
 
 
 def _role_exists(settings: Settings, role: str) -> bool:
