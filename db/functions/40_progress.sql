@@ -22,6 +22,14 @@
 create or replace function ledger.tg_events__apply_progress() returns trigger
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
+-- Each statement below is planned once per connection and kept (it has no parameters), with the
+-- table sizes and the batch size (new_events) of the call that planned it. Only one shape is
+-- right for every later call: probe step_runs, job_steps and jobs by key, one index lookup per
+-- key of the batch. A plan made on a near-empty table or for a batch of 1,000 would otherwise
+-- hash the whole table on every later call (docs/benchmarks.md, "Ingest plans").
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
