@@ -67,7 +67,7 @@ def run(quick: bool = False, before: str = "int2", batches: int | None = None,
             http[side] = client
         # Each stack's connections plan ingest on a first batch into empty tables.
         for side in SIDES:
-            warm = json.dumps(make_batch(f"warm-{run_id}", 0, 1_000))
+            warm = json.dumps(make_batch(f"first-{run_id}", 0, 1_000))
             _post(http[side], "/rpc/ingest", warm)
             _post(http[side], "/bench_baseline", warm)
 
