@@ -10,7 +10,11 @@ cached by a first batch of 1,000 events into empty tables:
   batches: batches of 1,000 events (--batches of them per stack);
   warm singles: one event per request, after the batches.
 
-`python -m bench.ingest_plans --before int2 --batches 100 --singles 300`
+`python -m bench.ingest_plans --before int2 --batches 100 --singles 300 [--no-autovacuum]`
+
+--no-autovacuum turns autovacuum off on the tables ingest reads by key, so that no ANALYZE
+replans the cached statements during the run: the state of a plan that outlives the statistics
+it was made with (on a big table the next automatic ANALYZE is 10% of growth away).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from bench.ingest import BASELINE_DDL, _post, _wait_for_baseline, make_batch
 
 SIDES = ("before", "after")
 FUNCTION_FILES = ("db/functions/30_ingest.sql", "db/functions/40_progress.sql")
+KEYED_TABLES = ("jobs", "step_runs", "job_steps", "event_ids")
 
 
 def _install_functions(settings: object, revision: str) -> None:
@@ -48,7 +53,7 @@ def _summary(times: dict[str, list[float]], per: int) -> dict[str, object]:
 
 
 def run(quick: bool = False, before: str = "int2", batches: int | None = None,
-        singles: int | None = None) -> dict[str, object]:
+        singles: int | None = None, autovacuum: bool = True) -> dict[str, object]:
     batches = batches if batches is not None else (10 if quick else 100)
     singles = singles if singles is not None else (50 if quick else 300)
     run_id = uuid.uuid4().hex[:8]
@@ -60,6 +65,8 @@ def run(quick: bool = False, before: str = "int2", batches: int | None = None,
                 _install_functions(settings, before)
             with harness.superuser(settings) as conn:
                 conn.execute(BASELINE_DDL)
+                for table in () if autovacuum else KEYED_TABLES:
+                    conn.execute(f"alter table ledger.{table} set (autovacuum_enabled = off)")
             client = stack.enter_context(httpx.Client(
                 base_url=settings.api_url, timeout=300,
                 headers={"Authorization": f"Bearer {harness.admin_token(settings)}"}))
@@ -87,7 +94,8 @@ def run(quick: bool = False, before: str = "int2", batches: int | None = None,
         batch = alternate("batch", batches, 1_000)
         warm_singles = alternate("warm", singles, 1)
     result: dict[str, object] = {
-        "before": before, "batches_per_stack": batches, "singles_per_phase": singles,
+        "before": before, "autovacuum": autovacuum,
+        "batches_per_stack": batches, "singles_per_phase": singles,
         **{side: {"fresh_single": _summary(fresh[side], 1),
                   "batch_of_1000": _summary(batch[side], 1_000),
                   "warm_single": _summary(warm_singles[side], 1)} for side in SIDES},
@@ -102,9 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", default="int2", help="git revision of the 'before' functions")
     parser.add_argument("--batches", type=int, default=100, help="batches of 1,000 per stack")
     parser.add_argument("--singles", type=int, default=300, help="single-event requests per phase")
+    parser.add_argument("--no-autovacuum", action="store_true",
+                        help="no automatic ANALYZE of the keyed tables during the run")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
-    result = run(before=args.before, batches=args.batches, singles=args.singles)
+    result = run(before=args.before, batches=args.batches, singles=args.singles,
+                 autovacuum=not args.no_autovacuum)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import make_home, make_settings
 
+from conftest import make_home, make_settings
 from stepledger import stack as stack_mod
 from stepledger.config import Settings
 
@@ -101,4 +101,5 @@ def test_plans_made_on_empty_tables_for_a_big_batch_still_probe_by_key(
         scans = re.findall(rf"(\w[\w ]*?Scan)(?: using \w+)? on {table}\b", text)
         assert scans, f"no plan reads ledger.{table}"
         whole_table = [s for s in scans if s == "Seq Scan"]
-        assert not whole_table, f"ledger.{table} is read by {whole_table}, not probed by key:\n{text}"
+        assert not whole_table, \
+            f"ledger.{table} is read by {whole_table}, not probed by key:\n{text}"
