@@ -10,7 +10,7 @@ cached by a first batch of 1,000 events into empty tables:
   batches: batches of 1,000 events (--batches of them per stack);
   warm singles: one event per request, after the batches.
 
-`python -m bench.ingest_plans --before int2 --batches 100 --singles 300 [--no-autovacuum]`
+`python -m bench.ingest_plans --before 7ac537b --batches 100 --singles 300 [--no-autovacuum]`
 
 --no-autovacuum turns autovacuum off on the tables ingest reads by key, so that no ANALYZE
 replans the cached statements during the run: the state of a plan that outlives the statistics
@@ -52,7 +52,7 @@ def _summary(times: dict[str, list[float]], per: int) -> dict[str, object]:
             "ratio": round(sum(times["baseline"]) / sum(times["ingest"]), 3)}
 
 
-def run(quick: bool = False, before: str = "int2", batches: int | None = None,
+def run(quick: bool = False, before: str = "7ac537b", batches: int | None = None,
         singles: int | None = None, autovacuum: bool = True) -> dict[str, object]:
     batches = batches if batches is not None else (10 if quick else 100)
     singles = singles if singles is not None else (50 if quick else 300)
@@ -107,7 +107,7 @@ def run(quick: bool = False, before: str = "int2", batches: int | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_plans", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="int2", help="git revision of the 'before' functions")
+    parser.add_argument("--before", default="7ac537b", help="git revision of 'before'")
     parser.add_argument("--batches", type=int, default=100, help="batches of 1,000 per stack")
     parser.add_argument("--singles", type=int, default=300, help="single-event requests per phase")
     parser.add_argument("--no-autovacuum", action="store_true",
