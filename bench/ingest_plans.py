@@ -11,6 +11,7 @@ cached by a first batch of 1,000 events into empty tables:
   warm singles: one event per request, after the batches.
 
 `python -m bench.ingest_plans --before 7ac537b --batches 100 --singles 300 [--no-autovacuum]`
+`python -m bench.ingest_plans --sql-batches 6`: batches of 10,000 through SQL instead.
 
 --no-autovacuum turns autovacuum off on the tables ingest reads by key, so that no ANALYZE
 replans the cached statements during the run: the state of a plan that outlives the statistics
@@ -104,6 +105,33 @@ def run(quick: bool = False, before: str = "7ac537b", batches: int | None = None
     return result
 
 
+def run_sql_batches(before: str, count: int, size: int = 10_000) -> dict[str, object]:
+    """Batches of `size` events through `select api.ingest(...)` as admin, alternating between
+    the two stacks (no HTTP: requests this large spend their time in the database)."""
+    with contextlib.ExitStack() as stack:
+        conns: dict[str, psycopg.Connection] = {}
+        for side in SIDES:
+            settings = stack.enter_context(harness.bench_stack())
+            if side == "before":
+                _install_functions(settings, before)
+            conn = stack.enter_context(harness.superuser(settings))
+            conn.execute("""select set_config('request.jwt.claims', '{"role": "admin"}', false)""")
+            conn.execute("set role admin")
+            conns[side] = conn
+        times: dict[str, list[float]] = {side: [] for side in SIDES}
+        for i in range(count):
+            body = json.dumps(make_batch("sql", i * size, size))
+            for side in SIDES if i % 2 == 0 else SIDES[::-1]:
+                times[side].append(harness.timed(
+                    lambda c=conns[side], b=body: c.execute("select api.ingest(%s::jsonb)", [b])))
+    result: dict[str, object] = {
+        "before": before, "batch_size": size, "batches_per_stack": count,
+        **{side: {"p50_s": round(harness.summary(v)["p50"], 3),
+                  "events_per_s": round(size * len(v) / sum(v))} for side, v in times.items()}}
+    harness.dump(result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_plans", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,10 +140,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--singles", type=int, default=300, help="single-event requests per phase")
     parser.add_argument("--no-autovacuum", action="store_true",
                         help="no automatic ANALYZE of the keyed tables during the run")
+    parser.add_argument("--sql-batches", type=int, metavar="N",
+                        help="instead: N batches of 10,000 per stack through SQL")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
-    result = run(before=args.before, batches=args.batches, singles=args.singles,
-                 autovacuum=not args.no_autovacuum)
+    if args.sql_batches:
+        result = run_sql_batches(args.before, args.sql_batches)
+    else:
+        result = run(before=args.before, batches=args.batches, singles=args.singles,
+                     autovacuum=not args.no_autovacuum)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
