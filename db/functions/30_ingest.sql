@@ -68,6 +68,12 @@ set search_path = pg_catalog, pg_temp
 -- The big statement below plans in ~2 ms and runs in ~0.5 ms for one event: plan it once per
 -- connection, not on every call (a custom plan buys nothing here, the arrays are opaque).
 set plan_cache_mode = force_generic_plan
+-- That one plan lives as long as the connection, however the tables grow: it must not depend on
+-- their size when it was made. The per-element lookups of jobs and dedup keys are LATERAL ...
+-- LIMIT 1 (always a nested loop, one probe per element), and with sequential scans priced out
+-- each probe is an index scan even if the plan was made while the table was empty
+-- (docs/benchmarks.md, "Ingest plans").
+set enable_seqscan = off
 as $$
 -- The set-based core of ingest. Element i is either a parsed payload p_payloads[i] or a raw text
 -- p_raw[i] that failed to parse with p_parse_errors[i]. One statement classifies every element,
@@ -185,9 +191,11 @@ begin
       left join ledger.pipelines p on p.pipeline = v.payload->>'pipeline' and v.envelope_errors is null
       left join ledger.pipeline_steps s
              on s.pipeline = p.pipeline and s.step = v.payload->>'step'
-      left join ledger.jobs j
-             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
-            and v.envelope_errors is null and v.may_write
+      left join lateral (
+             select j.job_id, j.pipeline from ledger.jobs j
+              where j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
+                and v.envelope_errors is null and v.may_write
+              limit 1) j on true
   ),
   keyed as (
     -- An element has a dedup key when it names a client this caller may write for and an event
@@ -200,12 +208,14 @@ begin
   ),
   ranked as (
     select k.*,
-           e.event_id is not null as seen_before,
+           e.seen_before is not null as seen_before,
            min(k.position) filter (where k.valid) over (partition by k.has_key, k.client_id, k.event_id)
              as first_valid_position
       from keyed k
-      left join ledger.event_ids e
-             on k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
+      left join lateral (
+             select true as seen_before from ledger.event_ids e
+              where k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
+              limit 1) e on true
   ),
   claimed as (
     insert into ledger.event_ids (client_id, event_id)

@@ -22,6 +22,14 @@
 create or replace function ledger.tg_events__apply_progress() returns trigger
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
+-- Each statement below is planned once per connection and kept (it has no parameters), with the
+-- table sizes and the batch size (new_events) of the call that planned it. Only one shape is
+-- right for every later call: probe step_runs, job_steps and jobs by key, one index lookup per
+-- key of the batch. So they are read in LATERAL subqueries (always a nested loop, one probe per
+-- key) and sequential scans are priced out: a plan made on a near-empty table or for a batch of
+-- 1,000 would otherwise scan the whole table on every later call (docs/benchmarks.md,
+-- "Ingest plans").
+set enable_seqscan = off
 as $$
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
@@ -82,17 +90,25 @@ begin
   insert into ledger.job_steps as js (client_id, job_id, step, pipeline, step_index, latest_attempt,
                                       latest_status, latest_at, billed_attempt, billed_units,
                                       completed_at)
-  select r.client_id, r.job_id, r.step, min(r.pipeline), min(r.step_index),
-         max(r.attempt),
-         (array_agg(r.status order by r.attempt desc))[1],
-         (array_agg(r.decided_at order by r.attempt desc))[1],
-         max(r.attempt) filter (where r.status = 'completed'),
-         (array_agg(r.units order by r.attempt desc) filter (where r.status = 'completed'))[1],
-         (array_agg(r.finished_at order by r.attempt desc) filter (where r.status = 'completed'))[1]
-    from ledger.step_runs r
-   where (r.client_id, r.job_id, r.step) in (select distinct n.client_id, n.job_id, n.step from new_events n)
-   group by r.client_id, r.job_id, r.step
-   order by r.client_id, r.job_id, r.step
+  select k.client_id, k.job_id, k.step, a.pipeline, a.step_index, a.latest_attempt, a.latest_status,
+         a.latest_at, a.billed_attempt, a.billed_units, a.completed_at
+    from (select distinct n.client_id, n.job_id, n.step from new_events n) k
+   cross join lateral (
+     select min(r.pipeline) as pipeline, min(r.step_index) as step_index,
+            max(r.attempt) as latest_attempt,
+            (array_agg(r.status order by r.attempt desc))[1] as latest_status,
+            (array_agg(r.decided_at order by r.attempt desc))[1] as latest_at,
+            max(r.attempt) filter (where r.status = 'completed') as billed_attempt,
+            (array_agg(r.units order by r.attempt desc) filter (where r.status = 'completed'))[1]
+              as billed_units,
+            (array_agg(r.finished_at order by r.attempt desc) filter (where r.status = 'completed'))[1]
+              as completed_at
+       from ledger.step_runs r
+      where r.client_id = k.client_id and r.job_id = k.job_id and r.step = k.step
+   ) a
+   -- every key of the batch has its step runs (statement 2 wrote them)
+   where a.latest_attempt is not null
+   order by k.client_id, k.job_id, k.step
   on conflict (client_id, job_id, step) do update
      set latest_attempt = excluded.latest_attempt, latest_status = excluded.latest_status,
          latest_at = excluded.latest_at, billed_attempt = excluded.billed_attempt,
@@ -117,7 +133,9 @@ begin
             from new_events n
            group by n.client_id, n.job_id) b
     join ledger.pipelines p on p.pipeline = b.pipeline
-    left join ledger.jobs o on o.client_id = b.client_id and o.job_id = b.job_id
+    left join lateral (
+      select o.* from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id limit 1
+    ) o on true
    cross join lateral (
      select max(ps.added_in_version) as newest_step_version,
             count(*) filter (where js.latest_status in ('completed', 'skipped')) as done,
@@ -130,9 +148,12 @@ begin
                filter (where js.latest_status = 'failed'))[1] as last_error
        from ledger.job_steps js
        left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
-       left join ledger.step_runs r
-              on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
-             and r.attempt = js.latest_attempt
+       left join lateral (
+         select r.error_code, r.error_message from ledger.step_runs r
+          where r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
+            and r.attempt = js.latest_attempt
+          limit 1
+       ) r on true
       where js.client_id = b.client_id and js.job_id = b.job_id
    ) a
    cross join lateral (

@@ -1,0 +1,105 @@
+"""Ingest plans are cached per connection: a plan made while the tables were empty, or for a batch
+of 1,000 events, must still probe by key once the tables have grown (docs/benchmarks.md,
+"Ingest plans"). Runs on its own fresh stack: the plans under test are made on empty tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import make_home, make_settings
+from stepledger import stack as stack_mod
+from stepledger.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
+STEPS = [s["key"] for s in BOTIMAGE["steps"]]
+GROWING_TABLES = ("jobs", "step_runs", "job_steps", "event_ids")
+
+
+@pytest.fixture(scope="module")
+def fresh_stack() -> Iterator[Settings]:
+    home = make_home("stepledger-plans-")
+    settings = make_settings(home)
+    try:
+        stack_mod.up(settings, migrate=True)
+        with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
+            conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
+            conn.execute("select ledger.add_client('plans', 'Plans Clinic')")
+            # An ANALYZE of a table replans the statements that read it; autovacuum runs one
+            # when it gets to it (within a minute here, only every 10% of growth on a big table).
+            # Without it, the plans made on the empty tables stay until the connection ends.
+            for table in GROWING_TABLES:
+                conn.execute(f"alter table ledger.{table} set (autovacuum_enabled = off)")
+        yield settings
+    finally:
+        try:
+            stack_mod.down(settings)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def events(run: str, start: int, count: int) -> list[dict[str, object]]:
+    """`count` events, 40 per job: a started and a completed event for each of the 20 steps."""
+    out: list[dict[str, object]] = []
+    for n in range(start, start + count):
+        job, rest = divmod(n, 40)
+        step, phase = divmod(rest, 2)
+        out.append({"event_id": f"{run}-{n}", "client_id": "plans", "job_id": f"{run}-job-{job}",
+                    "pipeline": "botimage", "step": STEPS[step],
+                    "status": "started" if phase == 0 else "completed",
+                    "occurred_at": f"2026-11-01T{step:02d}:{phase * 30:02d}:00Z"})
+    return out
+
+
+def admin_session(settings: Settings, explain: bool = False) -> psycopg.Connection:
+    conn = psycopg.connect(settings.dsn("postgres"), autocommit=True)
+    if explain:
+        # Every statement's plan, nested ones included (those inside ingest and its trigger),
+        # sent to this client as notices.
+        conn.execute("load 'auto_explain'")
+        conn.execute("set auto_explain.log_min_duration = 0")
+        conn.execute("set auto_explain.log_nested_statements = on")
+        conn.execute("set auto_explain.log_level = notice")
+    conn.execute("""select set_config('request.jwt.claims', '{"role": "admin"}', false)""")
+    conn.execute("set role admin")
+    return conn
+
+
+def ingest(conn: psycopg.Connection, body: object) -> dict[str, object]:
+    answer = conn.execute("select api.ingest(%s::jsonb)", [json.dumps(body)]).fetchone()[0]
+    assert answer["rejected"] == [] and answer["duplicates"] == 0, answer
+    return answer
+
+
+def test_plans_made_on_empty_tables_for_a_big_batch_still_probe_by_key(
+        fresh_stack: Settings) -> None:
+    with admin_session(fresh_stack, explain=True) as planned_early, \
+            admin_session(fresh_stack) as bulk:
+        plans: list[str] = []
+        planned_early.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        # This connection plans ingest and its trigger now: empty tables, a batch of 1,000.
+        ingest(planned_early, events("early", 0, 1000))
+        # The tables grow (from another connection, so the plans above stay cached).
+        for i in range(10):
+            ingest(bulk, events("bulk", i * 1000, 1000))
+        # One event for a job that exists, then one for a new job, on the early connection.
+        plans.clear()
+        ingest(planned_early, events("bulk", 10_000, 1)[0])
+        ingest(planned_early, events("late", 0, 1))
+
+    text = "\n".join(plans)
+    assert "ledger._ingest_batch" in text and "insert into ledger.job_steps" in text, \
+        "the nested statements of ingest were not explained"
+    for table in GROWING_TABLES:
+        scans = re.findall(rf"(\w[\w ]*?Scan)(?: using \w+)? on {table}\b", text)
+        assert scans, f"no plan reads ledger.{table}"
+        whole_table = [s for s in scans if s == "Seq Scan"]
+        assert not whole_table, \
+            f"ledger.{table} is read by {whole_table}, not probed by key:\n{text}"
