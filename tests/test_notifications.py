@@ -265,7 +265,8 @@ def test_invoice_finalized_on_finalize(worker: Settings, su_conn: psycopg.Connec
     assert data["client_id"] == tenant.client_id and data["period"] == period
     assert Decimal(str(data["total"])) == Decimal("10.00") and data["currency"] == "EUR"
     (invoice_no,) = su_conn.execute(
-        "select invoice_no from ledger.invoices where client_id = %s and period = (%s || '-01')::date",
+        "select invoice_no from ledger.invoices "
+        "where client_id = %s and period = (%s || '-01')::date",
         (tenant.client_id, period)).fetchone()
     assert data["invoice_no"] == invoice_no
 
