@@ -173,14 +173,12 @@ export function render(main, ctx) {
     })), { label: 'Failures by site', valueText: (v) => `${fmt.int(v)} failures` });
 
     const topCodes = [...codes].sort((a, b) => b.failures - a.failures).slice(0, 15);
-    // Two pipelines can have a step of the same title: then each row names its pipeline, so
-    // that no two links read the same and go to different jobs.
+    // Two pipelines (even of one title) can have a step of the same title: then each row names
+    // its pipeline by key, so that no two links read the same and go to different jobs.
     const manyPipelines = new Set(topCodes.map((c) => c.pipeline)).size > 1;
     const stepName = (c) => {
       const title = cat.stepTitle(c.pipeline, c.step);
-      if (!manyPipelines) return title;
-      const p = cat.pipeline(c.pipeline);
-      return `${title} (${p ? p.title : c.pipeline})`;
+      return manyPipelines ? `${title} (${c.pipeline})` : title;
     };
     const codesTable = h('div', { class: 'table-wrap' }, h('table', { class: 'table table-codes responsive-table' },
       h('thead', h('tr',
