@@ -569,7 +569,16 @@ def test_alerts_page_endpoint_secret_once_test_send_email_opt_in_and_thresholds(
         expect(row).to_contain_text("Job completed")
 
         row.get_by_role("button", name=f"Send test to {receiver.url}").click()
-        wait_until(lambda: bool(receiver.of_type("webhook.test")), 15, "the test delivery")
+        try:
+            wait_until(lambda: bool(receiver.of_type("webhook.test")), 15, "the test delivery")
+        except AssertionError:
+            # Say where the message is: not queued, queued but not claimed, or attempted.
+            state = su_conn.execute(
+                "select d.state, d.attempts, d.next_attempt_at, d.lease_until, w.disabled_at, "
+                "(select count(*) from ledger.webhook_deliveries x where x.state = 'pending') "
+                "from ledger.webhooks w left join ledger.webhook_deliveries d using (webhook_id) "
+                "where w.url = %s", [receiver.url]).fetchall()
+            raise AssertionError(f"no test delivery within 15 s; deliveries: {state}") from None
         verify_signature(secret, receiver.of_type("webhook.test")[0])
         deliveries = page.locator("table.table-deliveries")
 
