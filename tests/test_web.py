@@ -979,7 +979,8 @@ def test_an_error_hotspot_opens_the_jobs_that_failed_that_way(
                             exact=True)
     link.click()
     expect(page.locator(".drill-note")).to_contain_text(top["error_code"])
-    want = admin_api.post("/rpc/search_jobs", params={"select": "client_id,job_id"},
+    want = admin_api.post("/rpc/search_jobs", params={"select": "client_id,job_id,pipeline",
+                                                      "pipeline": f"eq.{top['pipeline']}"},
                           json={"error_code": top["error_code"], "error_step": top["step"]},
                           headers={"Prefer": "count=exact"})
     total = int(want.headers["Content-Range"].split("/")[1])
