@@ -402,18 +402,20 @@ begin
      where d.state = 'pending' and d.lease_until > now()
      group by d.webhook_id
   ), due as (
-    select d.delivery_id, d.webhook_id,
+    select d.delivery_id, d.webhook_id, w.failing_since is not null as failing,
            row_number() over (partition by d.webhook_id order by d.next_attempt_at, d.message_seq) as rank
       from ledger.webhook_deliveries d
       join ledger.webhooks w on w.webhook_id = d.webhook_id and w.disabled_at is null
      where d.state = 'pending' and d.next_attempt_at <= now()
        and (d.lease_until is null or d.lease_until <= now())
   ), picked as (
+    -- Healthy endpoints first: however many endpoints are failing slowly (timeouts, a resolver
+    -- that takes seconds), they cannot take every slot from the ones that answer.
     select d.delivery_id
       from due d
       left join busy b on b.webhook_id = d.webhook_id
      where d.rank <= v_settings.per_endpoint_concurrency - coalesce(b.leased, 0)
-     order by d.rank
+     order by d.failing, d.rank
      limit p_limit
   ), leased as (
     update ledger.webhook_deliveries d

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -122,6 +124,22 @@ class TargetRefused(Exception):
     """The URL's host resolves to an address webhooks may not reach."""
 
 
+# Name lookups run on threads of their own, as many as deliveries may be in flight: a host whose
+# resolver is slow (seconds per lookup) never makes another endpoint's lookup wait in line, as it
+# would on asyncio's small shared default executor.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT,
+                                                 thread_name_prefix="stepledger-dns")
+
+
+async def _addresses(host: str, port: int) -> list[str]:
+    """The addresses of a URL's host: an IP literal as it is, a name through the resolver."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup)
+    return sorted({str(info[4][0]) for info in infos})
+
+
 async def _pinned_request(url: str, allow_private: bool,
                           check_addresses: Any) -> tuple[str, dict[str, str], dict[str, Any]]:
     """Resolve the host once, refuse blocked addresses, and return a URL aimed at the checked
@@ -131,10 +149,9 @@ async def _pinned_request(url: str, allow_private: bool,
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await _addresses(host, port)
     except socket.gaierror as exc:
         raise TargetRefused(f"cannot resolve {host}: {exc.strerror}") from None
-    addresses = sorted({info[4][0] for info in infos})
     if not addresses:
         raise TargetRefused(f"{host} has no address")
     if not allow_private:
