@@ -2,7 +2,8 @@
 by side on two stacks in one run, each against a bare PostgREST insert of the same rows.
 
 Both stacks are migrated from this checkout; on the "before" stack the ingest and progress
-functions (db/functions/30_ingest.sql, 40_progress.sql) are then replaced by those of --before.
+functions (db/functions/20_ingest/10_ingest.sql, 30_jobs/20_progress.sql) are then replaced by
+those of --before.
 Requests alternate between the stacks and, on each stack, between ingest and the bare insert, so
 all four see the same machine load. Phases, in order, on PostgREST connections whose plans were
 cached by a first batch of 1,000 events into empty tables:
@@ -34,16 +35,23 @@ from bench import harness
 from bench.ingest import BASELINE_DDL, _post, _wait_for_baseline, make_batch
 
 SIDES = ("before", "after")
-FUNCTION_FILES = ("db/functions/30_ingest.sql", "db/functions/40_progress.sql")
+# Each file under its path today, then under its path before db/functions was sorted by feature.
+FUNCTION_FILES = (("db/functions/20_ingest/10_ingest.sql", "db/functions/30_ingest.sql"),
+                  ("db/functions/30_jobs/20_progress.sql", "db/functions/40_progress.sql"))
 KEYED_TABLES = ("jobs", "step_runs", "job_steps", "event_ids")
 
 
 def _install_functions(settings: object, revision: str) -> None:
     with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:  # type: ignore[attr-defined]
-        for path in FUNCTION_FILES:
-            sql = subprocess.run(["git", "-C", str(harness.REPO), "show", f"{revision}:{path}"],
-                                 check=True, capture_output=True, text=True).stdout
-            conn.execute(sql)
+        for paths in FUNCTION_FILES:
+            for path in paths:
+                shown = subprocess.run(["git", "-C", str(harness.REPO), "show",
+                                        f"{revision}:{path}"], capture_output=True, text=True)
+                if shown.returncode == 0:
+                    conn.execute(shown.stdout)
+                    break
+            else:
+                raise SystemExit(f"{revision} has none of {', '.join(paths)}")
 
 
 def _summary(times: dict[str, list[float]], per: int) -> dict[str, object]:

@@ -1,4 +1,4 @@
--- Grants for progress and error analytics (db/functions/70_analytics.sql, db/views/40_analytics.sql).
+-- Grants for progress and error analytics (db/functions/50_analytics/10_analytics.sql, db/functions/50_analytics/50_analytics_views.sql).
 -- The materialized views themselves are granted to nobody: they cannot carry row-level security.
 -- Callers read them through the ledger.visible_* barrier views, which keep only the clients the
 -- caller sees in ledger.clients (row-level security of that table, 20_row_security.sql).
@@ -51,7 +51,7 @@ grant execute on function api.refresh_analytics(integer) to admin;
 grant usage on schema reporting to bi_reader;
 grant select on reporting.step_outcomes_daily to bi_reader, admin;
 
--- Drill-downs and trends of the jobs list (db/views/12_api_job_search.sql): caller's rights, so
+-- Drill-downs and trends of the jobs list (db/functions/30_jobs/52_api_job_search.sql): caller's rights, so
 -- row-level security keeps a client to its own jobs.
 revoke execute on function
   api.search_jobs(text, text, text, text, timestamptz, timestamptz, text, text),

@@ -1,5 +1,5 @@
 """Operator-side helpers for users, API tokens and BI logins; the rules live in the database
-(db/functions/50_auth.sql) and these only call them as the schema owner."""
+(db/functions/60_auth/10_auth.sql) and these only call them as the schema owner."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ Order (docs/architecture.md):
 3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed;
 4. immutable wrappers generated from schemas/*.json, the envelope compiled to SQL
    (`ledger.step_event_v1_valid`, ADR 0003) and the events' envelope constraint;
-5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
+5. db/functions/NN_feature/*.sql (each feature's functions, then the views built on them), then
+   db/policies/*.sql, as the owner, re-applied every time (idempotent files; db/README.md);
 6. the JWT secret (for login tokens signed in the database), the code version, this month's
    partitions, and `notify pgrst, 'reload schema'`;
 7. on a Citus coordinator, the distribution (stepledger.citus.distribute, ADR 0012).
@@ -27,8 +28,6 @@ from stepledger import StepledgerError, __version__, citus
 from stepledger.config import Settings
 from stepledger.db import ensure_database, set_login_passwords
 from stepledger.schema_sql import Dialect, compile_schema_details
-
-IDEMPOTENT_DIRS = ("functions", "views", "policies")
 
 # Schema files turned into `ledger.<name>()` functions; a CHECK constraint cannot run a subquery,
 # so the envelope reaches it through an immutable function whose body is the file's literal.
@@ -60,6 +59,14 @@ def _sql_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.sql") if p.is_file())
 
 
+def idempotent_files(db_dir: Path) -> list[Path]:
+    """The files re-applied on every migrate, in order: the features of db/functions in folder
+    order (an event's path: common, catalog, ingest, jobs, billing, ...), each folder's files in
+    name order (functions before the views built on them), then db/policies."""
+    features = sorted(d for d in (db_dir / "functions").iterdir() if d.is_dir())
+    return [f for d in features for f in _sql_files(d)] + _sql_files(db_dir / "policies")
+
+
 def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: bool = False) -> None:
     """Run a file of SQL statements. On a Citus coordinator one statement at a time: Citus sends
     the text of some DDL (ALTER TABLE ... ROW LEVEL SECURITY, policies) on a Citus table to the
@@ -73,7 +80,8 @@ def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: boo
     except LOCK_CONFLICTS:
         raise  # migrate() retries the whole idempotent phase
     except psycopg.Error as exc:
-        raise StepledgerError(f"{path.name}: {exc.diag.message_primary or exc}") from exc
+        where = f"{path.parent.name}/{path.name}"
+        raise StepledgerError(f"{where}: {exc.diag.message_primary or exc}") from exc
 
 
 def bootstrap(settings: Settings) -> None:
@@ -197,16 +205,15 @@ def migrate(settings: Settings) -> dict[str, object]:
 
 
 def _apply_idempotent(settings: Settings, version: str) -> None:
-    """Schema functions, db/functions, views, policies, secret, version, partitions: one
+    """Schema functions, db/functions, db/policies, secret, version, partitions: one
     transaction, safe to repeat."""
     with psycopg.connect(settings.dsn("stepledger_owner")) as conn:
         with conn.transaction():
             conn.execute("set local lock_timeout = '10s'")
             install_schema_functions(conn, settings.repo_root / "schemas")
             on_citus = citus.is_coordinator(conn)
-            for directory in IDEMPOTENT_DIRS:
-                for path in _sql_files(settings.repo_root / "db" / directory):
-                    _run_file(conn, path, one_statement_at_a_time=on_citus)
+            for path in idempotent_files(settings.repo_root / "db"):
+                _run_file(conn, path, one_statement_at_a_time=on_citus)
             # Login tokens are signed in the database with PostgREST's secret (docs/security.md).
             conn.execute("select auth.install_jwt_secret(%s)", [settings.jwt_secret])
             conn.execute("insert into ledger.code_versions (code_version) values (%s) "

@@ -1,6 +1,6 @@
 """The notification delivery worker: signed webhooks (Standard Webhooks) and e-mail alerts.
 
-The database decides everything that is a rule (db/functions/55_notifications.sql): which
+The database decides everything that is a rule (db/functions/70_notifications/10_notifications.sql): which
 endpoints and people get a message, the retry schedule, what is final, when an endpoint is
 disabled, which addresses are refused. This process only moves bytes: it fans out new outbox
 messages, leases due deliveries, sends them and records each attempt. A lease runs out when the

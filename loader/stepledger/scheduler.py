@@ -2,9 +2,11 @@
 
 Tasks are SQL statements run as the schema owner on a fixed interval, and on demand when a
 transaction sends `NOTIFY stepledger_scheduler, '<task name>'` (the price book does, so that
-GET /usage catches up with a price change within seconds). Where pg_cron is installed the
-database also schedules the usage refresh itself (db/functions/60_billing.sql); both may run,
-since every task is idempotent and a refresh returns at once when another one is running.
+GET /usage catches up with a price change within seconds). What runs and how often is written
+once, in the database (`ledger.scheduled_tasks()`, db/functions/95_schedule/); where pg_cron is
+installed the database runs the same list itself. Both may run, since every task is idempotent
+and a refresh returns at once when another one is running. Rendering invoice PDFs is the one
+task of this process alone: the database cannot render them.
 
 `stepledger up` starts it in the background (`start`), `stepledger down` stops it (`stop`);
 `stepledger scheduler run` runs it in the foreground.
@@ -34,7 +36,8 @@ STOP_TIMEOUT_S = 15.0
 # A burst of notifications (a price list loaded row by row) triggers one run, not one per row.
 DEBOUNCE_S = 5.0
 MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
-BI_WATCHDOG_EVERY_S = 5.0  # a BI limit is enforced at most this late (docs/bi.md)
+# Tasks whose interval `--refresh-every` replaces (tests and demos refresh more often).
+REFRESH_TASKS = ("refresh_usage", "refresh_analytics")
 
 log = logging.getLogger("stepledger.scheduler")
 
@@ -87,38 +90,37 @@ def stop_renderer() -> None:
             _renderer.kill()
 
 
-def default_tasks(refresh_every_s: float = 300.0) -> list[Task]:
-    return [
-        Task("refresh_usage", "select ledger.refresh_usage('scheduler')::text", refresh_every_s),
-        # Error statistics and step timings (db/functions/70_analytics.sql); views refreshed
-        # less than a minute ago are skipped, so an on-demand refresh is not repeated at once.
-        Task("refresh_analytics", "select ledger.refresh_analytics(interval '1 minute')::text",
-             refresh_every_s),
-        Task("ensure_partitions", "select ledger.ensure_partitions()::text", 3600.0),
-        # BI statements and idle BI transactions past their login's limits, which a BI session
-        # can override for itself (db/bootstrap/40_bi_limits.sql, docs/bi.md).
-        Task("bi_watchdog", "select watchdog.end_bi_sessions_past_limits()::text",
-             BI_WATCHDOG_EVERY_S, quiet_when_idle=True),
-        # One job.stalled per stall (db/functions/55_notifications.sql).
-        Task("scan_stalled_jobs", "select ledger.scan_stalled_jobs()::text", 15.0),
-        # PDFs of finalized invoices (ledger._finalize_invoice notifies; the short interval
-        # catches invoices finalized while a renderer was finishing).
-        Task("render_invoices", _render_invoices, min(refresh_every_s, 30.0)),
-    ]
+def database_tasks(conn: psycopg.Connection, refresh_every_s: float | None = None) -> list[Task]:
+    """The periodic work the database lists (ledger.scheduled_tasks()), and the PDF renderer;
+    `refresh_every_s` replaces the interval of the refresh tasks."""
+    rows = conn.execute("select task, command, extract(epoch from every)::float8 "
+                        "from ledger.scheduled_tasks()").fetchall()
+    tasks = [Task(name, command, refresh_every_s if refresh_every_s and name in REFRESH_TASKS
+                  else every_s,
+                  # The BI watchdog usually has nothing to report.
+                  quiet_when_idle=name == "bi_watchdog")
+             for name, command, every_s in rows]
+    refresh_s = refresh_every_s or min(t.every_s for t in tasks if t.name in REFRESH_TASKS)
+    # PDFs of finalized invoices (ledger._finalize_invoice notifies; the short interval catches
+    # invoices finalized while a renderer was finishing).
+    return [*tasks, Task("render_invoices", _render_invoices, min(refresh_s, 30.0))]
 
 
 class Scheduler:
     """Runs tasks on their intervals and on notifications, reconnecting when the database goes."""
 
-    def __init__(self, dsn: str, tasks: Sequence[Task],
+    def __init__(self, dsn: str, tasks: Sequence[Task] | Callable[[psycopg.Connection],
+                                                                  Sequence[Task]],
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not tasks:
+        """`tasks`: the tasks, or a function that reads them from the database once connected."""
+        if not callable(tasks) and not tasks:
             raise ValueError("a scheduler needs at least one task")
         self.dsn = dsn
-        self.tasks = {t.name: t for t in tasks}
+        self._read_tasks = tasks if callable(tasks) else None
+        self.tasks = {} if callable(tasks) else {t.name: t for t in tasks}
         self.clock = clock
         self.stopping = False
-        self.runs: dict[str, int] = {t.name: 0 for t in tasks}
+        self.runs: dict[str, int] = {name: 0 for name in self.tasks}
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -163,6 +165,10 @@ class Scheduler:
                 backoff = min(backoff * 2, 30.0)
 
     def _loop(self, conn: psycopg.Connection, once: bool) -> None:
+        if self._read_tasks is not None and not self.tasks:
+            self.tasks = {t.name: t for t in self._read_tasks(conn)}
+            self.runs = {name: 0 for name in self.tasks}
+            log.info("tasks: %s", json.dumps({t.name: t.every_s for t in self.tasks.values()}))
         conn.execute(f"listen {CHANNEL}")
         now = self.clock()
         next_due = {name: now for name in self.tasks}
@@ -237,14 +243,14 @@ def status(settings: Settings) -> dict[str, object]:
     return {"up": pid is not None, "pid": pid, "log": str(settings.log_dir / "scheduler.log")}
 
 
-def main_loop(settings: Settings, refresh_every_s: float, once: bool) -> None:
+def main_loop(settings: Settings, refresh_every_s: float | None, once: bool) -> None:
     """Foreground entry point (`stepledger scheduler run`)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    scheduler = Scheduler(settings.dsn("stepledger_owner"), default_tasks(refresh_every_s))
+    scheduler = Scheduler(settings.dsn("stepledger_owner"),
+                          lambda conn: database_tasks(conn, refresh_every_s))
     scheduler.install_signal_handlers()
-    intervals = {t.name: t.every_s for t in scheduler.tasks.values()}
-    log.info("scheduler started: %s", json.dumps(intervals))
+    log.info("scheduler started")
     try:
         scheduler.run(once=once)
     finally:

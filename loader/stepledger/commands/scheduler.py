@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("scheduler", help="periodic tasks: usage refresh, partitions")
     sub = p.add_subparsers(dest="scheduler_command", metavar="ACTION", required=True)
     run = sub.add_parser("run", help="run in the foreground until interrupted")
-    run.add_argument("--refresh-every", type=float, default=300.0, metavar="SECONDS",
-                     help="refresh the usage view this often (default 300)")
+    run.add_argument("--refresh-every", type=float, default=None, metavar="SECONDS",
+                     help="refresh usage and analytics this often (default: the database's "
+                          "schedule, ledger.scheduled_tasks())")
     run.add_argument("--once", action="store_true", help="run every task once, then exit")
     run.set_defaults(func=cmd_run)
     start = sub.add_parser("start", help="start in the background (stepledger up does it)")
@@ -32,7 +33,7 @@ def _positive(seconds: float | None) -> float | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    scheduler.main_loop(Settings.from_env(), _positive(args.refresh_every) or 300.0, args.once)
+    scheduler.main_loop(Settings.from_env(), _positive(args.refresh_every), args.once)
     return 0
 
 

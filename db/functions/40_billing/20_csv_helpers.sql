@@ -1,4 +1,4 @@
--- Helpers of the CSV exports (db/views/61_web_exports.sql).
+-- Helpers of the CSV exports (db/functions/40_billing/60_web_exports_views.sql).
 
 create or replace function ledger._csv_instant(p_at timestamptz) returns text
 language sql stable parallel safe

@@ -1,4 +1,4 @@
--- Loader and replay: who may call what (db/functions/80_replay.sql, 81_load_files.sql).
+-- Loader and replay: who may call what (db/functions/80_replay/10_replay.sql, 81_load_files.sql).
 -- The vault stays append-only: API roles get no UPDATE or DELETE on it; only the owner (through
 -- api.replay, security definer) appends to a row's `replays`.
 

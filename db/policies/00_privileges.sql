@@ -35,7 +35,7 @@ grant execute on function api.ingest(bytea), api.ingest(text), api.ingest(jsonb)
 grant execute on function auth.pre_request() to anon, client, admin, ingest;
 
 -- The job-state rules read by api.jobs, reporting.jobs and the analytics counts, which run with
--- the caller's rights (db/functions/38_job_state.sql).
+-- the caller's rights (db/functions/30_jobs/10_job_state.sql).
 grant execute on function ledger.job_status(text, timestamptz, interval),
                           ledger.job_progress(integer, integer)
   to client, admin, bi_reader;

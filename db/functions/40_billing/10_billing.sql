@@ -1048,28 +1048,3 @@ end
 $$;
 comment on function api.refresh_usage() is
   'Admins: refresh the usage materialized view now (GET /usage shows refreshed_at and stale). Returns refreshed = false when a refresh is already running.';
-
--- ---------------------------------------------------------------------------------------------
--- First population, and the pg_cron schedule where that extension is installed
--- ---------------------------------------------------------------------------------------------
-
-do $$
-begin
-  if not (select c.relispopulated from pg_class c where c.oid = 'ledger.usage_lines_monthly'::regclass) then
-    perform ledger.refresh_usage('migrate', false);
-  end if;
-end
-$$;
-
-do $$
-begin
-  -- With pg_cron (shared_preload_libraries), the database refreshes itself every 5 minutes; the
-  -- local stack's scheduler (stepledger scheduler) does the same without it.
-  if exists (select from pg_extension where extname = 'pg_cron') then
-    if has_schema_privilege('cron', 'usage') then
-      perform cron.schedule('stepledger-refresh-usage', '*/5 * * * *',
-                            $cmd$select ledger.refresh_usage('pg_cron')$cmd$);
-    end if;
-  end if;
-end
-$$;

@@ -1,5 +1,5 @@
 -- Auth: users and logins, API tokens for pipelines, BI logins, and JWT signing in the database.
--- Tables are in db/migrations/0010_auth.sql; grants and policies in db/policies/30_auth.sql.
+-- Tables are in db/migrations/0010_auth.sql; grants and policies in db/policies/60_auth.sql.
 -- docs/security.md explains the model.
 --
 -- Error codes (SQLSTATE, asserted by tests; HTTP status as PostgREST answers them):
@@ -13,7 +13,7 @@
 --   SL308  invalid BI login: name, password verifier, client, or a clash with another role
 --   SL309  the caller may not do this (e.g. refresh a token that did not come from a login)
 --   SL315  a login token was refreshed a second time: its whole session is ended (401)
--- (SL311-SL314 are raised by auth.pre_request, db/functions/00_auth_context.sql.)
+-- (SL311-SL314 are raised by auth.pre_request, db/functions/00_common/10_auth_context.sql.)
 
 -- ---- signing -----------------------------------------------------------------------------------
 
@@ -541,7 +541,7 @@ begin
   end if;
   execute format('grant %I to %I', case when p_client_id is null then 'bi_all_clients' else 'bi_reader' end, p_name);
   -- Defaults for BI tools: reporting first, read-only transactions; then the login's limits
-  -- (auth.bi_logins: timeouts, temporary files, connections; db/functions/55_bi_limits.sql).
+  -- (auth.bi_logins: timeouts, temporary files, connections; db/functions/60_auth/20_bi_limits.sql).
   execute format('alter role %I set search_path = reporting', p_name);
   execute format('alter role %I set default_transaction_read_only = on', p_name);
   perform auth._apply_bi_limits(p_name);

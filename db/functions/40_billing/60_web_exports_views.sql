@@ -3,7 +3,7 @@
 -- the step's title beside its key, steps in pipeline order (step_index), booleans as true/false
 -- and instants in ISO 8601 UTC with a Z, not PostgreSQL's text output (t/f, "+00").
 -- security_invoker over api.usage: the caller's own rows only, admins every client's.
--- Grants are in db/policies/60_web_catalog.sql.
+-- Grants are in db/policies/10_catalog.sql.
 
 create or replace view api.usage_export with (security_invoker = true) as
 select u.period,

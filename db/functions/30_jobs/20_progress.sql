@@ -17,7 +17,7 @@
 -- - a pipeline that gained steps: a job counts the steps of the pipeline version it runs
 --   (ledger.jobs.pipeline_version), raised when it reports a step added by a later version;
 -- - attempts left `started` when the job failed, moved on or stalled, and stalled jobs, are
---   derived at read time (db/views/10_api_jobs.sql), so no background job is needed.
+--   derived at read time (db/functions/30_jobs/50_api_jobs_views.sql), so no background job is needed.
 
 create or replace function ledger.tg_events__apply_progress() returns trigger
 language plpgsql volatile

@@ -1,7 +1,7 @@
 -- The catalog as the web app reads it: client names, pipelines and their ordered steps.
 -- security_invoker: the caller's row-level security applies, so a client's users see their own
 -- client only, while every signed-in role sees the pipeline catalog (20_row_security.sql).
--- Grants are in db/policies/60_web_catalog.sql.
+-- Grants are in db/policies/10_catalog.sql.
 
 create or replace view api.clients with (security_invoker = true) as
 select c.client_id,

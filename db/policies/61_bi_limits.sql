@@ -1,4 +1,4 @@
--- Grants of the BI limits (db/functions/55_bi_limits.sql, db/bootstrap/40_bi_limits.sql), and
+-- Grants of the BI limits (db/functions/60_auth/20_bi_limits.sql, db/bootstrap/40_bi_limits.sql), and
 -- the limits applied to every BI login on every migrate: logins made before the limits existed
 -- get them, and a login that reset its own role's defaults gets them back.
 

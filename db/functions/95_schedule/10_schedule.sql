@@ -1,0 +1,76 @@
+-- Periodic work, written once: what runs and how often. Both schedulers read this list: the
+-- local stack's `stepledger scheduler` (loader/stepledger/scheduler.py) and, where the pg_cron
+-- extension is installed, the database itself (below). Loaded last among the functions: the
+-- first population below calls functions of every feature.
+
+create or replace function ledger.scheduled_tasks()
+returns table (task text, command text, every interval)
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  values
+    -- Usage figures (the materialized view behind GET /usage and invoices; docs/billing.md).
+    ('refresh_usage', $c$select ledger.refresh_usage('scheduler')::text$c$, interval '5 minutes'),
+    -- Error statistics and step timings; views refreshed less than a minute ago are skipped, so
+    -- an on-demand refresh is not repeated at once.
+    ('refresh_analytics', $c$select ledger.refresh_analytics(interval '1 minute')::text$c$,
+     interval '5 minutes'),
+    -- Monthly partitions of the vault and the events, ahead of time.
+    ('ensure_partitions', $c$select ledger.ensure_partitions()::text$c$, interval '1 hour'),
+    -- BI statements and idle BI transactions past their login's limits, which a BI session can
+    -- override for itself (db/bootstrap/40_bi_limits.sql, docs/bi.md): at most 5 s late.
+    ('bi_watchdog', $c$select watchdog.end_bi_sessions_past_limits()::text$c$,
+     interval '5 seconds'),
+    -- One job.stalled per stall (docs/notifications.md).
+    ('scan_stalled_jobs', $c$select ledger.scan_stalled_jobs()::text$c$, interval '15 seconds')
+$$;
+comment on function ledger.scheduled_tasks() is
+  'The periodic work of the database (task, SQL command, interval): what `stepledger scheduler` and pg_cron run.';
+revoke execute on function ledger.scheduled_tasks() from public;
+
+-- First population of the usage view on a fresh database (later refreshes are scheduled).
+do $$
+begin
+  if not (select c.relispopulated from pg_class c where c.oid = 'ledger.usage_lines_monthly'::regclass) then
+    perform ledger.refresh_usage('migrate', false);
+  end if;
+end
+$$;
+
+create or replace function ledger._cron_schedule(p_every interval, p_seconds_supported boolean)
+returns text
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  -- pg_cron's schedule for an interval: whole minutes or hours as cron expressions; below a
+  -- minute "N seconds" where pg_cron has it (1.5 and later), else every minute (the closest).
+  select case
+           when extract(epoch from p_every) < 60 then
+             case when p_seconds_supported then extract(epoch from p_every)::integer || ' seconds'
+                  else '* * * * *' end
+           when extract(epoch from p_every) < 3600 then
+             format('*/%s * * * *', greatest(1, extract(epoch from p_every)::integer / 60))
+           else format('0 */%s * * *', greatest(1, extract(epoch from p_every)::integer / 3600))
+         end
+$$;
+comment on function ledger._cron_schedule(interval, boolean) is
+  'The pg_cron schedule of an interval of ledger.scheduled_tasks() (seconds only where pg_cron supports them).';
+revoke execute on function ledger._cron_schedule(interval, boolean) from public;
+
+-- With pg_cron (shared_preload_libraries and the extension in this database), the database runs
+-- the same list itself; the local stack's scheduler does the same without it.
+do $$
+declare
+  v_seconds_supported boolean;
+begin
+  if not exists (select from pg_extension where extname = 'pg_cron')
+     or not has_schema_privilege('cron', 'usage') then
+    return;
+  end if;
+  v_seconds_supported := (select string_to_array(extversion, '.')::integer[] >= array[1, 5]
+                            from pg_extension where extname = 'pg_cron');
+  perform cron.schedule('stepledger-' || replace(t.task, '_', '-'),
+                        ledger._cron_schedule(t.every, v_seconds_supported), t.command)
+     from ledger.scheduled_tasks() t;
+end
+$$;
