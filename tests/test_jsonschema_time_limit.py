@@ -27,7 +27,7 @@ import pytest
 
 from stepledger.config import Settings
 
-TIME_LIMIT_S = 1.0  # TIME_LIMIT_SECONDS in db/bootstrap/20_jsonschema.sql, docs/security.md
+TIME_LIMIT_S = 1.0  # TIME_LIMIT_SECONDS in db/bootstrap/20_jsonschema/validator.py
 # What a call may take beyond the limit on a busy 2-core machine: the CPU-time tick, parsing,
 # the error report, a connection.
 SLACK_S = 2.0

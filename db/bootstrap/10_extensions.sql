@@ -1,5 +1,5 @@
 -- Extensions need a superuser. pgcrypto: bcrypt password hashes and random token secrets.
--- plpython3u: the JSON Schema validator where pg_jsonschema is not installed (20_jsonschema.sql).
+-- plpython3u: the JSON Schema validator where pg_jsonschema is not installed (20_jsonschema/).
 create extension if not exists pgcrypto;
 create extension if not exists plpython3u;
 

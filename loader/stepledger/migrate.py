@@ -16,6 +16,7 @@ Order (docs/architecture.md):
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -55,23 +56,44 @@ def code_version(repo_root: Path) -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def _sql_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.sql") if p.is_file())
+def sql_files(directory: Path) -> list[Path]:
+    """The .sql files of a folder in name order, a subfolder's files in its place (db/functions/
+    NN_feature/, db/bootstrap/20_jsonschema/): functions before the views built on them."""
+    files: list[Path] = []
+    for entry in sorted(directory.iterdir()):
+        if entry.is_dir():
+            files.extend(sql_files(entry))
+        elif entry.suffix == ".sql":
+            files.append(entry)
+    return files
 
 
 def idempotent_files(db_dir: Path) -> list[Path]:
     """The files re-applied on every migrate, in order: the features of db/functions in folder
-    order (an event's path: common, catalog, ingest, jobs, billing, ...), each folder's files in
-    name order (functions before the views built on them), then db/policies."""
-    features = sorted(d for d in (db_dir / "functions").iterdir() if d.is_dir())
-    return [f for d in features for f in _sql_files(d)] + _sql_files(db_dir / "policies")
+    order (the path of an event: common, catalog, ingest, jobs, billing, ...), then db/policies."""
+    return sql_files(db_dir / "functions") + sql_files(db_dir / "policies")
+
+
+# A line `# include: FILE` (a comment in both SQL bodies and Python) is replaced by the text of
+# FILE, next to the SQL file: the validator's Python lives in a .py file of its own.
+INCLUDE = re.compile(r"^# include: (\S+)$", re.MULTILINE)
+
+
+def sql_text(path: Path) -> str:
+    def included(match: re.Match[str]) -> str:
+        try:
+            return (path.parent / match.group(1)).read_text().rstrip("\n")
+        except OSError as exc:
+            raise StepledgerError(f"{path.parent.name}/{path.name}: cannot include "
+                                  f"{match.group(1)} ({exc.strerror})") from exc
+    return INCLUDE.sub(included, path.read_text())
 
 
 def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: bool = False) -> None:
     """Run a file of SQL statements. On a Citus coordinator one statement at a time: Citus sends
     the text of some DDL (ALTER TABLE ... ROW LEVEL SECURITY, policies) on a Citus table to the
     workers as it was received, and a worker refuses several commands in one prepared statement."""
-    text = path.read_text()
+    text = sql_text(path)
     statements = [s for s in sqlparse.split(text) if s.strip()] if one_statement_at_a_time \
         else [text]
     try:
@@ -87,7 +109,7 @@ def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: boo
 def bootstrap(settings: Settings) -> None:
     """Superuser part: roles, extensions, validator functions, and the login roles' passwords."""
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
-        for path in _sql_files(settings.repo_root / "db" / "bootstrap"):
+        for path in sql_files(settings.repo_root / "db" / "bootstrap"):
             _run_file(conn, path)
         set_login_passwords(conn, settings)
 

@@ -1,8 +1,8 @@
 """`stepledger replay`: reprocess vault rows through today's validation and catalog.
 
-The work happens in the database (api.replay, db/functions/80_replay/10_replay.sql); this drives it chunk
-by chunk, each chunk its own transaction, and sums up. A chunk that is retried after a network
-error is harmless: the run skips rows it has already replayed.
+The work happens in the database (api.replay, db/functions/80_replay/10_replay.sql); this drives it
+chunk by chunk, each chunk its own transaction, and sums up. A chunk that is retried after a
+network error is harmless: the run skips rows it has already replayed.
 """
 
 from __future__ import annotations

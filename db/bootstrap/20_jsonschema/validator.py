@@ -1,78 +1,10 @@
--- JSON Schema validation inside PostgreSQL.
---
--- Uses the pg_jsonschema extension when the server has it. Otherwise installs functions with
--- pg_jsonschema's exact signatures, written in plpython3u over Debian's python3-jsonschema and
--- python3-fastjsonschema (see docs/adr/0001-jsonschema-in-database.md). Always installs our own
--- jsonschema_errors() (JSON paths for every error) and the $ref registry.
---
--- Run by a superuser on every migrate: everything here is idempotent.
+"""The JSON Schema validator's Python: the body of public._jsonschema_boot() (10_functions.sql),
+which the migration runner puts in place of that function's `# include:` line. It runs inside
+PostgreSQL (plpython3u), where `plpy` and `GD` are given; it installs the implementation into GD
+once per backend, and every SQL entry point fetches it from there."""
+# ruff: noqa: F821
+# (plpy and GD are the globals plpython3u gives a function body.)
 
-create extension if not exists plpython3u;
-
--- Remote $ref targets. Nothing is ever fetched over the network: a $ref to a URI that is not
--- here is an error.
-create table if not exists public.jsonschema_registry (
-    uri text primary key,
-    schema jsonb not null
-);
-comment on table public.jsonschema_registry is
-    'JSON Schema documents that remote $refs may point to, by URI. Never fetched over the network.';
-
--- One row; bumped by every statement that changes the registry, so backends can tell when their
--- compiled validators that used the registry are stale.
-create table if not exists public.jsonschema_registry_version (
-    singleton boolean primary key default true check (singleton),
-    version bigint not null default 0
-);
-comment on table public.jsonschema_registry_version is
-    'Change counter of public.jsonschema_registry (one row), read by the validator cache.';
-insert into public.jsonschema_registry_version (singleton, version) values (true, 0)
-on conflict (singleton) do nothing;
-
-create or replace function public.tg_jsonschema_registry__bump_version() returns trigger
-language plpgsql
-as $$
-begin
-    update public.jsonschema_registry_version set version = version + 1;
-    return null;
-end
-$$;
-comment on function public.tg_jsonschema_registry__bump_version() is
-    'Statement trigger: invalidates compiled validators that resolved refs through the registry.';
-
-drop trigger if exists jsonschema_registry__bump_version on public.jsonschema_registry;
-create trigger jsonschema_registry__bump_version
-    after insert or update or delete or truncate on public.jsonschema_registry
-    for each statement execute function public.tg_jsonschema_registry__bump_version();
-
--- Validation runs as the calling role (e.g. inside a CHECK constraint during ingest): these two
--- definer helpers let it read the registry without a grant on the tables.
-create or replace function public._jsonschema_registry_lookup(p_uri text) returns text
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-    select r.schema::text from public.jsonschema_registry r
-    where r.uri = p_uri or r.uri = p_uri || '#' or r.uri || '#' = p_uri
-    order by r.uri = p_uri desc
-    limit 1
-$$;
-comment on function public._jsonschema_registry_lookup(text) is
-    'Private: the registered schema for a $ref URI (exact, or differing by an empty fragment).';
-
-create or replace function public._jsonschema_registry_version() returns bigint
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-    select v.version from public.jsonschema_registry_version v
-$$;
-comment on function public._jsonschema_registry_version() is
-    'Private: current change counter of public.jsonschema_registry.';
-
--- The shared Python implementation, installed once per backend into GD. Every public function
--- starts by fetching it from GD; this function runs only on a backend's first call.
-create or replace function public._jsonschema_boot() returns void
-language plpython3u
-as $py$
 import json
 import math
 import re
@@ -80,16 +12,15 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
+from operator import methodcaller
 from urllib.parse import urldefrag, urljoin
 
 import fastjsonschema
 import regex
-from fastjsonschema.exceptions import JsonSchemaDefinitionException, JsonSchemaValueException
-from operator import methodcaller
-
+from fastjsonschema.exceptions import JsonSchemaValueException
 from jsonschema import exceptions as js_exceptions
-from jsonschema._legacy_validators import ignore_ref_siblings
 from jsonschema import validators as js_validators
+from jsonschema._legacy_validators import ignore_ref_siblings
 
 GD_KEY = "stepledger.jsonschema/1"
 MAX_ENTRIES = 256
@@ -205,7 +136,7 @@ def json_equal(a, b):
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
@@ -316,8 +247,8 @@ def additional_properties_fixed(validator, additional, instance, schema):
             yield from validator.descend(instance[extra], additional, path=extra)
     elif not additional and extras:
         yield js_exceptions.ValidationError(
-            "Additional properties are not allowed (%s unexpected)"
-            % ", ".join(repr(each) for each in sorted(extras)))
+            "Additional properties are not allowed "
+            f"({', '.join(repr(each) for each in sorted(extras))} unexpected)")
 
 
 def schema_patterns(node):
@@ -449,8 +380,8 @@ def unevaluated_properties_fixed(validator, unevaluated, instance, schema):
     if unevaluated is False:
         if extras:
             yield js_exceptions.ValidationError(
-                "Unevaluated properties are not allowed (%s unexpected)"
-                % ", ".join(repr(each) for each in sorted(extras)))
+                "Unevaluated properties are not allowed "
+                f"({', '.join(repr(each) for each in sorted(extras))} unexpected)")
         return
     for key in extras:
         yield from validator.descend(instance[key], unevaluated, path=key)
@@ -482,7 +413,7 @@ def guarded(keyword, check):
             found = check(validator, value, instance, schema)
             if found:
                 yield from found
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if passes_through(exc) or isinstance(exc, REGEX_ERRORS):
                 raise
             if isinstance(exc, js_exceptions.RefResolutionError):
@@ -764,7 +695,7 @@ class Resolver(js_validators.RefResolver):
 # ---- compiled schemas ------------------------------------------------------------------------
 
 class Compiled:
-    __slots__ = ("schema", "validator", "fast", "version", "uses_registry")
+    __slots__ = ("fast", "schema", "uses_registry", "validator", "version")
 
     def __init__(self, text):
         try:
@@ -800,7 +731,7 @@ class Compiled:
         if form is not None:
             try:
                 self.fast = compile_fast(form)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 # fastjsonschema cannot compile some valid schemas (refs into dropped
                 # annotations, NUL in patterns, some boolean subschemas); the general path,
                 # which already accepted the schema, is authoritative.
@@ -828,7 +759,7 @@ class Compiled:
                 found.append(error)
                 if first_only:
                     break
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if passes_through(exc):
                 raise
             if isinstance(exc, REGEX_ERRORS):
@@ -848,7 +779,7 @@ def make_match(compiled, cache, key):
     """
     fast = compiled.fast
     if fast is not None:
-        def match(text, fast=fast, loads=loads, invalid=JsonSchemaValueException, memo={}):
+        def match(text, fast=fast, loads=loads, invalid=JsonSchemaValueException, memo={}):  # noqa: B006 (memo per closure)
             known = memo.get(text)
             if known is not None:
                 return known
@@ -858,7 +789,7 @@ def make_match(compiled, cache, key):
                 valid = True
             except invalid:
                 valid = False
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if passes_through(exc):
                     raise
                 valid = compiled.is_valid(instance)  # the general path is the reference
@@ -867,7 +798,7 @@ def make_match(compiled, cache, key):
             memo[text] = valid
             return valid
     else:
-        def match(text, compiled=compiled, loads=loads, memo={}):
+        def match(text, compiled=compiled, loads=loads, memo={}):  # noqa: B006 (memo per closure)
             if compiled.uses_registry and compiled.stale():
                 return cache.refresh(key)(text)
             known = memo.get(text)
@@ -935,11 +866,11 @@ def describe(error):
     if keyword == "required" and isinstance(inst, dict):
         for name in value:
             if name not in inst and error.message == f"{name!r} is a required property":
-                return [entry(path + [name], error.message, keyword, schema_path)]
+                return [entry([*path, name], error.message, keyword, schema_path)]
     if keyword == "additionalProperties" and value is False and isinstance(inst, dict):
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "none"
         return [
-            entry(path + [extra], f"property {extra!r} is not allowed here "
+            entry([*path, extra], f"property {extra!r} is not allowed here "
                   f"(additional properties are forbidden; allowed: {allowed})",
                   keyword, schema_path)
             for extra in sorted(additional_properties_of(inst, error.schema))
@@ -1088,149 +1019,3 @@ class Api:
 
 
 GD[GD_KEY] = Api()
-$py$;
-comment on function public._jsonschema_boot() is
-    'Private: installs the plpython JSON Schema implementation into this backend (GD).';
-
--- Our extra: every error with its JSON Pointer, in both cases (pg_jsonschema has no paths).
-create or replace function public.jsonschema_errors(schema json, instance jsonb) returns jsonb
-language plpython3u immutable strict parallel safe
-as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.errors(schema, instance)
-$py$;
-comment on function public.jsonschema_errors(json, jsonb) is
-    'Validation errors of instance against schema as a JSON array of {path, message, keyword, '
-    'schema_path}, sorted by path; path is a JSON Pointer ("" = root). Empty array when valid. '
-    'Raises SQLSTATE 22023 for an invalid schema.';
-
--- Which implementation a schema takes (tests and diagnostics).
-create or replace function public._jsonschema_path(schema json) returns text
-language plpython3u immutable strict parallel safe
-as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.path_of(schema)
-$py$;
-comment on function public._jsonschema_path(json) is
-    'Private: "fast" (fastjsonschema) or "general" (jsonschema) for the plpython implementation.';
-
--- One path's answer, whichever the schema would take (tests prove the two paths agree).
-create or replace function public._jsonschema_matches_on(schema json, instance jsonb, path text)
-returns boolean
-language plpython3u immutable strict parallel safe
-as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.matches_on(schema, instance, path)
-$py$;
-comment on function public._jsonschema_matches_on(json, jsonb, text) is
-    'Private, tests: the answer of the "fast" (null when the schema has no fast form) or the '
-    '"general" path alone.';
-
-do $do$
-begin
-    if exists (select from pg_available_extensions where name = 'pg_jsonschema') then
-        if not exists (select from pg_extension where extname = 'pg_jsonschema') then
-            -- Replace a plpython fallback installed before the extension became available.
-            drop function if exists public.json_matches_schema(json, json);
-            drop function if exists public.jsonb_matches_schema(json, jsonb);
-            drop function if exists public.jsonschema_is_valid(json);
-            drop function if exists public.jsonschema_validation_errors(json, json);
-        end if;
-        create extension if not exists pg_jsonschema;
-        return;
-    end if;
-
-    create or replace function public.json_matches_schema(schema json, instance json)
-    returns boolean
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.matches(schema, instance)
-$py$;
-    comment on function public.json_matches_schema(json, json) is
-        'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
-        'raises SQLSTATE 22023 for an invalid schema).';
-
-    create or replace function public.jsonb_matches_schema(schema json, instance jsonb)
-    returns boolean
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.matches(schema, instance)
-$py$;
-    comment on function public.jsonb_matches_schema(json, jsonb) is
-        'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
-        'raises SQLSTATE 22023 for an invalid schema).';
-
-    create or replace function public.jsonschema_is_valid(schema json) returns boolean
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.is_valid_schema(schema)
-$py$;
-    comment on function public.jsonschema_is_valid(json) is
-        'True when the schema is a valid JSON Schema (checked against its meta-schema); '
-        'otherwise false with a NOTICE saying why (pg_jsonschema-compatible).';
-
-    create or replace function public.jsonschema_validation_errors(schema json, instance json)
-    returns text[]
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.validation_errors(schema, instance)
-$py$;
-    comment on function public.jsonschema_validation_errors(json, json) is
-        'Messages of every validation error of instance against schema, empty when valid; for '
-        'an invalid schema, one message saying why (pg_jsonschema-compatible).';
-end
-$do$;
-
--- Who may validate. Validation runs Python inside the backend: it is bounded in time (ADR 0004),
--- but it is no service for every login. The database's own code calls it as the owner (ingest
--- and replay are security definer, the catalog and migrations run as the owner); API roles, BI
--- logins and anonymous callers may not call it directly.
-revoke execute on function
-    public.json_matches_schema(json, json),
-    public.jsonb_matches_schema(json, jsonb),
-    public.jsonschema_is_valid(json),
-    public.jsonschema_validation_errors(json, json),
-    public.jsonschema_errors(json, jsonb),
-    public._jsonschema_path(json),
-    public._jsonschema_matches_on(json, jsonb, text),
-    public._jsonschema_boot(),
-    public._jsonschema_registry_lookup(text),
-    public._jsonschema_registry_version(),
-    public.tg_jsonschema_registry__bump_version()
-from public;
-grant execute on function
-    public.json_matches_schema(json, json),
-    public.jsonb_matches_schema(json, jsonb),
-    public.jsonschema_is_valid(json),
-    public.jsonschema_validation_errors(json, json),
-    public.jsonschema_errors(json, jsonb),
-    public._jsonschema_path(json),
-    public._jsonschema_boot(),
-    public._jsonschema_registry_lookup(text),
-    public._jsonschema_registry_version()
-to stepledger_owner;
