@@ -78,117 +78,71 @@ $py$;
 comment on function public._jsonschema_boot() is
     'Private: installs the plpython JSON Schema implementation into this backend (GD).';
 
--- Our extra: every error with its JSON Pointer, in both cases (pg_jsonschema has no paths).
-create or replace function public.jsonschema_errors(schema json, instance jsonb) returns jsonb
-language plpython3u immutable strict parallel safe
-as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.errors(schema, instance)
-$py$;
-comment on function public.jsonschema_errors(json, jsonb) is
-    'Validation errors of instance against schema as a JSON array of {path, message, keyword, '
-    'schema_path}, sorted by path; path is a JSON Pointer ("" = root). Empty array when valid. '
-    'Raises SQLSTATE 22023 for an invalid schema.';
-
--- Which implementation a schema takes (tests and diagnostics).
-create or replace function public._jsonschema_path(schema json) returns text
-language plpython3u immutable strict parallel safe
-as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.path_of(schema)
-$py$;
-comment on function public._jsonschema_path(json) is
-    'Private: "fast" (fastjsonschema) or "general" (jsonschema) for the plpython implementation.';
-
--- One path's answer, whichever the schema would take (tests prove the two paths agree).
-create or replace function public._jsonschema_matches_on(schema json, instance jsonb, path text)
-returns boolean
-language plpython3u immutable strict parallel safe
-as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.matches_on(schema, instance, path)
-$py$;
-comment on function public._jsonschema_matches_on(json, jsonb, text) is
-    'Private, tests: the answer of the "fast" (null when the schema has no fast form) or the '
-    '"general" path alone.';
-
+-- The SQL entry points. Each is the same two lines of Python: fetch the implementation from GD
+-- (installing it on a backend's first call) and call one of its methods. pg_jsonschema's four
+-- functions are created only where that extension is not available (it then provides them);
+-- the other three are ours: errors with their JSON Pointers, and two for tests and diagnostics.
 do $do$
+declare
+    v_fn record;
+    v_have_extension boolean :=
+        exists (select from pg_available_extensions where name = 'pg_jsonschema');
 begin
-    if exists (select from pg_available_extensions where name = 'pg_jsonschema') then
-        if not exists (select from pg_extension where extname = 'pg_jsonschema') then
-            -- Replace a plpython fallback installed before the extension became available.
-            drop function if exists public.json_matches_schema(json, json);
-            drop function if exists public.jsonb_matches_schema(json, jsonb);
-            drop function if exists public.jsonschema_is_valid(json);
-            drop function if exists public.jsonschema_validation_errors(json, json);
-        end if;
+    if v_have_extension and not exists (select from pg_extension where extname = 'pg_jsonschema') then
+        -- Replace a plpython fallback installed before the extension became available.
+        drop function if exists public.json_matches_schema(json, json);
+        drop function if exists public.jsonb_matches_schema(json, jsonb);
+        drop function if exists public.jsonschema_is_valid(json);
+        drop function if exists public.jsonschema_validation_errors(json, json);
+    end if;
+    if v_have_extension then
         create extension if not exists pg_jsonschema;
-        return;
     end if;
 
-    create or replace function public.json_matches_schema(schema json, instance json)
-    returns boolean
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.matches(schema, instance)
-$py$;
-    comment on function public.json_matches_schema(json, json) is
-        'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
-        'raises SQLSTATE 22023 for an invalid schema).';
-
-    create or replace function public.jsonb_matches_schema(schema json, instance jsonb)
-    returns boolean
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.matches(schema, instance)
-$py$;
-    comment on function public.jsonb_matches_schema(json, jsonb) is
-        'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
-        'raises SQLSTATE 22023 for an invalid schema).';
-
-    create or replace function public.jsonschema_is_valid(schema json) returns boolean
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.is_valid_schema(schema)
-$py$;
-    comment on function public.jsonschema_is_valid(json) is
-        'True when the schema is a valid JSON Schema (checked against its meta-schema); '
-        'otherwise false with a NOTICE saying why (pg_jsonschema-compatible).';
-
-    create or replace function public.jsonschema_validation_errors(schema json, instance json)
-    returns text[]
-    language plpython3u immutable strict parallel safe
-    as $py$
-api = GD.get("stepledger.jsonschema/1")
-if api is None:
-    plpy.execute("select public._jsonschema_boot()")
-    api = GD["stepledger.jsonschema/1"]
-return api.validation_errors(schema, instance)
-$py$;
-    comment on function public.jsonschema_validation_errors(json, json) is
-        'Messages of every validation error of instance against schema, empty when valid; for '
-        'an invalid schema, one message saying why (pg_jsonschema-compatible).';
+    for v_fn in
+        select * from (values
+            (true, 'json_matches_schema', 'schema json, instance json', 'boolean',
+             'matches(schema, instance)',
+             'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
+             'raises SQLSTATE 22023 for an invalid schema).'),
+            (true, 'jsonb_matches_schema', 'schema json, instance jsonb', 'boolean',
+             'matches(schema, instance)',
+             'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
+             'raises SQLSTATE 22023 for an invalid schema).'),
+            (true, 'jsonschema_is_valid', 'schema json', 'boolean',
+             'is_valid_schema(schema)',
+             'True when the schema is a valid JSON Schema (checked against its meta-schema); '
+             'otherwise false with a NOTICE saying why (pg_jsonschema-compatible).'),
+            (true, 'jsonschema_validation_errors', 'schema json, instance json', 'text[]',
+             'validation_errors(schema, instance)',
+             'Messages of every validation error of instance against schema, empty when valid; for '
+             'an invalid schema, one message saying why (pg_jsonschema-compatible).'),
+            (false, 'jsonschema_errors', 'schema json, instance jsonb', 'jsonb',
+             'errors(schema, instance)',
+             'Validation errors of instance against schema as a JSON array of {path, message, keyword, '
+             'schema_path}, sorted by path; path is a JSON Pointer ("" = root). Empty array when valid. '
+             'Raises SQLSTATE 22023 for an invalid schema.'),
+            (false, '_jsonschema_path', 'schema json', 'text',
+             'path_of(schema)',
+             'Private: "fast" (fastjsonschema) or "general" (jsonschema) for the plpython implementation.'),
+            (false, '_jsonschema_matches_on', 'schema json, instance jsonb, path text', 'boolean',
+             'matches_on(schema, instance, path)',
+             'Private, tests: the answer of the "fast" (null when the schema has no fast form) or the '
+             '"general" path alone.')
+        ) as f(compatible, name, args, returns, call, description)
+        where not (f.compatible and v_have_extension)
+    loop
+        execute format(
+            'create or replace function public.%I(%s) returns %s '
+            'language plpython3u immutable strict parallel safe as %L',
+            v_fn.name, v_fn.args, v_fn.returns,
+            concat_ws(E'\n',
+                      'if "stepledger.jsonschema/1" not in GD:',
+                      '    plpy.execute("select public._jsonschema_boot()")',
+                      format('return GD["stepledger.jsonschema/1"].%s', v_fn.call)));
+        execute format('comment on function public.%I(%s) is %L',
+                       v_fn.name, v_fn.args, v_fn.description);
+    end loop;
 end
 $do$;
 
