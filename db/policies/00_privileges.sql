@@ -44,3 +44,7 @@ grant execute on function ledger.job_status(text, timestamptz, interval),
 grant execute on function ledger._job_cursor_key(), ledger._seal_job_cursor(bigint),
                           ledger._open_job_cursor(text)
   to client, admin;
+
+-- Ending a request with an HTTP status and our error code (db/functions/00_common/): raising an
+-- error reveals nothing, and the not-found answers of every role go through it.
+grant execute on function auth._http_error(integer, text, text, text, json) to client, admin, bi_reader;

@@ -85,6 +85,8 @@ comment on function public._jsonschema_boot() is
 do $do$
 declare
     v_fn record;
+    v_matches constant text := 'True when instance is valid against the JSON Schema '
+                               '(pg_jsonschema-compatible; raises SQLSTATE 22023 for an invalid schema).';
     v_have_extension boolean :=
         exists (select from pg_available_extensions where name = 'pg_jsonschema');
 begin
@@ -103,12 +105,10 @@ begin
         select * from (values
             (true, 'json_matches_schema', 'schema json, instance json', 'boolean',
              'matches(schema, instance)',
-             'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
-             'raises SQLSTATE 22023 for an invalid schema).'),
+             v_matches),
             (true, 'jsonb_matches_schema', 'schema json, instance jsonb', 'boolean',
              'matches(schema, instance)',
-             'True when instance is valid against the JSON Schema (pg_jsonschema-compatible; '
-             'raises SQLSTATE 22023 for an invalid schema).'),
+             v_matches),
             (true, 'jsonschema_is_valid', 'schema json', 'boolean',
              'is_valid_schema(schema)',
              'True when the schema is a valid JSON Schema (checked against its meta-schema); '

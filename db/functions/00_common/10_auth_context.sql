@@ -65,23 +65,44 @@ as $$
 $$;
 comment on function auth.token_id() is 'The id (jti) of the token that authenticated the request, when it is a UUID.';
 
-create or replace function auth._refuse(p_code text, p_message text, p_hint text default null)
+create or replace function auth._http_error(p_status integer, p_code text, p_message text,
+                                            p_hint text, p_headers json default '{}')
 returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
--- Ends the request with HTTP 401 and a body in PostgREST's error shape carrying our own code
--- (PostgREST turns sqlstate PGRST into the response its message and detail describe).
+-- Ends the request with an HTTP status, headers and a body in PostgREST's error shape carrying
+-- our own code: {"code", "message", "details": null, "hint"} (PostgREST turns SQLSTATE PGRST
+-- into the response its message and detail describe; PostgREST >= 11.2).
 begin
   raise sqlstate 'PGRST' using
     message = json_build_object('code', p_code, 'message', p_message, 'details', null,
                                 'hint', p_hint)::text,
-    detail = json_build_object('status', 401,
-                               'headers', json_build_object('WWW-Authenticate',
-                                                            'Bearer error="invalid_token"'))::text;
+    detail = json_build_object('status', p_status, 'headers', p_headers)::text;
 end
 $$;
+comment on function auth._http_error(integer, text, text, text, json) is 'Private: ends the HTTP request with this status, headers and stepledger error code.';
+
+create or replace function auth._refuse(p_code text, p_message text, p_hint text default null)
+returns void
+language sql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  -- 401 with the challenge RFC 6750 asks for.
+  select auth._http_error(401, p_code, p_message, p_hint,
+                          json_build_object('WWW-Authenticate', 'Bearer error="invalid_token"'))
+$$;
 comment on function auth._refuse(text, text, text) is 'Private: refuses the HTTP request with 401 and the given stepledger error code.';
+
+create or replace function ledger._raise_not_found(p_code text, p_message text, p_hint text)
+returns void
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select auth._http_error(404, p_code, p_message, p_hint)
+$$;
+comment on function ledger._raise_not_found(text, text, text) is
+  'Raises a PostgREST 404 whose JSON body carries a stepledger error code.';
 
 create or replace function auth._as_uuid(p_text text) returns uuid
 language sql immutable strict parallel safe
@@ -122,12 +143,8 @@ as $$
 -- transaction, where a function that writes would still do its work (a login its bcrypt) and
 -- then fail with an error that tells what it tried to write.
 begin
-  raise sqlstate 'PGRST' using
-    message = json_build_object('code', 'SL314',
-                                'message', format('/rpc/%s changes data: call it with POST', p_function),
-                                'details', null, 'hint', 'send the arguments as a JSON body')::text,
-    detail = json_build_object('status', 405,
-                               'headers', json_build_object('Allow', 'POST'))::text;
+  perform auth._http_error(405, 'SL314', format('/rpc/%s changes data: call it with POST', p_function),
+                           'send the arguments as a JSON body', json_build_object('Allow', 'POST'));
 end
 $$;
 comment on function auth._refuse_method(text) is 'Private: refuses a GET or HEAD of a function that writes with 405 (Allow: POST).';

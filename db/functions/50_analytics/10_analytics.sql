@@ -24,23 +24,6 @@ $$;
 comment on function ledger._visible_client_ids() is
   'Client ids visible to the caller under the row-level security of ledger.clients.';
 
-create or replace function ledger._raise_not_found(p_code text, p_message text, p_hint text)
-returns void
-language plpgsql immutable
-set search_path = pg_catalog, pg_temp
-as $$
--- Raises an error that PostgREST answers with HTTP 404 and the body
--- {"code": p_code, "message": ..., "hint": ...} (SQLSTATE PGRST, PostgREST >= 11.2).
-begin
-  raise sqlstate 'PGRST' using
-    message = json_build_object('code', p_code, 'message', p_message, 'details', null,
-                                'hint', p_hint)::text,
-    detail = json_build_object('status', 404, 'headers', json_build_object())::text;
-end
-$$;
-comment on function ledger._raise_not_found(text, text, text) is
-  'Raises a PostgREST 404 whose JSON body carries a stepledger error code.';
-
 create or replace function ledger._check_window(p_since date, p_until date) returns void
 language plpgsql immutable
 set search_path = pg_catalog, pg_temp
