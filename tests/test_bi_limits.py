@@ -17,8 +17,8 @@ import pytest
 from psycopg import errors
 
 from auth_support import cli_env, unique, wait_until
-from stepledger.config import Settings
-from stepledger.scheduler import BI_WATCHDOG_EVERY_S
+from stepledger.settings import Settings
+from stepledger.stack.scheduler import BI_WATCHDOG_EVERY_S
 
 PASSWORD = "bi-limits-password"
 # A limit is enforced within the scheduler's interval after it is passed; the rest is slack for

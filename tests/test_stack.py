@@ -21,7 +21,7 @@ import pytest
 
 from conftest import make_home, make_settings
 from stepledger import StepledgerError, stack
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 INDEX_HTML = "<!doctype html><title>stepledger test root</title><p>served by nginx</p>\n"
 

@@ -257,8 +257,8 @@ def api_credentials(url: str | None = None, token: str | None = None,
     STEPLEDGER_TOKEN, else a short-lived operator token signed with the local stack's secret when
     that secret is readable (STEPLEDGER_JWT_SECRET or the stack's secrets file); else an error.
     """
-    from stepledger.config import Settings
-    from stepledger.tokens import operator_token
+    from stepledger.ingest.credentials import operator_token
+    from stepledger.settings import Settings
 
     settings = Settings.from_env()
     url = url or os.environ.get("STEPLEDGER_URL") or settings.api_url

@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from stepledger import StepledgerError
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def connect_owner(settings: Settings) -> psycopg.Connection:

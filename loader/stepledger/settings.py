@@ -37,7 +37,7 @@ def _default_service_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _user_can_reach(user: str, path: Path) -> bool:
+def user_can_reach(user: str, path: Path) -> bool:
     """True if `user` can traverse every directory down to `path` (others/group x bits)."""
     try:
         pw = pwd.getpwnam(user)
@@ -169,7 +169,7 @@ class Settings:
 
     @property
     def home_reachable(self) -> bool:
-        return _user_can_reach(self.service_user, self.home)
+        return user_can_reach(self.service_user, self.home)
 
     @property
     def run_dir(self) -> Path:

@@ -6,8 +6,8 @@ import argparse
 import time
 
 from stepledger import StepledgerError
-from stepledger.config import Settings
 from stepledger.db import call, connect_owner
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

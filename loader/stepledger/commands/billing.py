@@ -13,12 +13,12 @@ from pathlib import Path
 import psycopg
 
 from stepledger import StepledgerError
-from stepledger.billing import invoice as invoices
-from stepledger.billing import prices
-from stepledger.billing.documents import render_missing
-from stepledger.billing.sql import dumps, one_json
-from stepledger.config import Settings
 from stepledger.db import connect_owner
+from stepledger.operator.billing import invoice as invoices
+from stepledger.operator.billing import prices
+from stepledger.operator.billing.documents import render_missing
+from stepledger.operator.billing.sql import dumps, one_json
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

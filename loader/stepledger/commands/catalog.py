@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.config import Settings
 from stepledger.db import call, connect_owner
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

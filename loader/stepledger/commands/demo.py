@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import psycopg
 
-from stepledger import auth
-from stepledger.billing.prices import set_price
 from stepledger.commands.pipeline_demo import DEMO_CLIENTS, run_demo_history, setup_catalog
-from stepledger.config import Settings
 from stepledger.db import call, connect_owner
+from stepledger.operator import access as auth
+from stepledger.operator.billing.prices import set_price
+from stepledger.settings import Settings
 
 # The demo's default price list (per unit, from 2020 on) so that invoices and the web app's
 # billing pages show amounts: per image for the steps that count images, per job for the others.

@@ -7,10 +7,10 @@ import contextlib
 import sys
 
 from stepledger import StepledgerError
-from stepledger.client import IngestClient, RetryPolicy, api_credentials
-from stepledger.load import Loader, LoadOptions
-from stepledger.progress import Progress
-from stepledger.readers import FORMATS, ReadOptions, Source
+from stepledger.api_client import IngestClient, RetryPolicy, api_credentials
+from stepledger.ingest.load import Loader, LoadOptions
+from stepledger.ingest.progress import Progress
+from stepledger.ingest.readers import FORMATS, ReadOptions, Source
 
 
 def add_api_arguments(p: argparse.ArgumentParser) -> None:

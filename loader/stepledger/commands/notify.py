@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from stepledger import notify
-from stepledger.config import Settings
+from stepledger.operator import notify
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

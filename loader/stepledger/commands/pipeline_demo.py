@@ -8,12 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.client import api_credentials
+from stepledger.api_client import api_credentials
 from stepledger.commands.load import add_api_arguments
-from stepledger.config import Settings
 from stepledger.db import call, connect_owner
-from stepledger.mock_pipeline import RunSummary, VirtualClock, job_seconds, run_history, run_live
+from stepledger.demo.mock_pipeline import (
+    RunSummary,
+    VirtualClock,
+    job_seconds,
+    run_history,
+    run_live,
+)
 from stepledger.sdk import Tracker
+from stepledger.settings import Settings
 
 DEMO_CLIENTS = [
     ("st-mary", "St Mary's Hospital", "EUR"),

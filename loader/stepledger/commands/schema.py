@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from stepledger.config import Settings
-from stepledger.snapshot import fresh_schema, snapshot_path
+from stepledger.schema.snapshot import fresh_schema, snapshot_path
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

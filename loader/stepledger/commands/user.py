@@ -9,9 +9,10 @@ from typing import Any
 
 import psycopg
 
-from stepledger import StepledgerError, auth
-from stepledger.config import Settings
+from stepledger import StepledgerError
 from stepledger.db import connect_owner
+from stepledger.operator import access as auth
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from stepledger.demo.simulate import BOTIMAGE_STEPS, SITES
 from stepledger.sdk import Job, Tracker
-from stepledger.simulate import BOTIMAGE_STEPS, SITES
 
 MAX_ATTEMPTS = 3
 UNITS_PER_IMAGE = ("dicom-intake", "deidentification", "quality-control")

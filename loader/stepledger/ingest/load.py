@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import TextIO
 
 from stepledger import StepledgerError
-from stepledger.client import (
+from stepledger.api_client import (
     IngestClient,
     IngestResult,
     RequestRefused,
     RetryPolicy,
     TransientError,
 )
-from stepledger.progress import Progress
-from stepledger.readers import ReadOptions, Record, Source
+from stepledger.ingest.progress import Progress
+from stepledger.ingest.readers import ReadOptions, Record, Source
 
 MAX_BATCH_BYTES = 4 << 20   # well under the gateway's 16 MiB body limit
 _Pending = deque[tuple["_Batch", Future[tuple[IngestResult, IngestResult]]]]

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stepledger import StepledgerError
-from stepledger.client import IngestClient, IngestResult, RetryPolicy, TransientError
-from stepledger.legacy import AttemptCounter, LegacyConverter, LegacyLineError
-from stepledger.readers import dump
+from stepledger.api_client import IngestClient, IngestResult, RetryPolicy, TransientError
+from stepledger.ingest.readers import dump
+from stepledger.ingest.readers.legacy import AttemptCounter, LegacyConverter, LegacyLineError
 
-log = logging.getLogger("stepledger.tail")
+log = logging.getLogger("stepledger.ingest.tail")
 HEAD_BYTES = 256     # the first bytes of a file identify it along with its inode
 
 

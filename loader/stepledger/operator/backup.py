@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from stepledger import StepledgerError, stack
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -40,8 +40,9 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import httpx
 import psycopg
 
-from stepledger import StepledgerError, processes
-from stepledger.config import Settings
+from stepledger import StepledgerError
+from stepledger.settings import Settings
+from stepledger.stack import processes
 
 CHANNEL = "stepledger_notifications"
 PID_NAME = "notify"
@@ -52,7 +53,7 @@ EXCERPT_BYTES = 1024        # read at most this much of a response; 200 characte
 MAX_IDLE_WAIT_S = 1.0       # a missed notification costs at most this long
 USER_AGENT = "stepledger-webhooks/1"
 
-log = logging.getLogger("stepledger.notify")
+log = logging.getLogger("stepledger.operator.notify")
 
 
 # -- signing (Standard Webhooks) -----------------------------------------------------------------

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from stepledger import StepledgerError
-from stepledger.client import IngestClient, RetryPolicy
-from stepledger.load import BadLine, reason_of
-from stepledger.progress import Progress
+from stepledger.api_client import IngestClient, RetryPolicy
+from stepledger.ingest.load import BadLine, reason_of
+from stepledger.ingest.progress import Progress
 
 OUTCOMES = ("rejected", "duplicate", "accepted", "any")
 

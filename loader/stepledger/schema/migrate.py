@@ -9,7 +9,7 @@ Order (docs/architecture.md):
 5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
 6. the JWT secret (for login tokens signed in the database), the code version, this month's
    partitions, and `notify pgrst, 'reload schema'`;
-7. on a Citus coordinator, the distribution (stepledger.citus.distribute, ADR 0012).
+7. on a Citus coordinator, the distribution (stepledger.stack.citus.distribute, ADR 0012).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import psycopg
 import sqlparse
 from psycopg import sql
 
-from stepledger import StepledgerError, __version__, citus
-from stepledger.config import Settings
+from stepledger import StepledgerError, __version__
 from stepledger.db import ensure_database, set_login_passwords
-from stepledger.schema_sql import Dialect, compile_schema_details
+from stepledger.schema.envelope_sql import Dialect, compile_schema_details
+from stepledger.settings import Settings
+from stepledger.stack import citus
 
 IDEMPOTENT_DIRS = ("functions", "views", "policies")
 
@@ -113,7 +114,7 @@ def install_schema_functions(conn: psycopg.Connection, schemas_dir: Path) -> Non
 
 
 def validator_dialect(conn: psycopg.Connection, schema: object) -> Dialect:
-    """Which implementation `public.jsonb_matches_schema` is (schema_sql): pg_jsonschema, or our
+    """Which implementation `public.jsonb_matches_schema` is (envelope_sql): pg_jsonschema, or our
     plpython validator, whose two paths give one answer (ADR 0001)."""
     row = conn.execute("select exists (select from pg_extension where extname = 'pg_jsonschema')"
                        ).fetchone()
@@ -130,8 +131,8 @@ def install_envelope_predicate(conn: psycopg.Connection, schema: dict[str, objec
     if not row or not row[0]:
         raise StepledgerError(f"schemas/{ENVELOPE_FILE} is not a valid JSON Schema")
     compiled = compile_schema_details(schema, "payload", dialect=validator_dialect(conn, schema))
-    body = (f"-- Generated from schemas/{ENVELOPE_FILE} by stepledger.schema_sql (ADR 0003).\n"
-            f"select {compiled.sql}")
+    body = (f"-- Generated from schemas/{ENVELOPE_FILE} by stepledger.schema.envelope_sql "
+            f"(ADR 0003).\nselect {compiled.sql}")
     fn = sql.Identifier(ENVELOPE_PREDICATE)
     conn.execute(sql.SQL(
         "create or replace function ledger.{fn}(payload jsonb) returns boolean "

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 SCRATCH_DB = "stepledger_snapshot"
 
@@ -43,7 +43,7 @@ def schema_dump(settings: Settings) -> str:
 
 def fresh_schema(settings: Settings) -> str:
     """Migrate a scratch database on the same cluster from nothing, dump it, drop it."""
-    from stepledger.migrate import migrate
+    from stepledger.schema.migrate import migrate
 
     scratch = dataclasses.replace(settings, dbname=SCRATCH_DB)
     _drop(settings, SCRATCH_DB)

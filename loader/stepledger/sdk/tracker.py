@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.client import (
+from stepledger.api_client import (
     IngestClient,
     RequestRefused,
     RetryPolicy,
@@ -25,7 +25,7 @@ from stepledger.client import (
     api_credentials,
 )
 from stepledger.sdk.job import Job
-from stepledger.spool import Spool, read_batch
+from stepledger.sdk.spool import Spool, read_batch
 
 log = logging.getLogger("stepledger.sdk")
 Rejected = Callable[[dict[str, object], list[dict[str, object]]], None]

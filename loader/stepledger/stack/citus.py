@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from stepledger import StepledgerError
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 CITUS_VERSION = "13.2.2"
 CITUS_ARCHIVE = f"citus-{CITUS_VERSION}.tar.gz"

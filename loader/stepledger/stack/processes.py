@@ -1,23 +1,33 @@
-"""Processes the stack starts in the background, recorded in pid files under `settings.run_dir`.
+"""How the stack runs its processes: as the service user, recorded in pid files under
+`settings.run_dir`, started and awaited, stopped with SIGTERM then SIGKILL.
 
-One home for what the servers (stack.py: PostgREST, nginx) and the background workers
-(`stepledger scheduler run`, `stepledger notify run`) share: the pid file, the guard against a
-reused pid, starting a worker and waiting for its exec, stopping with SIGTERM then SIGKILL.
+One home for what the servers (postgres.py, postgrest.py, nginx.py) and the background workers
+(`stepledger scheduler run`, `stepledger notify run`) share: the service user and its
+directories, the pid file, the guard against a reused pid, starting a process and waiting for
+it, stopping it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import httpx
+
 from stepledger import StepledgerError
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import citus
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
 
 
 def pid_file(settings: Settings, name: str) -> Path:
@@ -117,3 +127,165 @@ def start_command(settings: Settings, command: str, args: list[str], env: dict[s
             raise StepledgerError(f"{what} did not start (see {log_path})")
         time.sleep(0.01)
     return proc.pid
+
+
+# -- servers run as the service user ---------------------------------------------------------------
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def service_ids(settings: Settings) -> tuple[int, int]:
+    try:
+        pw = pwd.getpwnam(settings.service_user)
+    except KeyError:
+        raise StepledgerError(
+            f"OS user {settings.service_user!r} does not exist; run scripts/bootstrap.sh as root"
+        ) from None
+    if pw.pw_uid == 0:
+        raise StepledgerError("the servers cannot run as root; set a non-root service user")
+    return pw.pw_uid, pw.pw_gid
+
+
+def needs_switch(settings: Settings) -> bool:
+    return is_root() or pwd.getpwuid(os.geteuid()).pw_name != settings.service_user
+
+
+def as_service(settings: Settings, cmd: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Prefix a command so it runs as the service user (runuser when we are root)."""
+    args = [os.fspath(c) for c in cmd]
+    if is_root():
+        return ["runuser", "-u", settings.service_user, "--", *args]
+    if needs_switch(settings):
+        raise StepledgerError(
+            f"running as {pwd.getpwuid(os.geteuid()).pw_name}, cannot start servers as "
+            f"{settings.service_user}"
+        )
+    return args
+
+
+def service_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: no inherited PG* variables that would redirect pg_ctl or libpq."""
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(settings.run_dir),
+        "TZ": "UTC",
+    }
+    env.update(extra or {})
+    return env
+
+
+def run_checked(cmd: list[str], *, env: dict[str, str] | None = None, what: str) -> str:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        last = detail[-1] if detail else f"exit status {proc.returncode}"
+        raise StepledgerError(f"{what} failed: {last}")
+    return proc.stdout
+
+
+def make_service_dir(settings: Settings, path: Path, mode: int = 0o755) -> None:
+    """Create a directory owned by the service user; parents traversable (0755)."""
+    for parent in reversed(path.parents):
+        if not parent.exists():
+            parent.mkdir(mode=0o755)
+    path.mkdir(mode=mode, exist_ok=True)
+    if is_root():
+        uid, gid = service_ids(settings)
+        os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def prepare_dirs(settings: Settings) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if is_root():
+        os.chmod(settings.home, 0o755)
+    for d in (settings.pgdata.parent, settings.run_dir, settings.log_dir):
+        if d == settings.home:
+            continue
+        make_service_dir(settings, d)
+    if not settings.pgdata.exists():
+        make_service_dir(settings, settings.pgdata, mode=0o700)
+    if settings.citus:
+        make_service_dir(settings, Path(citus.node_host(settings)), mode=0o700)
+    (settings.run_dir / "nginx").mkdir(exist_ok=True)
+    if is_root():
+        uid, gid = service_ids(settings)
+        os.chown(settings.run_dir / "nginx", uid, gid)
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str,
+              alive: Callable[[], bool] | None = None, log: Path | None = None) -> None:
+    """Poll `check` until it is true or the deadline passes (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        if check():
+            return
+        if alive is not None and not alive():
+            raise StepledgerError(f"{what} exited during start-up{log_hint(log)}")
+        if time.monotonic() >= deadline:
+            raise StepledgerError(f"{what} not ready after {timeout:.0f}s{log_hint(log)}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def log_hint(log: Path | None) -> str:
+    if log is None or not log.exists():
+        return ""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    last = lines[-1].strip() if lines else ""
+    return f" (see {log}: {last[:300]})" if last else f" (see {log})"
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def server_pid(settings: Settings, name: str, exe_name: str) -> int | None:
+    return running_pid(settings, name, lambda pid: is_named(pid, exe_name))
+
+
+def spawn_server(settings: Settings, name: str, cmd: list[str],
+                 env: dict[str, str]) -> subprocess.Popen:
+    """Start a detached server as the service user; stdout/stderr to log_dir/<name>.log."""
+    log_path = settings.log_dir / f"{name}.log"
+    kwargs: dict[str, object] = {}
+    if is_root():
+        uid, gid = service_ids(settings)
+        kwargs = {"user": uid, "group": gid, "extra_groups": []}
+    with open(log_path, "ab") as log:
+        if is_root():
+            os.chown(log_path, *service_ids(settings))
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=settings.run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    pid_file(settings, name).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def stop_server(settings: Settings, name: str, exe_name: str) -> bool:
+    """SIGTERM the process recorded in <name>.pid (if it is ours), wait, then SIGKILL."""
+    return stop(settings, name, lambda pid: is_named(pid, exe_name),
+                          STOP_TIMEOUT_S)
+
+
+def while_running(proc: subprocess.Popen) -> Callable[[], bool]:
+    return lambda: proc.poll() is None

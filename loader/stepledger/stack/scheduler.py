@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from stepledger import processes
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import processes
 
 CHANNEL = "stepledger_scheduler"
 PID_NAME = "scheduler"
@@ -36,7 +36,7 @@ DEBOUNCE_S = 5.0
 MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
 BI_WATCHDOG_EVERY_S = 5.0  # a BI limit is enforced at most this late (docs/bi.md)
 
-log = logging.getLogger("stepledger.scheduler")
+log = logging.getLogger("stepledger.stack.scheduler")
 
 
 @dataclass(frozen=True)

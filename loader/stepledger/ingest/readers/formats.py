@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from stepledger import StepledgerError
-from stepledger.legacy import (
+from stepledger.ingest.readers.legacy import (
     _INT,
     _NUMBER,
     LegacyConverter,

@@ -13,7 +13,7 @@ import jinja2
 import psycopg
 
 from stepledger import StepledgerError
-from stepledger.billing.sql import dumps, one_json
+from stepledger.operator.billing.sql import dumps, one_json
 
 FORMATS = ("json", "csv", "html", "pdf")
 TEMPLATES = Path(__file__).with_name("templates")

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from stepledger import StepledgerError
-from stepledger.billing.sql import dumps, one_json
+from stepledger.operator.billing.sql import dumps, one_json
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 

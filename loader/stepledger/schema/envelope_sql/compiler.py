@@ -1,15 +1,15 @@
 """Compile a JSON Schema into one SQL boolean expression over a jsonb value (ADR 0003).
 
-`compile_schema(schema, "payload")` returns plain SQL (jsonb operators, jsonb_typeof, numeric
+`compile_schema_details(schema, "payload").sql` is plain SQL (jsonb operators, jsonb_typeof, numeric
 comparisons, `~`, jsonb_path_exists: no subquery) that is true exactly when our validator,
 `public.jsonb_matches_schema(schema, payload)`, says valid. Wrapped in an immutable `language sql`
 function it is inlined into the CHECK constraint and the ingest statement, so the common case
 never enters plpython.
 
 Compiled keywords: type (1.0 is an integer), enum and const (JSON equality), minLength and
-maxLength (code points), pattern (a whitelisted regex subset, see schema_sql_regex), minimum,
+maxLength (code points), pattern (a whitelisted regex subset, see patterns.py), minimum,
 maximum, exclusiveMinimum, exclusiveMaximum (numbers as the validator reads them, see
-schema_sql_numbers), integer multipleOf, required, properties, additionalProperties (false, or
+numbers.py), integer multipleOf, required, properties, additionalProperties (false, or
 a schema of types, scalar enums and bounds), minItems, maxItems, items (a schema of that kind,
 or any schema when maxItems <= 8), allOf, anyOf, oneOf, not, if/then/else, boolean schemas and
 local `$ref`s into the same document. `format` and other annotations assert nothing, as in our
@@ -38,7 +38,7 @@ from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from stepledger.schema_sql_numbers import (
+from stepledger.schema.envelope_sql.numbers import (
     EXACT_INT,
     Bounds,
     at_least,
@@ -47,7 +47,7 @@ from stepledger.schema_sql_numbers import (
     decimal,
     equal_to,
 )
-from stepledger.schema_sql_regex import Untranslatable, translate
+from stepledger.schema.envelope_sql.patterns import Untranslatable, translate
 
 Dialect = Literal["general", "spec"]
 
@@ -135,15 +135,10 @@ class CompiledSchema:
         return self.fallbacks == [""]
 
 
-def compile_schema(schema: dict[str, Any] | bool, value_sql: str, *,
-                   dialect: Dialect = "general") -> str:
-    """SQL boolean expression over the jsonb expression `value_sql`: valid against `schema`."""
-    return compile_schema_details(schema, value_sql, dialect=dialect).sql
-
-
 def compile_schema_details(schema: dict[str, Any] | bool, value_sql: str, *,
                            dialect: Dialect = "general") -> CompiledSchema:
-    """Like compile_schema, and says which subschemas fall back to the validator."""
+    """SQL boolean expression over the jsonb expression `value_sql` (valid against `schema`),
+    and which subschemas fall back to the validator."""
     return _Compiler(schema, dialect).run(_Value.of(value_sql))
 
 
@@ -591,12 +586,7 @@ def _jsonb(value: Any) -> str:
 
 
 def _and(*parts: str) -> str:
-    if "false" in parts:
-        return "false"
-    kept = [p for p in parts if p != "true"]
-    if not kept:
-        return "true"
-    return kept[0] if len(kept) == 1 else "(" + " and ".join(kept) + ")"
+    return _connect("and", parts, neutral="true", absorbing="false")
 
 
 def _not(part: str) -> str:
@@ -604,9 +594,14 @@ def _not(part: str) -> str:
 
 
 def _or(*parts: str) -> str:
-    if "true" in parts:
-        return "true"
-    kept = [p for p in parts if p != "false"]
+    return _connect("or", parts, neutral="false", absorbing="true")
+
+
+def _connect(operator: str, parts: tuple[str, ...], *, neutral: str, absorbing: str) -> str:
+    """`parts` joined by `operator`, constants folded: `neutral` drops out, `absorbing` wins."""
+    if absorbing in parts:
+        return absorbing
+    kept = [p for p in parts if p != neutral]
     if not kept:
-        return "false"
-    return kept[0] if len(kept) == 1 else "(" + " or ".join(kept) + ")"
+        return neutral
+    return kept[0] if len(kept) == 1 else "(" + f" {operator} ".join(kept) + ")"
