@@ -24,7 +24,7 @@ import httpx
 import psycopg
 import pytest
 
-from stepledger.api_client import IngestClient
+from ingest_support import IngestClient
 from stepledger.demo import simulate
 from stepledger.settings import Settings
 

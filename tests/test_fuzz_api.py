@@ -28,7 +28,7 @@ from bench.faults import own_stack
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from stepledger.api_client import IngestClient
+from ingest_support import IngestClient
 from stepledger.demo import simulate
 from stepledger.ingest.credentials import operator_token
 from stepledger.settings import Settings

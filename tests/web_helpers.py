@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from stepledger.api_client import IngestClient
+from ingest_support import IngestClient
 from stepledger.demo import simulate
 from stepledger.settings import Settings
 

@@ -10,7 +10,6 @@ Errors are typed so that callers can decide whether to retry:
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -185,8 +184,12 @@ class IngestClient:
             sleep(0.25)
 
     def _post(self, path: str, what: str, **kwargs: object) -> object:
+        return self._request("POST", path, what, **kwargs)
+
+    def _request(self, method: str, path: str, what: str, **kwargs: object) -> object:
+        """One request; its JSON answer, or the error typed (transient or refused)."""
         try:
-            response = self.http.post(path, **kwargs)  # type: ignore[arg-type]
+            response = self.http.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
             raise TransientError(f"{what}: cannot reach {self.base_url} "
                                  f"({type(exc).__name__}: {exc or 'no answer'})") from None
@@ -218,60 +221,9 @@ class IngestClient:
     def get_json(self, path: str, what: str, params: dict[str, str],
                  timeout: float | None = None) -> object:
         """GET a JSON answer; errors typed as for POSTs."""
-        try:
-            response = self.http.get(path, params=params,
-                                     timeout=timeout if timeout is not None else self.http.timeout)
-        except httpx.TransportError as exc:
-            raise TransientError(f"{what}: cannot reach {self.base_url} "
-                                 f"({type(exc).__name__}: {exc or 'no answer'})") from None
-        raise_for_answer(response, what, self.token_argument)
-        try:
-            return response.json()
-        except ValueError:
-            raise TransientError(f"{what}: the answer is not JSON: {response.text[:200]}") from None
+        return self._request("GET", path, what, params=params,
+                             timeout=timeout if timeout is not None else self.http.timeout)
 
     def rpc(self, name: str, params: dict[str, object]) -> object:
         """Call another function of the API with named parameters."""
         return self._post(f"/rpc/{name}", name, json=params)
-
-    def send_all(self, events: Iterable[object], batch_size: int = 1000) -> IngestResult:
-        total = IngestResult()
-        batch: list[object] = []
-        sent = 0
-        for event in events:
-            batch.append(event)
-            if len(batch) >= batch_size:
-                total.add(self.send(batch), sent)
-                sent += len(batch)
-                batch = []
-        if batch:
-            total.add(self.send(batch), sent)
-        return total
-
-
-def api_credentials(url: str | None = None, token: str | None = None,
-                    token_argument: str = CLI_TOKEN_ARGUMENT) -> tuple[str, str]:
-    """The API URL and token for a CLI command.
-
-    URL: `url`, else STEPLEDGER_URL, else the local stack's API port. Token: `token`, else
-    STEPLEDGER_TOKEN, else a short-lived operator token signed with the local stack's secret when
-    that secret is readable (STEPLEDGER_JWT_SECRET or the stack's secrets file); else an error.
-    """
-    from stepledger.ingest.credentials import operator_token
-    from stepledger.settings import Settings
-
-    settings = Settings.from_env()
-    url = url or os.environ.get("STEPLEDGER_URL") or settings.api_url
-    token = token or os.environ.get("STEPLEDGER_TOKEN")
-    if token:
-        return url, token
-    secret_file = settings.secrets_dir / "jwt_secret"
-    try:
-        secret = settings.existing_secret("jwt_secret")
-    except OSError:
-        secret = None
-    if not secret:
-        raise StepledgerError(
-            f"no API token: pass {token_argument} or set STEPLEDGER_TOKEN (create one with "
-            f"`stepledger token create`); the local stack's secret ({secret_file}) is not readable")
-    return url, operator_token(secret)

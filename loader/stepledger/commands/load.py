@@ -7,7 +7,8 @@ import contextlib
 import sys
 
 from stepledger import StepledgerError
-from stepledger.api_client import IngestClient, RetryPolicy, api_credentials
+from stepledger.api_client import IngestClient, RetryPolicy
+from stepledger.ingest.credentials import api_credentials
 from stepledger.ingest.load import Loader, LoadOptions
 from stepledger.ingest.progress import Progress
 from stepledger.ingest.readers import FORMATS, ReadOptions, Source

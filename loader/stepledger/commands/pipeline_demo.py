@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.api_client import api_credentials
 from stepledger.commands.load import add_api_arguments
 from stepledger.db import call, connect_owner
 from stepledger.demo.mock_pipeline import (
@@ -18,6 +17,7 @@ from stepledger.demo.mock_pipeline import (
     run_history,
     run_live,
 )
+from stepledger.ingest.credentials import api_credentials
 from stepledger.sdk import Tracker
 from stepledger.settings import Settings
 

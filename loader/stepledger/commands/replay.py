@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from stepledger.api_client import IngestClient, api_credentials
+from stepledger.api_client import IngestClient
 from stepledger.commands.load import add_api_arguments
+from stepledger.ingest.credentials import api_credentials
 from stepledger.ingest.progress import Progress
 from stepledger.operator.replay import OUTCOMES, parse_moment, replay
 

@@ -31,7 +31,7 @@ from stepledger.api_client import IngestClient, IngestResult, RetryPolicy, Trans
 from stepledger.ingest.readers import dump
 from stepledger.ingest.readers.legacy import AttemptCounter, LegacyConverter, LegacyLineError
 
-log = logging.getLogger("stepledger.ingest.tail")
+log = logging.getLogger("stepledger.tail")
 HEAD_BYTES = 256     # the first bytes of a file identify it along with its inode
 
 

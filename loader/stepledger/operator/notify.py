@@ -53,7 +53,7 @@ EXCERPT_BYTES = 1024        # read at most this much of a response; 200 characte
 MAX_IDLE_WAIT_S = 1.0       # a missed notification costs at most this long
 USER_AGENT = "stepledger-webhooks/1"
 
-log = logging.getLogger("stepledger.operator.notify")
+log = logging.getLogger("stepledger.notify")
 
 
 # -- signing (Standard Webhooks) -----------------------------------------------------------------

@@ -17,13 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.api_client import (
-    IngestClient,
-    RequestRefused,
-    RetryPolicy,
-    TransientError,
-    api_credentials,
-)
+from stepledger.api_client import IngestClient, RequestRefused, RetryPolicy, TransientError
+from stepledger.ingest.credentials import api_credentials
 from stepledger.sdk.job import Job
 from stepledger.sdk.spool import Spool, read_batch
 

@@ -36,7 +36,7 @@ DEBOUNCE_S = 5.0
 MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
 BI_WATCHDOG_EVERY_S = 5.0  # a BI limit is enforced at most this late (docs/bi.md)
 
-log = logging.getLogger("stepledger.stack.scheduler")
+log = logging.getLogger("stepledger.scheduler")
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,8 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from stepledger import StepledgerError
-from stepledger.ingest.readers.legacy import (
-    _INT,
-    _NUMBER,
-    LegacyConverter,
-    LegacyLineError,
-    _typed,
-    _zone,
-    normalize_timestamp,
-)
+from stepledger.ingest.readers.legacy import LegacyConverter, LegacyLineError, normalize_timestamp
+from stepledger.ingest.readers.values import INTEGER, NUMBER, time_zone, typed_value
 
 FORMATS = ("ndjson", "json", "csv", "legacy")
 _EXTENSIONS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv": "csv",
@@ -354,7 +347,7 @@ def csv_records(text: TextIO, options: ReadOptions, label: str) -> Iterator[Reco
     if "step" not in names or "status" not in names:
         raise StepledgerError(f"{label}: a CSV of events needs at least the columns step and "
                               "status (see docs/pipelines.md)")
-    zone = _zone(options.tz)
+    zone = time_zone(options.tz)
     consumed.clear()
     start = reader.line_num + 1
     while True:
@@ -399,9 +392,9 @@ def _csv_event(names: list[str], kinds: list[str | None], row: list[str], option
             except LegacyLineError:
                 event[kind] = value
         elif kind == "attempt":
-            event[kind] = int(value) if _INT.match(value) else value
+            event[kind] = int(value) if INTEGER.match(value) else value
         elif kind == "units":
-            event[kind] = _typed(value) if _NUMBER.match(value) else value
+            event[kind] = typed_value(value) if NUMBER.match(value) else value
         elif kind in ("error", "data"):
             try:
                 event[kind] = json.loads(value)
@@ -411,9 +404,9 @@ def _csv_event(names: list[str], kinds: list[str | None], row: list[str], option
             key = _ERROR_COLUMNS[kind]
             error[key] = _BOOLEANS.get(value.lower(), value) if key == "retryable" else value
         elif kind == "data.":
-            data[name[5:]] = _typed(value)
+            data[name[5:]] = typed_value(value)
         else:
-            data[name] = _typed(value)
+            data[name] = typed_value(value)
     if error:
         base = event.get("error")
         event["error"] = {**base, **error} if isinstance(base, dict) else error

@@ -20,9 +20,9 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from stepledger import StepledgerError
+from stepledger.ingest.readers.values import INTEGER, NUMBER, is_slug, time_zone, typed_value
 
 VERBS = ("started", "completed", "failed", "skipped")
 DEFAULT_ERROR_CODE = "LEGACY"
@@ -39,10 +39,7 @@ _HEAD = re.compile(
     r"(?P<step>\"(?:[^\"\\]|\\.)*\"|\S+)\s+"
     r"(?P<verb>[A-Za-z]+)(?P<rest>(?:[\s:].*)?)$")
 _LOOKS_LIKE_STEP_LINE = re.compile(r"\bjob=\S+.*\bstep\s+\S")
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_INT = re.compile(r"^[0-9]+$")
-_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
 
@@ -61,15 +58,6 @@ def _unquote(token: str) -> str:
     if len(token) >= 2 and token[0] == token[-1] == '"':
         return json.loads(token)
     return token
-
-
-def _zone(name: str) -> timezone | ZoneInfo:
-    if name.upper() in ("UTC", "Z"):
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise StepledgerError(f"unknown time zone {name!r}; use e.g. UTC or Europe/Paris") from None
 
 
 def normalize_timestamp(text: str, zone: timezone | ZoneInfo = UTC) -> str:
@@ -100,18 +88,6 @@ def normalize_timestamp(text: str, zone: timezone | ZoneInfo = UTC) -> str:
             raise LegacyLineError(f"{text!r} has an offset that does not exist")
         offset = f"{offset[0]}{digits[:2]}:{digits[2:]}"
     return f"{m['date']}T{m['time']}{'.' + frac if frac else ''}{offset}"
-
-
-def _typed(value: str) -> object:
-    """A key=value value as JSON: integers, decimals, true/false, null, else the string."""
-    if _NUMBER.match(value):
-        return int(value) if _INT.match(value) else float(value)
-    low = value.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "null":
-        return None
-    return value
 
 
 def _parse_rest(rest: str) -> tuple[dict[str, str], str | None]:
@@ -212,7 +188,7 @@ class LegacyConverter:
                  strict: bool = False, attempts: AttemptCounter | None = None) -> None:
         self.pipeline = pipeline
         self.client = client
-        self.zone = _zone(tz)
+        self.zone = time_zone(tz)
         self.strict = strict
         self.attempts = attempts or AttemptCounter()
 
@@ -234,21 +210,21 @@ class LegacyConverter:
         client = m["client"] if m["client"] is not None else self.client
         if not client:
             raise LegacyLineError("no client: the line has no [client] and no --client was given")
-        if not _SLUG.match(client):
+        if not is_slug(client):
             raise LegacyLineError(f"client {client!r} is not a valid client id")
         job = _unquote(m["job"])
         if not job:
             raise LegacyLineError("empty job id")
-        if not _INT.match(m["num"]) or int(m["num"]) < 1:
+        if not INTEGER.match(m["num"]) or int(m["num"]) < 1:
             raise LegacyLineError(f"step number {m['num']!r} is not a positive integer")
         number = int(m["num"])
         if m["total"] is not None:
-            if not _INT.match(m["total"]):
+            if not INTEGER.match(m["total"]):
                 raise LegacyLineError(f"step total {m['total']!r} is not a positive integer")
             if number > int(m["total"]):
                 raise LegacyLineError(f"step {number} of {m['total']} is past the last step")
         step = slugify(_unquote(m["step"]))
-        if not _SLUG.match(step):
+        if not is_slug(step):
             raise LegacyLineError(f"step name {m['step']!r} does not give a step key")
         verb = m["verb"].lower()
         if verb not in VERBS:
@@ -271,7 +247,7 @@ class LegacyConverter:
         }
         attempt_text = fields.pop("attempt", None)
         if attempt_text is not None:
-            if not _INT.match(attempt_text) or int(attempt_text) < 1:
+            if not INTEGER.match(attempt_text) or int(attempt_text) < 1:
                 raise LegacyLineError(f"attempt={attempt_text} is not a positive integer")
             attempt = int(attempt_text)
             self.attempts.record_explicit(parsed.client_id, parsed.job_id, parsed.step, attempt,
@@ -282,9 +258,9 @@ class LegacyConverter:
         event["attempt"] = attempt
         units = fields.pop("units", None)
         if units is not None:
-            if not _NUMBER.match(units) or float(units) < 0:
+            if not NUMBER.match(units) or float(units) < 0:
                 raise LegacyLineError(f"units={units} is not a number >= 0")
-            event["units"] = _typed(units)
+            event["units"] = typed_value(units)
         code = fields.pop("code", None)
         retryable = fields.pop("retryable", None)
         if parsed.status == "failed":
@@ -304,7 +280,7 @@ class LegacyConverter:
         source = host or named_source
         if source:
             event["source"] = source
-        data = {key: _typed(value) for key, value in fields.items()}
+        data = {key: typed_value(value) for key, value in fields.items()}
         if parsed.message and parsed.status != "failed":
             data["message"] = parsed.message
         if data:

@@ -13,7 +13,7 @@ import psycopg
 from stepledger.operator.billing.invoice import render_pdf
 from stepledger.operator.billing.sql import loads
 
-log = logging.getLogger("stepledger.operator.billing.documents")
+log = logging.getLogger("stepledger.billing.documents")
 # WeasyPrint logs every rendering step at INFO; keep its warnings (missing fonts, bad CSS).
 logging.getLogger("weasyprint").setLevel(logging.WARNING)
 logging.getLogger("fontTools").setLevel(logging.WARNING)
