@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from stepledger.api_client import IngestClient, IngestResult
-from stepledger.operator.billing.sql import dumps, loads
+from stepledger.db import dumps, loads
 
 
 def uid(prefix: str) -> str:

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, invoice, make_client, make_pipeline, uid
-from stepledger.operator.billing.sql import loads
+from stepledger.db import loads
 from stepledger.settings import Settings
 
 D = Decimal

@@ -22,7 +22,7 @@ from billing_support import (
     make_pipeline,
     uid,
 )
-from stepledger.operator.billing.sql import loads
+from stepledger.db import loads
 from stepledger.settings import Settings
 
 D = Decimal

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, make_client, make_pipeline, uid
-from stepledger.operator.billing.sql import loads
+from stepledger.db import loads
 from stepledger.settings import Settings
 
 Run = Callable[..., subprocess.CompletedProcess[str]]

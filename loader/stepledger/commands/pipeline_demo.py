@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.commands.load import add_api_arguments
+from stepledger.commands import add_api_arguments
 from stepledger.db import call, connect_owner
 from stepledger.demo.mock_pipeline import (
     RunSummary,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stepledger.api_client import IngestClient
-from stepledger.commands.load import add_api_arguments
+from stepledger.commands import add_api_arguments
 from stepledger.ingest.credentials import api_credentials
 from stepledger.ingest.progress import Progress
 from stepledger.operator.replay import OUTCOMES, parse_moment, replay

@@ -11,7 +11,7 @@ from types import FrameType
 
 from stepledger import StepledgerError
 from stepledger.api_client import IngestClient, IngestResult
-from stepledger.commands.load import add_api_arguments, add_read_arguments
+from stepledger.commands import add_api_arguments, add_read_arguments
 from stepledger.ingest.credentials import api_credentials
 from stepledger.ingest.readers.legacy import LegacyConverter
 from stepledger.ingest.tail import Tailer, TailStats, default_state_path

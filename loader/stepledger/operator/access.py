@@ -97,3 +97,42 @@ def bi_limits(conn: psycopg.Connection, name: str) -> dict[str, Any]:
 
 def drop_bi_login(conn: psycopg.Connection, name: str) -> dict[str, Any]:
     return _as_dict(call(conn, "select auth.drop_bi_login(%s)", [name]))
+
+
+def users(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """(email, roles, client or '-', last login or 'never', disabled) of every user."""
+    return conn.execute(
+        "select email, array_to_string(roles, ','), coalesce(client_id, '-'), "
+        "coalesce(to_char(last_login_at, 'YYYY-MM-DD HH24:MI'), 'never'), "
+        "disabled_at is not null from auth.users order by email").fetchall()
+
+
+def api_tokens(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """(token id, client or '*', name, active or revoked, last use or 'never') of every API
+    token, as admins see them (api.api_tokens: never the token itself)."""
+    return conn.execute(
+        "select token_id, coalesce(client_id, '*'), name, "
+        "case when active then 'active' else 'revoked' end, "
+        "coalesce(to_char(last_used_at, 'YYYY-MM-DD HH24:MI'), 'never') "
+        "from api.api_tokens order by created_at, token_id").fetchall()
+
+
+def bi_logins(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """(name, client or '*', created, statement timeout, idle timeout, temp file limit,
+    connection limit) of every BI login."""
+    return conn.execute(
+        "select rolname, coalesce(client_id, '*'), created_at::date, statement_timeout::text, "
+        "idle_in_transaction_timeout::text, pg_size_pretty(temp_file_limit_kb * 1024), "
+        "connection_limit from auth.bi_logins order by rolname").fetchall()
+
+
+def bi_session_ends(conn: psycopg.Connection, last: int) -> list[tuple[Any, ...]]:
+    """The `last` BI statements and sessions the watchdog ended, newest first."""
+    if last < 1:
+        raise StepledgerError("--last must be at least 1")
+    return conn.execute(
+        "select to_char(ended_at, 'YYYY-MM-DD HH24:MI:SS'), rolname, pid, action, reason, "
+        "date_trunc('second', running_for)::text, time_limit::text, "
+        "coalesce(application_name, ''), "
+        "left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 80) "
+        "from auth.bi_session_ends order by end_id desc limit %s", [last]).fetchall()

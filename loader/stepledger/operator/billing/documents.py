@@ -10,8 +10,8 @@ import logging
 
 import psycopg
 
+from stepledger.db import loads
 from stepledger.operator.billing.invoice import render_pdf
-from stepledger.operator.billing.sql import loads
 
 log = logging.getLogger("stepledger.billing.documents")
 # WeasyPrint logs every rendering step at INFO; keep its warnings (missing fonts, bad CSS).

@@ -13,7 +13,7 @@ import jinja2
 import psycopg
 
 from stepledger import StepledgerError
-from stepledger.operator.billing.sql import dumps, one_json
+from stepledger.db import call_json, dumps
 
 FORMATS = ("json", "csv", "html", "pdf")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -31,14 +31,15 @@ _LINE_ORDER = ("line_no", "kind", "pipeline", "step", "units", "unit_price", "am
 
 def fetch(conn: psycopg.Connection, client_id: str, period: str) -> dict[str, Any]:
     """The invoice of a client for a period (YYYY-MM): the finalized one, else the draft."""
-    invoice = one_json(conn, "select ledger._invoice_for_caller(%s, %s)::text", [client_id, period])
+    invoice = call_json(conn, "select ledger._invoice_for_caller(%s, %s)::text",
+                        [client_id, period])
     assert isinstance(invoice, dict)
     return invoice
 
 
 def finalize(conn: psycopg.Connection, client_id: str, period: str) -> dict[str, Any]:
     """Freeze the invoice of a finished period; returns the finalized invoice."""
-    invoice = one_json(conn, "select ledger._finalize_invoice(%s, %s)::text", [client_id, period])
+    invoice = call_json(conn, "select ledger._finalize_invoice(%s, %s)::text", [client_id, period])
     assert isinstance(invoice, dict)
     return invoice
 

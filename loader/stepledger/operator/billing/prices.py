@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 
 from stepledger import StepledgerError
-from stepledger.operator.billing.sql import dumps, one_json
+from stepledger.db import call_json, dumps, error_line
 
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+INVALID_PERIOD = "SL405"  # ledger._parse_period: not a month written YYYY-MM
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,11 @@ def parse_amount(text: str, what: str = "price") -> Decimal:
 
 
 def parse_tier(text: str) -> Tier:
-    """FROM_UNITS:UNIT_PRICE, e.g. 1000:0.03."""
+    """FROM_UNITS:UNIT_PRICE, e.g. 1000:0.03; the database checks the tiers (_normalized_tiers)."""
     head, sep, tail = text.partition(":")
     if not sep:
         raise StepledgerError(f"tier {text!r} must be FROM_UNITS:UNIT_PRICE, e.g. 1000:0.03")
-    from_units = parse_amount(head, "tier units")
-    if from_units == 0:
-        raise StepledgerError(f"tier {text!r} must start above 0 units")
-    return Tier(from_units, parse_amount(tail, "tier price"))
+    return Tier(parse_amount(head, "tier units"), parse_amount(tail, "tier price"))
 
 
 def parse_effective_from(text: str) -> datetime:
@@ -63,12 +60,16 @@ def parse_effective_from(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def parse_month(text: str) -> date:
-    """YYYY-MM to the first day of that month."""
-    match = _MONTH.match(text)
-    if not match or match.group(1) == "0000":
-        raise StepledgerError(f"{text!r} is not a month (YYYY-MM)")
-    return date(int(match.group(1)), int(match.group(2)), 1)
+def parse_month(conn: psycopg.Connection, text: str) -> date:
+    """YYYY-MM to the first day of that month, read as the database reads a billing period."""
+    try:
+        row = conn.execute("select ledger._parse_period(%s)", [text]).fetchone()
+    except psycopg.Error as exc:
+        if exc.sqlstate == INVALID_PERIOD:
+            raise StepledgerError(f"{text!r} is not a month (YYYY-MM)") from None
+        raise StepledgerError(error_line(exc)) from None
+    assert row is not None
+    return row[0]
 
 
 def set_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: Decimal, *,
@@ -76,7 +77,7 @@ def set_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: De
               effective_from: datetime | None = None, tiers: Sequence[Tier] = (),
               note: str | None = None) -> dict[str, Any]:
     """Append a price row; the database validates it and records who and when."""
-    row = one_json(conn, """
+    row = call_json(conn, """
         insert into ledger.prices (pipeline, step, client_id, unit_price, currency,
                                    effective_from, tiers, note)
         values (%s, %s, %s, %s, %s, coalesce(%s, now()), %s::jsonb, %s)
@@ -90,7 +91,7 @@ def set_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: De
 def set_minimum(conn: psycopg.Connection, client_id: str, amount: Decimal, month: date, *,
                 currency: str | None = None, note: str | None = None) -> dict[str, Any]:
     """Append a monthly minimum for a client from a month on (0 ends a minimum)."""
-    row = one_json(conn, """
+    row = call_json(conn, """
         insert into ledger.client_minimums (client_id, monthly_minimum, currency, effective_from,
                                             note)
         values (%s, %s, %s, %s, %s)
@@ -104,27 +105,25 @@ def list_prices(conn: psycopg.Connection, pipeline: str | None = None,
                 client_id: str | None = None) -> list[dict[str, Any]]:
     """Price rows, with the instant each stops being in force (`until`, null: open-ended) and
     its `status` now: `scheduled` (from a later date), `in force` or `superseded`."""
-    if client_id is not None and one_json(
+    if client_id is not None and call_json(
             conn, "select to_jsonb(exists (select from ledger.clients where client_id = %s))::text",
             [client_id]) is not True:
         raise StepledgerError(f"unknown client {client_id!r} (see `stepledger client list`)")
-    rows = one_json(conn, """
+    # The state of each row (in force, scheduled, superseded) is the database's: api.prices.
+    # `until` is when the next row of the same pipeline, step, client and currency takes over.
+    rows = call_json(conn, """
         select coalesce(jsonb_agg(to_jsonb(p)
                                   order by p.pipeline, p.step_index, p.client_id nulls first,
                                            p.currency, p.effective_from, p.price_id),
                         '[]')::text
           from (
-            select pr.*, s.step_index,
-                   case when pr.effective_from > now() then 'scheduled'
-                        when lead(pr.effective_from) over w <= now() then 'superseded'
-                        else 'in force' end as status,
+            select pr.*, s.step_index, book.state as status,
                    lead(pr.effective_from) over (
                      partition by pr.client_id, pr.pipeline, pr.step, pr.currency
                      order by pr.effective_from, pr.price_id) as until
               from ledger.prices pr
+              join api.prices book on book.price_id = pr.price_id
               left join ledger.pipeline_steps s on s.pipeline = pr.pipeline and s.step = pr.step
-            window w as (partition by pr.client_id, pr.pipeline, pr.step, pr.currency
-                         order by pr.effective_from, pr.price_id)
           ) p
          where (%s::text is null or p.pipeline = %s)
            and (%s::text is null or p.client_id is null or p.client_id = %s)""",
