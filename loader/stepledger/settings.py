@@ -62,6 +62,10 @@ def user_can_reach(user: str, path: Path) -> bool:
     return True
 
 
+def _local_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the local stack needs; build it with `Settings.from_env()`."""
@@ -211,22 +215,12 @@ class Settings:
         return Path(os.environ.get("STEPLEDGER_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 
     # -- URLs -----------------------------------------------------------------------------------
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def postgrest_url(self) -> str:
-        """PostgREST without the gateway: for health checks, not for clients."""
-        return f"http://127.0.0.1:{self.postgrest_port}"
-
-    @property
-    def api_admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_admin_port}"
-
-    @property
-    def web_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+    # Every server of the stack listens on the loopback interface only.
+    api_url = property(lambda self: _local_url(self.api_port))
+    # PostgREST without the gateway: for health checks, not for clients.
+    postgrest_url = property(lambda self: _local_url(self.postgrest_port))
+    api_admin_url = property(lambda self: _local_url(self.api_admin_port))
+    web_url = property(lambda self: _local_url(self.web_port))
 
     # -- secrets --------------------------------------------------------------------------------
     def existing_secret(self, name: str) -> str | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from stepledger.demo import simulate
 from stepledger.demo.simulate import BOTIMAGE_STEPS, SITES
 from stepledger.sdk import Job, Tracker
 
@@ -63,12 +64,8 @@ class WallClock:
 
 
 @dataclass
-class JobPlan:
-    client_id: str
-    job_id: str
-    start: datetime
-    outcome: str            # completed | failed | running | stalled
-    seed: int
+class JobPlan(simulate.JobPlan):
+    seed: int               # of the job's own random choices
 
 
 @dataclass

@@ -27,6 +27,7 @@ from stepledger.api_client import (
     RetryPolicy,
     TransientError,
 )
+from stepledger.ingest.outcomes import Outcomes
 from stepledger.ingest.progress import Progress
 from stepledger.ingest.readers import ReadOptions, Record, Source
 
@@ -56,12 +57,9 @@ class BadLine:
 
 
 @dataclass
-class LoadSummary:
+class LoadSummary(Outcomes):
     files: int = 0
     records: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
     skipped_lines: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     bad_lines: list[BadLine] = field(default_factory=list)
@@ -75,10 +73,7 @@ class LoadSummary:
     def lines(self, max_reasons: int = 10) -> list[str]:
         rate = self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
         out = [f"stepledger: {self.records:,} records from {self.files} file(s) in "
-               f"{self.elapsed_s:.1f}s ({rate:,.0f}/s)",
-               f"  accepted    {self.accepted:>12,}",
-               f"  duplicates  {self.duplicates:>12,}",
-               f"  rejected    {self.rejected:>12,}"]
+               f"{self.elapsed_s:.1f}s ({rate:,.0f}/s)", *self.outcome_lines()]
         for reason, count in self.reasons.most_common(max_reasons):
             out.append(f"    {count:>10,}  {reason}")
         if len(self.reasons) > max_reasons:

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from stepledger import StepledgerError
 from stepledger.api_client import IngestClient, IngestResult, RetryPolicy, TransientError
+from stepledger.ingest.outcomes import Outcomes
 from stepledger.ingest.readers import dump
 from stepledger.ingest.readers.legacy import AttemptCounter, LegacyConverter, LegacyLineError
 
@@ -95,11 +96,8 @@ def _same_head(fh: BinaryIO, state: TailState) -> bool:
 
 
 @dataclass
-class TailStats:
+class TailStats(Outcomes):
     lines: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
     skipped: int = 0
     batches: int = 0
 

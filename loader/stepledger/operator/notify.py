@@ -391,47 +391,29 @@ class Worker:
 
 
 # -- background process for `stepledger up` / `down` -------------------------------------------
-def _is_worker(pid: int) -> bool:
-    return processes.is_stepledger_command(pid, PID_NAME)
+BACKGROUND = processes.BackgroundCommand(
+    PID_NAME, "the notification worker", START_TIMEOUT_S, STOP_TIMEOUT_S,
+    passed_on=("OWNER_PASSWORD", "SMTP_URL", "WEBHOOK_ALLOW_PRIVATE"))
 
 
 def running_pid(settings: Settings) -> int | None:
-    return processes.running_pid(settings, PID_NAME, _is_worker)
-
-
-def _child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPLEDGER_", "PG"))}
-    env.update({
-        "STEPLEDGER_HOME": str(settings.home),
-        "STEPLEDGER_REPO_ROOT": str(settings.repo_root),
-        "STEPLEDGER_PG_HOST": settings.pg_host,
-        "STEPLEDGER_PG_PORT": str(settings.pg_port),
-        "STEPLEDGER_API_PORT": str(settings.api_port),
-        "STEPLEDGER_WEB_PORT": str(settings.web_port),
-    })
-    for name in ("OWNER_PASSWORD", "SMTP_URL", "WEBHOOK_ALLOW_PRIVATE"):
-        value = os.environ.get(f"STEPLEDGER_{name}")
-        if value:
-            env[f"STEPLEDGER_{name}"] = value
-    return env
+    return BACKGROUND.running_pid(settings)
 
 
 def start(settings: Settings) -> int:
     """Write the operator's settings, then start `stepledger notify run` in the background
     unless it runs; return its pid."""
     sync_settings(settings)
-    return processes.start_command(settings, PID_NAME, [], _child_env(settings),
-                                   "the notification worker", START_TIMEOUT_S)
+    return BACKGROUND.start(settings)
 
 
 def stop(settings: Settings) -> bool:
     """SIGTERM the background worker (if ours and running), wait, then SIGKILL."""
-    return processes.stop(settings, PID_NAME, _is_worker, STOP_TIMEOUT_S)
+    return BACKGROUND.stop(settings)
 
 
 def status(settings: Settings) -> dict[str, object]:
-    pid = running_pid(settings)
-    return {"up": pid is not None, "pid": pid, "log": str(settings.log_dir / "notify.log")}
+    return BACKGROUND.status(settings)
 
 
 def main_loop(settings: Settings) -> None:

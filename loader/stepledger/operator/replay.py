@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from stepledger import StepledgerError
 from stepledger.api_client import IngestClient, RetryPolicy
 from stepledger.ingest.load import BadLine, reason_of
+from stepledger.ingest.outcomes import Outcomes
 from stepledger.ingest.progress import Progress
 
 OUTCOMES = ("rejected", "duplicate", "accepted", "any")
@@ -36,14 +37,11 @@ def parse_moment(text: str | None, what: str) -> str | None:
 
 
 @dataclass
-class ReplaySummary:
+class ReplaySummary(Outcomes):
     replay_id: str | None = None
     matching: int = 0
     unparsable: int = 0
     replayed: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     still_rejected: list[BadLine] = field(default_factory=list)
     dry_run: bool = False
@@ -56,9 +54,7 @@ class ReplaySummary:
                            "re-read and are left as they are)")
             return out
         out = [f"stepledger: replay {self.replay_id}: {self.replayed:,} vault rows replayed",
-               f"  accepted    {self.accepted:>12,}",
-               f"  duplicates  {self.duplicates:>12,}",
-               f"  rejected    {self.rejected:>12,}"]
+               *self.outcome_lines()]
         for reason, count in self.reasons.most_common(max_reasons):
             out.append(f"    {count:>10,}  {reason}")
         if self.unparsable:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -128,6 +129,58 @@ def start_command(settings: Settings, command: str, args: list[str], env: dict[s
         time.sleep(0.01)
     return proc.pid
 
+
+
+@dataclass(frozen=True)
+class BackgroundCommand:
+    """`stepledger <command> run` kept in the background of the stack (the scheduler, the
+    notification worker): started and stopped with the stack, found again by its pid file."""
+
+    command: str
+    what: str                       # for messages: "the scheduler"
+    start_timeout_s: float
+    stop_timeout_s: float
+    # STEPLEDGER_<NAME> variables passed on when set (secrets given through the environment,
+    # as compose does, stay there; else the process reads home/secrets).
+    passed_on: tuple[str, ...] = ("OWNER_PASSWORD",)
+
+    def is_ours(self, pid: int) -> bool:
+        return is_stepledger_command(pid, self.command)
+
+    def running_pid(self, settings: Settings) -> int | None:
+        return running_pid(settings, self.command, self.is_ours)
+
+    def start(self, settings: Settings, args: Sequence[str] = ()) -> int:
+        """Start it unless it runs; its pid."""
+        return start_command(settings, self.command, list(args), self.environment(settings),
+                             self.what, self.start_timeout_s)
+
+    def stop(self, settings: Settings) -> bool:
+        """SIGTERM it (if ours and running), wait, then SIGKILL."""
+        return stop(settings, self.command, self.is_ours, self.stop_timeout_s)
+
+    def status(self, settings: Settings) -> dict[str, object]:
+        pid = self.running_pid(settings)
+        return {"up": pid is not None, "pid": pid,
+                "log": str(settings.log_dir / f"{self.command}.log")}
+
+    def environment(self, settings: Settings) -> dict[str, str]:
+        """The caller's environment without its STEPLEDGER_ and PG variables, then the stack's
+        settings and the variables passed on."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPLEDGER_", "PG"))}
+        env.update({
+            "STEPLEDGER_HOME": str(settings.home),
+            "STEPLEDGER_REPO_ROOT": str(settings.repo_root),
+            "STEPLEDGER_PG_HOST": settings.pg_host,
+            "STEPLEDGER_PG_PORT": str(settings.pg_port),
+            "STEPLEDGER_API_PORT": str(settings.api_port),
+            "STEPLEDGER_WEB_PORT": str(settings.web_port),
+        })
+        for name in self.passed_on:
+            value = os.environ.get(f"STEPLEDGER_{name}")
+            if value:
+                env[f"STEPLEDGER_{name}"] = value
+        return env
 
 # -- servers run as the service user ---------------------------------------------------------------
 def is_root() -> bool:

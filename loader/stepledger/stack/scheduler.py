@@ -190,30 +190,12 @@ class Scheduler:
 
 
 # -- background process for `stepledger up` / `down` -------------------------------------------
-def _is_scheduler(pid: int) -> bool:
-    return processes.is_stepledger_command(pid, PID_NAME)
+BACKGROUND = processes.BackgroundCommand(PID_NAME, "the scheduler", START_TIMEOUT_S,
+                                        STOP_TIMEOUT_S)
 
 
 def running_pid(settings: Settings) -> int | None:
-    return processes.running_pid(settings, PID_NAME, _is_scheduler)
-
-
-def _child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPLEDGER_", "PG"))}
-    env.update({
-        "STEPLEDGER_HOME": str(settings.home),
-        "STEPLEDGER_REPO_ROOT": str(settings.repo_root),
-        "STEPLEDGER_PG_HOST": settings.pg_host,
-        "STEPLEDGER_PG_PORT": str(settings.pg_port),
-        "STEPLEDGER_API_PORT": str(settings.api_port),
-        "STEPLEDGER_WEB_PORT": str(settings.web_port),
-    })
-    # Secrets given through the environment (compose) stay there; else the child reads home/secrets.
-    for name in ("OWNER_PASSWORD",):
-        value = os.environ.get(f"STEPLEDGER_{name}")
-        if value:
-            env[f"STEPLEDGER_{name}"] = value
-    return env
+    return BACKGROUND.running_pid(settings)
 
 
 def start(settings: Settings, refresh_every_s: float | None = None) -> int:
@@ -222,19 +204,17 @@ def start(settings: Settings, refresh_every_s: float | None = None) -> int:
     It runs as the invoking user: it is a database client, not a server, and it reads the owner's
     password from the stack's secrets.
     """
-    args = [] if refresh_every_s is None else ["--refresh-every", str(refresh_every_s)]
-    return processes.start_command(settings, PID_NAME, args, _child_env(settings),
-                                   "the scheduler", START_TIMEOUT_S)
+    return BACKGROUND.start(settings, [] if refresh_every_s is None
+                            else ["--refresh-every", str(refresh_every_s)])
 
 
 def stop(settings: Settings) -> bool:
     """SIGTERM the background scheduler (if ours and running), wait, then SIGKILL."""
-    return processes.stop(settings, PID_NAME, _is_scheduler, STOP_TIMEOUT_S)
+    return BACKGROUND.stop(settings)
 
 
 def status(settings: Settings) -> dict[str, object]:
-    pid = running_pid(settings)
-    return {"up": pid is not None, "pid": pid, "log": str(settings.log_dir / "scheduler.log")}
+    return BACKGROUND.status(settings)
 
 
 def main_loop(settings: Settings, refresh_every_s: float, once: bool) -> None:
