@@ -7,6 +7,12 @@ One module per command or command group; they print, and leave the work to the l
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from stepledger.db import connect_owner
 
 
 def add_group(subparsers: argparse._SubParsersAction, name: str,
@@ -31,3 +37,13 @@ def add_read_arguments(p: argparse.ArgumentParser) -> None:
                    help="time zone of timestamps without an offset (default UTC)")
     p.add_argument("--strict", action="store_true",
                    help="legacy logs: every non-blank line must be a step line")
+
+
+def print_rows(read: Callable[[psycopg.Connection], Sequence[tuple[Any, ...]]],
+               line: Callable[..., str]) -> int:
+    """The listing commands: read rows as the schema owner, print `line(*row)` for each."""
+    with connect_owner() as conn:
+        rows = read(conn)
+    for row in rows:
+        print(line(*row))
+    return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from stepledger.commands import add_group
+from stepledger.commands import add_group, print_rows
 from stepledger.db import connect_owner
 from stepledger.operator import access
 from stepledger.settings import Settings
@@ -101,21 +101,17 @@ def cmd_bi_limits(args: argparse.Namespace) -> int:
 
 
 def cmd_bi_list(args: argparse.Namespace) -> int:
-    with connect_owner() as conn:
-        rows = access.bi_logins(conn)
-    for name, client, created, statement, idle, temp, connections in rows:
-        print(f"{name:<32} {client:<20} since {created}  statement {statement}, idle {idle}, "
-              f"temp files {temp}, {connections} connections")
-    return 0
+    return print_rows(access.bi_logins,
+                      lambda name, client, created, statement, idle, temp, connections:
+                      f"{name:<32} {client:<20} since {created}  statement {statement}, "
+                      f"idle {idle}, temp files {temp}, {connections} connections")
 
 
 def cmd_bi_ended(args: argparse.Namespace) -> int:
-    with connect_owner() as conn:
-        rows = access.bi_session_ends(conn, args.last)
-    for ended_at, name, pid, action, reason, ran, limit, app, query in rows:
-        print(f"{ended_at}  {action:<9} {name} pid {pid}: {reason} {ran} > {limit}  "
-              f"[{app}] {query}")
-    return 0
+    return print_rows(lambda conn: access.bi_session_ends(conn, args.last),
+                      lambda ended_at, name, pid, action, reason, ran, limit, app, query:
+                      f"{ended_at}  {action:<9} {name} pid {pid}: {reason} {ran} > {limit}  "
+                      f"[{app}] {query}")
 
 
 def cmd_bi_remove(args: argparse.Namespace) -> int:

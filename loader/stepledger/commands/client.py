@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stepledger import StepledgerError
-from stepledger.commands import add_group
+from stepledger.commands import add_group, print_rows
 from stepledger.db import connect_owner
 from stepledger.operator import catalog
 
@@ -57,10 +57,7 @@ def _change_client(args: argparse.Namespace, change: str, done: str) -> int:
 
 
 def cmd_client_list(args: argparse.Namespace) -> int:
-    with connect_owner() as conn:
-        rows = catalog.clients(conn)
-    for client_id, currency, terms, name in rows:
-        print(f"{client_id:<24} {currency}  {terms:>3} days  {name}")
-    return 0
+    return print_rows(catalog.clients, lambda client_id, currency, terms, name:
+                      f"{client_id:<24} {currency}  {terms:>3} days  {name}")
 
 

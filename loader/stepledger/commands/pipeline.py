@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stepledger.commands import add_group
+from stepledger.commands import add_group, print_rows
 from stepledger.db import connect_owner
 from stepledger.operator import catalog
 
@@ -36,11 +36,9 @@ def cmd_pipeline_add(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_list(args: argparse.Namespace) -> int:
-    with connect_owner() as conn:
-        rows = catalog.pipelines(conn)
-    for pipeline, version, steps, stall, title in rows:
-        print(f"{pipeline:<20} v{version:<3} {steps:>3} steps  stall after {stall:<10} {title}")
-    return 0
+    return print_rows(catalog.pipelines, lambda pipeline, version, steps, stall, title:
+                      f"{pipeline:<20} v{version:<3} {steps:>3} steps  stall after {stall:<10} "
+                      f"{title}")
 
 
 def cmd_pipeline_show(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import sys
 import uuid
 
 from stepledger import StepledgerError
-from stepledger.commands import add_group
+from stepledger.commands import add_group, print_rows
 from stepledger.db import connect_owner
 from stepledger.operator import access
 
@@ -38,11 +38,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    with connect_owner() as conn:
-        rows = access.api_tokens(conn)
-    for token_id, client, name, state, last_used in rows:
-        print(f"{token_id}  {client:<20} {state:<8} last used {last_used:<16}  {name}")
-    return 0
+    return print_rows(access.api_tokens, lambda token_id, client, name, state, last_used:
+                      f"{token_id}  {client:<20} {state:<8} last used {last_used:<16}  {name}")
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:

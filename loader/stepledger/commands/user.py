@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stepledger.commands import add_group
+from stepledger.commands import add_group, print_rows
 from stepledger.db import connect_owner
 from stepledger.operator import access
 
@@ -38,12 +38,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    with connect_owner() as conn:
-        rows = access.users(conn)
-    for email, roles, client, last_login, disabled in rows:
-        state = "  disabled" if disabled else ""
-        print(f"{email:<40} {roles:<13} {client:<20} last login {last_login}{state}")
-    return 0
+    return print_rows(access.users, lambda email, roles, client, last_login, disabled:
+                      f"{email:<40} {roles:<13} {client:<20} last login {last_login}"
+                      f"{'  disabled' if disabled else ''}")
 
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
