@@ -17,6 +17,7 @@ from psycopg import sql
 
 from stepledger import StepledgerError, stack
 from stepledger.settings import Settings
+from stepledger.stack import postgres
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -41,7 +42,7 @@ def backup(settings: Settings, path: Path) -> Path:
     if not path.parent.is_dir():
         raise StepledgerError(f"{path.parent} is not a directory")
     partial = path.with_name(path.name + ".partial")
-    _run([str(stack._pg(settings, "pg_dump")), *_conn_args(settings), "-Fc",
+    _run([str(postgres.pg_tool(settings, "pg_dump")), *_conn_args(settings), "-Fc",
           "-f", str(partial), settings.dbname], settings, "pg_dump")
     partial.replace(path)
     return path
@@ -52,7 +53,7 @@ def restore(settings: Settings, path: Path) -> None:
     it, then migrate (roles, and the functions, grants and policies of this code version)."""
     if not path.is_file():
         raise StepledgerError(f"{path}: no such backup file")
-    _run([str(stack._pg(settings, "pg_restore")), "--list", str(path)], settings,
+    _run([str(postgres.pg_tool(settings, "pg_restore")), "--list", str(path)], settings,
          f"reading {path}")
     stack.run_migrations(settings)  # the roles exist before any object refers to them
     with psycopg.connect(settings.dsn("postgres", dbname="postgres"), autocommit=True) as conn:
@@ -60,6 +61,7 @@ def restore(settings: Settings, path: Path) -> None:
             sql.Identifier(settings.dbname)))
         conn.execute(sql.SQL("create database {} owner stepledger_owner").format(
             sql.Identifier(settings.dbname)))
-    _run([str(stack._pg(settings, "pg_restore")), *_conn_args(settings), "--single-transaction",
-          "--exit-on-error", "-d", settings.dbname, str(path)], settings, "pg_restore")
+    _run([str(postgres.pg_tool(settings, "pg_restore")), *_conn_args(settings),
+          "--single-transaction", "--exit-on-error", "-d", settings.dbname, str(path)],
+         settings, "pg_restore")
     stack.run_migrations(settings)

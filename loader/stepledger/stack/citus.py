@@ -93,7 +93,8 @@ def free_port_block(count: int) -> int:
 # -- the cluster ---------------------------------------------------------------------------------
 def node_host(settings: Settings) -> str:
     """How the nodes reach each other: the Unix-socket directory they all listen in (mode 700,
-    owned by the service user), where they trust each other's connections (stack._pg_hba)."""
+    owned by the service user), where they trust each other's connections
+    (postgres.write_pg_hba)."""
     return str(settings.run_dir / "citus")
 
 

@@ -37,7 +37,7 @@ from stepledger.stack.processes import (
 CITUS_SHARD_COUNT = 8
 
 
-def _pg(settings: Settings, tool: str) -> Path:
+def pg_tool(settings: Settings, tool: str) -> Path:
     path = settings.pg_bindir / tool
     if not path.exists():
         raise StepledgerError(f"{path} not found; run scripts/bootstrap.sh")
@@ -127,7 +127,7 @@ def _citus_conf(settings: Settings) -> list[str]:
 def postgres_running(settings: Settings) -> bool:
     if not (settings.pgdata / "PG_VERSION").exists():
         return False
-    cmd = as_service(settings, [_pg(settings, "pg_ctl"), "status", "-D", settings.pgdata])
+    cmd = as_service(settings, [pg_tool(settings, "pg_ctl"), "status", "-D", settings.pgdata])
     return subprocess.run(cmd, env=service_env(settings), capture_output=True,
                           check=False).returncode == 0
 
@@ -141,7 +141,7 @@ def _init_cluster(settings: Settings) -> None:
         os.chmod(pwfile, 0o600)
         run_checked(
             as_service(settings, [
-                _pg(settings, "initdb"), "-D", settings.pgdata, "-U", "postgres",
+                pg_tool(settings, "initdb"), "-D", settings.pgdata, "-U", "postgres",
                 "--pwfile", pwfile, "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
                 "--encoding=UTF8", "--locale=C.UTF-8", "--data-checksums",
             ]),
@@ -176,7 +176,7 @@ def start_postgres(settings: Settings) -> None:
             log.touch()
         if is_root():
             os.chown(log, *service_ids(settings))
-        cmd = [_pg(settings, "pg_ctl"), "start", "-D", settings.pgdata, "-l", log,
+        cmd = [pg_tool(settings, "pg_ctl"), "start", "-D", settings.pgdata, "-l", log,
                "-w", "-t", str(int(START_TIMEOUT_S)), "-s"]
         proc = subprocess.run(as_service(settings, cmd), env=service_env(settings),
                               capture_output=True, text=True, check=False)
@@ -235,7 +235,7 @@ def _pg_accepts(settings: Settings) -> bool:
 def stop_postgres(settings: Settings) -> None:
     if not postgres_running(settings):
         return
-    run_checked(as_service(settings, [_pg(settings, "pg_ctl"), "stop", "-D", settings.pgdata,
+    run_checked(as_service(settings, [pg_tool(settings, "pg_ctl"), "stop", "-D", settings.pgdata,
                                 "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT_S)), "-s"]),
          env=service_env(settings), what="pg_ctl stop")
 
