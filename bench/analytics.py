@@ -38,8 +38,8 @@ import psycopg
 from bench import harness
 from stepledger import stack
 from stepledger.api_client import IngestClient
-from stepledger.settings import Settings
 from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 PIPELINE = "bench10"
 STEPS = ["intake", "check", "deid", "convert", "qc", "segment", "detect", "classify", "review",

@@ -42,10 +42,10 @@ import psycopg
 
 from bench import harness
 from stepledger import stack
-from stepledger.stack import scheduler
 from stepledger.demo import simulate
-from stepledger.settings import Settings
 from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
+from stepledger.stack import scheduler
 
 EVENTS_PER_JOB = 41.6  # 20 steps, started + completed, 4% retried (4 events)
 UNPRICED = ("metadata-extraction", "risk-scoring")

@@ -34,12 +34,12 @@ import psycopg
 
 from bench import harness
 from stepledger import stack
-from stepledger.demo import simulate
-from stepledger.operator.billing.prices import set_price
 from stepledger.api_client import RetryPolicy
-from stepledger.settings import Settings
-from stepledger.sdk import Tracker
+from stepledger.demo import simulate
 from stepledger.ingest.credentials import operator_token
+from stepledger.operator.billing.prices import set_price
+from stepledger.sdk import Tracker
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = "botimage"

@@ -31,8 +31,8 @@ import psycopg
 from bench import harness
 from stepledger import stack
 from stepledger.demo import simulate
-from stepledger.settings import Settings
 from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = [f"client-{n:03d}" for n in range(20)]
