@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from stepledger.db import connect_owner
+if TYPE_CHECKING:  # the command line imports this module before it checks the operator extra
+    import psycopg
 
 
 def add_group(subparsers: argparse._SubParsersAction, name: str,
@@ -42,6 +41,8 @@ def add_read_arguments(p: argparse.ArgumentParser) -> None:
 def print_rows(read: Callable[[psycopg.Connection], Sequence[tuple[Any, ...]]],
                line: Callable[..., str]) -> int:
     """The listing commands: read rows as the schema owner, print `line(*row)` for each."""
+    from stepledger.db import connect_owner
+
     with connect_owner() as conn:
         rows = read(conn)
     for row in rows:
