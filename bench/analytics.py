@@ -37,9 +37,9 @@ import psycopg
 
 from bench import harness
 from stepledger import stack
-from stepledger.client import IngestClient
-from stepledger.config import Settings
-from stepledger.tokens import operator_token
+from stepledger.api_client import IngestClient
+from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 PIPELINE = "bench10"
 STEPS = ["intake", "check", "deid", "convert", "qc", "segment", "detect", "classify", "review",

@@ -31,7 +31,7 @@ import psycopg
 
 from bench import harness
 from stepledger import stack
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 PASSWORD = "bench password 2024"
 

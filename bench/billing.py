@@ -41,9 +41,11 @@ import httpx
 import psycopg
 
 from bench import harness
-from stepledger import scheduler, simulate, stack
-from stepledger.config import Settings
-from stepledger.tokens import operator_token
+from stepledger import stack
+from stepledger.demo import simulate
+from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
+from stepledger.stack import scheduler
 
 EVENTS_PER_JOB = 41.6  # 20 steps, started + completed, 4% retried (4 events)
 UNPRICED = ("metadata-extraction", "risk-scoring")

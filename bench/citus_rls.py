@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 
 from bench.harness import free_ports
-from stepledger import citus
 from stepledger import stack as stack_mod
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import citus
 
 QUERY = "select * from {table} where client_id = %s order by updated_at desc limit 50"
 

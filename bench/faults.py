@@ -33,12 +33,13 @@ import httpx
 import psycopg
 
 from bench import harness
-from stepledger import simulate, stack
-from stepledger.billing.prices import set_price
-from stepledger.client import RetryPolicy
-from stepledger.config import Settings
+from stepledger import stack
+from stepledger.api_client import RetryPolicy
+from stepledger.demo import simulate
+from stepledger.ingest.credentials import operator_token
+from stepledger.operator.billing.prices import set_price
 from stepledger.sdk import Tracker
-from stepledger.tokens import operator_token
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = "botimage"

@@ -16,8 +16,8 @@ import psycopg
 from tests.ports import free_ports  # the tests' helper; bench runs from the repository root
 
 from stepledger import stack
-from stepledger.config import Settings
-from stepledger.tokens import operator_token
+from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,9 +29,10 @@ from pathlib import Path
 import psycopg
 
 from bench import harness
-from stepledger import simulate, stack
-from stepledger.config import Settings
-from stepledger.tokens import operator_token
+from stepledger import stack
+from stepledger.demo import simulate
+from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = [f"client-{n:03d}" for n in range(20)]

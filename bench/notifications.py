@@ -28,7 +28,7 @@ import httpx
 import psycopg
 
 from bench.harness import admin_token, bench_stack, percentile
-from stepledger import simulate
+from stepledger.demo import simulate
 
 ENDPOINTS = 10
 EVENTS = ["job.failed", "job.recovered", "job.stalled", "job.completed"]

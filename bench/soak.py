@@ -32,9 +32,9 @@ from pathlib import Path
 import psycopg
 
 from bench.harness import admin_token, bench_stack, percentile, postgrest_rss_kib
-from stepledger import simulate
-from stepledger.client import ApiError, IngestClient
-from stepledger.config import Settings
+from stepledger.api_client import ApiError, IngestClient
+from stepledger.demo import simulate
+from stepledger.settings import Settings
 
 CLIENTS = [f"client-{n:03d}" for n in range(100)]
 WINDOW_S = 30.0

@@ -1,5 +1,5 @@
 # Where the Citus source archive is looked for (sourced by build-citus.sh and bootstrap.sh; the
-# Python side, stepledger.citus.source_dir, follows the same order):
+# Python side, stepledger.stack.citus.source_dir, follows the same order):
 #   1. $STEPLEDGER_CITUS_SOURCE (a folder holding citus-13.2.2.tar.gz);
 #   2. ../shared/citus/ beside the repository;
 #   3. ../shared/citus/ beside the main checkout, when this repository is a linked git worktree.

@@ -275,7 +275,7 @@ def _quote(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from stepledger.config import Settings
+    from stepledger.settings import Settings
 
     settings = Settings.from_env()
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:

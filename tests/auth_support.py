@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from stepledger import simulate
-from stepledger.config import REPO_ROOT, Settings
+from stepledger.demo import simulate
+from stepledger.settings import REPO_ROOT, Settings
 
 PASSWORD = "correct horse battery staple"
 

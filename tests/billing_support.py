@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
-from stepledger.billing.sql import dumps, loads
-from stepledger.client import IngestClient, IngestResult
+from stepledger.api_client import IngestClient, IngestResult
+from stepledger.db import dumps, loads
 
 
 def uid(prefix: str) -> str:

@@ -33,7 +33,7 @@ import pytest
 
 from ports import free_ports
 from stepledger import stack as stack_mod
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def make_home(prefix: str) -> Path:

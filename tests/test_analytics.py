@@ -24,9 +24,9 @@ import httpx
 import psycopg
 import pytest
 
-from stepledger import simulate
-from stepledger.client import IngestClient
-from stepledger.config import Settings
+from ingest_support import IngestClient
+from stepledger.demo import simulate
+from stepledger.settings import Settings
 
 STEP_KEYS = [s[0] for s in simulate.BOTIMAGE_STEPS]
 STEP_INDEX = {key: i + 1 for i, key in enumerate(STEP_KEYS)}

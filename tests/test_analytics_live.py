@@ -15,8 +15,8 @@ import httpx
 import psycopg
 import pytest
 
-from stepledger.client import IngestClient
-from stepledger.config import Settings
+from stepledger.api_client import IngestClient
+from stepledger.settings import Settings
 
 
 @dataclass

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from auth_support import add_client, cli_env, login, unique
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def _cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

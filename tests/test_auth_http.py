@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from auth_support import PASSWORD, add_client, add_user, unique
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 GATEWAY_405 = ('{"code":"SL314","message":"/rpc/login changes data: call it with POST",'
                '"details":null,"hint":"send the arguments as a JSON body"}')

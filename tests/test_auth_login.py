@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from auth_support import PASSWORD, add_client, add_user, login, unique, wait_until
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from auth_support import PASSWORD, add_client, add_user, cli_env, login, unique
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 NEW_PASSWORD = "a brand new passphrase"
 

@@ -30,7 +30,7 @@ from auth_support import (
     unique,
     wait_until,
 )
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def _b64(data: dict[str, object]) -> str:

@@ -17,7 +17,7 @@ import pytest
 from psycopg import errors
 
 from auth_support import cli_env, unique, wait_until
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 PASSWORD = "bi-limits-password"
 # A limit is enforced within the watchdog's interval after it is passed; the rest is slack for a

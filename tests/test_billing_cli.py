@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, invoice, make_client, make_pipeline, uid
-from stepledger.billing.sql import loads
-from stepledger.config import Settings
+from stepledger.db import loads
+from stepledger.settings import Settings
 
 D = Decimal
 

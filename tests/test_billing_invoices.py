@@ -22,8 +22,8 @@ from billing_support import (
     make_pipeline,
     uid,
 )
-from stepledger.billing.sql import loads
-from stepledger.config import Settings
+from stepledger.db import loads
+from stepledger.settings import Settings
 
 D = Decimal
 

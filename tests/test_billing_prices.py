@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from billing_support import add_price, make_client, make_pipeline
-from stepledger.billing.sql import loads
+from stepledger.db import loads
 
 D = Decimal
 

@@ -26,8 +26,8 @@ from billing_support import (
     uid,
     usage_rows,
 )
-from stepledger import scheduler
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import scheduler
 
 D = Decimal
 USAGE_CONTRACT = ["client_id", "period", "pipeline", "step", "completed_steps", "units", "amount",

@@ -29,9 +29,9 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from conftest import free_ports, make_home
-from stepledger import citus
 from stepledger import stack as stack_mod
-from stepledger.config import REPO_ROOT, Settings
+from stepledger.settings import REPO_ROOT, Settings
+from stepledger.stack import citus
 
 WORKERS = 2
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from stepledger import StepledgerError, citus
+from stepledger import StepledgerError
 from stepledger import stack as stack_mod
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import citus, postgres
 
 
 def test_workers_sit_on_the_ports_after_the_coordinator(tmp_path: Path,
@@ -44,7 +45,7 @@ def test_unset_or_zero_is_the_single_node(tmp_path: Path,
     monkeypatch.setenv("STEPLEDGER_CITUS_WORKERS", "0")
     settings = Settings.from_env(home=tmp_path)
     assert not settings.citus and settings.workers == []
-    assert "citus" not in stack_mod._postgres_conf(settings)
+    assert "citus" not in postgres.postgres_conf(settings)
 
 
 def test_the_source_is_looked_for_beside_the_clone(tmp_path: Path,
@@ -72,16 +73,16 @@ def test_nodes_trust_only_their_private_socket_directory(tmp_path: Path,
     cluster = Settings.from_env(home=tmp_path, pgdata_override=tmp_path / "pgdata")
     cluster.pgdata.mkdir()
     (cluster.pgdata / "pg_hba.conf").write_text("local all all scram-sha-256\n")
-    stack_mod._write_pg_hba(cluster)
+    postgres.write_pg_hba(cluster)
     lines = [ln.split() for ln in (cluster.pgdata / "pg_hba.conf").read_text().splitlines()
              if ln and not ln.startswith("#")]
     assert ["local", "all", "all", "trust"] in lines
     assert all(ln[-1] == "scram-sha-256" for ln in lines if ln[0] == "host")
     assert f"unix_socket_directories = '{cluster.run_dir / 'citus'}'" in \
-        stack_mod._postgres_conf(cluster)
+        postgres.postgres_conf(cluster)
     monkeypatch.setenv("STEPLEDGER_CITUS_WORKERS", "0")
     single = Settings.from_env(home=tmp_path, pgdata_override=tmp_path / "pgdata")
-    stack_mod._write_pg_hba(single)
+    postgres.write_pg_hba(single)
     text = (single.pgdata / "pg_hba.conf").read_text()
     assert "trust" not in text and "local   all  all                 scram-sha-256" in text
 

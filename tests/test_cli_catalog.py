@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, make_client, make_pipeline, uid
-from stepledger.billing.sql import loads
-from stepledger.config import Settings
+from stepledger.db import loads
+from stepledger.settings import Settings
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

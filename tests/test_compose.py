@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from stepledger import stack
-from stepledger.config import REPO_ROOT, Settings
+from stepledger.settings import REPO_ROOT, Settings
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 POSTGREST_CONF = REPO_ROOT / "deploy" / "postgrest.conf"

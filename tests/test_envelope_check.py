@@ -13,8 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from stepledger.config import Settings
-from stepledger.migrate import ENVELOPE_CONSTRAINT, migrate
+from stepledger.schema.migrate import ENVELOPE_CONSTRAINT, migrate
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())

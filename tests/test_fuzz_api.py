@@ -28,10 +28,10 @@ from bench.faults import own_stack
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from stepledger import simulate
-from stepledger.client import IngestClient
-from stepledger.config import Settings
-from stepledger.tokens import operator_token
+from ingest_support import IngestClient
+from stepledger.demo import simulate
+from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 CLIENT_A = "fuzz-tenant-a"
 CLIENT_B = "fuzz-tenant-b"

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import make_home, make_settings
 from stepledger import stack as stack_mod
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())

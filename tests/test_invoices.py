@@ -20,7 +20,7 @@ import pypdf
 import pytest
 
 from billing_support import event, finalize, ingest, make_client, make_pipeline, uid
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def pdf_text(content: bytes) -> str:
@@ -185,7 +185,7 @@ def test_one_render_run_renders_every_missing_pdf(settings: Settings, su_conn: p
     """`stepledger billing render-pdfs` (what the scheduler starts) renders every invoice still
     missing its PDF, not only the first: here two months of one client, finalized in a
     transaction the scheduler cannot see yet, so only this run can render them."""
-    from stepledger.billing.documents import render_missing
+    from stepledger.operator.billing.documents import render_missing
 
     client, _ = billed_client(su_conn, api_url, admin, ["2025-07", "2025-08"])
     with psycopg.connect(settings.dsn("postgres")) as conn:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from auth_support import Tenants, cli_env, prepared_tenants
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 @dataclass

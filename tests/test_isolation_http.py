@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from auth_support import Tenants, ingest, job_events, prepared_tenants, unique
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 @pytest.fixture(scope="module")

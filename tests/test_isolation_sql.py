@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from auth_support import Tenants, prepared_tenants, unique
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 TENANT_TABLES = ("ledger.jobs", "ledger.step_runs", "ledger.job_steps", "ledger.clients")
 

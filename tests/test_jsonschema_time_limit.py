@@ -25,7 +25,7 @@ import httpx
 import psycopg
 import pytest
 
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 TIME_LIMIT_S = 1.0  # TIME_LIMIT_SECONDS in db/bootstrap/20_jsonschema/validator.py
 # What a call may take beyond the limit on a busy 2-core machine: the CPU-time tick, parsing,

@@ -20,9 +20,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from stepledger import stack
-from stepledger.client import IngestClient, RetryPolicy
-from stepledger.config import Settings
-from stepledger.load import Loader, LoadOptions, LoadSummary
+from stepledger.api_client import IngestClient, RetryPolicy
+from stepledger.ingest.load import Loader, LoadOptions, LoadSummary
+from stepledger.settings import Settings
 from test_loader_support import (
     botimage_events,
     count,

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from stepledger import StepledgerError
-from stepledger.legacy import LegacyConverter, LegacyLineError, normalize_timestamp
-from stepledger.load import reason_of
-from stepledger.readers import (
+from stepledger.ingest.load import reason_of
+from stepledger.ingest.readers import (
     ReadOptions,
     Record,
     Source,
@@ -26,6 +25,7 @@ from stepledger.readers import (
     json_records,
     ndjson_records,
 )
+from stepledger.ingest.readers.legacy import LegacyConverter, LegacyLineError, normalize_timestamp
 from test_loader_support import botimage_events, legacy_lines, new_tag
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import psycopg
 
-from stepledger import cli, simulate
-from stepledger.legacy import format_line
+from stepledger import cli
+from stepledger.demo import simulate
+from stepledger.ingest.readers.legacy import format_line
 
 REPO = Path(__file__).resolve().parents[1]
 BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())

@@ -6,9 +6,9 @@ import json
 
 import psycopg
 
-from stepledger.config import Settings
-from stepledger.migrate import migrate
-from stepledger.snapshot import schema_dump
+from stepledger.schema.migrate import migrate
+from stepledger.schema.snapshot import schema_dump
+from stepledger.settings import Settings
 
 
 def test_second_migrate_changes_nothing(settings: Settings, su_conn: psycopg.Connection) -> None:

@@ -34,8 +34,8 @@ from auth_support import add_user, login
 from billing_support import add_price, make_client, make_pipeline
 from conftest import free_ports
 from notify_support import Answer, Receiver, verify_signature, wait_for
-from stepledger import notify
-from stepledger.config import Settings
+from stepledger.operator import notify
+from stepledger.settings import Settings
 
 ALL_JOB_EVENTS = ["job.failed", "job.recovered", "job.stalled", "job.completed"]
 

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from stepledger.client import IngestClient
-from stepledger.config import Settings
+from stepledger.api_client import IngestClient
+from stepledger.settings import Settings
 
 STEPS = ["fetch", "analyse", "report"]
 

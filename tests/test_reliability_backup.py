@@ -17,8 +17,8 @@ import pytest
 
 from conftest import make_home, make_settings
 from stepledger import stack
-from stepledger.config import Settings
-from stepledger.tokens import operator_token
+from stepledger.ingest.credentials import operator_token
+from stepledger.settings import Settings
 
 TABLES = ["ledger.vault", "ledger.events", "ledger.jobs", "ledger.prices", "ledger.invoices",
           "auth.users", "auth.api_tokens"]

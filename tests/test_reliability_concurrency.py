@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from stepledger.client import IngestClient
-from stepledger.config import Settings
-from stepledger.simulate import history
+from stepledger.api_client import IngestClient
+from stepledger.demo.simulate import history
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 WRITERS = 8

@@ -18,10 +18,10 @@ from bench.faults import drive, generate, own_stack, prepare, verify
 
 from conftest import free_ports
 from stepledger import stack
-from stepledger.client import RetryPolicy
-from stepledger.config import Settings
+from stepledger.api_client import RetryPolicy
 from stepledger.sdk import Tracker
-from stepledger.spool import read_batch
+from stepledger.sdk.spool import read_batch
+from stepledger.settings import Settings
 
 CLIENT = "faults-a"
 

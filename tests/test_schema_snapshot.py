@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 
-from stepledger.config import Settings
-from stepledger.snapshot import fresh_schema, snapshot_path
+from stepledger.schema.snapshot import fresh_schema, snapshot_path
+from stepledger.settings import Settings
 
 
 def test_the_committed_snapshot_matches_a_fresh_migration(settings: Settings) -> None:

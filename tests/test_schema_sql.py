@@ -1,4 +1,4 @@
-"""The JSON Schema to SQL compiler (stepledger.schema_sql, ADR 0003).
+"""The JSON Schema to SQL compiler (stepledger.schema.envelope_sql.compiler, ADR 0003).
 
 Every compiled expression is checked against the validator it replaces,
 public.jsonb_matches_schema, on the same jsonb values in the same query:
@@ -25,16 +25,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepledger.migrate import validator_dialect
-from stepledger.schema_sql import compile_schema, compile_schema_details
-from stepledger.schema_sql_numbers import (
+from envelope_support import compile_schema
+from stepledger.schema.envelope_sql import compile_schema_details
+from stepledger.schema.envelope_sql.numbers import (
     Bounds,
     at_least,
     at_most,
     decimal,
     equal_to,
 )
-from stepledger.schema_sql_regex import Untranslatable, translate
+from stepledger.schema.envelope_sql.patterns import Untranslatable, translate
+from stepledger.schema.migrate import validator_dialect
 from test_jsonschema_conformance import EXCLUDED
 
 REPO = Path(__file__).resolve().parents[1]

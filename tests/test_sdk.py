@@ -18,10 +18,10 @@ import pytest
 
 from conftest import free_ports
 from stepledger import stack
-from stepledger.client import IngestClient
-from stepledger.config import Settings
+from stepledger.api_client import IngestClient
 from stepledger.sdk import Tracker, TrackerError
-from stepledger.spool import Spool, read_batch
+from stepledger.sdk.spool import Spool, read_batch
+from stepledger.settings import Settings
 from test_loader_support import count, new_tag, register_catalog, run_cli, wait_for
 
 

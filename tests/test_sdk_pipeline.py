@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stepledger.mock_pipeline import VirtualClock, run_history, run_live
+from stepledger.demo.mock_pipeline import VirtualClock, run_history, run_live
 from stepledger.sdk import Tracker
 from test_loader_support import new_tag, register_catalog, run_cli
 

@@ -21,7 +21,8 @@ import pytest
 
 from conftest import make_home, make_settings
 from stepledger import StepledgerError, stack
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import processes
 
 INDEX_HTML = "<!doctype html><title>stepledger test root</title><p>served by nginx</p>\n"
 
@@ -148,7 +149,7 @@ def test_down_stops_everything(own: Settings) -> None:
     for name, pid in pids.items():
         assert not _alive(pid), f"{name} (pid {pid}) still running"
     for port in (own.pg_port, own.api_port, own.postgrest_port, own.web_port):
-        assert not stack._port_open(port)
+        assert not processes.port_open(port)
     stack.down(own)  # again: harmless
 
 
@@ -203,7 +204,7 @@ def test_cli_reports_bad_input_on_one_line(tmp_path: Path) -> None:
 def test_wait_for_respects_its_deadline() -> None:
     started = time.monotonic()
     with pytest.raises(StepledgerError, match="not ready"):
-        stack._wait_for(lambda: False, timeout=0.3, what="nothing")
+        processes.wait_for(lambda: False, timeout=0.3, what="nothing")
     assert time.monotonic() - started < 5
 
 

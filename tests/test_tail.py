@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from stepledger import StepledgerError
-from stepledger.client import IngestClient
-from stepledger.legacy import LegacyConverter
-from stepledger.tail import Tailer, TailState
+from stepledger.api_client import IngestClient
+from stepledger.ingest.readers.legacy import LegacyConverter
+from stepledger.ingest.tail import Tailer, TailState
 from test_loader_support import (
     botimage_events,
     count,

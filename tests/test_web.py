@@ -26,7 +26,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from notify_support import Receiver, verify_signature
-from stepledger.config import Settings
+from stepledger.settings import Settings
 from web_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from billing_support import event, ingest, make_client, make_pipeline, uid
-from stepledger.config import Settings
+from stepledger.settings import Settings
 from web_helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, screenshot, session_script
 
 pytestmark = pytest.mark.stack

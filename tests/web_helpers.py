@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from stepledger import simulate
-from stepledger.client import IngestClient
-from stepledger.config import Settings
+from ingest_support import IngestClient
+from stepledger.demo import simulate
+from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("STEPLEDGER_CHROMIUM", "/usr/bin/chromium")

@@ -6,13 +6,13 @@ import argparse
 import time
 
 from stepledger import StepledgerError
-from stepledger.config import Settings
+from stepledger.commands import add_group
 from stepledger.db import call, connect_owner
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    analytics = subparsers.add_parser("analytics", help="error statistics and step timings")
-    sub = analytics.add_subparsers(dest="analytics_command", metavar="ACTION", required=True)
+    sub = add_group(subparsers, "analytics", "error statistics and step timings")
     p = sub.add_parser("refresh", help="refresh the analytics views (concurrently: reads go on)")
     p.add_argument("--max-age", type=float, default=0, metavar="SECONDS",
                    help="leave views refreshed less than SECONDS ago alone (default 0)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stepledger import backup
-from stepledger.config import Settings
+from stepledger.operator import backup
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

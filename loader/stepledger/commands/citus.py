@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from stepledger import citus
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import citus
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

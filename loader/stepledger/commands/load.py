@@ -7,26 +7,12 @@ import contextlib
 import sys
 
 from stepledger import StepledgerError
-from stepledger.client import IngestClient, RetryPolicy, api_credentials
-from stepledger.load import Loader, LoadOptions
-from stepledger.progress import Progress
-from stepledger.readers import FORMATS, ReadOptions, Source
-
-
-def add_api_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", help="API base URL (default STEPLEDGER_URL, else the local stack)")
-    p.add_argument("--token", help="API token (default STEPLEDGER_TOKEN, else an operator token "
-                                   "of the local stack)")
-
-
-def add_read_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pipeline", help="pipeline of events that do not name one "
-                                      "(legacy logs: default botimage)")
-    p.add_argument("--client", help="client of events that do not name one")
-    p.add_argument("--tz", default="UTC",
-                   help="time zone of timestamps without an offset (default UTC)")
-    p.add_argument("--strict", action="store_true",
-                   help="legacy logs: every non-blank line must be a step line")
+from stepledger.api_client import IngestClient, RetryPolicy
+from stepledger.commands import add_api_arguments, add_read_arguments
+from stepledger.ingest.credentials import api_credentials
+from stepledger.ingest.load import Loader, LoadOptions
+from stepledger.ingest.progress import Progress
+from stepledger.ingest.readers import FORMATS, ReadOptions, Source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

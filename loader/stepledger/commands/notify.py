@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from stepledger import notify
-from stepledger.config import Settings
+from stepledger.commands import add_group
+from stepledger.operator import notify
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("notify", help="notification delivery: webhooks and e-mail alerts")
-    sub = p.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
+    sub = add_group(subparsers, "notify", "notification delivery: webhooks and e-mail alerts")
     sub.add_parser("run", help="run in the foreground until interrupted").set_defaults(func=cmd_run)
     sub.add_parser("start", help="start in the background (stepledger up does it)") \
         .set_defaults(func=cmd_start)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.client import api_credentials
-from stepledger.commands.load import add_api_arguments
-from stepledger.config import Settings
-from stepledger.db import call, connect_owner
-from stepledger.mock_pipeline import RunSummary, VirtualClock, job_seconds, run_history, run_live
+from stepledger.commands import add_api_arguments
+from stepledger.demo.mock_pipeline import (
+    job_seconds,
+    run_live,
+)
+from stepledger.demo.pipeline import DEMO_CLIENTS, run_demo_history, setup_catalog
+from stepledger.ingest.credentials import api_credentials
 from stepledger.sdk import Tracker
-
-DEMO_CLIENTS = [
-    ("st-mary", "St Mary's Hospital", "EUR"),
-    ("riverside", "Riverside Oncology Centre", "EUR"),
-    ("northgate", "Northgate Imaging", "GBP"),
-]
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,31 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spool", type=Path, help="spool directory (default: the SDK's)")
     add_api_arguments(p)
     p.set_defaults(func=cmd_pipeline_demo)
-
-
-def setup_catalog(settings: Settings) -> None:
-    """Register schemas/pipelines/*.json and the demo clients (as the database owner)."""
-    with connect_owner(settings) as conn:
-        for path in sorted((settings.repo_root / "schemas" / "pipelines").glob("*.json")):
-            call(conn, "select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-        for client_id, name, currency in DEMO_CLIENTS:
-            call(conn, "select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
-
-
-def run_demo_history(url: str, token: str, clients: list[str], jobs: int,
-                     seed: int = 7) -> tuple[RunSummary, Tracker]:
-    """The demo's history through the SDK; ids are deterministic, so a second run adds nothing."""
-    with tempfile.TemporaryDirectory(prefix="stepledger-demo-spool-") as spool:
-        # The clock is set to each job's start before the job runs.
-        tracker = Tracker(url, token, pipeline="botimage", spool_dir=spool, fsync=False,
-                          batch_size=1000, clock=VirtualClock(datetime.now(UTC)),
-                          deterministic_ids=True)
-        try:
-            summary = run_history(tracker, clients, jobs, seed=seed)
-        finally:
-            if not tracker.close(timeout_s=120):
-                raise StepledgerError("the API did not take the demo events in time")
-    return summary, tracker
 
 
 def cmd_pipeline_demo(args: argparse.Namespace) -> int:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from stepledger.client import IngestClient, api_credentials
-from stepledger.commands.load import add_api_arguments
-from stepledger.progress import Progress
-from stepledger.replay import OUTCOMES, parse_moment, replay
+from stepledger.api_client import IngestClient
+from stepledger.commands import add_api_arguments
+from stepledger.ingest.credentials import api_credentials
+from stepledger.ingest.progress import Progress
+from stepledger.operator.replay import OUTCOMES, parse_moment, replay
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from stepledger import scheduler
-from stepledger.config import Settings
+from stepledger.commands import add_group
+from stepledger.settings import Settings
+from stepledger.stack import scheduler
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("scheduler", help="periodic tasks: usage refresh, partitions")
-    sub = p.add_subparsers(dest="scheduler_command", metavar="ACTION", required=True)
+    sub = add_group(subparsers, "scheduler", "periodic tasks: usage refresh, partitions")
     run = sub.add_parser("run", help="run in the foreground until interrupted")
     run.add_argument("--refresh-every", type=float, default=None, metavar="SECONDS",
                      help="refresh usage and analytics this often (default: the database's "

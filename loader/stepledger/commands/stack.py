@@ -10,7 +10,7 @@ from collections.abc import Callable
 import psycopg
 
 from stepledger import StepledgerError, stack
-from stepledger.config import Settings
+from stepledger.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

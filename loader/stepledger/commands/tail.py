@@ -10,10 +10,11 @@ from pathlib import Path
 from types import FrameType
 
 from stepledger import StepledgerError
-from stepledger.client import IngestClient, IngestResult, api_credentials
-from stepledger.commands.load import add_api_arguments, add_read_arguments
-from stepledger.legacy import LegacyConverter
-from stepledger.tail import Tailer, TailStats, default_state_path
+from stepledger.api_client import IngestClient, IngestResult
+from stepledger.commands import add_api_arguments, add_read_arguments
+from stepledger.ingest.credentials import api_credentials
+from stepledger.ingest.readers.legacy import LegacyConverter
+from stepledger.ingest.tail import Tailer, TailStats, default_state_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

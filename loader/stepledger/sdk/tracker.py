@@ -17,15 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stepledger import StepledgerError
-from stepledger.client import (
-    IngestClient,
-    RequestRefused,
-    RetryPolicy,
-    TransientError,
-    api_credentials,
-)
+from stepledger.api_client import IngestClient, RequestRefused, RetryPolicy, TransientError
+from stepledger.ingest.credentials import api_credentials
 from stepledger.sdk.job import Job
-from stepledger.spool import Spool, read_batch
+from stepledger.sdk.spool import Spool, read_batch
 
 log = logging.getLogger("stepledger.sdk")
 Rejected = Callable[[dict[str, object], list[dict[str, object]]], None]

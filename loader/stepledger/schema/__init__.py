@@ -1,0 +1,1 @@
+"""The database schema: migrations, the schema snapshot, the ERD and the envelope compiler."""
