@@ -6,8 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from stepledger import scheduler
-from stepledger.config import Settings
+from stepledger.settings import Settings
+from stepledger.stack import scheduler
 
 
 def _listed(su_conn: psycopg.Connection) -> dict[str, float]:

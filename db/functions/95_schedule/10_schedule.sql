@@ -1,5 +1,5 @@
 -- Periodic work, written once: what runs and how often. Both schedulers read this list: the
--- local stack's `stepledger scheduler` (loader/stepledger/scheduler.py) and, where the pg_cron
+-- local stack's `stepledger scheduler` (loader/stepledger/stack/scheduler.py) and, where the pg_cron
 -- extension is installed, the database itself (below). Loaded last among the functions: the
 -- first population below calls functions of every feature.
 
