@@ -1,4 +1,4 @@
--- Grants for progress and error analytics (db/functions/50_analytics/10_analytics.sql, db/functions/50_analytics/50_analytics_views.sql).
+-- Grants for progress and error analytics (db/functions/50_analytics/).
 -- The materialized views themselves are granted to nobody: they cannot carry row-level security.
 -- Callers read them through the ledger.visible_* barrier views, which keep only the clients the
 -- caller sees in ledger.clients (row-level security of that table, 20_row_security.sql).

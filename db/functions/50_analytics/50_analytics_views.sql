@@ -1,5 +1,5 @@
 -- The HTTP read surface of error statistics and analytics freshness (contract §4: GET /error_stats),
--- and the daily cells for BI in `reporting`. The functions behind them (db/functions/50_analytics/10_analytics.sql)
+-- and the daily cells for BI in `reporting`. The functions behind them (db/functions/50_analytics/)
 -- read the materialized views only through the caller-filtered barrier views.
 
 create or replace view api.error_stats with (security_invoker = true) as
