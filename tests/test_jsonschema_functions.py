@@ -443,7 +443,21 @@ ABORTED_BEFORE = [
                      "false": {"$dynamicRef": "#/$defs/false"}}}, {"false": 1}, False),
     *((RECURSIVE_TREE, instance, valid) for instance, valid in (
         ([1, [2, [], "b"], "a"], True), ([1, [2, [], "b", "too many"], "a"], False))),
+    # fastjsonschema 2.16 calls data.keys() on any value for propertyNames: false.
+    *(({"$schema": D7, "propertyNames": False}, instance, valid)
+      for instance, valid in ((None, True), (3, True), ({}, True), ({"a": 1}, False))),
 ]
+
+
+def test_the_fast_path_alone_has_no_answer_where_its_library_fails(
+        su_conn: psycopg.Connection) -> None:
+    """The tests' view of one path: where fastjsonschema itself raises, the fast path gives no
+    answer (null) instead of aborting, and the general path answers."""
+    schema = json.dumps({"$schema": D7, "propertyNames": False})
+    assert one(su_conn, "select public._jsonschema_matches_on(%s::json, 'null', 'fast')",
+               schema) is None
+    assert one(su_conn, "select public._jsonschema_matches_on(%s::json, 'null', 'general')",
+               schema) is True
 
 
 @pytest.mark.parametrize(("schema", "instance", "valid"), ABORTED_BEFORE)

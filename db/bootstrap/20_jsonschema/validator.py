@@ -962,6 +962,12 @@ class Api:
                     return True
                 except JsonSchemaValueException:
                     return False
+                except Exception as exc:
+                    if passes_through(exc):
+                        raise
+                    # A fast validator's own error ({"propertyNames": false} on a non-object):
+                    # no answer from this path; match() takes the general path's.
+                    return None
         except InvalidSchema as exc:
             fail(exc)
 
