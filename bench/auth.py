@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,18 +28,11 @@ import httpx
 import psycopg
 
 from bench import harness
-from stepledger import stack
 from stepledger.config import Settings
 
 PASSWORD = "bench password 2024"
 
 
-
-
-def _settings(home: Path) -> Settings:
-    pg, api, admin, postgrest, web = harness.free_ports(5)
-    return Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                             postgrest_port=postgrest, web_port=web)
 
 
 def load_jobs(settings: Settings, jobs: int, clients: int) -> float:
@@ -170,19 +161,12 @@ def bench_login(settings: Settings, logins: int) -> dict[str, float]:
 
 def measure(jobs: int, clients: int, requests: int, logins: int) -> dict[str, object]:
     """Both benchmarks on a fresh stack; prints a summary and returns the numbers."""
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-auth-", dir="/tmp"))
-    home.chmod(0o755)
-    settings = _settings(home)
     results: dict[str, object] = {"jobs": jobs, "clients": clients}
-    try:
-        stack.up(settings, migrate=True)
+    with harness.throwaway_stack("stepledger-bench-auth-") as settings:
         results["load_s"] = load_jobs(settings, jobs, clients)
         rls = bench_jobs_rls(settings, f"c{clients // 2:03d}", requests)
         login = bench_login(settings, logins)
         results["jobs_rls"], results["login"] = rls, login
-    finally:
-        stack.down(settings)
-        shutil.rmtree(home, ignore_errors=True)
     print(f"jobs: {jobs} over {clients} clients (loaded in {results['load_s']:.0f} s)")
     print(f"GET /jobs?order=updated_at.desc&limit=50  client (RLS) p50 "
           f"{rls['client_rls_p50_ms']:.2f} ms  admin filtered p50 "

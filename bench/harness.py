@@ -4,46 +4,36 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psycopg
-from tests.ports import free_ports  # the tests' helper; bench runs from the repository root
+from tests.stacks import (  # noqa: F401 (the tests' helpers, free_ports for the benchmarks)
+    PIPELINES,
+    free_ports,
+    register_catalog,
+    throwaway_stack,
+)
 
 from stepledger import stack
 from stepledger.config import Settings
 from stepledger.tokens import operator_token
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH_CLIENTS = [(f"client-{n:03d}", f"Client {n}") for n in range(100)]
 
 
 @contextlib.contextmanager
-def bench_stack() -> Iterator[Settings]:
-    """A migrated stack on free ports in a fresh home, with the BotImage catalog; always stopped."""
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-", dir="/tmp"))
-    home.chmod(0o755)
-    pg, api, admin, postgrest, web = free_ports(5)
-    settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                                 postgrest_port=postgrest, web_port=web)
-    try:
-        stack.up(settings)
+def bench_stack(prefix: str = "stepledger-bench-",
+                clients: Iterable[str | tuple[str, ...]] = BENCH_CLIENTS) -> Iterator[Settings]:
+    """A migrated stack on free ports in a fresh home, with every pipeline of schemas/pipelines/
+    and these clients; always stopped."""
+    with throwaway_stack(prefix, keep_home_env="STEPLEDGER_KEEP_BENCH_HOME") as settings:
         with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
-            for path in sorted((REPO / "schemas" / "pipelines").glob("*.json")):
-                conn.execute("select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-            for n in range(100):
-                conn.execute("select ledger.add_client(%s, %s)", [f"client-{n:03d}", f"Client {n}"])
+            register_catalog(conn, clients, pipelines=sorted(PIPELINES.glob("*.json")))
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            if not os.environ.get("STEPLEDGER_KEEP_BENCH_HOME"):
-                shutil.rmtree(home, ignore_errors=True)
 
 
 def admin_token(settings: Settings, hours: int = 12) -> str:

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,40 +27,16 @@ import jwt
 import psycopg
 import pytest
 
-from ports import free_ports
-from stepledger import stack as stack_mod
+from stacks import free_ports as free_ports  # for the tests that import it from here
+from stacks import throwaway_stack
 from stepledger.config import Settings
-
-
-def make_home(prefix: str) -> Path:
-    """A fresh home under /tmp that the unprivileged service user can traverse."""
-    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    home.chmod(0o755)
-    return home
-
-
-def make_settings(home: Path, **overrides: Any) -> Settings:
-    pg, api, admin, postgrest, web = free_ports(5)
-    values: dict[str, Any] = {"pg_port": pg, "api_port": api, "api_admin_port": admin,
-                              "postgrest_port": postgrest, "web_port": web}
-    values.update(overrides)
-    return Settings.from_env(home=home, **values)
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """The local stack, migrated, on free ports in a throw-away home; always stopped at the end."""
-    home = make_home("stepledger-test-")
-    settings = make_settings(home)
-    try:
-        stack_mod.up(settings, migrate=True)
+    with throwaway_stack("stepledger-test-", keep_home_env="STEPLEDGER_KEEP_TEST_HOME") as settings:
         yield settings
-    finally:
-        try:
-            stack_mod.down(settings)
-        finally:
-            if not os.environ.get("STEPLEDGER_KEEP_TEST_HOME"):
-                shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

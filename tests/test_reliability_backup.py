@@ -4,7 +4,6 @@ database, so it must not touch the session stack)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from conftest import make_home, make_settings
+from stacks import throwaway_stack
 from stepledger import stack
 from stepledger.config import Settings
 from stepledger.tokens import operator_token
@@ -26,16 +25,8 @@ TABLES = ["ledger.vault", "ledger.events", "ledger.jobs", "ledger.prices", "ledg
 
 @pytest.fixture(scope="module")
 def own() -> Iterator[Settings]:
-    home = make_home("stepledger-backup-")
-    settings = make_settings(home)
-    try:
-        stack.up(settings, migrate=True)
+    with throwaway_stack("stepledger-backup-") as settings:
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ disturb the session stack the other tests share.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -19,29 +18,25 @@ import httpx
 import psycopg
 import pytest
 
-from conftest import make_home, make_settings
+from stacks import throwaway_stack
 from stepledger import StepledgerError, stack
 from stepledger.config import Settings
 
 INDEX_HTML = "<!doctype html><title>stepledger test root</title><p>served by nginx</p>\n"
 
 
-@pytest.fixture(scope="module")
-def own() -> Iterator[Settings]:
-    home = make_home("stepledger-stacktest-")
+def _test_web_root(home: Path) -> dict[str, Path]:
     web_root = home / "web"
     web_root.mkdir(mode=0o755)
     (web_root / "index.html").write_text(INDEX_HTML)
     (web_root / "index.html").chmod(0o644)
-    settings = make_settings(home, web_root=web_root)
-    try:
-        stack.up(settings, migrate=True)
+    return {"web_root": web_root}
+
+
+@pytest.fixture(scope="module")
+def own() -> Iterator[Settings]:
+    with throwaway_stack("stepledger-stacktest-", prepare_home=_test_web_root) as settings:
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _components_up(info: dict) -> dict[str, bool]:
