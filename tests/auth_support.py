@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import psycopg
 
+from stacks import register_catalog
 from stepledger import simulate
-from stepledger.config import REPO_ROOT, Settings
+from stepledger.config import Settings
 
 PASSWORD = "correct horse battery staple"
 
@@ -28,13 +29,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def register_botimage(conn: psycopg.Connection) -> None:
-    definition = (REPO_ROOT / "schemas" / "pipelines" / "botimage.json").read_text()
-    conn.execute("select ledger.register_pipeline(%s::jsonb)", [definition])
-
-
 def add_client(conn: psycopg.Connection, client_id: str) -> None:
-    conn.execute("select ledger.add_client(%s, %s, 'EUR')", [client_id, f"Hospital {client_id}"])
+    register_catalog(conn, [(client_id, f"Hospital {client_id}")], pipelines=())
+
+
+def register_botimage(conn: psycopg.Connection, *client_ids: str) -> None:
+    """BotImage and these clients (each named Hospital <id>)."""
+    register_catalog(conn, [(c, f"Hospital {c}") for c in client_ids])
 
 
 def add_user(conn: psycopg.Connection, email: str, roles: list[str],
@@ -110,9 +111,7 @@ class Tenants:
 
 def make_tenants(su_conn: psycopg.Connection, admin: httpx.Client) -> Tenants:
     a, b = unique("iso-a"), unique("iso-b")
-    register_botimage(su_conn)
-    for client_id in (a, b):
-        add_client(su_conn, client_id)
+    register_botimage(su_conn, a, b)
     shared = unique("shared-job")
     jobs_a = [f"{a}-job-{n}" for n in range(3)] + [shared]
     jobs_b = [f"{b}-job-{n}" for n in range(2)] + [shared]

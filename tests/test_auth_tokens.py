@@ -40,9 +40,8 @@ def _b64(data: dict[str, object]) -> str:
 
 @pytest.fixture(scope="module")
 def client_id(su_conn: psycopg.Connection) -> str:
-    register_botimage(su_conn)
     value = unique("tok")
-    add_client(su_conn, value)
+    register_botimage(su_conn, value)
     return value
 
 
