@@ -6,7 +6,6 @@ Every name is unique per call, so these tests share the session stack with the o
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from stacks import cli_env as cli_env  # for the tests that import it from here
 from stacks import register_catalog
 from stepledger import simulate
 from stepledger.config import Settings
@@ -29,8 +29,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def add_client(conn: psycopg.Connection, client_id: str) -> None:
+def add_client(conn: psycopg.Connection, client_id: str) -> str:
+    """Add a client named Hospital <id>; returns the id."""
     register_catalog(conn, [(client_id, f"Hospital {client_id}")], pipelines=())
+    return client_id
 
 
 def register_botimage(conn: psycopg.Connection, *client_ids: str) -> None:
@@ -78,20 +80,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0,
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment that points the stepledger CLI at the test stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLEDGER_")}
-    env.update({
-        "STEPLEDGER_HOME": str(settings.home),
-        "STEPLEDGER_PG_PORT": str(settings.pg_port),
-        "STEPLEDGER_API_PORT": str(settings.api_port),
-        "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
-        "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
-        "STEPLEDGER_WEB_PORT": str(settings.web_port),
-    })
-    return env
 
 
 @dataclass

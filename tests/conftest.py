@@ -8,7 +8,11 @@ Fixtures
 - jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret; an ingest
   token is also recorded in auth.api_tokens, as the database records the tokens it issues
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
+- pgrst: httpx.Client on PostgREST itself, past the gateway
+- admin_token / admin: an operator token / an httpx client on PostgREST with it
+- cli(*args): the stepledger CLI in a process of its own against the stack
 - api_token(client_id=None): an ingest API token issued by auth.create_api_token
+- make_tracker(**kwargs): an SDK Tracker on the stack (BotImage, st-mary), closed after the test
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
 """
@@ -16,10 +20,13 @@ Fixtures
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,8 +35,9 @@ import psycopg
 import pytest
 
 from stacks import free_ports as free_ports  # for the tests that import it from here
-from stacks import throwaway_stack
+from stacks import run_cli_process, throwaway_stack
 from stepledger.config import Settings
+from stepledger.sdk import Tracker, TrackerError
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +129,31 @@ def api(api_url: str) -> Iterator[Callable[..., httpx.Client]]:
         client.close()
 
 
+@pytest.fixture
+def pgrst(stack: Settings) -> Iterator[httpx.Client]:
+    """PostgREST without the gateway: what the database itself answers (no login rate limit)."""
+    with httpx.Client(base_url=stack.postgrest_url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def admin_token(jwt_for: Callable[..., str]) -> str:
+    """An operator (admin) token signed with the stack's secret."""
+    return jwt_for("admin")
+
+
+@pytest.fixture
+def admin(api: Callable[..., httpx.Client], admin_token: str) -> httpx.Client:
+    """An httpx client on PostgREST with the operator's token."""
+    return api(admin_token)
+
+
+@pytest.fixture(scope="session")
+def cli(stack: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """cli(*args): `python -m stepledger ARGS` against the session stack, output captured."""
+    return functools.partial(run_cli_process, stack)
+
+
 @pytest.fixture(scope="session")
 def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
     """Ingest API tokens made by auth.create_api_token, for one client or (None) every client."""
@@ -133,6 +166,30 @@ def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
         assert row is not None
         return str(row[0]["token"])
     return make
+
+
+@pytest.fixture
+def make_tracker(api_url: str, api_token: Callable[..., str], tmp_path: Path
+                 ) -> Iterator[Callable[..., Tracker]]:
+    """make_tracker(**kwargs): an SDK Tracker on the stack, for BotImage and st-mary unless told,
+    with an ingest token of that client and a spool of its own under tmp_path; all are closed
+    after the test."""
+    made: list[Tracker] = []
+
+    def make(**kwargs: Any) -> Tracker:
+        kwargs.setdefault("spool_dir", tmp_path / f"spool{len(made)}")
+        kwargs.setdefault("pipeline", "botimage")
+        kwargs.setdefault("client_id", "st-mary")
+        kwargs.setdefault("flush_interval_s", 0.1)
+        url = kwargs.pop("url", api_url)
+        token = kwargs.pop("token", api_token(kwargs["client_id"]))
+        tracker = Tracker(url, token, **kwargs)
+        made.append(tracker)
+        return tracker
+    yield make
+    for tracker in made:
+        with contextlib.suppress(TrackerError):
+            tracker.close(timeout_s=5)
 
 
 @contextlib.contextmanager

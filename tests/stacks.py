@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -80,6 +82,42 @@ def throwaway_stack(prefix: str, *, keep_home_env: str | None = None,
         finally:
             if not (keep_home_env and os.environ.get(keep_home_env)):
                 shutil.rmtree(home, ignore_errors=True)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the stepledger CLI at this stack (and at nothing else: other
+    STEPLEDGER_ variables of the caller's environment are left out)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLEDGER_")}
+    env.update({
+        "STEPLEDGER_HOME": str(settings.home),
+        "STEPLEDGER_PG_PORT": str(settings.pg_port),
+        "STEPLEDGER_API_PORT": str(settings.api_port),
+        "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
+        "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
+        "STEPLEDGER_WEB_PORT": str(settings.web_port),
+    })
+    return env
+
+
+def run_cli_process(settings: Settings, *args: str, timeout: float = 300,
+                    **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`python -m stepledger ARGS` against this stack in a process of its own; output captured
+    as text, the exit status left to the caller (e.g. input= for its stdin)."""
+    return subprocess.run([sys.executable, "-m", "stepledger", *args], env=cli_env(settings),
+                          capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], status: int | None = None) -> str:
+    """The CLI failed (with exit status `status` when given) and said why on one line of stderr,
+    without a traceback; returns that line."""
+    if status is None:
+        assert proc.returncode != 0, proc.stdout
+    else:
+        assert proc.returncode == status, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
 
 
 def register_catalog(conn: psycopg.Connection, clients: Iterable[str | tuple[str, ...]] = (),

@@ -3,9 +3,6 @@ database, so it must not touch the session stack)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from stacks import run_cli_process as cli
 from stacks import throwaway_stack
 from stepledger import stack
 from stepledger.config import Settings
@@ -27,17 +25,6 @@ TABLES = ["ledger.vault", "ledger.events", "ledger.jobs", "ledger.prices", "ledg
 def own() -> Iterator[Settings]:
     with throwaway_stack("stepledger-backup-") as settings:
         yield settings
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STEPLEDGER_HOME": str(settings.home),
-           "STEPLEDGER_PG_PORT": str(settings.pg_port),
-           "STEPLEDGER_API_PORT": str(settings.api_port),
-           "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
-           "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
-           "STEPLEDGER_WEB_PORT": str(settings.web_port)}
-    return subprocess.run([sys.executable, "-m", "stepledger", *args], env=env, text=True,
-                          capture_output=True, timeout=300, check=False)
 
 
 def fingerprint(settings: Settings) -> dict[str, tuple[int, str]]:

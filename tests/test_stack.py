@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from stacks import throwaway_stack
+from stacks import run_cli_process, throwaway_stack
 from stepledger import StepledgerError, stack
 from stepledger.config import Settings
 
@@ -118,17 +118,7 @@ def test_nginx_rate_limits_login(own: Settings) -> None:
 
 
 def test_cli_status_sees_the_stack(own: Settings) -> None:
-    env = dict(os.environ)
-    env.update({
-        "STEPLEDGER_HOME": str(own.home),
-        "STEPLEDGER_PG_PORT": str(own.pg_port),
-        "STEPLEDGER_API_PORT": str(own.api_port),
-        "STEPLEDGER_API_ADMIN_PORT": str(own.api_admin_port),
-        "STEPLEDGER_POSTGREST_PORT": str(own.postgrest_port),
-        "STEPLEDGER_WEB_PORT": str(own.web_port),
-    })
-    proc = subprocess.run([sys.executable, "-m", "stepledger", "status"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = run_cli_process(own, "status", timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
     for name in ("postgres", "postgrest", "nginx"):
