@@ -114,11 +114,6 @@ def test_migrate_replaces_an_older_constraint(settings: Settings,
 
 
 # -- ingest ------------------------------------------------------------------------------------
-@pytest.fixture
-def admin(api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> httpx.Client:
-    return api(jwt_for("admin"))
-
-
 def ingest(client: httpx.Client, text: str) -> dict[str, Any]:
     response = client.post("/rpc/ingest", content=text,
                            headers={"Content-Type": "application/json"})

@@ -23,11 +23,6 @@ def catalog(su_conn: psycopg.Connection) -> None:
 
 
 @pytest.fixture
-def admin(api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> httpx.Client:
-    return api(jwt_for("admin"))
-
-
-@pytest.fixture
 def tag() -> str:
     return uuid.uuid4().hex[:10]
 

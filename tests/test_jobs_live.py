@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,11 +18,6 @@ STEPS = BOTIMAGE_STEPS
 @pytest.fixture(scope="module", autouse=True)
 def catalog(su_conn: psycopg.Connection) -> None:
     register_catalog(su_conn, [("st-mary", "St Mary's Hospital")])
-
-
-@pytest.fixture
-def admin(api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> httpx.Client:
-    return api(jwt_for("admin"))
 
 
 class Job:
