@@ -67,11 +67,6 @@ def load_jobs(settings: Settings, jobs: int, clients: int) -> float:
     return time.perf_counter() - started
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _timed(request: Callable[[], httpx.Response]) -> float:
     started = time.perf_counter()
     response = request()
@@ -121,9 +116,9 @@ def bench_jobs_rls(settings: Settings, client_id: str, requests: int) -> dict[st
     return {
         "requests_each": requests,
         "client_rls_p50_ms": client_p50 * 1000,
-        "client_rls_p95_ms": _percentile(client_times, 0.95) * 1000,
+        "client_rls_p95_ms": harness.percentile(client_times, 0.95) * 1000,
         "admin_filtered_p50_ms": admin_p50 * 1000,
-        "admin_filtered_p95_ms": _percentile(admin_times, 0.95) * 1000,
+        "admin_filtered_p95_ms": harness.percentile(admin_times, 0.95) * 1000,
         "p50_ratio": client_p50 / admin_p50,
     }
 
@@ -153,7 +148,7 @@ def bench_login(settings: Settings, logins: int) -> dict[str, float]:
     return {
         "logins": logins,
         "login_p50_ms": login_p50 * 1000,
-        "login_p95_ms": _percentile(login_times, 0.95) * 1000,
+        "login_p95_ms": harness.percentile(login_times, 0.95) * 1000,
         "bcrypt_alone_p50_ms": bcrypt_p50 * 1000,
         "login_over_bcrypt_p50_ratio": login_p50 / bcrypt_p50,
     }

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 from tests.stacks import (  # noqa: F401 (the tests' helpers, free_ports for the benchmarks)
     PIPELINES,
@@ -17,7 +20,7 @@ from tests.stacks import (  # noqa: F401 (the tests' helpers, free_ports for the
     throwaway_stack,
 )
 
-from stepledger import stack
+from stepledger import simulate, stack
 from stepledger.config import Settings
 from stepledger.tokens import operator_token
 
@@ -48,6 +51,19 @@ def timed(func: Callable[[], object]) -> float:
     start = time.perf_counter()
     func()
     return time.perf_counter() - start
+
+
+def ingest_job_ms(http: httpx.Client, client: str, job_id: str, outcome: str,
+                  rng: random.Random, now: datetime) -> float:
+    """POST the events of one simulated job (started an hour before `now`, ending `outcome`) to
+    /rpc/ingest in one request; returns how long the request took, in milliseconds."""
+    plan = simulate.JobPlan(client, job_id, now - timedelta(hours=1), outcome)
+    body = json.dumps(list(simulate.job_events(plan, rng, now)))
+    started = time.perf_counter()
+    response = http.post("/rpc/ingest", content=body, headers={"Content-Type": "text/plain"})
+    elapsed = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.text
+    return elapsed
 
 
 def percentile(values: list[float], q: float) -> float:
