@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { barList, columns } from '../charts.js';
-import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import { empty, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
 import { analyticsFreshness, catalog, errorCodes, errorsByDay, errorStats, errorsBySource, jobsByDay, refreshAnalytics } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -78,32 +78,27 @@ export function render(main, ctx) {
     }
   }
 
-  async function load() {
-    content.setAttribute('aria-busy', 'true');
-    try {
-      if (!cat) {
-        cat = await catalog();
-        for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
-      }
-      await ensureFresh();
-      const args = {
-        since: state.window === 'all' ? null : utcDaysAgo(Number(state.window) - 1),
-        until: null,
-        client: state.client || null,
-      };
-      // Trends: per UTC day over the window (all time: the last 90 days).
-      const days = { ...args, since: args.since || utcDaysAgo(89) };
-      const [steps, sites, codes, failuresByDay, startedByDay] = await Promise.all([
-        errorStats(args), errorsBySource(args), errorCodes(args), errorsByDay(days), jobsByDay(days)]);
-      if (ctx.signal.aborted) return;
-      renderAll(steps, sites, codes, trends(failuresByDay, startedByDay, days.since));
-    } catch (err) {
-      if (ctx.signal.aborted) return;
-      replace(content, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('Error statistics') : errorBox(err, { title: 'Could not load the error statistics', retry: load }));
-    } finally {
-      content.setAttribute('aria-busy', 'false');
+  function load() {
+    return loadInto(content, { fetch: statistics, render: (parts) => renderAll(...parts), signal: ctx.signal,
+      missing: 'Error statistics', title: 'Could not load the error statistics', retry: load });
+  }
+
+  async function statistics() {
+    if (!cat) {
+      cat = await catalog();
+      for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
     }
+    await ensureFresh();
+    const args = {
+      since: state.window === 'all' ? null : utcDaysAgo(Number(state.window) - 1),
+      until: null,
+      client: state.client || null,
+    };
+    // Trends: per UTC day over the window (all time: the last 90 days).
+    const days = { ...args, since: args.since || utcDaysAgo(89) };
+    const [steps, sites, codes, failuresByDay, startedByDay] = await Promise.all([
+      errorStats(args), errorsBySource(args), errorCodes(args), errorsByDay(days), jobsByDay(days)]);
+    return [steps, sites, codes, trends(failuresByDay, startedByDay, days.since)];
   }
 
   /** The jobs list filtered to the failures behind a bar or a row (POST /rpc/search_jobs). */
@@ -181,13 +176,13 @@ export function render(main, ctx) {
       return manyPipelines ? `${title} (${c.pipeline})` : title;
     };
     const codesTable = h('div', { class: 'table-wrap' }, h('table', { class: 'table table-codes responsive-table' },
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'Error code'),
-        h('th', { scope: 'col' }, 'Step'),
-        h('th', { scope: 'col', class: 'num' }, 'Failures'),
-        h('th', { scope: 'col', class: 'num' }, 'Clients'),
-        h('th', { scope: 'col' }, 'Last seen'),
-        h('th', { scope: 'col' }, 'Latest message'))),
+      tableHead(
+        'Error code',
+        'Step',
+        { label: 'Failures', class: 'num' },
+        { label: 'Clients', class: 'num' },
+        'Last seen',
+        'Latest message'),
       h('tbody', topCodes.map((c) => h('tr',
         h('td', { 'data-label': 'Error code' }, c.error_code
           ? h('a', { href: drill({ pipeline: c.pipeline, error_step: c.step, error_code: c.error_code }), 'aria-label': `Jobs that failed with ${c.error_code} at ${stepName(c)}` },

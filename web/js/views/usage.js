@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { freshnessNote, freshUsage, monthlyChart, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
-import { errorBox, loading, pageHeader, unavailable } from '../components.js';
+import { errorBox, loadFailure, loading, pageHeader } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -49,8 +49,7 @@ export function render(main, ctx) {
         || h('p', { class: 'muted' }, 'No completed steps in the last 12 months.'));
     } catch (err) {
       if (ctx.signal.aborted) return;
-      replace(chartHost, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('Usage') : errorBox(err, { title: 'Could not load the usage' }));
+      replace(chartHost, loadFailure(err, { missing: 'Usage', title: 'Could not load the usage' }));
     }
   }
 
