@@ -8,8 +8,6 @@ login), so that a test which refuses everything for a wrong reason fails.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,8 @@ import jwt
 import psycopg
 import pytest
 
-from auth_support import PASSWORD, add_client, add_user, cli_env, login, unique
+from auth_support import PASSWORD, add_client, add_user, login, unique
+from stacks import run_cli_process
 from stepledger.config import Settings
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -135,9 +134,7 @@ def test_disable_then_enable_revives_no_token(pgrst: httpx.Client,
     refreshable = _token(pgrst, email)
     assert _status(api, token) == 200
     for action in ("disable", "enable"):  # as the operator does it
-        done = subprocess.run([sys.executable, "-m", "stepledger", "user", action, email],
-                              env=cli_env(settings), capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = run_cli_process(settings, "user", action, email, timeout=120)
         assert done.returncode == 0, done.stderr
     _refused(api, token, "the user was disabled")
     refresh = _refresh(pgrst, refreshable)

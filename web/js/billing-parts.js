@@ -155,11 +155,7 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
   const body = lines.length
     ? h('div', { class: 'table-wrap' }, h('table', { class: 'table table-invoice responsive-table compact-rows' },
       h('caption', { class: 'visually-hidden' }, `Invoice lines of ${clientName} for ${fmt.period(period)}`),
-      tableHead(
-        'Step',
-        { label: 'Units', class: 'num' },
-        { label: 'Unit price', class: 'num' },
-        { label: 'Amount', class: 'num' }),
+      tableHead('Step', { label: 'Units', class: 'num' }, { label: 'Unit price', class: 'num' }, { label: 'Amount', class: 'num' }),
       h('tbody', lines.map((l) => {
         const t = lineTitle(cat, l);
         const usageLine = !l.kind || l.kind === 'usage';

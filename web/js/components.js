@@ -242,6 +242,14 @@ export function toCsv(columns, rows) {
   return `${lines.join('\r\n')}\r\n`;
 }
 
+/** A card: a <section> named by its <h2> (`id`, `title`), with `aside` (a note, a button, a small
+ * form) beside the title, then the body. */
+export function card({ id, title, aside = null }, ...body) {
+  return h('section', { class: 'card', 'aria-labelledby': id },
+    h('div', { class: 'card-header' }, h('h2', { id }, title), aside),
+    ...body);
+}
+
 /** Page heading with an optional trailing area (actions, live indicator). */
 export function pageHeader(title, subtitle, ...aside) {
   return h('div', { class: 'page-header' },

@@ -3,7 +3,7 @@
 // thresholds per client. Rules live in the database (docs/notifications.md); this page only asks.
 
 import { ApiError, describeError } from '../api.js';
-import { act, badge, checkFields, confirmDialog, empty, errorBox, loading, loadInto, pageHeader, revealOnce, tableHead, timeEl, toast } from '../components.js';
+import { act, badge, card, checkFields, confirmDialog, empty, errorBox, loading, loadInto, pageHeader, revealOnce, tableHead, timeEl, toast } from '../components.js';
 import {
   EMAIL_EVENT_TYPES, EVENT_TYPES, createWebhook, deleteWebhook, emailAlerts, enableWebhook,
   recentDeliveries, redeliver, setEmailAlerts, setUsageAlert, testWebhook, usageAlerts, webhooks,
@@ -48,27 +48,22 @@ export function render(main, ctx) {
     revealHost,
     h('div', { class: 'grid-prices' },
       formHost,
-      h('section', { class: 'card', 'aria-labelledby': 'hooks-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'hooks-title' }, 'Webhook endpoints')),
+      card({ id: 'hooks-title', title: 'Webhook endpoints' },
         hooksHost)),
-    h('section', { class: 'card', 'aria-labelledby': 'deliveries-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'deliveries-title' }, 'Recent deliveries'),
-        h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => loadDeliveries() }, 'Reload')),
+    card({ id: 'deliveries-title', title: 'Recent deliveries',
+      aside: h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => loadDeliveries() }, 'Reload') },
       deliveriesHost),
     h('div', { class: 'grid-prices' }, emailHost, thresholdsHost)));
 
   // The catalog first (the form lists the clients), then the form and every part of the page.
-  function start() {
-    return loadInto(hooksHost, {
-      fetch: catalog,
-      render: (loaded) => {
-        cat = loaded;
-        renderForm();
-        return Promise.all([loadHooks(), loadDeliveries(), loadEmail(), admin ? loadThresholds() : null]);
-      },
-      signal: ctx.signal, retry: start, busy: false,
-    });
-  }
+  const start = () => loadInto(hooksHost, {
+    fetch: catalog, signal: ctx.signal, retry: start, busy: false,
+    render: (loaded) => {
+      cat = loaded;
+      renderForm();
+      return Promise.all([loadHooks(), loadDeliveries(), loadEmail(), admin ? loadThresholds() : null]);
+    },
+  });
 
   /** Load one part of the page into its host (see loadInto). */
   function loadPart(host, what, fetch, render, retry, busy = true) {
@@ -87,12 +82,7 @@ export function render(main, ctx) {
       return;
     }
     replace(hooksHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-hooks responsive-table' },
-      tableHead(
-        'URL',
-        admin ? 'Client' : null,
-        'Events',
-        'Status',
-        { hidden: 'Actions' }),
+      tableHead('URL', admin ? 'Client' : null, 'Events', 'Status', { hidden: 'Actions' }),
       h('tbody', hooks.map((w) => h('tr', { dataset: { webhook: w.webhook_id }, class: w.enabled ? '' : 'row-muted' },
         h('th', { scope: 'row', 'data-label': 'URL' }, h('span', { class: 'mono break' }, w.url),
           h('span', { class: 'muted small block' }, 'Created ', timeEl(w.created_at, { format: fmt.dateTimeShort }))),
@@ -178,8 +168,7 @@ export function render(main, ctx) {
         submit.disabled = false;
       }
     });
-    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'new-hook-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'new-hook-title' }, 'New endpoint')), form));
+    replace(formHost, card({ id: 'new-hook-title', title: 'New endpoint' }, form));
   }
 
   function reveal(answer) {
@@ -202,14 +191,7 @@ export function render(main, ctx) {
     }
     const urlOf = (id) => hooks.find((w) => w.webhook_id === id)?.url || String(id).slice(0, 8);
     replace(deliveriesHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-deliveries responsive-table' },
-      tableHead(
-        'When',
-        'Event',
-        'Endpoint',
-        'Attempt',
-        'Answer',
-        'Status',
-        { hidden: 'Actions' }),
+      tableHead('When', 'Event', 'Endpoint', 'Attempt', 'Answer', 'Status', { hidden: 'Actions' }),
       h('tbody', rows.map((d) => h('tr', { dataset: { delivery: d.delivery_id } },
         h('td', { 'data-label': 'When' }, timeEl(d.attempted_at || d.created_at, { format: fmt.dateTimeShort })),
         h('th', { scope: 'row', 'data-label': 'Event' }, d.event_type === 'webhook.test' ? 'Test' : eventLabel(d.event_type),
@@ -240,10 +222,9 @@ export function render(main, ctx) {
   }
 
   function renderEmail(mine) {
-    const card = (...body) => h('section', { class: 'card', 'aria-labelledby': 'email-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'email-title' }, 'E-mail alerts')), ...body);
+    const emailCard = (...body) => card({ id: 'email-title', title: 'E-mail alerts' }, ...body);
     if (!mine) {
-      replace(emailHost, card(h('p', { class: 'muted' }, 'E-mail alerts are for people who sign in with an e-mail address.')));
+      replace(emailHost, emailCard(h('p', { class: 'muted' }, 'E-mail alerts are for people who sign in with an e-mail address.')));
       return;
     }
     const choice = checkboxGroup(`E-mail ${mine.email} when`, EVENT_TYPES.filter((e) => EMAIL_EVENT_TYPES.includes(e.type)), mine.events, 'email-event');
@@ -261,7 +242,7 @@ export function render(main, ctx) {
         toast(answer.events.length ? 'E-mail alerts saved' : 'E-mail alerts turned off', 'success');
       }, submit);
     });
-    replace(emailHost, card(form));
+    replace(emailHost, emailCard(form));
   }
 
   // -- usage thresholds (admins) ------------------------------------------------------------------
@@ -291,8 +272,7 @@ export function render(main, ctx) {
     });
     const list = rows.length
       ? h('table', { class: 'table table-thresholds responsive-table' },
-        tableHead('Client', 'Threshold', 'Last crossed',
-          { hidden: 'Actions' }),
+        tableHead('Client', 'Threshold', 'Last crossed', { hidden: 'Actions' }),
         h('tbody', rows.map((r) => h('tr', { dataset: { client: r.client_id } },
           h('th', { scope: 'row', 'data-label': 'Client' }, cat.clientName(r.client_id)),
           h('td', { 'data-label': 'Threshold', class: 'num' }, fmt.money(r.amount, r.currency)),
@@ -305,8 +285,7 @@ export function render(main, ctx) {
             }),
           }, 'Remove'))))))
       : h('p', { class: 'muted' }, 'No thresholds set.');
-    replace(thresholdsHost, h('section', { class: 'card', 'aria-labelledby': 'thresholds-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'thresholds-title' }, 'Usage thresholds')), form, list));
+    replace(thresholdsHost, card({ id: 'thresholds-title', title: 'Usage thresholds' }, form, list));
   }
 
   start();

@@ -1,7 +1,7 @@
 // Admin billing: per client and per step for one month (GET /usage), and any client's invoice.
 
 import { byStepOrder, freshnessNote, freshUsage, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
-import { act, download, empty, errorBox, loadFailure, loading, pageHeader, tableHead, toast } from '../components.js';
+import { act, card, download, empty, errorBox, loadFailure, loading, pageHeader, tableHead, toast } from '../components.js';
 import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -81,9 +81,8 @@ export function render(main, ctx) {
       if (ctx.signal.aborted) return;
       renderTable(rows, freshness);
       const charts = pipelineUsageCharts(cat, year, periods);
-      replace(trendHost, charts ? h('section', { class: 'card', 'aria-labelledby': 'pipeline-usage-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'pipeline-usage-title' }, 'Usage per pipeline'),
-          h('span', { class: 'muted small' }, 'completed steps per month, every client')),
+      replace(trendHost, charts ? card({ id: 'pipeline-usage-title', title: 'Usage per pipeline',
+        aside: h('span', { class: 'muted small' }, 'completed steps per month, every client') },
         charts) : null);
     } catch (err) {
       if (ctx.signal.aborted) return;
@@ -124,15 +123,10 @@ export function render(main, ctx) {
           h('td', { class: 'num', 'data-label': 'Units' }, fmt.int(l.units)),
           h('td', { class: 'num', 'data-label': 'Amount' }, fmt.money(l.amount, l.currency)))));
     });
-    replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'billing-table-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'billing-table-title' }, `Per client and step · ${fmt.period(state.period)}`)),
+    replace(tableHost, card({ id: 'billing-table-title', title: `Per client and step · ${fmt.period(state.period)}` },
       freshnessNote(freshness),
       h('div', { class: 'table-wrap' }, h('table', { class: 'table table-billing responsive-table compact-rows' },
-        tableHead(
-          'Step',
-          { label: 'Completed steps', class: 'num' },
-          { label: 'Units', class: 'num' },
-          { label: 'Amount', class: 'num' }),
+        tableHead('Step', { label: 'Completed steps', class: 'num' }, { label: 'Units', class: 'num' }, { label: 'Amount', class: 'num' }),
         sections))));
   }
 

@@ -2,7 +2,7 @@
 // billing month (UTC), so failures and revenue speak of the same jobs; one revenue card per currency.
 
 import { ApiError } from '../api.js';
-import { empty, loading, loadInto, pageHeader, tableHead } from '../components.js';
+import { card, empty, loading, loadInto, pageHeader, tableHead } from '../components.js';
 import { freshUsage } from '../billing-parts.js';
 import { catalog, jobCounts, usage } from '../data.js';
 import { h, replace } from '../dom.js';
@@ -99,8 +99,7 @@ export function render(main, ctx) {
     rows.sort((a, b) => (b.counts.failed + b.counts.stalled) - (a.counts.failed + a.counts.stalled)
       || b.counts.total - a.counts.total);
     const q = (id, extra = '') => `#/jobs?client=${encodeURIComponent(id)}&month=${period}${extra}`;
-    replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'clients-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'clients-title' }, 'Clients')),
+    replace(tableHost, card({ id: 'clients-title', title: 'Clients' },
       h('div', { class: 'table-wrap' }, h('table', { class: 'table table-clients responsive-table' },
         tableHead(
           'Client',

@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { barList, columns } from '../charts.js';
-import { empty, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
+import { card, empty, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
 import { analyticsFreshness, catalog, errorCodes, errorsByDay, errorStats, errorsBySource, jobsByDay, refreshAnalytics } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -126,13 +126,11 @@ export function render(main, ctx) {
       text: `${fmt.int(r.started)} jobs started, ${fmt.int(r.failed)} failed`,
     }));
     return h('div', { class: 'grid-2' },
-      h('section', { class: 'card', 'aria-labelledby': 'failures-day-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'failures-day-title' }, 'Failures per day'),
-          h('span', { class: 'muted small' }, `since ${fmt.date(`${since}T12:00:00Z`)} (UTC days)`)),
+      card({ id: 'failures-day-title', title: 'Failures per day',
+        aside: h('span', { class: 'muted small' }, `since ${fmt.date(`${since}T12:00:00Z`)} (UTC days)`) },
         columns(failureItems, { label: 'Failed attempts per day', values: 'none', labelEvery: every })),
-      h('section', { class: 'card', 'aria-labelledby': 'jobs-day-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'jobs-day-title' }, 'Jobs per day'),
-          h('span', { class: 'muted small' }, 'jobs started each UTC day')),
+      card({ id: 'jobs-day-title', title: 'Jobs per day',
+        aside: h('span', { class: 'muted small' }, 'jobs started each UTC day') },
         columns(jobItems, { label: 'Jobs started per day', values: 'none', labelEvery: every })));
   }
 
@@ -201,13 +199,10 @@ export function render(main, ctx) {
         h('div', { class: 'stat stat-neutral' }, h('span', { class: 'stat-value' }, fmt.percent(totalAttempts ? totalFailures / totalAttempts : 0)), h('span', { class: 'stat-label' }, 'Failure rate')),
         h('div', { class: 'stat stat-neutral' }, h('span', { class: 'stat-value' }, fmt.int(codes.length)), h('span', { class: 'stat-label' }, 'Distinct error codes'))),
       h('div', { class: 'grid-2' },
-        h('section', { class: 'card', 'aria-labelledby': 'by-step-title' },
-          h('div', { class: 'card-header' }, h('h2', { id: 'by-step-title' }, 'By step')), byStep),
-        h('section', { class: 'card', 'aria-labelledby': 'by-site-title' },
-          h('div', { class: 'card-header' }, h('h2', { id: 'by-site-title' }, 'By site')),
+        card({ id: 'by-step-title', title: 'By step' }, byStep),
+        card({ id: 'by-site-title', title: 'By site' },
           siteRows.length ? bySite : empty('No failures by site', ''))),
-      h('section', { class: 'card', 'aria-labelledby': 'codes-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'codes-title' }, 'Top error codes')), codesTable),
+      card({ id: 'codes-title', title: 'Top error codes' }, codesTable),
       trendCharts);
   }
 

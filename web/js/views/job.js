@@ -1,6 +1,6 @@
 // One job: its state, the failing step's error first, then a timeline of every step and attempt.
 
-import { badge, empty, jobBadge, loading, loadInto, progressBar, timeEl } from '../components.js';
+import { badge, card, empty, jobBadge, loading, loadInto, progressBar, timeEl } from '../components.js';
 import { catalog, jobDetail } from '../data.js';
 import { h, replace } from '../dom.js';
 import * as fmt from '../format.js';
@@ -96,10 +96,8 @@ export function render(main, ctx) {
       steps.map((s) => stepItem(s, spanStart, spanEnd, s === failing)));
 
     replace(body, ...alerts, summary,
-      h('section', { class: 'card', 'aria-labelledby': 'timeline-title' },
-        h('div', { class: 'card-header' },
-          h('h2', { id: 'timeline-title' }, 'Step timeline'),
-          h('span', { class: 'muted small' }, `${job.steps_done} of ${job.steps_total} steps done`)),
+      card({ id: 'timeline-title', title: 'Step timeline',
+        aside: h('span', { class: 'muted small' }, `${job.steps_done} of ${job.steps_total} steps done`) },
         timeline));
   }
 

@@ -2,7 +2,7 @@
 // price for a step, as the default or for one client. Whether a row is in force, scheduled or
 // superseded is GET /prices' `state` (the billing rule, per pipeline, step, client and currency).
 
-import { checkFields, empty, errorBox, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
+import { card, checkFields, empty, errorBox, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
 import { addPrice, catalog, prices } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -31,27 +31,23 @@ export function render(main, ctx) {
     pageHeader('Price book', 'Unit prices per pipeline step. A change is a new row from a date on, so past invoices stay explainable.'),
     h('div', { class: 'grid-prices' },
       formHost,
-      h('section', { class: 'card', 'aria-labelledby': 'prices-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'prices-title' }, 'Prices')),
+      card({ id: 'prices-title', title: 'Prices' },
         h('form', { class: 'filters filters-inline', 'aria-label': 'Filter prices', onSubmit: (e) => e.preventDefault() },
           field('Pipeline', fPipeline), field('Applies to', fClient),
           h('div', { class: 'field field-check' }, h('label', {}, fAll, ' Show superseded prices'))),
         listHost))));
 
   // The catalog first (the filters and the form list its pipelines and clients), then the list.
-  function start() {
-    return loadInto(listHost, {
-      fetch: catalog,
-      render: (loaded) => {
-        cat = loaded;
-        for (const p of cat.pipelines) fPipeline.append(h('option', { value: p.pipeline, selected: p.pipeline === filter.pipeline }, p.title));
-        for (const c of cat.clients) fClient.append(h('option', { value: c.client_id, selected: c.client_id === filter.client }, c.name));
-        renderForm();
-        return loadList();
-      },
-      signal: ctx.signal, retry: start, busy: false,
-    });
-  }
+  const start = () => loadInto(listHost, {
+    fetch: catalog, signal: ctx.signal, retry: start, busy: false,
+    render: (loaded) => {
+      cat = loaded;
+      for (const p of cat.pipelines) fPipeline.append(h('option', { value: p.pipeline, selected: p.pipeline === filter.pipeline }, p.title));
+      for (const c of cat.clients) fClient.append(h('option', { value: c.client_id, selected: c.client_id === filter.client }, c.name));
+      renderForm();
+      return loadList();
+    },
+  });
 
   function loadList() {
     return loadInto(listHost, { fetch: prices, render: renderList, signal: ctx.signal,
@@ -72,12 +68,7 @@ export function render(main, ctx) {
       || a.currency.localeCompare(b.currency)
       || Date.parse(b.effective_from) - Date.parse(a.effective_from));
     replace(listHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-prices responsive-table' },
-      tableHead(
-        'Step',
-        'Applies to',
-        { label: 'Unit price', class: 'num' },
-        'From',
-        'State'),
+      tableHead('Step', 'Applies to', { label: 'Unit price', class: 'num' }, 'From', 'State'),
       h('tbody', rows.map((r) => h('tr', { class: `price-${r.state.replace(' ', '-')}`, dataset: { pipeline: r.pipeline, step: r.step, client: r.client_id ?? '', currency: r.currency } },
         h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, cat.stepTitle(r.pipeline, r.step)),
           cat.pipelines.length > 1 ? h('span', { class: 'muted small' }, cat.pipeline(r.pipeline)?.title || r.pipeline) : null,
@@ -161,8 +152,7 @@ export function render(main, ctx) {
       }
     });
 
-    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'add-price-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'add-price-title' }, 'Add a price')),
+    replace(formHost, card({ id: 'add-price-title', title: 'Add a price' },
       form));
   }
 

@@ -1,6 +1,6 @@
 // Admin API tokens for pipelines: create (the token is shown once), list, revoke.
 
-import { act, badge, checkFields, confirmDialog, empty, errorBox, loading, loadInto, pageHeader, revealOnce, tableHead, timeEl, toast } from '../components.js';
+import { act, badge, card, checkFields, confirmDialog, empty, errorBox, loading, loadInto, pageHeader, revealOnce, tableHead, timeEl, toast } from '../components.js';
 import { apiTokens, catalog, createApiToken, revokeApiToken } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -18,22 +18,14 @@ export function render(main, ctx) {
     revealHost,
     h('div', { class: 'grid-prices' },
       formHost,
-      h('section', { class: 'card', 'aria-labelledby': 'tokens-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'tokens-title' }, 'Tokens')),
+      card({ id: 'tokens-title', title: 'Tokens' },
         listHost))));
 
   // The catalog first (the form lists the clients), then the form and the list.
-  function start() {
-    return loadInto(listHost, {
-      fetch: catalog,
-      render: (loaded) => {
-        cat = loaded;
-        renderForm();
-        return loadList();
-      },
-      signal: ctx.signal, retry: start, busy: false,
-    });
-  }
+  const start = () => loadInto(listHost, {
+    fetch: catalog, signal: ctx.signal, retry: start, busy: false,
+    render: (loaded) => { cat = loaded; renderForm(); return loadList(); },
+  });
 
   function loadList() {
     return loadInto(listHost, { fetch: apiTokens, render: renderList, signal: ctx.signal,
@@ -46,13 +38,7 @@ export function render(main, ctx) {
       return;
     }
     replace(listHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-tokens responsive-table' },
-      tableHead(
-        'Name',
-        'Writes for',
-        'Created',
-        'Last used',
-        'Status',
-        { hidden: 'Actions' }),
+      tableHead('Name', 'Writes for', 'Created', 'Last used', 'Status', { hidden: 'Actions' }),
       h('tbody', rows.map((t) => {
         const active = t.active ?? !t.revoked_at;
         return h('tr', { dataset: { token: t.token_id }, class: active ? '' : 'row-muted' },
@@ -117,8 +103,7 @@ export function render(main, ctx) {
         submit.disabled = false;
       }
     });
-    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'new-token-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'new-token-title' }, 'New token')), form));
+    replace(formHost, card({ id: 'new-token-title', title: 'New token' }, form));
   }
 
   function reveal(answer, name) {

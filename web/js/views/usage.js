@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { freshnessNote, freshUsage, monthlyChart, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
-import { errorBox, loadFailure, loading, pageHeader } from '../components.js';
+import { card, errorBox, loadFailure, loading, pageHeader } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -26,14 +26,11 @@ export function render(main, ctx) {
 
   replace(main, h('div', { class: 'page page-usage' },
     pageHeader('Usage & invoices', 'What your completed steps cost, month by month (months in UTC).'),
-    h('section', { class: 'card', 'aria-labelledby': 'months-title' },
-      h('div', { class: 'card-header' },
-        h('h2', { id: 'months-title' }, 'Amount per month'),
-        h('form', { class: 'inline-form', onSubmit: (e) => e.preventDefault() }, field('Month', periodSel))),
+    card({ id: 'months-title', title: 'Amount per month',
+      aside: h('form', { class: 'inline-form', onSubmit: (e) => e.preventDefault() }, field('Month', periodSel)) },
       chartHost),
-    h('section', { class: 'card', 'aria-labelledby': 'pipeline-usage-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'pipeline-usage-title' }, 'Usage per pipeline'),
-        h('span', { class: 'muted small' }, 'completed steps per month')),
+    card({ id: 'pipeline-usage-title', title: 'Usage per pipeline',
+      aside: h('span', { class: 'muted small' }, 'completed steps per month') },
       trendHost),
     invoiceHost));
 
