@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,18 +28,11 @@ import httpx
 import psycopg
 
 from bench import harness
-from stepledger import stack
 from stepledger.settings import Settings
 
 PASSWORD = "bench password 2024"
 
 
-
-
-def _settings(home: Path) -> Settings:
-    pg, api, admin, postgrest, web = harness.free_ports(5)
-    return Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                             postgrest_port=postgrest, web_port=web)
 
 
 def load_jobs(settings: Settings, jobs: int, clients: int) -> float:
@@ -74,11 +65,6 @@ def load_jobs(settings: Settings, jobs: int, clients: int) -> float:
         conn.execute("analyze ledger.clients")
         conn.commit()
     return time.perf_counter() - started
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _timed(request: Callable[[], httpx.Response]) -> float:
@@ -130,9 +116,9 @@ def bench_jobs_rls(settings: Settings, client_id: str, requests: int) -> dict[st
     return {
         "requests_each": requests,
         "client_rls_p50_ms": client_p50 * 1000,
-        "client_rls_p95_ms": _percentile(client_times, 0.95) * 1000,
+        "client_rls_p95_ms": harness.percentile(client_times, 0.95) * 1000,
         "admin_filtered_p50_ms": admin_p50 * 1000,
-        "admin_filtered_p95_ms": _percentile(admin_times, 0.95) * 1000,
+        "admin_filtered_p95_ms": harness.percentile(admin_times, 0.95) * 1000,
         "p50_ratio": client_p50 / admin_p50,
     }
 
@@ -162,7 +148,7 @@ def bench_login(settings: Settings, logins: int) -> dict[str, float]:
     return {
         "logins": logins,
         "login_p50_ms": login_p50 * 1000,
-        "login_p95_ms": _percentile(login_times, 0.95) * 1000,
+        "login_p95_ms": harness.percentile(login_times, 0.95) * 1000,
         "bcrypt_alone_p50_ms": bcrypt_p50 * 1000,
         "login_over_bcrypt_p50_ratio": login_p50 / bcrypt_p50,
     }
@@ -170,19 +156,12 @@ def bench_login(settings: Settings, logins: int) -> dict[str, float]:
 
 def measure(jobs: int, clients: int, requests: int, logins: int) -> dict[str, object]:
     """Both benchmarks on a fresh stack; prints a summary and returns the numbers."""
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-auth-", dir="/tmp"))
-    home.chmod(0o755)
-    settings = _settings(home)
     results: dict[str, object] = {"jobs": jobs, "clients": clients}
-    try:
-        stack.up(settings, migrate=True)
+    with harness.throwaway_stack("stepledger-bench-auth-") as settings:
         results["load_s"] = load_jobs(settings, jobs, clients)
         rls = bench_jobs_rls(settings, f"c{clients // 2:03d}", requests)
         login = bench_login(settings, logins)
         results["jobs_rls"], results["login"] = rls, login
-    finally:
-        stack.down(settings)
-        shutil.rmtree(home, ignore_errors=True)
     print(f"jobs: {jobs} over {clients} clients (loaded in {results['load_s']:.0f} s)")
     print(f"GET /jobs?order=updated_at.desc&limit=50  client (RLS) p50 "
           f"{rls['client_rls_p50_ms']:.2f} ms  admin filtered p50 "

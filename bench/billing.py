@@ -414,14 +414,8 @@ def measure_trigger_overhead(settings: Settings, rounds: int = 6,
                     owner.execute(f"alter table ledger.job_steps "
                                   f"{'enable' if enabled else 'disable'} trigger {name}")
                 for b in range(batches):
-                    plan = simulate.JobPlan(client, f"trg-{n}-{b}-{time.time_ns()}",
-                                            now - timedelta(hours=1), "completed")
-                    body = json.dumps(list(simulate.job_events(plan, rng, now)))
-                    t = time.perf_counter()
-                    r = http.post("/rpc/ingest", content=body,
-                                  headers={"Content-Type": "text/plain"})
-                    samples[enabled].append((time.perf_counter() - t) * 1000)
-                    assert r.status_code == 200, r.text
+                    samples[enabled].append(harness.ingest_job_ms(
+                        http, client, f"trg-{n}-{b}-{time.time_ns()}", "completed", rng, now))
         finally:
             for name in triggers:
                 owner.execute(f"alter table ledger.job_steps enable trigger {name}")

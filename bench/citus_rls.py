@@ -13,17 +13,12 @@ same filter, and prints the p50 ratio of each topology (issue 13: at most 1.3).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 
-from bench.harness import free_ports
-from stepledger import stack as stack_mod
-from stepledger.settings import Settings
+from bench.harness import throwaway_stack
 from stepledger.stack import citus
 
 QUERY = "select * from {table} where client_id = %s order by updated_at desc limit 50"
@@ -96,25 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     if not citus.installed():
         print("citus_rls skipped: Citus is not installed (scripts/build-citus.sh builds it)")
         return 0
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-citus-", dir="/tmp"))
-    home.chmod(0o755)
-    base = citus.free_port_block(3)
-    api, admin, postgrest, web = free_ports(4)
-    settings = Settings.from_env(home=home, pg_port=base, api_port=api, api_admin_port=admin,
-                                 postgrest_port=postgrest, web_port=web, citus_workers=2)
-    try:
-        stack_mod.up(settings)
-        with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
-            _setup(conn, args.clients, args.rows)
-            client_id = f"c{args.clients // 2:03d}"
-            for table, label in (("distributed", "2 workers, distributed"),
-                                 ("local", "coordinator-local (single node)")):
-                r = measure(conn, table, client_id, args.runs)
-                print(f"{label:<34} client p50 {r['client_p50_ms']:.2f} ms  admin p50 "
-                      f"{r['admin_p50_ms']:.2f} ms  ratio {r['ratio']:.2f} (target <= 1.3)")
-    finally:
-        stack_mod.down(settings)
-        shutil.rmtree(home, ignore_errors=True)
+    with throwaway_stack("stepledger-bench-citus-", pg_port=citus.free_port_block(3),
+                         citus_workers=2) as settings, \
+            psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+        _setup(conn, args.clients, args.rows)
+        client_id = f"c{args.clients // 2:03d}"
+        for table, label in (("distributed", "2 workers, distributed"),
+                             ("local", "coordinator-local (single node)")):
+            r = measure(conn, table, client_id, args.runs)
+            print(f"{label:<34} client p50 {r['client_p50_ms']:.2f} ms  admin p50 "
+                  f"{r['admin_p50_ms']:.2f} ms  ratio {r['ratio']:.2f} (target <= 1.3)")
     return 0
 
 

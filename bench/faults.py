@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -56,28 +55,16 @@ CENT = Decimal("0.01")
 def own_stack(prefix: str = "stepledger-faults-") -> Iterator[Settings]:
     """A migrated stack of its own on free ports in a fresh home (the faults must not reach any
     other stack); always stopped and removed."""
-    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    home.chmod(0o755)
-    pg, api, admin, postgrest, web = harness.free_ports(5)
-    settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                                 postgrest_port=postgrest, web_port=web)
-    try:
-        stack.up(settings)
+    with harness.throwaway_stack(prefix) as settings:
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def prepare(settings: Settings, client: str) -> str:
     """Register BotImage, the client and a default price per step; return an ingest API token
     issued by the database for that client."""
     with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
-        path = REPO / "schemas" / "pipelines" / f"{PIPELINE}.json"
-        conn.execute("select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-        conn.execute("select ledger.add_client(%s, %s)", [client, f"Faults {client}"])
+        harness.register_catalog(conn, [(client, f"Faults {client}")],
+                                 pipelines=[harness.PIPELINES / f"{PIPELINE}.json"])
         for step, price in PRICES.items():
             set_price(conn, PIPELINE, step, price, currency="EUR", effective_from=PRICES_FROM)
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:

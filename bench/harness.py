@@ -4,46 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
+import random
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
-from tests.ports import free_ports  # the tests' helper; bench runs from the repository root
+from tests.stacks import (  # noqa: F401 (the tests' helpers, free_ports for the benchmarks)
+    PIPELINES,
+    free_ports,
+    register_catalog,
+    throwaway_stack,
+)
 
 from stepledger import stack
+from stepledger.demo import simulate
 from stepledger.ingest.credentials import operator_token
 from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH_CLIENTS = [(f"client-{n:03d}", f"Client {n}") for n in range(100)]
 
 
 @contextlib.contextmanager
-def bench_stack() -> Iterator[Settings]:
-    """A migrated stack on free ports in a fresh home, with the BotImage catalog; always stopped."""
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-", dir="/tmp"))
-    home.chmod(0o755)
-    pg, api, admin, postgrest, web = free_ports(5)
-    settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                                 postgrest_port=postgrest, web_port=web)
-    try:
-        stack.up(settings)
+def bench_stack(prefix: str = "stepledger-bench-",
+                clients: Iterable[str | tuple[str, ...]] = BENCH_CLIENTS) -> Iterator[Settings]:
+    """A migrated stack on free ports in a fresh home, with every pipeline of schemas/pipelines/
+    and these clients; always stopped."""
+    with throwaway_stack(prefix, keep_home_env="STEPLEDGER_KEEP_BENCH_HOME") as settings:
         with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
-            for path in sorted((REPO / "schemas" / "pipelines").glob("*.json")):
-                conn.execute("select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-            for n in range(100):
-                conn.execute("select ledger.add_client(%s, %s)", [f"client-{n:03d}", f"Client {n}"])
+            register_catalog(conn, clients, pipelines=sorted(PIPELINES.glob("*.json")))
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            if not os.environ.get("STEPLEDGER_KEEP_BENCH_HOME"):
-                shutil.rmtree(home, ignore_errors=True)
 
 
 def admin_token(settings: Settings, hours: int = 12) -> str:
@@ -58,6 +52,19 @@ def timed(func: Callable[[], object]) -> float:
     start = time.perf_counter()
     func()
     return time.perf_counter() - start
+
+
+def ingest_job_ms(http: httpx.Client, client: str, job_id: str, outcome: str,
+                  rng: random.Random, now: datetime) -> float:
+    """POST the events of one simulated job (started an hour before `now`, ending `outcome`) to
+    /rpc/ingest in one request; returns how long the request took, in milliseconds."""
+    plan = simulate.JobPlan(client, job_id, now - timedelta(hours=1), outcome)
+    body = json.dumps(list(simulate.job_events(plan, rng, now)))
+    started = time.perf_counter()
+    response = http.post("/rpc/ingest", content=body, headers={"Content-Type": "text/plain"})
+    elapsed = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.text
+    return elapsed
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -33,6 +33,7 @@ import psycopg
 
 from bench import harness
 from bench.ingest import BASELINE_DDL, _post, _wait_for_baseline, make_batch
+from stepledger.settings import Settings
 
 SIDES = ("before", "after")
 # Each file under its path today, then under its path before db/functions was sorted by feature.
@@ -54,6 +55,14 @@ def _install_functions(settings: object, revision: str) -> None:
                 raise SystemExit(f"{revision} has none of {', '.join(paths)}")
 
 
+def _stacks(exits: contextlib.ExitStack, before: str) -> dict[str, Settings]:
+    """One bench stack per side, both up before either is measured; the "before" stack runs
+    the ingest functions of commit `before`. `exits` stops them."""
+    stacks = {side: exits.enter_context(harness.bench_stack()) for side in SIDES}
+    _install_functions(stacks["before"], before)
+    return stacks
+
+
 def _summary(times: dict[str, list[float]], per: int) -> dict[str, object]:
     return {"ingest_p50_ms": round(harness.summary(times["ingest"])["p50"] * 1000, 2),
             "baseline_p50_ms": round(harness.summary(times["baseline"])["p50"] * 1000, 2),
@@ -68,10 +77,7 @@ def run(quick: bool = False, before: str = "7ac537b", batches: int | None = None
     run_id = uuid.uuid4().hex[:8]
     with contextlib.ExitStack() as stack:
         http: dict[str, httpx.Client] = {}
-        for side in SIDES:
-            settings = stack.enter_context(harness.bench_stack())
-            if side == "before":
-                _install_functions(settings, before)
+        for side, settings in _stacks(stack, before).items():
             with harness.superuser(settings) as conn:
                 conn.execute(BASELINE_DDL)
                 for table in () if autovacuum else KEYED_TABLES:
@@ -118,10 +124,7 @@ def run_sql_batches(before: str, count: int, size: int = 10_000) -> dict[str, ob
     the two stacks (no HTTP: requests this large spend their time in the database)."""
     with contextlib.ExitStack() as stack:
         conns: dict[str, psycopg.Connection] = {}
-        for side in SIDES:
-            settings = stack.enter_context(harness.bench_stack())
-            if side == "before":
-                _install_functions(settings, before)
+        for side, settings in _stacks(stack, before).items():
             conn = stack.enter_context(harness.superuser(settings))
             conn.execute("""select set_config('request.jwt.claims', '{"role": "admin"}', false)""")
             conn.execute("set role admin")

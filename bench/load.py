@@ -14,6 +14,7 @@ child alone).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -21,15 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
 from bench import harness
-from stepledger import stack
 from stepledger.demo import simulate
 from stepledger.ingest.credentials import operator_token
 from stepledger.settings import Settings
@@ -40,27 +38,9 @@ CLIENTS = [f"client-{n:03d}" for n in range(20)]
 
 
 
-@contextmanager
-def fresh_stack() -> Iterator[Settings]:
-    """A migrated stack on free ports in a throw-away home, with the BotImage catalog."""
-    home = Path(tempfile.mkdtemp(prefix="stepledger-bench-load-", dir="/tmp"))
-    home.chmod(0o755)
-    pg, api, admin, postgrest, web = harness.free_ports(5)
-    settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                                 postgrest_port=postgrest, web_port=web)
-    try:
-        stack.up(settings)
-        with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
-            for path in sorted((REPO / "schemas" / "pipelines").glob("*.json")):
-                conn.execute("select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-            for client in CLIENTS:
-                conn.execute("select ledger.add_client(%s, %s)", [client, client])
-        yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+def fresh_stack() -> contextlib.AbstractContextManager[Settings]:
+    """A migrated stack on free ports in a throw-away home, with the catalog and CLIENTS."""
+    return harness.bench_stack("stepledger-bench-load-", clients=CLIENTS)
 
 
 def write_events(path: Path, events: int, seed: int = 17) -> int:

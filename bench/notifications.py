@@ -19,7 +19,7 @@ import statistics
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.harness import admin_token, bench_stack, percentile
-from stepledger.demo import simulate
+from bench.harness import admin_token, bench_stack, ingest_job_ms, percentile
 
 ENDPOINTS = 10
 EVENTS = ["job.failed", "job.recovered", "job.stalled", "job.completed"]
@@ -78,14 +77,8 @@ def measure(rounds: int = 6, batches: int = 15) -> dict[str, Any]:
                 for b in range(batches):
                     for client in ((quiet, busy) if (n + b) % 2 == 0 else (busy, quiet)):
                         outcome = "failed" if b % 3 == 0 else "completed"
-                        plan = simulate.JobPlan(client, f"nb-{n}-{b}-{time.time_ns()}",
-                                                now - timedelta(hours=1), outcome)
-                        body = json.dumps(list(simulate.job_events(plan, rng, now)))
-                        t = time.perf_counter()
-                        r = http.post("/rpc/ingest", content=body,
-                                      headers={"Content-Type": "text/plain"})
-                        samples[client].append((time.perf_counter() - t) * 1000)
-                        assert r.status_code == 200, r.text
+                        samples[client].append(ingest_job_ms(
+                            http, client, f"nb-{n}-{b}-{time.time_ns()}", outcome, rng, now))
             messages = su.execute("select count(*) from ledger.notification_messages "
                                   "where client_id = %s", [busy]).fetchone()[0]
             expected = messages * ENDPOINTS

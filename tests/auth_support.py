@@ -6,7 +6,6 @@ Every name is unique per call, so these tests share the session stack with the o
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import time
@@ -18,8 +17,10 @@ from typing import Any
 import httpx
 import psycopg
 
+from stacks import cli_env as cli_env  # for the tests that import it from here
+from stacks import register_catalog
 from stepledger.demo import simulate
-from stepledger.settings import REPO_ROOT, Settings
+from stepledger.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 
@@ -28,13 +29,15 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def register_botimage(conn: psycopg.Connection) -> None:
-    definition = (REPO_ROOT / "schemas" / "pipelines" / "botimage.json").read_text()
-    conn.execute("select ledger.register_pipeline(%s::jsonb)", [definition])
+def add_client(conn: psycopg.Connection, client_id: str) -> str:
+    """Add a client named Hospital <id>; returns the id."""
+    register_catalog(conn, [(client_id, f"Hospital {client_id}")], pipelines=())
+    return client_id
 
 
-def add_client(conn: psycopg.Connection, client_id: str) -> None:
-    conn.execute("select ledger.add_client(%s, %s, 'EUR')", [client_id, f"Hospital {client_id}"])
+def register_botimage(conn: psycopg.Connection, *client_ids: str) -> None:
+    """BotImage and these clients (each named Hospital <id>)."""
+    register_catalog(conn, [(c, f"Hospital {c}") for c in client_ids])
 
 
 def add_user(conn: psycopg.Connection, email: str, roles: list[str],
@@ -79,20 +82,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0,
         time.sleep(interval)
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment that points the stepledger CLI at the test stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLEDGER_")}
-    env.update({
-        "STEPLEDGER_HOME": str(settings.home),
-        "STEPLEDGER_PG_PORT": str(settings.pg_port),
-        "STEPLEDGER_API_PORT": str(settings.api_port),
-        "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
-        "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
-        "STEPLEDGER_WEB_PORT": str(settings.web_port),
-    })
-    return env
-
-
 @dataclass
 class Tenants:
     """Two clients with jobs, one job id they both use, and a user of each."""
@@ -110,9 +99,7 @@ class Tenants:
 
 def make_tenants(su_conn: psycopg.Connection, admin: httpx.Client) -> Tenants:
     a, b = unique("iso-a"), unique("iso-b")
-    register_botimage(su_conn)
-    for client_id in (a, b):
-        add_client(su_conn, client_id)
+    register_botimage(su_conn, a, b)
     shared = unique("shared-job")
     jobs_a = [f"{a}-job-{n}" for n in range(3)] + [shared]
     jobs_b = [f"{b}-job-{n}" for n in range(2)] + [shared]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +37,18 @@ def make_client(conn: psycopg.Connection, currency: str = "EUR", prefix: str = "
     conn.execute("select ledger.add_client(%s, %s, %s)",
                  [client_id, f"Client {client_id}", currency])
     return client_id
+
+
+def priced_pipeline(conn: psycopg.Connection, prices: Mapping[str, str | None],
+                    since: str = "2025-01-01T00:00:00Z") -> tuple[str, str]:
+    """A fresh pipeline whose steps are the keys of `prices`, each at that default unit price
+    from `since` (None: no price), and a fresh client in EUR; returns (pipeline, client)."""
+    pipeline = make_pipeline(conn, list(prices))
+    client = make_client(conn)
+    for step, unit_price in prices.items():
+        if unit_price is not None:
+            add_price(conn, pipeline, step, unit_price, since)
+    return pipeline, client
 
 
 def event(client_id: str, job_id: str, pipeline: str, step: str, status: str, at: str,

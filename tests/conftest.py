@@ -8,7 +8,11 @@ Fixtures
 - jwt_for(role, client_id=None, **claims): HS256 token signed with the stack's secret; an ingest
   token is also recorded in auth.api_tokens, as the database records the tokens it issues
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
+- pgrst: httpx.Client on PostgREST itself, past the gateway
+- admin_token / admin: an operator token / an httpx client on PostgREST with it
+- cli(*args): the stepledger CLI in a process of its own against the stack
 - api_token(client_id=None): an ingest API token issued by auth.create_api_token
+- make_tracker(**kwargs): an SDK Tracker on the stack (BotImage, st-mary), closed after the test
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
 """
@@ -16,10 +20,9 @@ Fixtures
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import os
-import shutil
-import tempfile
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,40 +34,17 @@ import jwt
 import psycopg
 import pytest
 
-from ports import free_ports
-from stepledger import stack as stack_mod
+from stacks import free_ports as free_ports  # for the tests that import it from here
+from stacks import run_cli_process, throwaway_stack
+from stepledger.sdk import Tracker, TrackerError
 from stepledger.settings import Settings
-
-
-def make_home(prefix: str) -> Path:
-    """A fresh home under /tmp that the unprivileged service user can traverse."""
-    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    home.chmod(0o755)
-    return home
-
-
-def make_settings(home: Path, **overrides: Any) -> Settings:
-    pg, api, admin, postgrest, web = free_ports(5)
-    values: dict[str, Any] = {"pg_port": pg, "api_port": api, "api_admin_port": admin,
-                              "postgrest_port": postgrest, "web_port": web}
-    values.update(overrides)
-    return Settings.from_env(home=home, **values)
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """The local stack, migrated, on free ports in a throw-away home; always stopped at the end."""
-    home = make_home("stepledger-test-")
-    settings = make_settings(home)
-    try:
-        stack_mod.up(settings, migrate=True)
+    with throwaway_stack("stepledger-test-", keep_home_env="STEPLEDGER_KEEP_TEST_HOME") as settings:
         yield settings
-    finally:
-        try:
-            stack_mod.down(settings)
-        finally:
-            if not os.environ.get("STEPLEDGER_KEEP_TEST_HOME"):
-                shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +129,31 @@ def api(api_url: str) -> Iterator[Callable[..., httpx.Client]]:
         client.close()
 
 
+@pytest.fixture
+def pgrst(stack: Settings) -> Iterator[httpx.Client]:
+    """PostgREST without the gateway: what the database itself answers (no login rate limit)."""
+    with httpx.Client(base_url=stack.postgrest_url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture
+def admin_token(jwt_for: Callable[..., str]) -> str:
+    """An operator (admin) token signed with the stack's secret."""
+    return jwt_for("admin")
+
+
+@pytest.fixture
+def admin(api: Callable[..., httpx.Client], admin_token: str) -> httpx.Client:
+    """An httpx client on PostgREST with the operator's token."""
+    return api(admin_token)
+
+
+@pytest.fixture(scope="session")
+def cli(stack: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """cli(*args): `python -m stepledger ARGS` against the session stack, output captured."""
+    return functools.partial(run_cli_process, stack)
+
+
 @pytest.fixture(scope="session")
 def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
     """Ingest API tokens made by auth.create_api_token, for one client or (None) every client."""
@@ -161,6 +166,30 @@ def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
         assert row is not None
         return str(row[0]["token"])
     return make
+
+
+@pytest.fixture
+def make_tracker(api_url: str, api_token: Callable[..., str], tmp_path: Path
+                 ) -> Iterator[Callable[..., Tracker]]:
+    """make_tracker(**kwargs): an SDK Tracker on the stack, for BotImage and st-mary unless told,
+    with an ingest token of that client and a spool of its own under tmp_path; all are closed
+    after the test."""
+    made: list[Tracker] = []
+
+    def make(**kwargs: Any) -> Tracker:
+        kwargs.setdefault("spool_dir", tmp_path / f"spool{len(made)}")
+        kwargs.setdefault("pipeline", "botimage")
+        kwargs.setdefault("client_id", "st-mary")
+        kwargs.setdefault("flush_interval_s", 0.1)
+        url = kwargs.pop("url", api_url)
+        token = kwargs.pop("token", api_token(kwargs["client_id"]))
+        tracker = Tracker(url, token, **kwargs)
+        made.append(tracker)
+        return tracker
+    yield make
+    for tracker in made:
+        with contextlib.suppress(TrackerError):
+            tracker.close(timeout_s=5)
 
 
 @contextlib.contextmanager

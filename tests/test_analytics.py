@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -25,6 +23,7 @@ import psycopg
 import pytest
 
 from ingest_support import IngestClient
+from stacks import run_cli_process
 from stepledger.demo import simulate
 from stepledger.settings import Settings
 
@@ -249,11 +248,18 @@ def by_step(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["step"]: r for r in rows}
 
 
-def assert_error_stats(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> None:
+def per_step(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]]
+             ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(step, row, expected) for each expected step, once the rows are found to name exactly
+    the expected steps."""
     got = by_step(rows)
     assert set(got) == set(expected)
     for step, want in expected.items():
-        row = got[step]
+        yield step, got[step], want
+
+
+def assert_error_stats(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> None:
+    for step, row, want in per_step(rows, expected):
         assert (row["attempts"], row["failures"]) == (want["attempts"], want["failures"]), step
         assert float(row["failure_rate"]) == want["failure_rate"], step
         assert row["top_error_code"] == want["top_error_code"], step
@@ -365,10 +371,7 @@ def test_bad_window_is_refused(loaded: Loaded, http: Callable[..., httpx.Client]
 
 # -- step timings ----------------------------------------------------------------------------------
 def assert_timings(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> None:
-    got = by_step(rows)
-    assert set(got) == set(expected)
-    for step, want in expected.items():
-        row = got[step]
+    for step, row, want in per_step(rows, expected):
         assert (row["attempts"], row["completed"]) == (want["attempts"], want["completed"]), step
         for col in ("p50_s", "p95_s", "max_s", "queue_p50_s", "queue_p95_s"):
             if want[col] is None:
@@ -672,12 +675,7 @@ def test_only_admins_refresh(loaded: Loaded, http: Callable[..., httpx.Client]) 
 
 # -- operator command ------------------------------------------------------------------------------
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update({"STEPLEDGER_HOME": str(settings.home), "STEPLEDGER_PG_PORT": str(settings.pg_port),
-                "STEPLEDGER_API_PORT": str(settings.api_port),
-                "STEPLEDGER_WEB_PORT": str(settings.web_port)})
-    return subprocess.run([sys.executable, "-m", "stepledger", "analytics", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return run_cli_process(settings, "analytics", *args, timeout=120)
 
 
 def test_cli_refreshes_and_refuses_bad_input(settings: Settings,

@@ -4,33 +4,23 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from collections.abc import Iterator
 
 import httpx
 import psycopg
 import pytest
 
-from auth_support import add_client, cli_env, login, unique
+from auth_support import add_client, login, unique
+from stacks import one_line_error, run_cli_process
 from stepledger.settings import Settings
 
 
 def _cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stepledger", *args], env=cli_env(settings),
-                          input=stdin, capture_output=True, text=True, timeout=300, check=False)
-
-
-@pytest.fixture
-def pgrst(settings: Settings) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=settings.postgrest_url, timeout=30.0) as client:
-        yield client
+    return run_cli_process(settings, *args, input=stdin)
 
 
 @pytest.fixture(scope="module")
 def client_id(su_conn: psycopg.Connection) -> str:
-    value = unique("cli")
-    add_client(su_conn, value)
-    return value
+    return add_client(su_conn, unique("cli"))
 
 
 def test_user_add_creates_a_user_who_can_log_in(settings: Settings, pgrst: httpx.Client,
@@ -87,9 +77,7 @@ def test_user_disable_and_enable(settings: Settings, pgrst: httpx.Client, client
 def test_bad_user_add_fails_with_one_line(settings: Settings, args: list[str],
                                           reason: str) -> None:
     done = _cli(settings, "user", "add", *args)
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert reason in one_line_error(done, status=1), done.stderr
 
 
 def test_unknown_role_is_refused_by_the_cli(settings: Settings) -> None:
@@ -108,9 +96,7 @@ def test_unknown_role_is_refused_by_the_cli(settings: Settings) -> None:
 def test_bad_token_commands_fail_with_one_line(settings: Settings, args: list[str],
                                                reason: str) -> None:
     done = _cli(settings, *args)
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert reason in one_line_error(done, status=1), done.stderr
     assert done.stdout == ""
 
 

@@ -7,7 +7,7 @@ X-Content-Type-Options: nosniff; no other site's page may read the API (no CORS)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -40,17 +40,9 @@ select p.proname::text,
 """
 
 
-@pytest.fixture
-def pgrst(settings: Settings) -> Iterator[httpx.Client]:
-    """PostgREST without the gateway: what the database itself answers."""
-    with httpx.Client(base_url=settings.postgrest_url, timeout=30.0) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def person(su_conn: psycopg.Connection) -> dict[str, str]:
-    client_id = unique("http")
-    add_client(su_conn, client_id)
+    client_id = add_client(su_conn, unique("http"))
     email = f"nurse@{client_id}.example"
     add_user(su_conn, email, ["client"], client_id)
     return {"client_id": client_id, "email": email}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,17 +22,9 @@ from auth_support import PASSWORD, add_client, add_user, login, unique, wait_unt
 from stepledger.settings import Settings
 
 
-@pytest.fixture
-def pgrst(settings: Settings) -> Iterator[httpx.Client]:
-    """PostgREST without the gateway (no login rate limit)."""
-    with httpx.Client(base_url=settings.postgrest_url, timeout=30.0) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def people(su_conn: psycopg.Connection) -> dict[str, str]:
-    client_id = unique("login")
-    add_client(su_conn, client_id)
+    client_id = add_client(su_conn, unique("login"))
     users = {
         "client_id": client_id,
         "client": f"nurse@{client_id}.example",
@@ -114,8 +106,7 @@ def test_unknown_email_costs_the_same_bcrypt_work(pgrst: httpx.Client,
 
 def test_repeated_failures_lock_the_email_for_a_while(pgrst: httpx.Client,
                                                       su_conn: psycopg.Connection) -> None:
-    client_id = unique("lock")
-    add_client(su_conn, client_id)
+    client_id = add_client(su_conn, unique("lock"))
     email = f"target@{client_id}.example"
     add_user(su_conn, email, ["client"], client_id)
     for _ in range(4):
@@ -188,8 +179,7 @@ def test_admin_login_reads_every_client(pgrst: httpx.Client, api: Callable[..., 
 
 def test_a_disabled_user_cannot_log_in_and_its_tokens_stop_working(
         pgrst: httpx.Client, api: Callable[..., httpx.Client], su_conn: psycopg.Connection) -> None:
-    client_id = unique("dis")
-    add_client(su_conn, client_id)
+    client_id = add_client(su_conn, unique("dis"))
     email = f"leaver@{client_id}.example"
     add_user(su_conn, email, ["client"], client_id)
     token = login(pgrst, email).json()["token"]

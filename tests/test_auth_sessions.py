@@ -8,10 +8,8 @@ login), so that a test which refuses everything for a wrong reason fails.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,24 +18,16 @@ import jwt
 import psycopg
 import pytest
 
-from auth_support import PASSWORD, add_client, add_user, cli_env, login, unique
+from auth_support import PASSWORD, add_client, add_user, login, unique
+from stacks import run_cli_process
 from stepledger.settings import Settings
 
 NEW_PASSWORD = "a brand new passphrase"
 
 
-@pytest.fixture
-def pgrst(settings: Settings) -> Iterator[httpx.Client]:
-    """PostgREST without the gateway (no login rate limit)."""
-    with httpx.Client(base_url=settings.postgrest_url, timeout=30.0) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def client_id(su_conn: psycopg.Connection) -> str:
-    value = unique("sess")
-    add_client(su_conn, value)
-    return value
+    return add_client(su_conn, unique("sess"))
 
 
 def _person(su_conn: psycopg.Connection, client_id: str,
@@ -78,19 +68,26 @@ def _sign(settings: Settings, claims: dict[str, Any]) -> str:
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
-# ---- a password change ---------------------------------------------------------------------------
-
-def test_a_password_change_ends_every_token_of_the_user_at_once(
-        pgrst: httpx.Client, api: Callable[..., httpx.Client], su_conn: psycopg.Connection,
-        client_id: str) -> None:
+def _signed_in_three_ways(pgrst: httpx.Client, su_conn: psycopg.Connection,
+                          client_id: str) -> tuple[str, list[str], str]:
+    """A user with the admin and client roles, signed in three times (as client, as admin, and
+    once more then refreshed), and another user of the same client signed in: (the user's email,
+    the user's three tokens, the other user's token)."""
     email, _ = _person(su_conn, client_id, ("admin", "client"))
     other, _ = _person(su_conn, client_id)
     as_client = _token(pgrst, email)
     as_admin = _token(pgrst, email, role="admin")
     refreshed = _refresh(pgrst, _token(pgrst, email))
-    assert refreshed.status_code == 200
-    bystander = _token(pgrst, other)
-    tokens = [as_client, as_admin, refreshed.json()["token"]]
+    assert refreshed.status_code == 200, refreshed.text
+    return email, [as_client, as_admin, refreshed.json()["token"]], _token(pgrst, other)
+
+
+# ---- a password change ---------------------------------------------------------------------------
+
+def test_a_password_change_ends_every_token_of_the_user_at_once(
+        pgrst: httpx.Client, api: Callable[..., httpx.Client], su_conn: psycopg.Connection,
+        client_id: str) -> None:
+    email, tokens, bystander = _signed_in_three_ways(pgrst, su_conn, client_id)
     assert all(_status(api, t) == 200 for t in tokens)
 
     su_conn.execute("select auth.add_user(%s, %s, '{client}')", [email, NEW_PASSWORD])
@@ -137,9 +134,7 @@ def test_disable_then_enable_revives_no_token(pgrst: httpx.Client,
     refreshable = _token(pgrst, email)
     assert _status(api, token) == 200
     for action in ("disable", "enable"):  # as the operator does it
-        done = subprocess.run([sys.executable, "-m", "stepledger", "user", action, email],
-                              env=cli_env(settings), capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = run_cli_process(settings, "user", action, email, timeout=120)
         assert done.returncode == 0, done.stderr
     _refused(api, token, "the user was disabled")
     refresh = _refresh(pgrst, refreshable)
@@ -257,17 +252,13 @@ def test_refresh_is_bounded_by_the_password_time_not_by_the_token(
 def test_logout_everywhere_ends_every_session_of_the_user(
         pgrst: httpx.Client, api: Callable[..., httpx.Client], su_conn: psycopg.Connection,
         client_id: str) -> None:
-    email, _ = _person(su_conn, client_id, ("admin", "client"))
-    other, _ = _person(su_conn, client_id)
-    phone = _token(pgrst, email)
-    laptop = _token(pgrst, email, role="admin")
-    refreshed = _refresh(pgrst, _token(pgrst, email)).json()["token"]
-    bystander = _token(pgrst, other)
+    email, tokens, bystander = _signed_in_three_ways(pgrst, su_conn, client_id)
+    phone = tokens[0]
 
     response = api(phone).post("/rpc/logout_everywhere")
     assert response.status_code == 200, response.text
     assert response.json() == {"sessions_ended": 3}
-    for token in (phone, laptop, refreshed):
+    for token in tokens:
         _refused(api, token, "signed out everywhere")
         assert _refresh(pgrst, token).status_code == 401
     assert api(phone).post("/rpc/logout_everywhere").status_code == 401  # nothing left to end

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +20,6 @@ import pytest
 from auth_support import (
     add_client,
     add_user,
-    cli_env,
     ingest,
     job_events,
     login,
@@ -30,6 +27,7 @@ from auth_support import (
     unique,
     wait_until,
 )
+from stacks import run_cli_process
 from stepledger.settings import Settings
 
 
@@ -40,9 +38,8 @@ def _b64(data: dict[str, object]) -> str:
 
 @pytest.fixture(scope="module")
 def client_id(su_conn: psycopg.Connection) -> str:
-    register_botimage(su_conn)
     value = unique("tok")
-    add_client(su_conn, value)
+    register_botimage(su_conn, value)
     return value
 
 
@@ -253,10 +250,8 @@ def test_in_sql_only_admins_pass_the_function_checks(db: psycopg.Connection,
 
 def test_cli_token_create_prints_a_working_token_and_revoke_stops_it(
         api: Callable[..., httpx.Client], settings: Settings, client_id: str) -> None:
-    env = cli_env(settings)
-    created = subprocess.run([sys.executable, "-m", "stepledger", "token", "create", "--client",
-                              client_id, "--name", "cli test"], env=env, capture_output=True,
-                             text=True, timeout=60, check=False)
+    created = run_cli_process(settings, "token", "create", "--client", client_id,
+                              "--name", "cli test", timeout=60)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.count(".") == 2 and "\n" not in token
@@ -264,7 +259,6 @@ def test_cli_token_create_prints_a_working_token_and_revoke_stops_it(
     assert ingest(api(token), events).json()["accepted"] == len(events)
     token_id = jwt.decode(token, settings.jwt_secret, algorithms=["HS256"])["jti"]
     assert token_id in created.stderr
-    revoked = subprocess.run([sys.executable, "-m", "stepledger", "token", "revoke", token_id],
-                             env=env, capture_output=True, text=True, timeout=60, check=False)
+    revoked = run_cli_process(settings, "token", "revoke", token_id, timeout=60)
     assert revoked.returncode == 0, revoked.stderr
     assert wait_until(lambda: ingest(api(token), events).status_code == 401, timeout=5)

@@ -7,7 +7,6 @@ scheduler, whose watchdog task ends BI statements and idle BI transactions past 
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from auth_support import cli_env, unique, wait_until
+from auth_support import unique, wait_until
+from stacks import one_line_error, run_cli_process
 from stepledger.settings import Settings
 
 PASSWORD = "bi-limits-password"
@@ -31,9 +31,7 @@ def _watchdog_slack_s(su_conn: psycopg.Connection) -> float:
 
 def _cli(settings: Settings, *args: str, stdin: str | None = None,
          timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stepledger", *args], env=cli_env(settings),
-                          input=stdin, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return run_cli_process(settings, *args, input=stdin, timeout=timeout)
 
 
 @pytest.fixture
@@ -324,9 +322,7 @@ def test_bad_limits_fail_with_one_line_and_create_nothing(
     name = unique("bi_bad").replace("-", "_")
     done = _cli(settings, "bi-user", "add", name, "--password", "-", *args,
                 stdin=PASSWORD + "\n")
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert reason in one_line_error(done, status=1), done.stderr
     assert su_conn.execute("select count(*) from pg_roles where rolname = %s",
                            [name]).fetchone() == (0,)
     unknown = _cli(settings, "bi-user", "limits", name, *args)

@@ -6,9 +6,7 @@ import csv
 import html.parser
 import io
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -17,35 +15,10 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, invoice, make_client, make_pipeline, uid
+from stacks import one_line_error
 from stepledger.db import loads
-from stepledger.settings import Settings
 
 D = Decimal
-
-
-@pytest.fixture
-def cli(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = dict(os.environ)
-    env.update({
-        "STEPLEDGER_HOME": str(settings.home),
-        "STEPLEDGER_PG_PORT": str(settings.pg_port),
-        "STEPLEDGER_API_PORT": str(settings.api_port),
-        "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
-        "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
-        "STEPLEDGER_WEB_PORT": str(settings.web_port),
-    })
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "stepledger", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
-    return run
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    return proc.stderr.strip()
 
 
 @pytest.fixture

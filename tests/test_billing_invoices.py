@@ -19,7 +19,7 @@ from billing_support import (
     ingest,
     invoice,
     make_client,
-    make_pipeline,
+    priced_pipeline,
     uid,
 )
 from stepledger.db import loads
@@ -38,17 +38,9 @@ def kinds(document: dict[str, Any]) -> list[tuple[str, str, str | None, Decimal,
 
 
 @pytest.fixture
-def admin_token(jwt_for: Callable[..., str]) -> str:
-    return jwt_for("admin")
-
-
-@pytest.fixture
 def billed(su_conn: psycopg.Connection, api_url: str, admin_token: str) -> dict[str, str]:
     """A client with January usage of step a (3 units at 2.00) and b (1 unit at 10.00)."""
-    pipeline = make_pipeline(su_conn, ["a", "b"])
-    client = make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "2", "2024-12-01T00:00:00Z")
-    add_price(su_conn, pipeline, "b", "10", "2024-12-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, {"a": "2", "b": "10"}, "2024-12-01T00:00:00Z")
     job = uid("job")
     ingest(api_url, admin_token, [
         event(client, job, pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=3),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import psycopg
-import pytest
 
 from billing_support import (
     add_price,
@@ -17,6 +15,7 @@ from billing_support import (
     invoice,
     make_client,
     make_pipeline,
+    priced_pipeline,
     refresh,
     uid,
 )
@@ -35,18 +34,9 @@ def usage(document: dict[str, Any]) -> dict[tuple[str, Decimal], tuple[Decimal, 
     return out
 
 
-@pytest.fixture
-def admin_token(jwt_for: Callable[..., str]) -> str:
-    return jwt_for("admin")
-
-
 def test_a_step_is_billed_once_at_its_latest_completed_attempt(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
-    pipeline = make_pipeline(su_conn, ["a", "b", "c"])
-    client = make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "0.10", "2025-01-01T00:00:00Z")
-    add_price(su_conn, pipeline, "b", "1", "2025-01-01T00:00:00Z")
-    add_price(su_conn, pipeline, "c", "0.5", "2025-01-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, {"a": "0.10", "b": "1", "c": "0.5"})
     j1, j2 = uid("job"), uid("job")
     retried = event(client, j1, pipeline, "a", "completed", "2025-01-05T10:02:00Z", attempt=2,
                     units=4)
@@ -84,9 +74,7 @@ def test_a_step_is_billed_once_at_its_latest_completed_attempt(
 
 def test_duplicates_count_once_whatever_their_body(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
-    pipeline = make_pipeline(su_conn, ["a"])
-    client = make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, {"a": "1"})
     job = uid("job")
     done = event(client, job, pipeline, "a", "completed", "2025-01-05T10:00:00Z", units=3)
     result = ingest(api_url, admin_token, [done, {**done, "units": 50}])
@@ -98,9 +86,7 @@ def test_duplicates_count_once_whatever_their_body(
 
 def test_unpriced_completed_steps_are_billed_at_zero_and_listed(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
-    pipeline = make_pipeline(su_conn, ["a", "b"])
-    client = make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "2", "2025-01-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, {"a": "2", "b": None})
     # b is priced only from the 20th: the completion on the 10th has no price in force.
     add_price(su_conn, pipeline, "b", "3", "2025-01-20T00:00:00Z")
     job = uid("job")
@@ -163,10 +149,7 @@ def test_a_clients_own_price_beats_a_newer_default(
 
 def test_lines_round_half_away_from_zero_and_the_total_adds_rounded_lines(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
-    pipeline = make_pipeline(su_conn, ["a", "b", "c"])
-    client = make_client(su_conn)
-    for step in ("a", "b", "c"):
-        add_price(su_conn, pipeline, step, "0.005", "2025-01-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, dict.fromkeys(("a", "b", "c"), "0.005"))
     job = uid("job")
     ingest(api_url, admin_token, [
         event(client, job, pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=1),
@@ -186,10 +169,7 @@ def test_lines_round_half_away_from_zero_and_the_total_adds_rounded_lines(
 
 def test_the_period_is_the_utc_month_of_the_billed_completion(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
-    pipeline = make_pipeline(su_conn, ["a", "b"])
-    client = make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "1", "2024-12-01T00:00:00Z")
-    add_price(su_conn, pipeline, "b", "1", "2024-12-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, {"a": "1", "b": "1"}, "2024-12-01T00:00:00Z")
     j1, j2 = uid("job"), uid("job")
     ingest(api_url, admin_token, [
         # 00:30 on 1 February in Paris is 23:30 on 31 January in UTC: January
@@ -246,9 +226,7 @@ def test_prices_are_chosen_in_the_clients_currency(
 
 def test_a_monthly_minimum_tops_up_a_small_month(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
-    pipeline = make_pipeline(su_conn, ["a"])
-    client = make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z")
+    pipeline, client = priced_pipeline(su_conn, {"a": "1"})
     for month, amount in (("2025-01-01", "50"), ("2025-03-01", "0"), ("2025-04-01", "5")):
         su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
                         "effective_from) values (%s, %s, %s)", [client, D(amount), month])
@@ -273,8 +251,7 @@ def test_a_monthly_minimum_tops_up_a_small_month(
 def test_the_raw_event_recomputation_agrees_with_the_ingest_trigger(
         su_conn: psycopg.Connection, api_url: str, admin_token: str) -> None:
     """The charges kept by the ingest trigger equal a recomputation from the raw events."""
-    pipeline = make_pipeline(su_conn, ["a", "b"])
-    client = make_client(su_conn)
+    pipeline, client = priced_pipeline(su_conn, {"a": None, "b": None})
     add_price(su_conn, pipeline, "a", "0.7", "2025-01-01T00:00:00Z", tiers=[("3", "0.35")])
     job = uid("job")
     ingest(api_url, admin_token, [

@@ -35,11 +35,6 @@ USAGE_CONTRACT = ["client_id", "period", "pipeline", "step", "completed_steps", 
 
 
 @pytest.fixture
-def admin_token(jwt_for: Callable[..., str]) -> str:
-    return jwt_for("admin")
-
-
-@pytest.fixture
 def no_scheduler(settings: Settings) -> Iterator[None]:
     """The stack's scheduler stopped for the test, so that no background refresh makes stale
     usage fresh between two assertions; started again afterwards."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from conftest import free_ports, make_home
+from stacks import throwaway_stack
 from stepledger import stack as stack_mod
 from stepledger.settings import REPO_ROOT, Settings
 from stepledger.stack import citus
@@ -47,21 +46,11 @@ def cluster() -> Iterator[Settings]:
     assert citus.installed(), (
         "Citus is not installed although its source is beside the repository: "
         "run scripts/build-citus.sh (make bootstrap-test does) and see its error")
-    home = make_home("stepledger-citus-test-")
-    api, admin, postgrest, web = free_ports(4)
-    settings = Settings.from_env(home=home, pg_port=citus.free_port_block(WORKERS + 1),
-                                 api_port=api, api_admin_port=admin, postgrest_port=postgrest,
-                                 web_port=web, citus_workers=WORKERS)
     started = time.monotonic()
-    try:
-        stack_mod.up(settings, migrate=True)
+    with throwaway_stack("stepledger-citus-test-", pg_port=citus.free_port_block(WORKERS + 1),
+                         citus_workers=WORKERS) as settings:
         print(f"citus stack with {WORKERS} workers up in {time.monotonic() - started:.1f}s")
         yield settings
-    finally:
-        try:
-            stack_mod.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,7 @@ PostgREST) because it lives in the database."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -14,31 +12,10 @@ import psycopg
 import pytest
 
 from billing_support import event, ingest, make_client, make_pipeline, uid
+from stacks import one_line_error
 from stepledger.db import loads
-from stepledger.settings import Settings
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(settings: Settings) -> Run:
-    env = {**os.environ, "STEPLEDGER_HOME": str(settings.home),
-           "STEPLEDGER_PG_PORT": str(settings.pg_port),
-           "STEPLEDGER_API_PORT": str(settings.api_port),
-           "STEPLEDGER_WEB_PORT": str(settings.web_port)}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "stepledger", *args], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
-    return run
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def client_row(conn: psycopg.Connection, client_id: str) -> tuple[str, str, int]:

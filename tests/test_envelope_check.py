@@ -13,18 +13,17 @@ import httpx
 import psycopg
 import pytest
 
+from stacks import BOTIMAGE, register_catalog
 from stepledger.schema.migrate import ENVELOPE_CONSTRAINT, migrate
 from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
 OLD_CHECK = "public.jsonb_matches_schema(ledger.step_event_v1_schema(), payload)"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def catalog(su_conn: psycopg.Connection) -> None:
-    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
-    su_conn.execute("select ledger.add_client('st-mary', 'St Mary''s Hospital')")
+    register_catalog(su_conn, [("st-mary", "St Mary's Hospital")])
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -115,11 +114,6 @@ def test_migrate_replaces_an_older_constraint(settings: Settings,
 
 
 # -- ingest ------------------------------------------------------------------------------------
-@pytest.fixture
-def admin(api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> httpx.Client:
-    return api(jwt_for("admin"))
-
-
 def ingest(client: httpx.Client, text: str) -> dict[str, Any]:
     response = client.post("/rpc/ingest", content=text,
                            headers={"Content-Type": "application/json"})

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from ingest_support import IngestClient
+from stacks import register_catalog
 from stepledger.demo import simulate
 from stepledger.ingest.credentials import operator_token
 from stepledger.settings import Settings
@@ -58,10 +59,7 @@ def fuzz() -> Iterator[Fuzz]:
 def _seed(own: Settings) -> Fuzz:
     """BotImage, clients A and B with a few realistic jobs each, a price; tokens per role."""
     with psycopg.connect(own.dsn("stepledger_owner"), autocommit=True) as conn:
-        path = own.repo_root / "schemas" / "pipelines" / "botimage.json"
-        conn.execute("select ledger.register_pipeline(%s::jsonb)", [path.read_text()])
-        for client in (CLIENT_A, CLIENT_B):
-            conn.execute("select ledger.add_client(%s, %s)", [client, client])
+        register_catalog(conn, [CLIENT_A, CLIENT_B])
         conn.execute("insert into ledger.prices (pipeline, step, unit_price, currency, "
                      "effective_from) values ('botimage', 'report', 2.5, 'EUR', '2020-01-01')")
     events = []

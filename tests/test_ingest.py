@@ -5,28 +5,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
-STEPS = [s["key"] for s in BOTIMAGE["steps"]]
+from stacks import BOTIMAGE, BOTIMAGE_STEPS, register_catalog
+
+STEPS = BOTIMAGE_STEPS
 
 
 @pytest.fixture(scope="module", autouse=True)
 def catalog(su_conn: psycopg.Connection) -> None:
-    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
-    for client_id, name in (("st-mary", "St Mary's Hospital"), ("riverside", "Riverside Clinic")):
-        su_conn.execute("select ledger.add_client(%s, %s)", [client_id, name])
-
-
-@pytest.fixture
-def admin(api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> httpx.Client:
-    return api(jwt_for("admin"))
+    register_catalog(su_conn, [("st-mary", "St Mary's Hospital"),
+                               ("riverside", "Riverside Clinic")])
 
 
 @pytest.fixture

@@ -6,43 +6,29 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import make_home, make_settings
-from stepledger import stack as stack_mod
+from stacks import BOTIMAGE_STEPS, register_catalog, throwaway_stack
 from stepledger.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
-BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
-STEPS = [s["key"] for s in BOTIMAGE["steps"]]
+STEPS = BOTIMAGE_STEPS
 GROWING_TABLES = ("jobs", "step_runs", "job_steps", "event_ids")
 
 
 @pytest.fixture(scope="module")
 def fresh_stack() -> Iterator[Settings]:
-    home = make_home("stepledger-plans-")
-    settings = make_settings(home)
-    try:
-        stack_mod.up(settings, migrate=True)
+    with throwaway_stack("stepledger-plans-") as settings:
         with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
-            conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
-            conn.execute("select ledger.add_client('plans', 'Plans Clinic')")
+            register_catalog(conn, [("plans", "Plans Clinic")])
             # An ANALYZE of a table replans the statements that read it; autovacuum runs one
             # when it gets to it (within a minute here, only every 10% of growth on a big table).
             # Without it, the plans made on the empty tables stay until the connection ends.
             for table in GROWING_TABLES:
                 conn.execute(f"alter table ledger.{table} set (autovacuum_enabled = off)")
         yield settings
-    finally:
-        try:
-            stack_mod.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def events(run: str, start: int, count: int) -> list[dict[str, object]]:

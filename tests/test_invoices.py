@@ -5,7 +5,6 @@ client (and only it) downloads."""
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pypdf
 import pytest
 
 from billing_support import event, finalize, ingest, make_client, make_pipeline, uid
+from stacks import cli_env
 from stepledger.settings import Settings
 
 
@@ -78,15 +78,8 @@ def test_the_draft_shows_payment_terms_and_no_number(su_conn: psycopg.Connection
 
 def test_a_pdf_is_printed_from_the_invoice_template(
         su_conn: psycopg.Connection, api_url: str, admin: str, settings: Settings,
-        tmp_path: Path) -> None:
+        cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     client, pipeline = billed_client(su_conn, api_url, admin, ["2025-04"], terms=20)
-    env = {**os.environ, "STEPLEDGER_HOME": str(settings.home),
-           "STEPLEDGER_PG_PORT": str(settings.pg_port)}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "stepledger", *args], env=env,
-                              capture_output=True, text=True, timeout=180, check=False)
-
     draft = cli("invoice", client, "2025-04", "--format", "pdf", "-o", str(tmp_path / "d.pdf"))
     assert draft.returncode == 0, draft.stderr
     text = pdf_text((tmp_path / "d.pdf").read_bytes())
@@ -112,7 +105,7 @@ def test_a_pdf_is_printed_from_the_invoice_template(
     assert "a PDF is binary" in subprocess.run(
         [sys.executable, "-c", "import pty, sys; pty.spawn(sys.argv[1:])", sys.executable, "-m",
          "stepledger", "invoice", client, "2025-04", "--format", "pdf"],
-        env=env, capture_output=True, text=True, timeout=120).stdout
+        env=cli_env(settings), capture_output=True, text=True, timeout=120).stdout
 
 
 def wait_for_pdf(http: httpx.Client, client: str, period: str, timeout: float = 90.0

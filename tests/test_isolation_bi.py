@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 import pytest
 
-from auth_support import Tenants, cli_env, prepared_tenants
+from auth_support import Tenants, prepared_tenants
+from stacks import one_line_error, run_cli_process
 from stepledger.settings import Settings
 
 
@@ -34,8 +34,7 @@ def _psql_bin(settings: Settings) -> str:
 
 
 def _cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stepledger", *args], env=cli_env(settings),
-                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    return run_cli_process(settings, *args, input=stdin, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -185,9 +184,7 @@ def test_rebinding_and_removing_a_login(psql: Callable[..., subprocess.Completed
 def test_bad_bi_user_commands_fail_with_one_line(settings: Settings, args: list[str],
                                                  reason: str) -> None:
     done = _cli(settings, *args)
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert reason in one_line_error(done, status=1), done.stderr
 
 
 def test_generated_password_is_printed_once_and_works(

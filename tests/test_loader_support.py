@@ -12,19 +12,19 @@ from typing import Any
 
 import psycopg
 
+import stacks
+from stacks import BOTIMAGE
 from stepledger import cli
 from stepledger.demo import simulate
 from stepledger.ingest.readers.legacy import format_line
 
-REPO = Path(__file__).resolve().parents[1]
-BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
 STEP_NUMBER = {s["key"]: i + 1 for i, s in enumerate(BOTIMAGE["steps"])}
 CLIENTS = (("st-mary", "St Mary's Hospital"), ("riverside", "Riverside Clinic"),
            ("northgate", "Northgate Imaging"))
 
 
 def register_catalog(conn: psycopg.Connection) -> None:
-    conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
+    stacks.register_catalog(conn)  # BotImage; the clients below only when missing
     for client_id, name in CLIENTS:
         # Only when missing: `stepledger demo` (another test) bills northgate in GBP, and a
         # currency cannot change once something is billed in it.

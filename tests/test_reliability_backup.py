@@ -3,10 +3,6 @@ database, so it must not touch the session stack)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from conftest import make_home, make_settings
+from stacks import run_cli_process as cli
+from stacks import throwaway_stack
 from stepledger import stack
 from stepledger.ingest.credentials import operator_token
 from stepledger.settings import Settings
@@ -26,27 +23,8 @@ TABLES = ["ledger.vault", "ledger.events", "ledger.jobs", "ledger.prices", "ledg
 
 @pytest.fixture(scope="module")
 def own() -> Iterator[Settings]:
-    home = make_home("stepledger-backup-")
-    settings = make_settings(home)
-    try:
-        stack.up(settings, migrate=True)
+    with throwaway_stack("stepledger-backup-") as settings:
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STEPLEDGER_HOME": str(settings.home),
-           "STEPLEDGER_PG_PORT": str(settings.pg_port),
-           "STEPLEDGER_API_PORT": str(settings.api_port),
-           "STEPLEDGER_API_ADMIN_PORT": str(settings.api_admin_port),
-           "STEPLEDGER_POSTGREST_PORT": str(settings.postgrest_port),
-           "STEPLEDGER_WEB_PORT": str(settings.web_port)}
-    return subprocess.run([sys.executable, "-m", "stepledger", *args], env=env, text=True,
-                          capture_output=True, timeout=300, check=False)
 
 
 def fingerprint(settings: Settings) -> dict[str, tuple[int, str]]:

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stacks import register_catalog
 from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "corpus"
-BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
 CLIENT, OTHER = "st-mary", "riverside"
 
 
@@ -42,9 +42,7 @@ LISTS = ["/jobs", "/step_runs", "/usage", "/error_stats", "/prices"]
 
 @pytest.fixture(scope="module", autouse=True)
 def catalog(su_conn: psycopg.Connection) -> None:
-    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
-    for client_id in (CLIENT, OTHER):
-        su_conn.execute("select ledger.add_client(%s, %s)", [client_id, client_id])
+    register_catalog(su_conn, [CLIENT, OTHER])
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from stacks import register_catalog
 from stepledger.api_client import IngestClient
 from stepledger.demo.simulate import history
 from stepledger.settings import Settings
@@ -28,12 +29,9 @@ WRITERS = 8
 
 @pytest.fixture(scope="module")
 def clients(su_conn: psycopg.Connection) -> tuple[str, list[str]]:
-    botimage = (REPO / "schemas" / "pipelines" / "botimage.json").read_text()
-    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [botimage])
     tag = uuid.uuid4().hex[:6]
     shared, own = f"cw-{tag}-shared", [f"cw-{tag}-{n}" for n in range(WRITERS)]
-    for client_id in [shared, *own]:
-        su_conn.execute("select ledger.add_client(%s, %s)", [client_id, client_id])
+    register_catalog(su_conn, [shared, *own])
     return shared, own
 
 

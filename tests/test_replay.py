@@ -40,11 +40,6 @@ def tag(su_conn: psycopg.Connection) -> str:
     return tag
 
 
-@pytest.fixture
-def admin(api: Callable[..., httpx.Client], jwt_for: Callable[..., str]) -> httpx.Client:
-    return api(jwt_for("admin"))
-
-
 def ev(tag: str, n: int, step: str, status: str, client: str = "", job: str = "J1",
        **fields: Any) -> dict[str, Any]:
     return {"event_id": f"{tag}-{n}", "client_id": client or f"rp-{tag}", "job_id": f"{tag}-{job}",

@@ -3,13 +3,12 @@ mid-run (gateway down, PostgREST down), a crashed process, refused tokens, rejec
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +27,6 @@ from test_loader_support import count, new_tag, register_catalog, run_cli, wait_
 @pytest.fixture(scope="module", autouse=True)
 def catalog(su_conn: psycopg.Connection) -> None:
     register_catalog(su_conn)
-
-
-@pytest.fixture
-def trackers() -> Iterator[list[Tracker]]:
-    made: list[Tracker] = []
-    yield made
-    for tracker in made:
-        with contextlib.suppress(TrackerError):
-            tracker.close(timeout_s=5)
-
-
-@pytest.fixture
-def make_tracker(api_url: str, api_token: Callable[..., str], tmp_path: Path,
-                 trackers: list[Tracker]) -> Callable[..., Tracker]:
-    def make(**kwargs: Any) -> Tracker:
-        kwargs.setdefault("spool_dir", tmp_path / "spool")
-        kwargs.setdefault("pipeline", "botimage")
-        kwargs.setdefault("client_id", "st-mary")
-        kwargs.setdefault("flush_interval_s", 0.1)
-        url = kwargs.pop("url", api_url)
-        token = kwargs.pop("token", api_token(kwargs["client_id"]))
-        tracker = Tracker(url, token, **kwargs)
-        trackers.append(tracker)
-        return tracker
-    return make
 
 
 class GpuOutOfMemory(Exception):

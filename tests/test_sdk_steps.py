@@ -4,10 +4,8 @@ the SDK's argument."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -22,26 +20,6 @@ from test_loader_support import new_tag, register_catalog
 def catalog(su_conn: psycopg.Connection) -> None:
     register_catalog(su_conn)
 
-
-@pytest.fixture
-def make_tracker(api_url: str, api_token: Callable[..., str], tmp_path: Path
-                 ) -> Iterator[Callable[..., Tracker]]:
-    made: list[Tracker] = []
-
-    def make(**kwargs: Any) -> Tracker:
-        kwargs.setdefault("spool_dir", tmp_path / f"spool{len(made)}")
-        kwargs.setdefault("pipeline", "botimage")
-        kwargs.setdefault("client_id", "st-mary")
-        kwargs.setdefault("flush_interval_s", 0.1)
-        url = kwargs.pop("url", api_url)
-        token = kwargs.pop("token", api_token(kwargs["client_id"]))
-        tracker = Tracker(url, token, **kwargs)
-        made.append(tracker)
-        return tracker
-    yield make
-    for tracker in made:
-        with contextlib.suppress(TrackerError):
-            tracker.close(timeout_s=5)
 
 
 def test_a_wrong_step_key_raises_with_a_suggestion(make_tracker: Callable[..., Tracker]

@@ -7,7 +7,6 @@ disturb the session stack the other tests share.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from conftest import make_home, make_settings
+from stacks import run_cli_process, throwaway_stack
 from stepledger import StepledgerError, stack
 from stepledger.settings import Settings
 from stepledger.stack import processes
@@ -27,22 +26,18 @@ from stepledger.stack import processes
 INDEX_HTML = "<!doctype html><title>stepledger test root</title><p>served by nginx</p>\n"
 
 
-@pytest.fixture(scope="module")
-def own() -> Iterator[Settings]:
-    home = make_home("stepledger-stacktest-")
+def _test_web_root(home: Path) -> dict[str, Path]:
     web_root = home / "web"
     web_root.mkdir(mode=0o755)
     (web_root / "index.html").write_text(INDEX_HTML)
     (web_root / "index.html").chmod(0o644)
-    settings = make_settings(home, web_root=web_root)
-    try:
-        stack.up(settings, migrate=True)
+    return {"web_root": web_root}
+
+
+@pytest.fixture(scope="module")
+def own() -> Iterator[Settings]:
+    with throwaway_stack("stepledger-stacktest-", prepare_home=_test_web_root) as settings:
         yield settings
-    finally:
-        try:
-            stack.down(settings)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _components_up(info: dict) -> dict[str, bool]:
@@ -124,17 +119,7 @@ def test_nginx_rate_limits_login(own: Settings) -> None:
 
 
 def test_cli_status_sees_the_stack(own: Settings) -> None:
-    env = dict(os.environ)
-    env.update({
-        "STEPLEDGER_HOME": str(own.home),
-        "STEPLEDGER_PG_PORT": str(own.pg_port),
-        "STEPLEDGER_API_PORT": str(own.api_port),
-        "STEPLEDGER_API_ADMIN_PORT": str(own.api_admin_port),
-        "STEPLEDGER_POSTGREST_PORT": str(own.postgrest_port),
-        "STEPLEDGER_WEB_PORT": str(own.web_port),
-    })
-    proc = subprocess.run([sys.executable, "-m", "stepledger", "status"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = run_cli_process(own, "status", timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
     for name in ("postgres", "postgrest", "nginx"):

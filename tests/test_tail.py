@@ -3,6 +3,7 @@ every line exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,11 +51,19 @@ def duplicates_of(conn: psycopg.Connection, tag: str) -> int:
                        "and outcome = 'duplicate'", [f"{tag}-%"])
 
 
-def start_tail(path: Path, state: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def running_tail(path: Path, state: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`stepledger tail` following `path`; killed on the way out unless the test stopped it."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "stepledger", "tail", str(path), "--state", str(state),
          "--poll", "0.05", "--batch-size", "25"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_tail_across_a_restart(tmp_path: Path, su_conn: psycopg.Connection,
@@ -68,18 +77,13 @@ def test_tail_across_a_restart(tmp_path: Path, su_conn: psycopg.Connection,
     state = tmp_path / "tail-state.json"
     append(log, ["BotImage 4.2 starting", *lines[:third]])
 
-    proc = start_tail(log, state, cli_env)
-    try:
+    with running_tail(log, state, cli_env) as proc:
         wait_for(lambda: events_of(su_conn, tag) == third, what="the first third")
         # the program writes on; its last line is not finished yet
         append(log, [*lines[third:2 * third], "loading weights", lines[2 * third][:30]], end="")
         wait_for(lambda: events_of(su_conn, tag) == 2 * third, what="the second third")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopped at line" in out
     saved = TailState.load(state, log)
@@ -90,17 +94,12 @@ def test_tail_across_a_restart(tmp_path: Path, su_conn: psycopg.Connection,
     # while tail is down: the line is finished, more lines come, and a broken step line
     bad = lines[0].replace(" step ", " step 0/", 1)
     append(log, [lines[2 * third][30:], *lines[2 * third + 1:], bad])
-    proc = start_tail(log, state, cli_env)
-    try:
+    with running_tail(log, state, cli_env) as proc:
         wait_for(lambda: events_of(su_conn, tag) == total, what="all lines")
         wait_for(lambda: count(su_conn, "select count(*) from ledger.vault where raw_text = %s",
                                [bad]), what="the bad line in the vault")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert events_of(su_conn, tag) == total
     assert duplicates_of(su_conn, tag) == 0     # a clean stop sends nothing twice
     assert count(su_conn, "select count(distinct event_id) from ledger.events "
@@ -114,25 +113,15 @@ def test_tail_killed_mid_run_loses_nothing_and_counts_nothing_twice(
     log = tmp_path / "botimage.log"
     state = tmp_path / "tail-state.json"
     append(log, lines[:50])
-    proc = start_tail(log, state, cli_env)
-    try:
+    with running_tail(log, state, cli_env) as proc:
         wait_for(lambda: events_of(su_conn, tag) >= 25, what="some lines")
         append(log, lines[50:])
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    proc = start_tail(log, state, cli_env)
-    try:
+    with running_tail(log, state, cli_env) as proc:
         wait_for(lambda: events_of(su_conn, tag) == len(lines), what="every line")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert count(su_conn, "select count(*) from ledger.events where job_id like %s",
                  [f"{tag}-%"]) == len(lines)
     jobs = su_conn.execute("select sum(events) from ledger.jobs where job_id like %s",

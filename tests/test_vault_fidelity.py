@@ -18,18 +18,16 @@ import httpx
 import psycopg
 import pytest
 
+from stacks import BOTIMAGE, register_catalog
 from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
 CLIENT, OTHER = "st-mary", "riverside"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def catalog(su_conn: psycopg.Connection) -> None:
-    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [json.dumps(BOTIMAGE)])
-    for client_id in (CLIENT, OTHER):
-        su_conn.execute("select ledger.add_client(%s, %s)", [client_id, client_id])
+    register_catalog(su_conn, [CLIENT, OTHER])
 
 
 def event(tag: str, n: int = 0, client_id: str = CLIENT) -> dict[str, Any]:

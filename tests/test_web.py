@@ -731,22 +731,12 @@ def test_screenshots_and_no_horizontal_scrolling(
     suffix = "desktop" if viewport is DESKTOP else "phone"
     admin_api.post("/rpc/refresh_analytics", json={"max_age_s": 0}).raise_for_status()
     admin_api.post("/rpc/refresh_usage", json={}).raise_for_status()
-    page = app.page(viewport=viewport)
-    page.goto(f"{app.url}/")
-    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    screenshot(page, f"login-{suffix}")
+    screenshot(sign_in_page(app, viewport), f"login-{suffix}")
 
     pages = [("admin", p) for p in ADMIN_PAGES] + [("lakeside", p) for p in CLIENT_PAGES]
     pages += [("lakeside", f"/jobs/lakeside/{web_data.failed_jobs['lakeside']}")]
     signed: dict[str, Page] = {}
-    for who, path in pages:
-        if who not in signed:
-            signed[who] = app.signed_in(who, path, viewport=viewport)
-        page = signed[who]
-        page.goto(f"{app.url}/#{path}")
-        expect(page.locator("#page-title")).to_be_visible()
-        page.wait_for_load_state("networkidle")
-        expect(page.locator(".state-loading")).to_have_count(0)
+    for who, path, page in each_page(app, pages, viewport, signed):
         name = "job-failed" if path.startswith("/jobs/") else path.strip("/")
         screenshot(page, f"{who if who == 'admin' else 'client'}-{name}-{suffix}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -914,6 +904,29 @@ def test_the_token_form_makes_the_admin_choose_whom_a_token_writes_for(
 
 
 # -- accessibility: axe-core on every page, both roles, both sizes ---------------------------------
+def sign_in_page(app: App, viewport: dict[str, int]) -> Page:
+    """The sign-in page, shown."""
+    page = app.page(viewport=viewport)
+    page.goto(f"{app.url}/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    return page
+
+
+def each_page(app: App, pages: list[tuple[str, str]], viewport: dict[str, int],
+              signed: dict[str, Page]) -> Iterator[tuple[str, str, Page]]:
+    """Open each (who, path) signed in as `who` (one browser page per person, kept in `signed`);
+    yields (who, path, page) once the page has loaded."""
+    for who, path in pages:
+        if who not in signed:
+            signed[who] = app.signed_in(who, path, viewport=viewport)
+        page = signed[who]
+        page.goto(f"{app.url}/#{path}")
+        expect(page.locator("#page-title")).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        expect(page.locator(".state-loading")).to_have_count(0)
+        yield who, path, page
+
+
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_axe_finds_no_serious_violation_on_any_page(
         app: App, web_data: WebData, admin_api: httpx.Client, viewport: dict[str, int]) -> None:
@@ -930,20 +943,8 @@ def test_axe_finds_no_serious_violation_on_any_page(
     pages += [("lakeside", p) for p in CLIENT_PAGES]
     pages += [("lakeside", f"/jobs/lakeside/{failed_job}")]
     pages += [("lakeside", f"/jobs/lakeside/{j['job_id']}") for j in running]
-    found: dict[str, list[str]] = {}
-    login = app.page(viewport=viewport)
-    login.goto(f"{app.url}/")
-    expect(login.get_by_role("heading", name="Sign in")).to_be_visible()
-    found["login"] = axe_violations(login)
-    signed: dict[str, Page] = {}
-    for who, path in pages:
-        if who not in signed:
-            signed[who] = app.signed_in(who, path, viewport=viewport)
-        page = signed[who]
-        page.goto(f"{app.url}/#{path}")
-        expect(page.locator("#page-title")).to_be_visible()
-        page.wait_for_load_state("networkidle")
-        expect(page.locator(".state-loading")).to_have_count(0)
+    found: dict[str, list[str]] = {"login": axe_violations(sign_in_page(app, viewport))}
+    for who, path, page in each_page(app, pages, viewport, {}):
         found[f"{who} {path}"] = axe_violations(page)
     problems = {where: v for where, v in found.items() if v}
     assert not problems, "\n".join(

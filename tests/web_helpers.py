@@ -24,6 +24,7 @@ import httpx
 import psycopg
 
 from ingest_support import IngestClient
+from stacks import register_catalog
 from stepledger.demo import simulate
 from stepledger.settings import Settings
 
@@ -77,10 +78,7 @@ def admin_http(settings: Settings, token: str) -> httpx.Client:
 def load_web_data(settings: Settings, su_conn: psycopg.Connection,
                   jwt_for: Callable[..., str], jobs_per_client: int = 16) -> WebData:
     """Catalog, clients, users, prices and a fortnight of BotImage jobs, through the real paths."""
-    botimage = (REPO / "schemas" / "pipelines" / "botimage.json").read_text()
-    su_conn.execute("select ledger.register_pipeline(%s::jsonb)", [botimage])
-    for client_id, name, currency in CLIENTS:
-        su_conn.execute("select ledger.add_client(%s, %s, %s)", [client_id, name, currency])
+    register_catalog(su_conn, CLIENTS)
 
     # Users who sign in through POST /rpc/login, made by the database's own function.
     users = {"admin": WebUser("admin@web-tests.example", secrets.token_urlsafe(12), "admin", None)}

@@ -1,9 +1,8 @@
 // Pieces shared by the client's usage page and the admin's billing page: the invoice of one
 // period (POST /rpc/invoice) and the monthly totals chart (GET /usage).
 
-import { ApiError } from './api.js';
 import { columns } from './charts.js';
-import { badge, download, empty, errorBox, loading, timeEl, toCsv, unavailable } from './components.js';
+import { badge, download, empty, errorBox, loadFailure, loading, tableHead, timeEl, toCsv } from './components.js';
 import { invoice as fetchInvoice, refreshUsage, usageCsv, usageFreshness } from './data.js';
 import { h, replace } from './dom.js';
 import * as fmt from './format.js';
@@ -129,8 +128,7 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
     inv = await fetchInvoice(clientId, period);
   } catch (err) {
     if (signal && signal.aborted) return null;
-    if (err instanceof ApiError && err.missingEndpoint) replace(host, unavailable('Invoicing'));
-    else replace(host, errorBox(err, { title: 'Could not load the invoice' }));
+    replace(host, loadFailure(err, { missing: 'Invoicing', title: 'Could not load the invoice' }));
     return null;
   }
   if (signal && signal.aborted) return null;
@@ -157,11 +155,7 @@ export async function showInvoice(host, { cat, clientId, period, signal, heading
   const body = lines.length
     ? h('div', { class: 'table-wrap' }, h('table', { class: 'table table-invoice responsive-table compact-rows' },
       h('caption', { class: 'visually-hidden' }, `Invoice lines of ${clientName} for ${fmt.period(period)}`),
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'Step'),
-        h('th', { scope: 'col', class: 'num' }, 'Units'),
-        h('th', { scope: 'col', class: 'num' }, 'Unit price'),
-        h('th', { scope: 'col', class: 'num' }, 'Amount'))),
+      tableHead('Step', { label: 'Units', class: 'num' }, { label: 'Unit price', class: 'num' }, { label: 'Amount', class: 'num' }),
       h('tbody', lines.map((l) => {
         const t = lineTitle(cat, l);
         const usageLine = !l.kind || l.kind === 'usage';

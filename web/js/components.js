@@ -1,8 +1,9 @@
 // Reusable pieces of the interface: status badges, progress bars, loading, empty and error
-// states, paging, toasts, confirmation dialogs and file downloads.
+// states, loading a part of a page, paging, toasts, actions, form checks, confirmation dialogs,
+// secrets shown once and file downloads.
 
-import { describeError } from './api.js';
-import { h } from './dom.js';
+import { ApiError, describeError } from './api.js';
+import { h, replace, setFieldError } from './dom.js';
 import * as fmt from './format.js';
 
 // Every status carries an icon and a word, never colour alone.
@@ -71,14 +72,15 @@ export function empty(title, text, action) {
     action || null);
 }
 
-/** A readable error box: the message, PostgREST's hint and details when they help. */
-export function errorBox(err, { title = 'Could not load this', retry } = {}) {
+/** A readable error box: the message, PostgREST's hint and (unless `details` is false) its
+ * details when they help. */
+export function errorBox(err, { title = 'Could not load this', retry, details = true } = {}) {
   const d = describeError(err);
   return h('div', { class: 'alert alert-error', role: 'alert' },
     h('p', { class: 'alert-title' }, title),
     h('p', d.message),
     d.hint ? h('p', { class: 'muted' }, `Hint: ${d.hint}`) : null,
-    d.details ? h('p', { class: 'muted small' }, d.details) : null,
+    details && d.details ? h('p', { class: 'muted small' }, d.details) : null,
     retry ? h('button', { type: 'button', class: 'btn btn-secondary', onClick: retry }, 'Try again') : null);
 }
 
@@ -86,6 +88,65 @@ export function unavailable(what) {
   return h('div', { class: 'alert alert-info', role: 'status' },
     h('p', { class: 'alert-title' }, `${what} is not available on this server yet`),
     h('p', 'The server does not offer this part of the API. Ask your administrator to update stepledger.'));
+}
+
+/** What a part of a page shows when it could not be loaded: "not available on this server" when
+ * the server has no such endpoint (`missing` names the part), else an error box with a retry. */
+export function loadFailure(err, { missing, title, retry } = {}) {
+  return missing && err instanceof ApiError && err.missingEndpoint
+    ? unavailable(missing) : errorBox(err, { title, retry });
+}
+
+/** Load a part of a page into `host`: render(await fetch()) unless the page was left meanwhile
+ * (`signal`), else loadFailure(). The host is aria-busy while it loads, unless `busy` is false.
+ * A live refresh passes `keep`, the selector of what the host shows once loaded: when it fails
+ * while the host shows that, it stays, and the error goes back to the caller (the live indicator). */
+export async function loadInto(host, { fetch, render, signal, missing, title, retry, busy = true, keep }) {
+  if (busy) host.setAttribute('aria-busy', 'true');
+  try {
+    const result = await fetch();
+    if (!signal.aborted) render(result);
+  } catch (err) {
+    if (signal.aborted) return;
+    if (keep && host.querySelector(keep)) throw err;
+    replace(host, loadFailure(err, { missing, title, retry }));
+  } finally {
+    if (busy) host.setAttribute('aria-busy', 'false');
+  }
+}
+
+/** Run what the user asked for: `button` (if any) is disabled meanwhile, and a failure is shown
+ * as an error toast. */
+export async function act(action, button = null) {
+  if (button) button.disabled = true;
+  try {
+    await action();
+  } catch (err) {
+    toast(describeError(err).message, 'error');
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** Check a form: each [control, message] pair marks its control (a null message: fine) and the
+ * first wrong control gets the focus. True when every control is fine. */
+export function checkFields(problems) {
+  for (const [control, message] of problems) setFieldError(control, message);
+  const first = problems.find(([, message]) => message);
+  if (first) first[0].focus();
+  return !first;
+}
+
+/** A table's <thead>: one column heading each, given as its label, as { label, class } (e.g.
+ * class 'num' for figures) or as { hidden } for a heading only screen readers need (a column of
+ * buttons); null leaves the column out. */
+export function tableHead(...columns) {
+  return h('thead', h('tr', columns.map((c) => {
+    if (c === null || c === undefined) return null;
+    if (typeof c !== 'object') return h('th', { scope: 'col' }, c);
+    if (c.hidden) return h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, c.hidden));
+    return h('th', { scope: 'col', class: c.class }, c.label);
+  })));
 }
 
 /** "Showing 1–25 of 120" with previous/next buttons. */
@@ -134,6 +195,30 @@ export function confirmDialog({ title, text, confirmLabel = 'Confirm', danger = 
   });
 }
 
+/** A secret shown once in `host` (a new API token, a signing secret), with a copy button and a
+ * "Done" button that removes it; the heading takes the focus. */
+export function revealOnce(host, { value, id, titleId, rows, title, note, label, copyLabel, kind = '' }) {
+  const area = h('textarea', { class: 'token-value mono', readonly: true, rows, id, spellcheck: 'false' });
+  area.value = value;
+  const copyBtn = h('button', { type: 'button', class: 'btn btn-primary btn-small', onClick: async () => {
+    try {
+      await navigator.clipboard.writeText(value);
+      copyBtn.textContent = 'Copied';
+    } catch {
+      area.select();
+      copyBtn.textContent = 'Press Ctrl+C to copy';
+    }
+  } }, copyLabel);
+  replace(host, h('section', { class: `alert alert-success token-reveal${kind ? ` ${kind}` : ''}`, role: 'region', 'aria-labelledby': titleId },
+    h('h2', { id: titleId, class: 'alert-title', tabindex: '-1' }, title),
+    h('p', h('strong', 'Copy it now: it is shown only this once.'), ` ${note}`),
+    h('label', { for: id, class: 'visually-hidden' }, label),
+    area,
+    h('div', { class: 'form-actions' }, copyBtn,
+      h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => replace(host) }, 'Done, I stored it'))));
+  host.querySelector(`#${titleId}`).focus();
+}
+
 /** Offer a Blob or string as a file download. */
 export function download(filename, content, type = 'text/csv;charset=utf-8') {
   const blob = content instanceof Blob ? content : new Blob([content], { type });
@@ -155,6 +240,14 @@ export function toCsv(columns, rows) {
   const lines = [columns.map(cell).join(',')];
   for (const row of rows) lines.push(columns.map((c) => cell(row[c])).join(','));
   return `${lines.join('\r\n')}\r\n`;
+}
+
+/** A card: a <section> named by its <h2> (`id`, `title`), with `aside` (a note, a button, a small
+ * form) beside the title, then the body. */
+export function card({ id, title, aside = null }, ...body) {
+  return h('section', { class: 'card', 'aria-labelledby': id },
+    h('div', { class: 'card-header' }, h('h2', { id }, title), aside),
+    ...body);
 }
 
 /** Page heading with an optional trailing area (actions, live indicator). */

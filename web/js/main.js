@@ -153,20 +153,20 @@ function route() {
 
   stopCurrent();
   const main = showShell(s, found ? found.route.parent || found.route.path : null);
-  if (!found) {
+  // A page that cannot be shown says why, with the way back to the start page.
+  const notice = (title, text) => {
     replace(main, h('div', { class: 'page' },
-      h('h1', { id: 'page-title', tabindex: '-1' }, 'Page not found'),
-      h('p', 'There is no page at this address.'),
+      h('h1', { id: 'page-title', tabindex: '-1' }, title),
+      h('p', text),
       h('p', h('a', { href: buildHash(homeFor(s)) }, 'Go to the start page'))));
     focusHeading(main);
+  };
+  if (!found) {
+    notice('Page not found', 'There is no page at this address.');
     return;
   }
   if (!found.route.roles.includes(s.role)) {
-    replace(main, h('div', { class: 'page' },
-      h('h1', { id: 'page-title', tabindex: '-1' }, 'Not available'),
-      h('p', 'This page is not available with your sign-in.'),
-      h('p', h('a', { href: buildHash(homeFor(s)) }, 'Go to the start page'))));
-    focusHeading(main);
+    notice('Not available', 'This page is not available with your sign-in.');
     return;
   }
 

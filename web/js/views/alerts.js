@@ -3,7 +3,7 @@
 // thresholds per client. Rules live in the database (docs/notifications.md); this page only asks.
 
 import { ApiError, describeError } from '../api.js';
-import { badge, confirmDialog, empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import { act, badge, card, checkFields, confirmDialog, empty, errorBox, loading, loadInto, pageHeader, revealOnce, tableHead, timeEl, toast } from '../components.js';
 import {
   EMAIL_EVENT_TYPES, EVENT_TYPES, createWebhook, deleteWebhook, emailAlerts, enableWebhook,
   recentDeliveries, redeliver, setEmailAlerts, setUsageAlert, testWebhook, usageAlerts, webhooks,
@@ -48,44 +48,32 @@ export function render(main, ctx) {
     revealHost,
     h('div', { class: 'grid-prices' },
       formHost,
-      h('section', { class: 'card', 'aria-labelledby': 'hooks-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'hooks-title' }, 'Webhook endpoints')),
+      card({ id: 'hooks-title', title: 'Webhook endpoints' },
         hooksHost)),
-    h('section', { class: 'card', 'aria-labelledby': 'deliveries-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'deliveries-title' }, 'Recent deliveries'),
-        h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => loadDeliveries() }, 'Reload')),
+    card({ id: 'deliveries-title', title: 'Recent deliveries',
+      aside: h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => loadDeliveries() }, 'Reload') },
       deliveriesHost),
     h('div', { class: 'grid-prices' }, emailHost, thresholdsHost)));
 
-  async function start() {
-    try {
-      cat = await catalog();
+  // The catalog first (the form lists the clients), then the form and every part of the page.
+  const start = () => loadInto(hooksHost, {
+    fetch: catalog, signal: ctx.signal, retry: start, busy: false,
+    render: (loaded) => {
+      cat = loaded;
       renderForm();
-      await Promise.all([loadHooks(), loadDeliveries(), loadEmail(), admin ? loadThresholds() : null]);
-    } catch (err) {
-      if (!ctx.signal.aborted) replace(hooksHost, errorBox(err, { retry: start }));
-    }
-  }
+      return Promise.all([loadHooks(), loadDeliveries(), loadEmail(), admin ? loadThresholds() : null]);
+    },
+  });
 
-  function failed(host, what, retry) {
-    return (err) => {
-      if (ctx.signal.aborted) return;
-      replace(host, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('Alerts') : errorBox(err, { title: `Could not load ${what}`, retry }));
-    };
+  /** Load one part of the page into its host (see loadInto). */
+  function loadPart(host, what, fetch, render, retry, busy = true) {
+    return loadInto(host, { fetch, render, signal: ctx.signal, missing: 'Alerts',
+      title: `Could not load ${what}`, retry, busy });
   }
 
   // -- endpoints ----------------------------------------------------------------------------------
-  async function loadHooks() {
-    hooksHost.setAttribute('aria-busy', 'true');
-    try {
-      hooks = await webhooks();
-      if (!ctx.signal.aborted) renderHooks();
-    } catch (err) {
-      failed(hooksHost, 'the endpoints', loadHooks)(err);
-    } finally {
-      hooksHost.setAttribute('aria-busy', 'false');
-    }
+  function loadHooks() {
+    return loadPart(hooksHost, 'the endpoints', webhooks, (rows) => { hooks = rows; renderHooks(); }, loadHooks);
   }
 
   function renderHooks() {
@@ -94,12 +82,7 @@ export function render(main, ctx) {
       return;
     }
     replace(hooksHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-hooks responsive-table' },
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'URL'),
-        admin ? h('th', { scope: 'col' }, 'Client') : null,
-        h('th', { scope: 'col' }, 'Events'),
-        h('th', { scope: 'col' }, 'Status'),
-        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      tableHead('URL', admin ? 'Client' : null, 'Events', 'Status', { hidden: 'Actions' }),
       h('tbody', hooks.map((w) => h('tr', { dataset: { webhook: w.webhook_id }, class: w.enabled ? '' : 'row-muted' },
         h('th', { scope: 'row', 'data-label': 'URL' }, h('span', { class: 'mono break' }, w.url),
           h('span', { class: 'muted small block' }, 'Created ', timeEl(w.created_at, { format: fmt.dateTimeShort }))),
@@ -117,24 +100,20 @@ export function render(main, ctx) {
           h('button', { type: 'button', class: 'btn btn-danger-ghost btn-small', 'aria-label': `Delete ${w.url}`, onClick: () => remove(w) }, 'Delete'))))))));
   }
 
-  async function sendTest(w) {
-    try {
+  function sendTest(w) {
+    return act(async () => {
       await testWebhook(w.webhook_id);
       toast('Test message queued: see Recent deliveries', 'success');
       setTimeout(() => { if (!ctx.signal.aborted) loadDeliveries(); }, 1500);
-    } catch (err) {
-      toast(describeError(err).message, 'error');
-    }
+    });
   }
 
-  async function enable(w) {
-    try {
+  function enable(w) {
+    return act(async () => {
       await enableWebhook(w.webhook_id);
       toast('Endpoint enabled', 'success');
       await loadHooks();
-    } catch (err) {
-      toast(describeError(err).message, 'error');
-    }
+    });
   }
 
   async function remove(w) {
@@ -145,13 +124,11 @@ export function render(main, ctx) {
       danger: true,
     });
     if (!ok) return;
-    try {
+    await act(async () => {
       await deleteWebhook(w.webhook_id);
       toast('Endpoint deleted', 'success');
       await Promise.all([loadHooks(), loadDeliveries()]);
-    } catch (err) {
-      toast(describeError(err).message, 'error');
-    }
+    });
   }
 
   function renderForm() {
@@ -172,8 +149,7 @@ export function render(main, ctx) {
       event.preventDefault();
       replace(messages);
       const url = urlInput.value.trim();
-      setFieldError(urlInput, url ? null : 'Enter the address that receives the events.');
-      if (!url) { urlInput.focus(); return; }
+      if (!checkFields([[urlInput, url ? null : 'Enter the address that receives the events.']])) return;
       const chosen = events.values();
       if (!chosen.length) {
         replace(messages, h('div', { class: 'alert alert-error', role: 'alert' }, h('p', 'Choose at least one event.')));
@@ -186,52 +162,26 @@ export function render(main, ctx) {
         urlInput.value = '';
         await loadHooks();
       } catch (err) {
-        const d = describeError(err);
-        setFieldError(urlInput, err instanceof ApiError && err.code === 'SL601' ? d.message : null);
-        replace(messages, h('div', { class: 'alert alert-error', role: 'alert' },
-          h('p', { class: 'alert-title' }, 'The endpoint was not added'), h('p', d.message),
-          d.hint ? h('p', { class: 'muted' }, `Hint: ${d.hint}`) : null));
+        setFieldError(urlInput, err instanceof ApiError && err.code === 'SL601' ? describeError(err).message : null);
+        replace(messages, errorBox(err, { title: 'The endpoint was not added', details: false }));
       } finally {
         submit.disabled = false;
       }
     });
-    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'new-hook-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'new-hook-title' }, 'New endpoint')), form));
+    replace(formHost, card({ id: 'new-hook-title', title: 'New endpoint' }, form));
   }
 
   function reveal(answer) {
-    const area = h('textarea', { class: 'token-value mono', readonly: true, rows: '2', id: 'new-webhook-secret', spellcheck: 'false' });
-    area.value = answer.secret;
-    const copyBtn = h('button', { type: 'button', class: 'btn btn-primary btn-small', onClick: async () => {
-      try {
-        await navigator.clipboard.writeText(answer.secret);
-        copyBtn.textContent = 'Copied';
-      } catch {
-        area.select();
-        copyBtn.textContent = 'Press Ctrl+C to copy';
-      }
-    } }, 'Copy secret');
-    replace(revealHost, h('section', { class: 'alert alert-success token-reveal secret-reveal', role: 'region', 'aria-labelledby': 'secret-title' },
-      h('h2', { id: 'secret-title', class: 'alert-title', tabindex: '-1' }, 'Endpoint added: its signing secret'),
-      h('p', h('strong', 'Copy it now: it is shown only this once.'), ' The receiver checks each delivery’s webhook-signature with it.'),
-      h('label', { for: 'new-webhook-secret', class: 'visually-hidden' }, 'The signing secret'),
-      area,
-      h('div', { class: 'form-actions' }, copyBtn,
-        h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => replace(revealHost) }, 'Done, I stored it'))));
-    revealHost.querySelector('#secret-title').focus();
+    revealOnce(revealHost, {
+      value: answer.secret, id: 'new-webhook-secret', titleId: 'secret-title', rows: '2', kind: 'secret-reveal',
+      title: 'Endpoint added: its signing secret', note: 'The receiver checks each delivery’s webhook-signature with it.',
+      label: 'The signing secret', copyLabel: 'Copy secret',
+    });
   }
 
   // -- deliveries ---------------------------------------------------------------------------------
-  async function loadDeliveries() {
-    deliveriesHost.setAttribute('aria-busy', 'true');
-    try {
-      const rows = await recentDeliveries();
-      if (!ctx.signal.aborted) renderDeliveries(rows);
-    } catch (err) {
-      failed(deliveriesHost, 'the deliveries', loadDeliveries)(err);
-    } finally {
-      deliveriesHost.setAttribute('aria-busy', 'false');
-    }
+  function loadDeliveries() {
+    return loadPart(deliveriesHost, 'the deliveries', recentDeliveries, renderDeliveries, loadDeliveries);
   }
 
   function renderDeliveries(rows) {
@@ -241,14 +191,7 @@ export function render(main, ctx) {
     }
     const urlOf = (id) => hooks.find((w) => w.webhook_id === id)?.url || String(id).slice(0, 8);
     replace(deliveriesHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-deliveries responsive-table' },
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'When'),
-        h('th', { scope: 'col' }, 'Event'),
-        h('th', { scope: 'col' }, 'Endpoint'),
-        h('th', { scope: 'col' }, 'Attempt'),
-        h('th', { scope: 'col' }, 'Answer'),
-        h('th', { scope: 'col' }, 'Status'),
-        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      tableHead('When', 'Event', 'Endpoint', 'Attempt', 'Answer', 'Status', { hidden: 'Actions' }),
       h('tbody', rows.map((d) => h('tr', { dataset: { delivery: d.delivery_id } },
         h('td', { 'data-label': 'When' }, timeEl(d.attempted_at || d.created_at, { format: fmt.dateTimeShort })),
         h('th', { scope: 'row', 'data-label': 'Event' }, d.event_type === 'webhook.test' ? 'Test' : eventLabel(d.event_type),
@@ -265,31 +208,23 @@ export function render(main, ctx) {
           d.state !== 'pending' ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send ${d.message_id} again`, onClick: () => again(d) }, 'Send again') : null)))))));
   }
 
-  async function again(d) {
-    try {
+  function again(d) {
+    return act(async () => {
       await redeliver(d.delivery_id);
       toast('Queued again, with the same webhook-id', 'success');
       setTimeout(() => { if (!ctx.signal.aborted) loadDeliveries(); }, 1500);
-    } catch (err) {
-      toast(describeError(err).message, 'error');
-    }
+    });
   }
 
   // -- e-mail -------------------------------------------------------------------------------------
-  async function loadEmail() {
-    try {
-      const mine = await emailAlerts();
-      if (!ctx.signal.aborted) renderEmail(mine);
-    } catch (err) {
-      failed(emailHost, 'the e-mail settings', loadEmail)(err);
-    }
+  function loadEmail() {
+    return loadPart(emailHost, 'the e-mail settings', emailAlerts, renderEmail, loadEmail, false);
   }
 
   function renderEmail(mine) {
-    const card = (...body) => h('section', { class: 'card', 'aria-labelledby': 'email-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'email-title' }, 'E-mail alerts')), ...body);
+    const emailCard = (...body) => card({ id: 'email-title', title: 'E-mail alerts' }, ...body);
     if (!mine) {
-      replace(emailHost, card(h('p', { class: 'muted' }, 'E-mail alerts are for people who sign in with an e-mail address.')));
+      replace(emailHost, emailCard(h('p', { class: 'muted' }, 'E-mail alerts are for people who sign in with an e-mail address.')));
       return;
     }
     const choice = checkboxGroup(`E-mail ${mine.email} when`, EVENT_TYPES.filter((e) => EMAIL_EVENT_TYPES.includes(e.type)), mine.events, 'email-event');
@@ -300,29 +235,19 @@ export function render(main, ctx) {
       h('p', { class: 'muted small' }, admin ? 'For the jobs of every client.' : 'For your organisation’s jobs.'),
       choice.node,
       h('div', { class: 'form-actions' }, submit));
-    form.addEventListener('submit', async (event) => {
+    form.addEventListener('submit', (event) => {
       event.preventDefault();
-      submit.disabled = true;
-      try {
+      act(async () => {
         const answer = await setEmailAlerts(choice.values());
         toast(answer.events.length ? 'E-mail alerts saved' : 'E-mail alerts turned off', 'success');
-      } catch (err) {
-        toast(describeError(err).message, 'error');
-      } finally {
-        submit.disabled = false;
-      }
+      }, submit);
     });
-    replace(emailHost, card(form));
+    replace(emailHost, emailCard(form));
   }
 
   // -- usage thresholds (admins) ------------------------------------------------------------------
-  async function loadThresholds() {
-    try {
-      const rows = await usageAlerts();
-      if (!ctx.signal.aborted) renderThresholds(rows);
-    } catch (err) {
-      failed(thresholdsHost, 'the usage thresholds', loadThresholds)(err);
-    }
+  function loadThresholds() {
+    return loadPart(thresholdsHost, 'the usage thresholds', usageAlerts, renderThresholds, loadThresholds, false);
   }
 
   function renderThresholds(rows) {
@@ -335,44 +260,32 @@ export function render(main, ctx) {
       field('Monthly amount', amount, { hint: 'A usage.threshold_crossed event, once a month, when the month’s amount reaches it.' }),
       field('Currency', currency, { hint: 'Empty: the client’s currency.' }),
       h('div', { class: 'form-actions' }, submit));
-    form.addEventListener('submit', async (event) => {
+    form.addEventListener('submit', (event) => {
       event.preventDefault();
       const value = Number(amount.value);
-      setFieldError(amount, value > 0 ? null : 'Enter a positive amount.');
-      if (!(value > 0)) { amount.focus(); return; }
-      submit.disabled = true;
-      try {
+      if (!checkFields([[amount, value > 0 ? null : 'Enter a positive amount.']])) return;
+      act(async () => {
         await setUsageAlert({ client_id: clientSel.value, amount: value, currency: currency.value.trim().toUpperCase() });
         toast('Threshold saved', 'success');
         await loadThresholds();
-      } catch (err) {
-        toast(describeError(err).message, 'error');
-      } finally {
-        submit.disabled = false;
-      }
+      }, submit);
     });
     const list = rows.length
       ? h('table', { class: 'table table-thresholds responsive-table' },
-        h('thead', h('tr', h('th', { scope: 'col' }, 'Client'), h('th', { scope: 'col' }, 'Threshold'), h('th', { scope: 'col' }, 'Last crossed'),
-          h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+        tableHead('Client', 'Threshold', 'Last crossed', { hidden: 'Actions' }),
         h('tbody', rows.map((r) => h('tr', { dataset: { client: r.client_id } },
           h('th', { scope: 'row', 'data-label': 'Client' }, cat.clientName(r.client_id)),
           h('td', { 'data-label': 'Threshold', class: 'num' }, fmt.money(r.amount, r.currency)),
           h('td', { 'data-label': 'Last crossed' }, r.crossed_period ? fmt.period(r.crossed_period) : 'not yet'),
           h('td', { class: 'cell-actions', 'data-label': '' }, h('button', {
             type: 'button', class: 'btn btn-danger-ghost btn-small', 'aria-label': `Remove the threshold of ${cat.clientName(r.client_id)}`,
-            onClick: async () => {
-              try {
-                await setUsageAlert({ client_id: r.client_id, amount: null });
-                await loadThresholds();
-              } catch (err) {
-                toast(describeError(err).message, 'error');
-              }
-            },
+            onClick: () => act(async () => {
+              await setUsageAlert({ client_id: r.client_id, amount: null });
+              await loadThresholds();
+            }),
           }, 'Remove'))))))
       : h('p', { class: 'muted' }, 'No thresholds set.');
-    replace(thresholdsHost, h('section', { class: 'card', 'aria-labelledby': 'thresholds-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'thresholds-title' }, 'Usage thresholds')), form, list));
+    replace(thresholdsHost, card({ id: 'thresholds-title', title: 'Usage thresholds' }, form, list));
   }
 
   start();

@@ -1,8 +1,7 @@
 // Admin billing: per client and per step for one month (GET /usage), and any client's invoice.
 
-import { ApiError, describeError } from '../api.js';
 import { byStepOrder, freshnessNote, freshUsage, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
-import { download, empty, errorBox, loading, pageHeader, toast, unavailable } from '../components.js';
+import { act, card, download, empty, errorBox, loadFailure, loading, pageHeader, tableHead, toast } from '../components.js';
 import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -51,17 +50,12 @@ export function render(main, ctx) {
     }
   }
 
-  async function refreshNow() {
-    refreshBtn.disabled = true;
-    try {
+  function refreshNow() {
+    return act(async () => {
       await refreshUsage();
       toast('Figures refreshed', 'success');
       await load();
-    } catch (err) {
-      toast(describeError(err).message, 'error');
-    } finally {
-      refreshBtn.disabled = false;
-    }
+    }, refreshBtn);
   }
 
   async function load() {
@@ -87,14 +81,12 @@ export function render(main, ctx) {
       if (ctx.signal.aborted) return;
       renderTable(rows, freshness);
       const charts = pipelineUsageCharts(cat, year, periods);
-      replace(trendHost, charts ? h('section', { class: 'card', 'aria-labelledby': 'pipeline-usage-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'pipeline-usage-title' }, 'Usage per pipeline'),
-          h('span', { class: 'muted small' }, 'completed steps per month, every client')),
+      replace(trendHost, charts ? card({ id: 'pipeline-usage-title', title: 'Usage per pipeline',
+        aside: h('span', { class: 'muted small' }, 'completed steps per month, every client') },
         charts) : null);
     } catch (err) {
       if (ctx.signal.aborted) return;
-      replace(tableHost, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('Usage') : errorBox(err, { title: 'Could not load billing', retry: load }));
+      replace(tableHost, loadFailure(err, { missing: 'Usage', title: 'Could not load billing', retry: load }));
     }
   }
 
@@ -131,15 +123,10 @@ export function render(main, ctx) {
           h('td', { class: 'num', 'data-label': 'Units' }, fmt.int(l.units)),
           h('td', { class: 'num', 'data-label': 'Amount' }, fmt.money(l.amount, l.currency)))));
     });
-    replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'billing-table-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'billing-table-title' }, `Per client and step · ${fmt.period(state.period)}`)),
+    replace(tableHost, card({ id: 'billing-table-title', title: `Per client and step · ${fmt.period(state.period)}` },
       freshnessNote(freshness),
       h('div', { class: 'table-wrap' }, h('table', { class: 'table table-billing responsive-table compact-rows' },
-        h('thead', h('tr',
-          h('th', { scope: 'col' }, 'Step'),
-          h('th', { scope: 'col', class: 'num' }, 'Completed steps'),
-          h('th', { scope: 'col', class: 'num' }, 'Units'),
-          h('th', { scope: 'col', class: 'num' }, 'Amount'))),
+        tableHead('Step', { label: 'Completed steps', class: 'num' }, { label: 'Units', class: 'num' }, { label: 'Amount', class: 'num' }),
         sections))));
   }
 

@@ -2,7 +2,7 @@
 // billing month (UTC), so failures and revenue speak of the same jobs; one revenue card per currency.
 
 import { ApiError } from '../api.js';
-import { empty, errorBox, loading, pageHeader } from '../components.js';
+import { card, empty, loading, loadInto, pageHeader, tableHead } from '../components.js';
 import { freshUsage } from '../billing-parts.js';
 import { catalog, jobCounts, usage } from '../data.js';
 import { h, replace } from '../dom.js';
@@ -32,35 +32,38 @@ export function render(main, ctx) {
     totalsHost,
     tableHost));
 
-  async function load({ quiet = false } = {}) {
-    try {
-      const cat = await catalog({ refresh: !quiet });
-      const [counts, revenue] = await Promise.all([
-        mapLimit(cat.clients, 4, (c) => jobCounts({ client: c.client_id, month: period })),
-        freshUsage({ admin: true }).then(() => usage({ periods: [period] })).then((rows) => {
-          const byClient = new Map();
-          for (const r of rows) {
-            const cur = byClient.get(r.client_id) || { amount: 0, currency: r.currency, steps: 0 };
-            cur.amount += Number(r.amount || 0);
-            cur.steps += Number(r.completed_steps || 0);
-            byClient.set(r.client_id, cur);
-          }
-          return byClient;
-        }).catch((err) => {
-          if (err instanceof ApiError && err.missingEndpoint) return null;
-          throw err;
-        }),
-      ]);
-      if (ctx.signal.aborted) return;
-      renderTotals(cat, counts, revenue);
-      renderTable(cat, counts, revenue);
-    } catch (err) {
-      if (ctx.signal.aborted) return;
-      if (quiet && tableHost.querySelector('table')) throw err;
-      replace(tableHost, errorBox(err, { title: 'Could not load the clients', retry: () => load() }));
-    } finally {
-      tableHost.setAttribute('aria-busy', 'false');
-    }
+  function load({ quiet = false } = {}) {
+    return loadInto(tableHost, {
+      fetch: () => overview(quiet),
+      render: ([cat, counts, revenue]) => {
+        renderTotals(cat, counts, revenue);
+        renderTable(cat, counts, revenue);
+      },
+      signal: ctx.signal, title: 'Could not load the clients', retry: () => load(),
+      busy: !quiet, keep: quiet ? 'table' : null,
+    });
+  }
+
+  /** The catalog, each client's job counts and the month's revenue per client (null: no usage endpoint). */
+  async function overview(quiet) {
+    const cat = await catalog({ refresh: !quiet });
+    const [counts, revenue] = await Promise.all([
+      mapLimit(cat.clients, 4, (c) => jobCounts({ client: c.client_id, month: period })),
+      freshUsage({ admin: true }).then(() => usage({ periods: [period] })).then((rows) => {
+        const byClient = new Map();
+        for (const r of rows) {
+          const cur = byClient.get(r.client_id) || { amount: 0, currency: r.currency, steps: 0 };
+          cur.amount += Number(r.amount || 0);
+          cur.steps += Number(r.completed_steps || 0);
+          byClient.set(r.client_id, cur);
+        }
+        return byClient;
+      }).catch((err) => {
+        if (err instanceof ApiError && err.missingEndpoint) return null;
+        throw err;
+      }),
+    ]);
+    return [cat, counts, revenue];
   }
 
   function renderTotals(cat, counts, revenue) {
@@ -96,16 +99,15 @@ export function render(main, ctx) {
     rows.sort((a, b) => (b.counts.failed + b.counts.stalled) - (a.counts.failed + a.counts.stalled)
       || b.counts.total - a.counts.total);
     const q = (id, extra = '') => `#/jobs?client=${encodeURIComponent(id)}&month=${period}${extra}`;
-    replace(tableHost, h('section', { class: 'card', 'aria-labelledby': 'clients-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'clients-title' }, 'Clients')),
+    replace(tableHost, card({ id: 'clients-title', title: 'Clients' },
       h('div', { class: 'table-wrap' }, h('table', { class: 'table table-clients responsive-table' },
-        h('thead', h('tr',
-          h('th', { scope: 'col' }, 'Client'),
-          h('th', { scope: 'col', class: 'num' }, `Jobs ${fmt.periodShort(period)}`),
-          h('th', { scope: 'col', class: 'num' }, 'Running'),
-          h('th', { scope: 'col', class: 'num' }, 'Failed'),
-          h('th', { scope: 'col', class: 'num' }, 'Stalled'),
-          h('th', { scope: 'col', class: 'num' }, `Revenue ${fmt.periodShort(period)}`))),
+        tableHead(
+          'Client',
+          { label: `Jobs ${fmt.periodShort(period)}`, class: 'num' },
+          { label: 'Running', class: 'num' },
+          { label: 'Failed', class: 'num' },
+          { label: 'Stalled', class: 'num' },
+          { label: `Revenue ${fmt.periodShort(period)}`, class: 'num' }),
         h('tbody', rows.map(({ client, counts: c, revenue: r }) => h('tr', { dataset: { client: client.client_id } },
           h('th', { scope: 'row', 'data-label': 'Client' },
             h('a', { href: q(client.client_id) }, client.name),

@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { barList, columns } from '../charts.js';
-import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import { card, empty, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
 import { analyticsFreshness, catalog, errorCodes, errorsByDay, errorStats, errorsBySource, jobsByDay, refreshAnalytics } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -78,32 +78,27 @@ export function render(main, ctx) {
     }
   }
 
-  async function load() {
-    content.setAttribute('aria-busy', 'true');
-    try {
-      if (!cat) {
-        cat = await catalog();
-        for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
-      }
-      await ensureFresh();
-      const args = {
-        since: state.window === 'all' ? null : utcDaysAgo(Number(state.window) - 1),
-        until: null,
-        client: state.client || null,
-      };
-      // Trends: per UTC day over the window (all time: the last 90 days).
-      const days = { ...args, since: args.since || utcDaysAgo(89) };
-      const [steps, sites, codes, failuresByDay, startedByDay] = await Promise.all([
-        errorStats(args), errorsBySource(args), errorCodes(args), errorsByDay(days), jobsByDay(days)]);
-      if (ctx.signal.aborted) return;
-      renderAll(steps, sites, codes, trends(failuresByDay, startedByDay, days.since));
-    } catch (err) {
-      if (ctx.signal.aborted) return;
-      replace(content, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('Error statistics') : errorBox(err, { title: 'Could not load the error statistics', retry: load }));
-    } finally {
-      content.setAttribute('aria-busy', 'false');
+  function load() {
+    return loadInto(content, { fetch: statistics, render: (parts) => renderAll(...parts), signal: ctx.signal,
+      missing: 'Error statistics', title: 'Could not load the error statistics', retry: load });
+  }
+
+  async function statistics() {
+    if (!cat) {
+      cat = await catalog();
+      for (const c of cat.clients) clientSel.append(h('option', { value: c.client_id, selected: c.client_id === state.client }, c.name));
     }
+    await ensureFresh();
+    const args = {
+      since: state.window === 'all' ? null : utcDaysAgo(Number(state.window) - 1),
+      until: null,
+      client: state.client || null,
+    };
+    // Trends: per UTC day over the window (all time: the last 90 days).
+    const days = { ...args, since: args.since || utcDaysAgo(89) };
+    const [steps, sites, codes, failuresByDay, startedByDay] = await Promise.all([
+      errorStats(args), errorsBySource(args), errorCodes(args), errorsByDay(days), jobsByDay(days)]);
+    return [steps, sites, codes, trends(failuresByDay, startedByDay, days.since)];
   }
 
   /** The jobs list filtered to the failures behind a bar or a row (POST /rpc/search_jobs). */
@@ -131,13 +126,11 @@ export function render(main, ctx) {
       text: `${fmt.int(r.started)} jobs started, ${fmt.int(r.failed)} failed`,
     }));
     return h('div', { class: 'grid-2' },
-      h('section', { class: 'card', 'aria-labelledby': 'failures-day-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'failures-day-title' }, 'Failures per day'),
-          h('span', { class: 'muted small' }, `since ${fmt.date(`${since}T12:00:00Z`)} (UTC days)`)),
+      card({ id: 'failures-day-title', title: 'Failures per day',
+        aside: h('span', { class: 'muted small' }, `since ${fmt.date(`${since}T12:00:00Z`)} (UTC days)`) },
         columns(failureItems, { label: 'Failed attempts per day', values: 'none', labelEvery: every })),
-      h('section', { class: 'card', 'aria-labelledby': 'jobs-day-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'jobs-day-title' }, 'Jobs per day'),
-          h('span', { class: 'muted small' }, 'jobs started each UTC day')),
+      card({ id: 'jobs-day-title', title: 'Jobs per day',
+        aside: h('span', { class: 'muted small' }, 'jobs started each UTC day') },
         columns(jobItems, { label: 'Jobs started per day', values: 'none', labelEvery: every })));
   }
 
@@ -181,13 +174,13 @@ export function render(main, ctx) {
       return manyPipelines ? `${title} (${c.pipeline})` : title;
     };
     const codesTable = h('div', { class: 'table-wrap' }, h('table', { class: 'table table-codes responsive-table' },
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'Error code'),
-        h('th', { scope: 'col' }, 'Step'),
-        h('th', { scope: 'col', class: 'num' }, 'Failures'),
-        h('th', { scope: 'col', class: 'num' }, 'Clients'),
-        h('th', { scope: 'col' }, 'Last seen'),
-        h('th', { scope: 'col' }, 'Latest message'))),
+      tableHead(
+        'Error code',
+        'Step',
+        { label: 'Failures', class: 'num' },
+        { label: 'Clients', class: 'num' },
+        'Last seen',
+        'Latest message'),
       h('tbody', topCodes.map((c) => h('tr',
         h('td', { 'data-label': 'Error code' }, c.error_code
           ? h('a', { href: drill({ pipeline: c.pipeline, error_step: c.step, error_code: c.error_code }), 'aria-label': `Jobs that failed with ${c.error_code} at ${stepName(c)}` },
@@ -206,13 +199,10 @@ export function render(main, ctx) {
         h('div', { class: 'stat stat-neutral' }, h('span', { class: 'stat-value' }, fmt.percent(totalAttempts ? totalFailures / totalAttempts : 0)), h('span', { class: 'stat-label' }, 'Failure rate')),
         h('div', { class: 'stat stat-neutral' }, h('span', { class: 'stat-value' }, fmt.int(codes.length)), h('span', { class: 'stat-label' }, 'Distinct error codes'))),
       h('div', { class: 'grid-2' },
-        h('section', { class: 'card', 'aria-labelledby': 'by-step-title' },
-          h('div', { class: 'card-header' }, h('h2', { id: 'by-step-title' }, 'By step')), byStep),
-        h('section', { class: 'card', 'aria-labelledby': 'by-site-title' },
-          h('div', { class: 'card-header' }, h('h2', { id: 'by-site-title' }, 'By site')),
+        card({ id: 'by-step-title', title: 'By step' }, byStep),
+        card({ id: 'by-site-title', title: 'By site' },
           siteRows.length ? bySite : empty('No failures by site', ''))),
-      h('section', { class: 'card', 'aria-labelledby': 'codes-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'codes-title' }, 'Top error codes')), codesTable),
+      card({ id: 'codes-title', title: 'Top error codes' }, codesTable),
       trendCharts);
   }
 

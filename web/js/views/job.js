@@ -1,6 +1,6 @@
 // One job: its state, the failing step's error first, then a timeline of every step and attempt.
 
-import { badge, empty, errorBox, jobBadge, loading, progressBar, timeEl } from '../components.js';
+import { badge, card, empty, jobBadge, loading, loadInto, progressBar, timeEl } from '../components.js';
 import { catalog, jobDetail } from '../data.js';
 import { h, replace } from '../dom.js';
 import * as fmt from '../format.js';
@@ -26,27 +26,24 @@ export function render(main, ctx) {
     body));
   ctx.setTitle(`Job ${jobId}`);
 
-  async function load({ quiet = false } = {}) {
-    try {
-      const [detail, cat] = await Promise.all([jobDetail(client, jobId), catalog()]);
-      if (ctx.signal.aborted) return;
-      if (!detail) {
-        replace(body, empty('Job not found',
-          'There is no job with this id that you can see. Check the link, or go back to the list of jobs.'));
-        return;
-      }
-      const subtitle = main.querySelector('#job-subtitle');
-      const pipeline = cat.pipeline(detail.job.pipeline);
-      subtitle.textContent = [pipeline ? pipeline.title : detail.job.pipeline,
-        ctx.isAdmin ? cat.clientName(detail.job.client_id) : null].filter(Boolean).join(' · ');
-      renderDetail(detail, pipeline);
-    } catch (err) {
-      if (ctx.signal.aborted) return;
-      if (quiet && body.querySelector('.timeline')) throw err;
-      replace(body, errorBox(err, { title: 'Could not load this job', retry: () => load() }));
-    } finally {
-      body.setAttribute('aria-busy', 'false');
-    }
+  function load({ quiet = false } = {}) {
+    return loadInto(body, {
+      fetch: () => Promise.all([jobDetail(client, jobId), catalog()]),
+      render: ([detail, cat]) => {
+        if (!detail) {
+          replace(body, empty('Job not found',
+            'There is no job with this id that you can see. Check the link, or go back to the list of jobs.'));
+          return;
+        }
+        const subtitle = main.querySelector('#job-subtitle');
+        const pipeline = cat.pipeline(detail.job.pipeline);
+        subtitle.textContent = [pipeline ? pipeline.title : detail.job.pipeline,
+          ctx.isAdmin ? cat.clientName(detail.job.client_id) : null].filter(Boolean).join(' · ');
+        renderDetail(detail, pipeline);
+      },
+      signal: ctx.signal, title: 'Could not load this job', retry: () => load(),
+      busy: !quiet, keep: quiet ? '.timeline' : null,
+    });
   }
 
   function renderDetail({ job, steps, span, failing, failingRun }, pipeline) {
@@ -99,10 +96,8 @@ export function render(main, ctx) {
       steps.map((s) => stepItem(s, spanStart, spanEnd, s === failing)));
 
     replace(body, ...alerts, summary,
-      h('section', { class: 'card', 'aria-labelledby': 'timeline-title' },
-        h('div', { class: 'card-header' },
-          h('h2', { id: 'timeline-title' }, 'Step timeline'),
-          h('span', { class: 'muted small' }, `${job.steps_done} of ${job.steps_total} steps done`)),
+      card({ id: 'timeline-title', title: 'Step timeline',
+        aside: h('span', { class: 'muted small' }, `${job.steps_done} of ${job.steps_total} steps done`) },
         timeline));
   }
 

@@ -1,7 +1,7 @@
 // Jobs: counts per state, filters, a page of jobs with progress bars, live refresh.
 // Clients see their own jobs (row-level security); admins see every client's and can filter by client.
 
-import { empty, errorBox, jobBadge, loading, pageHeader, pager, progressBar, timeEl } from '../components.js';
+import { empty, errorBox, jobBadge, loading, pageHeader, pager, progressBar, tableHead, timeEl } from '../components.js';
 import { catalog, DRILL_KEYS, jobCounts, JOB_SORTS, listJobs } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -235,15 +235,15 @@ export function render(main, ctx) {
     }
     const table = h('table', { class: 'table table-jobs responsive-table' },
       h('caption', { class: 'visually-hidden' }, 'Jobs'),
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'Job'),
-        ctx.isAdmin ? h('th', { scope: 'col' }, 'Client') : null,
-        h('th', { scope: 'col' }, 'Status'),
-        h('th', { scope: 'col', class: 'col-progress' }, 'Progress'),
-        h('th', { scope: 'col' }, 'Started'),
-        h('th', { scope: 'col', class: 'num' }, 'Duration'),
-        h('th', { scope: 'col', class: 'num' }, 'Retries'),
-        h('th', { scope: 'col' }, 'Last activity'))),
+      tableHead(
+        'Job',
+        ctx.isAdmin ? 'Client' : null,
+        'Status',
+        { label: 'Progress', class: 'col-progress' },
+        'Started',
+        { label: 'Duration', class: 'num' },
+        { label: 'Retries', class: 'num' },
+        'Last activity'),
       h('tbody', rows.map((job) => jobRow(job))));
     replace(listHost, table, pager({
       offset, limit: PAGE_SIZE, total, shown: rows.length,

@@ -2,10 +2,9 @@
 // price for a step, as the default or for one client. Whether a row is in force, scheduled or
 // superseded is GET /prices' `state` (the billing rule, per pipeline, step, client and currency).
 
-import { ApiError, describeError } from '../api.js';
-import { empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import { card, checkFields, empty, errorBox, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
 import { addPrice, catalog, prices } from '../data.js';
-import { field, h, replace, select, setFieldError } from '../dom.js';
+import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
 
 const PRICE_RE = /^\d{1,9}(\.\d{1,6})?$/;
@@ -32,38 +31,27 @@ export function render(main, ctx) {
     pageHeader('Price book', 'Unit prices per pipeline step. A change is a new row from a date on, so past invoices stay explainable.'),
     h('div', { class: 'grid-prices' },
       formHost,
-      h('section', { class: 'card', 'aria-labelledby': 'prices-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'prices-title' }, 'Prices')),
+      card({ id: 'prices-title', title: 'Prices' },
         h('form', { class: 'filters filters-inline', 'aria-label': 'Filter prices', onSubmit: (e) => e.preventDefault() },
           field('Pipeline', fPipeline), field('Applies to', fClient),
           h('div', { class: 'field field-check' }, h('label', {}, fAll, ' Show superseded prices'))),
         listHost))));
 
-  async function start() {
-    try {
-      cat = await catalog();
+  // The catalog first (the filters and the form list its pipelines and clients), then the list.
+  const start = () => loadInto(listHost, {
+    fetch: catalog, signal: ctx.signal, retry: start, busy: false,
+    render: (loaded) => {
+      cat = loaded;
       for (const p of cat.pipelines) fPipeline.append(h('option', { value: p.pipeline, selected: p.pipeline === filter.pipeline }, p.title));
       for (const c of cat.clients) fClient.append(h('option', { value: c.client_id, selected: c.client_id === filter.client }, c.name));
       renderForm();
-      await loadList();
-    } catch (err) {
-      if (!ctx.signal.aborted) replace(listHost, errorBox(err, { retry: start }));
-    }
-  }
+      return loadList();
+    },
+  });
 
-  async function loadList() {
-    listHost.setAttribute('aria-busy', 'true');
-    try {
-      const rows = await prices();
-      if (ctx.signal.aborted) return;
-      renderList(rows);
-    } catch (err) {
-      if (ctx.signal.aborted) return;
-      replace(listHost, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('The price book') : errorBox(err, { title: 'Could not load the prices', retry: loadList }));
-    } finally {
-      listHost.setAttribute('aria-busy', 'false');
-    }
+  function loadList() {
+    return loadInto(listHost, { fetch: prices, render: renderList, signal: ctx.signal,
+      missing: 'The price book', title: 'Could not load the prices', retry: loadList });
   }
 
   function renderList(all) {
@@ -80,12 +68,7 @@ export function render(main, ctx) {
       || a.currency.localeCompare(b.currency)
       || Date.parse(b.effective_from) - Date.parse(a.effective_from));
     replace(listHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-prices responsive-table' },
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'Step'),
-        h('th', { scope: 'col' }, 'Applies to'),
-        h('th', { scope: 'col', class: 'num' }, 'Unit price'),
-        h('th', { scope: 'col' }, 'From'),
-        h('th', { scope: 'col' }, 'State'))),
+      tableHead('Step', 'Applies to', { label: 'Unit price', class: 'num' }, 'From', 'State'),
       h('tbody', rows.map((r) => h('tr', { class: `price-${r.state.replace(' ', '-')}`, dataset: { pipeline: r.pipeline, step: r.step, client: r.client_id ?? '', currency: r.currency } },
         h('td', { 'data-label': 'Step' }, h('span', { class: 'block' }, cat.stepTitle(r.pipeline, r.step)),
           cat.pipelines.length > 1 ? h('span', { class: 'muted small' }, cat.pipeline(r.pipeline)?.title || r.pipeline) : null,
@@ -137,18 +120,12 @@ export function render(main, ctx) {
       const price = priceInput.value.trim().replace(',', '.');
       const currency = currencyInput.value.trim().toUpperCase();
       const from = fromInput.value;
-      const problems = [
+      if (!checkFields([
         [priceInput, !price ? 'Enter a unit price.' : !PRICE_RE.test(price) ? 'Use a number of 0 or more, with at most 6 decimals (e.g. 0.35).' : null],
         [currencyInput, /^[A-Z]{3}$/.test(currency) ? null : 'Use a three-letter currency code such as EUR.'],
         [fromInput, from && !Number.isNaN(new Date(from).getTime()) ? null : 'Choose the date and time the price starts.'],
         [stepSel, stepSel.value ? null : 'Choose a step.'],
-      ];
-      for (const [control, message] of problems) setFieldError(control, message);
-      const first = problems.find(([, m]) => m);
-      if (first) {
-        first[0].focus();
-        return;
-      }
+      ])) return;
       submit.disabled = true;
       try {
         const row = await addPrice({
@@ -168,20 +145,14 @@ export function render(main, ctx) {
         noteInput.value = '';
         await loadList();
       } catch (err) {
-        const d = describeError(err);
-        replace(messages, h('div', { class: 'alert alert-error', role: 'alert' },
-          h('p', { class: 'alert-title' }, 'The price was not added'),
-          h('p', d.message),
-          d.hint ? h('p', { class: 'muted' }, `Hint: ${d.hint}`) : null,
-          d.details ? h('p', { class: 'muted small' }, d.details) : null));
+        replace(messages, errorBox(err, { title: 'The price was not added' }));
         messages.querySelector('.alert')?.scrollIntoView({ block: 'nearest' });
       } finally {
         submit.disabled = false;
       }
     });
 
-    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'add-price-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'add-price-title' }, 'Add a price')),
+    replace(formHost, card({ id: 'add-price-title', title: 'Add a price' },
       form));
   }
 

@@ -1,9 +1,8 @@
 // Admin API tokens for pipelines: create (the token is shown once), list, revoke.
 
-import { ApiError, describeError } from '../api.js';
-import { badge, confirmDialog, empty, errorBox, loading, pageHeader, timeEl, toast, unavailable } from '../components.js';
+import { act, badge, card, checkFields, confirmDialog, empty, errorBox, loading, loadInto, pageHeader, revealOnce, tableHead, timeEl, toast } from '../components.js';
 import { apiTokens, catalog, createApiToken, revokeApiToken } from '../data.js';
-import { field, h, replace, select, setFieldError } from '../dom.js';
+import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
 
 const ALL_CLIENTS = '*';
@@ -19,33 +18,18 @@ export function render(main, ctx) {
     revealHost,
     h('div', { class: 'grid-prices' },
       formHost,
-      h('section', { class: 'card', 'aria-labelledby': 'tokens-title' },
-        h('div', { class: 'card-header' }, h('h2', { id: 'tokens-title' }, 'Tokens')),
+      card({ id: 'tokens-title', title: 'Tokens' },
         listHost))));
 
-  async function start() {
-    try {
-      cat = await catalog();
-      renderForm();
-      await loadList();
-    } catch (err) {
-      if (!ctx.signal.aborted) replace(listHost, errorBox(err, { retry: start }));
-    }
-  }
+  // The catalog first (the form lists the clients), then the form and the list.
+  const start = () => loadInto(listHost, {
+    fetch: catalog, signal: ctx.signal, retry: start, busy: false,
+    render: (loaded) => { cat = loaded; renderForm(); return loadList(); },
+  });
 
-  async function loadList() {
-    listHost.setAttribute('aria-busy', 'true');
-    try {
-      const rows = await apiTokens();
-      if (ctx.signal.aborted) return;
-      renderList(rows);
-    } catch (err) {
-      if (ctx.signal.aborted) return;
-      replace(listHost, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('API token management') : errorBox(err, { title: 'Could not load the tokens', retry: loadList }));
-    } finally {
-      listHost.setAttribute('aria-busy', 'false');
-    }
+  function loadList() {
+    return loadInto(listHost, { fetch: apiTokens, render: renderList, signal: ctx.signal,
+      missing: 'API token management', title: 'Could not load the tokens', retry: loadList });
   }
 
   function renderList(rows) {
@@ -54,13 +38,7 @@ export function render(main, ctx) {
       return;
     }
     replace(listHost, h('div', { class: 'table-wrap' }, h('table', { class: 'table table-tokens responsive-table' },
-      h('thead', h('tr',
-        h('th', { scope: 'col' }, 'Name'),
-        h('th', { scope: 'col' }, 'Writes for'),
-        h('th', { scope: 'col' }, 'Created'),
-        h('th', { scope: 'col' }, 'Last used'),
-        h('th', { scope: 'col' }, 'Status'),
-        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      tableHead('Name', 'Writes for', 'Created', 'Last used', 'Status', { hidden: 'Actions' }),
       h('tbody', rows.map((t) => {
         const active = t.active ?? !t.revoked_at;
         return h('tr', { dataset: { token: t.token_id }, class: active ? '' : 'row-muted' },
@@ -83,13 +61,11 @@ export function render(main, ctx) {
       danger: true,
     });
     if (!ok) return;
-    try {
+    await act(async () => {
       await revokeApiToken(t.token_id);
       toast(`Token “${t.name}” revoked`, 'success');
       await loadList();
-    } catch (err) {
-      toast(describeError(err).message, 'error');
-    }
+    });
   }
 
   function renderForm() {
@@ -110,13 +86,10 @@ export function render(main, ctx) {
       event.preventDefault();
       replace(messages);
       const name = nameInput.value.trim();
-      const problems = [
+      if (!checkFields([
         [nameInput, name ? null : 'Give the token a name.'],
         [clientSel, clientSel.value ? null : 'Choose the client this token writes for, or every client.'],
-      ];
-      for (const [control, message] of problems) setFieldError(control, message);
-      const first = problems.find(([, m]) => m);
-      if (first) { first[0].focus(); return; }
+      ])) return;
       submit.disabled = true;
       try {
         const answer = await createApiToken({ client_id: clientSel.value === ALL_CLIENTS ? null : clientSel.value, name });
@@ -125,38 +98,20 @@ export function render(main, ctx) {
         nameInput.value = '';
         await loadList();
       } catch (err) {
-        const d = describeError(err);
-        replace(messages, h('div', { class: 'alert alert-error', role: 'alert' },
-          h('p', { class: 'alert-title' }, 'The token was not created'), h('p', d.message),
-          d.hint ? h('p', { class: 'muted' }, `Hint: ${d.hint}`) : null));
+        replace(messages, errorBox(err, { title: 'The token was not created', details: false }));
       } finally {
         submit.disabled = false;
       }
     });
-    replace(formHost, h('section', { class: 'card', 'aria-labelledby': 'new-token-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'new-token-title' }, 'New token')), form));
+    replace(formHost, card({ id: 'new-token-title', title: 'New token' }, form));
   }
 
   function reveal(answer, name) {
-    const area = h('textarea', { class: 'token-value mono', readonly: true, rows: '4', id: 'new-token-value', spellcheck: 'false' });
-    area.value = answer.token;
-    const copyBtn = h('button', { type: 'button', class: 'btn btn-primary btn-small', onClick: async () => {
-      try {
-        await navigator.clipboard.writeText(answer.token);
-        copyBtn.textContent = 'Copied';
-      } catch {
-        area.select();
-        copyBtn.textContent = 'Press Ctrl+C to copy';
-      }
-    } }, 'Copy token');
-    replace(revealHost, h('section', { class: 'alert alert-success token-reveal', role: 'region', 'aria-labelledby': 'reveal-title' },
-      h('h2', { id: 'reveal-title', class: 'alert-title', tabindex: '-1' }, `Token “${name}” created`),
-      h('p', h('strong', 'Copy it now: it is shown only this once.'), ' The server keeps only a fingerprint of it.'),
-      h('label', { for: 'new-token-value', class: 'visually-hidden' }, 'The new token'),
-      area,
-      h('div', { class: 'form-actions' }, copyBtn,
-        h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: () => replace(revealHost) }, 'Done, I stored it'))));
-    revealHost.querySelector('#reveal-title').focus();
+    revealOnce(revealHost, {
+      value: answer.token, id: 'new-token-value', titleId: 'reveal-title', rows: '4',
+      title: `Token “${name}” created`, note: 'The server keeps only a fingerprint of it.',
+      label: 'The new token', copyLabel: 'Copy token',
+    });
   }
 
   start();

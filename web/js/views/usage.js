@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { freshnessNote, freshUsage, monthlyChart, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
-import { errorBox, loading, pageHeader, unavailable } from '../components.js';
+import { card, errorBox, loadFailure, loading, pageHeader } from '../components.js';
 import { catalog, usage } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -26,14 +26,11 @@ export function render(main, ctx) {
 
   replace(main, h('div', { class: 'page page-usage' },
     pageHeader('Usage & invoices', 'What your completed steps cost, month by month (months in UTC).'),
-    h('section', { class: 'card', 'aria-labelledby': 'months-title' },
-      h('div', { class: 'card-header' },
-        h('h2', { id: 'months-title' }, 'Amount per month'),
-        h('form', { class: 'inline-form', onSubmit: (e) => e.preventDefault() }, field('Month', periodSel))),
+    card({ id: 'months-title', title: 'Amount per month',
+      aside: h('form', { class: 'inline-form', onSubmit: (e) => e.preventDefault() }, field('Month', periodSel)) },
       chartHost),
-    h('section', { class: 'card', 'aria-labelledby': 'pipeline-usage-title' },
-      h('div', { class: 'card-header' }, h('h2', { id: 'pipeline-usage-title' }, 'Usage per pipeline'),
-        h('span', { class: 'muted small' }, 'completed steps per month')),
+    card({ id: 'pipeline-usage-title', title: 'Usage per pipeline',
+      aside: h('span', { class: 'muted small' }, 'completed steps per month') },
       trendHost),
     invoiceHost));
 
@@ -49,8 +46,7 @@ export function render(main, ctx) {
         || h('p', { class: 'muted' }, 'No completed steps in the last 12 months.'));
     } catch (err) {
       if (ctx.signal.aborted) return;
-      replace(chartHost, err instanceof ApiError && err.missingEndpoint
-        ? unavailable('Usage') : errorBox(err, { title: 'Could not load the usage' }));
+      replace(chartHost, loadFailure(err, { missing: 'Usage', title: 'Could not load the usage' }));
     }
   }
 
