@@ -1,14 +1,18 @@
--- Live progress: a statement-level trigger folds each batch of new events into step runs, the
--- latest attempt of each step, and the jobs, in a few set-based statements per batch.
+-- Live progress: ingest (ledger._ingest_batch, 30_ingest.sql) hands each batch of accepted
+-- events to ledger._fold_progress, which folds them into step runs, the latest attempt of each
+-- step, the jobs, the billing change log and the job.* notifications, in a few set-based
+-- statements per batch. No trigger is involved (ADR 0014): every statement here reads the batch
+-- it is given and probes the tables by key, so no statement needs a transition table and each
+-- one touches only the rows of the batch's jobs (what a distributed table needs, ADR 0012).
 --
 -- Concurrency: the first statement takes a transaction-level advisory lock per job of the batch,
 -- in one global order (no deadlock), held until commit; it works for jobs that do not exist yet.
 -- Every later statement takes a fresh snapshot (READ COMMITTED), so a batch that waited for a
--- lock sees the other batch's committed step runs and job: no lost update. Only this trigger
--- writes ledger.jobs, and it writes each job once per batch (one row version, one round of index
+-- lock sees the other batch's committed step runs and job: no lost update. Only ingest writes
+-- ledger.jobs, and it writes each job once per batch (one row version, one round of index
 -- entries), which keeps the upkeep cheap.
 --
--- Edge cases (tests/test_progress*.py):
+-- Edge cases (tests/test_progress*.py, tests/test_write_path.py):
 -- - retries: every attempt is a step run; the highest attempt number decides the step;
 -- - out-of-order and late events: within an attempt a terminal status beats `started` whatever
 --   the arrival order, and between terminal events the later occurred_at wins; an attempt that
@@ -18,6 +22,10 @@
 --   (ledger.jobs.pipeline_version), raised when it reports a step added by a later version;
 -- - attempts left `started` when the job failed, moved on or stalled, and stalled jobs, are
 --   derived at read time (db/views/10_api_jobs.sql), so no background job is needed.
+
+-- The statement trigger that did this until ADR 0014 (it read the batch from a transition table)
+-- is dropped by migration 0080; its function here.
+drop function if exists ledger.tg_events__apply_progress();
 
 create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
 language plpgsql volatile

@@ -219,9 +219,7 @@ comment on function ledger._enqueue_job_transitions(jsonb) is 'Writes the job.* 
 
 -- Ingest calls ledger._enqueue_job_transitions itself, from the statement that writes the jobs
 -- (ledger._fold_progress, 40_progress.sql). The statement triggers on ledger.jobs that did it
--- until ADR 0014 read transition tables:
-drop trigger if exists enqueue_notifications_on_insert on ledger.jobs;
-drop trigger if exists enqueue_notifications_on_update on ledger.jobs;
+-- until ADR 0014 read transition tables; migration 0080 drops them, and their function goes here:
 drop function if exists ledger.tg_jobs__enqueue_transitions();
 
 create or replace function ledger.scan_stalled_jobs() returns integer

@@ -279,9 +279,8 @@ comment on function ledger._usage_fresh(text, date) is
 
 -- Ingest writes the change log itself, in the statement that upserts ledger.job_steps
 -- (ledger._fold_progress, 40_progress.sql): the month a billed completion joined and the month it
--- left. The statement triggers that did it until ADR 0014 read transition tables:
-drop trigger if exists log_billing_insert on ledger.job_steps;
-drop trigger if exists log_billing_update on ledger.job_steps;
+-- left. The statement triggers that did it until ADR 0014 read transition tables; migration 0080
+-- drops them, and their functions go here:
 drop function if exists ledger.tg_job_steps__log_billing_insert();
 drop function if exists ledger.tg_job_steps__log_billing_update();
 
@@ -304,8 +303,7 @@ end
 $$;
 comment on function ledger.tg_job_steps__log_billing_delete() is 'Logs the months of deleted billed completions.';
 
-drop trigger if exists log_billing_delete on ledger.job_steps;
-create trigger log_billing_delete
+create or replace trigger log_billing_delete
   after delete on ledger.job_steps
   for each row execute function ledger.tg_job_steps__log_billing_delete();
 

@@ -4,8 +4,9 @@
 --    comparisons a row instead of the whole envelope re-run over a stored copy of the payload.
 --    The payload as received is kept once, in the vault (ledger.vault.payload, by vault_id, and
 --    the request body byte for byte in ledger.vault_bodies); events keep the step's `data`.
--- 2. events_pkey goes: ledger.event_ids already makes (client_id, event_id) unique, and nothing
---    looks events up by (client_id, received_at, event_id).
+-- 2. The statement triggers that read transition tables go: ingest derives progress, the billing
+--    change log and the job notifications itself (ledger._fold_progress). Dropped here, once, not
+--    in the function files: DROP TRIGGER locks its table, and those files run on every migrate.
 -- 3. The slug domain says the same without the bounded repetition {0,62}, which PostgreSQL's
 --    regular expression engine matches in ~15 µs (a `*` and a length test: ~0.5 µs); events
 --    check three slugs a row.
@@ -16,7 +17,12 @@ alter table ledger.events add column data jsonb;
 update ledger.events set data = payload->'data' where payload ? 'data';
 alter table ledger.events drop column payload;
 
-alter table ledger.events drop constraint events_pkey;
+drop trigger if exists apply_progress on ledger.events;
+drop trigger if exists log_billing_insert on ledger.job_steps;
+drop trigger if exists log_billing_update on ledger.job_steps;
+drop trigger if exists log_billing_delete on ledger.job_steps;  -- a row trigger now (60_billing.sql)
+drop trigger if exists enqueue_notifications_on_insert on ledger.jobs;
+drop trigger if exists enqueue_notifications_on_update on ledger.jobs;
 
 alter table ledger.events drop constraint events_attempt_check;
 alter table ledger.events drop constraint events_units_check;
