@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
@@ -31,13 +34,37 @@ BENCH_CLIENTS = [(f"client-{n:03d}", f"Client {n}") for n in range(100)]
 
 @contextlib.contextmanager
 def bench_stack(prefix: str = "stepledger-bench-",
-                clients: Iterable[str | tuple[str, ...]] = BENCH_CLIENTS) -> Iterator[Settings]:
+                clients: Iterable[str | tuple[str, ...]] = BENCH_CLIENTS,
+                repo_root: Path | None = None) -> Iterator[Settings]:
     """A migrated stack on free ports in a fresh home, with every pipeline of schemas/pipelines/
-    and these clients; always stopped."""
-    with throwaway_stack(prefix, keep_home_env="STEPLEDGER_KEEP_BENCH_HOME") as settings:
+    and these clients; always stopped. repo_root: the tree whose db/ and deploy/ it is made from
+    (this checkout by default)."""
+    overrides = {"repo_root": repo_root} if repo_root else {}
+    with throwaway_stack(prefix, keep_home_env="STEPLEDGER_KEEP_BENCH_HOME",
+                         **overrides) as settings:
         with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
             register_catalog(conn, clients, pipelines=sorted(PIPELINES.glob("*.json")))
         yield settings
+
+
+@contextlib.contextmanager
+def revision_tree(revision: str) -> Iterator[Path]:
+    """The files of a git revision in a temporary folder (with this checkout's node_modules), for
+    a stack made from that revision: `bench_stack(repo_root=...)`."""
+    folder = Path(tempfile.mkdtemp(prefix="stepledger-rev-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        (folder / "node_modules").symlink_to(REPO / "node_modules")
+        # Before db/ was sorted by feature, views had a folder of their own, applied after the
+        # functions: this checkout's runner applies them in that place from db/functions/99_views.
+        if (folder / "db" / "views").is_dir():
+            (folder / "db" / "views").rename(folder / "db" / "functions" / "99_views")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def admin_token(settings: Settings, hours: int = 12) -> str:
