@@ -544,6 +544,9 @@ begin
   -- (auth.bi_logins: timeouts, temporary files, connections; db/functions/55_bi_limits.sql).
   execute format('alter role %I set search_path = reporting', p_name);
   execute format('alter role %I set default_transaction_read_only = on', p_name);
+  -- The binding where every Citus node sees it: policies there read it through
+  -- auth.caller_client_id() ('' for a login bound to no client; ADR 0012).
+  execute format('alter role %I set stepledger.client_id = %L', p_name, coalesce(p_client_id, ''));
   perform auth._apply_bi_limits(p_name);
   return jsonb_build_object('name', p_name, 'client_id', p_client_id, 'created', v_created);
 end

@@ -263,7 +263,7 @@ as $$
   select coalesce((
     select not exists (
              select from ledger.billing_changes ch
-              where (ch.client_id = p_client_id or ch.client_id is null)
+              where ch.client_id in (p_client_id, '')
                 and ch.period_from <= p_period and p_period <= ch.period_to
                 and not pg_visible_in_snapshot(ch.xid, r.snapshot))
       from ledger.billing_refreshes r
@@ -321,7 +321,7 @@ as $$
 begin
   if tg_op = 'TRUNCATE' then
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-    values (null, '-infinity', 'infinity', 'rebuild');
+    values ('', '-infinity', 'infinity', 'rebuild');
   else
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
     select distinct o.client_id, ledger._month(o.completed_at), ledger._month(o.completed_at), 'rebuild'
@@ -448,7 +448,7 @@ begin
   new.recorded_via := v_actor.via;
 
   insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  values (new.client_id, ledger._month(new.effective_from), 'infinity', 'price');
+  values (coalesce(new.client_id, ''), ledger._month(new.effective_from), 'infinity', 'price');
   -- The stack's scheduler refreshes the usage view soon after the commit (loader/stepledger/scheduler.py).
   perform pg_notify('stepledger_scheduler', 'refresh_usage');
   return new;

@@ -63,8 +63,11 @@ def _sql_files(directory: Path) -> list[Path]:
 def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: bool = False) -> None:
     """Run a file of SQL statements. On a Citus coordinator one statement at a time: Citus sends
     the text of some DDL (ALTER TABLE ... ROW LEVEL SECURITY, policies) on a Citus table to the
-    workers as it was received, and a worker refuses several commands in one prepared statement."""
+    workers as it was received, and a worker refuses several commands in one prepared statement.
+    There, policies also take the form Citus accepts (citus.policy_sql)."""
     text = path.read_text()
+    if one_statement_at_a_time and path.parent.name == "policies":
+        text = citus.policy_sql(text)
     statements = [s for s in sqlparse.split(text) if s.strip()] if one_statement_at_a_time \
         else [text]
     try:
