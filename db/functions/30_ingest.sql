@@ -1,5 +1,6 @@
 -- Ingest: every element of a batch goes to the raw vault with its outcome; valid, new events go to
--- ledger.events, whose trigger (40_progress.sql) keeps jobs and step runs live.
+-- ledger.events and are folded into step runs, job steps, jobs and the billing change log by
+-- ledger._fold_progress (40_progress.sql), called here: no trigger is involved (ADR 0014).
 --
 -- Error codes raised here (SQLSTATE, asserted by tests):
 --   SL201  caller may not ingest           SL202  batch too large
@@ -88,6 +89,7 @@ declare
   v_token_id uuid := auth.token_id();
   v_code_version text := ledger.code_version();
   v_result jsonb;
+  v_stored ledger.events[];
 begin
   if v_role not in ('ingest', 'admin') and v_role not in (select rolname from pg_roles where rolsuper) then
     raise exception 'role "%" may not ingest events', v_role
@@ -264,7 +266,7 @@ begin
     having p_body is not null
   ),
   stored as (
-    insert into ledger.events (client_id, received_at, event_id, vault_id, job_id, pipeline, step,
+    insert into ledger.events as e (client_id, received_at, event_id, vault_id, job_id, pipeline, step,
                                status, occurred_at, attempt, units, error_code, error_message,
                                error_retryable, source, payload)
     select d.client_id, w.received_at, d.event_id, w.vault_id, d.payload->>'job_id',
@@ -281,7 +283,7 @@ begin
       join vaulted w using (position)
      where d.outcome = 'accepted'
      order by d.client_id, d.payload->>'job_id'
-    returning 1
+    returning e
   )
   select jsonb_build_object(
            'accepted', count(*) filter (where d.outcome = 'accepted'),
@@ -289,11 +291,15 @@ begin
            'rejected', coalesce(jsonb_agg(jsonb_build_object('index', d.position, 'event_id', d.event_id,
                                                               'errors', d.errors)
                                           order by d.position) filter (where d.outcome = 'rejected'),
-                                '[]'::jsonb))
-    into v_result
+                                '[]'::jsonb)),
+         (select array_agg(s.e) from stored s)
+    into v_result, v_stored
     from decided d;
   -- (data-modifying CTEs always run to completion, read or not)
 
+  -- What the accepted events change: step runs, job steps, jobs, the billing change log and the
+  -- job notifications, in set-based statements that read this batch (40_progress.sql).
+  perform ledger._fold_progress(v_stored);
   return v_result;
 end
 $$;

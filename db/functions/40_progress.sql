@@ -19,25 +19,35 @@
 -- - attempts left `started` when the job failed, moved on or stalled, and stalled jobs, are
 --   derived at read time (db/views/10_api_jobs.sql), so no background job is needed.
 
-create or replace function ledger.tg_events__apply_progress() returns trigger
+create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
--- Each statement below is planned once per connection and kept (it has no parameters), with the
--- table sizes and the batch size (new_events) of the call that planned it. Only one shape is
--- right for every later call: probe step_runs, job_steps and jobs by key, one index lookup per
--- key of the batch. So they are read in LATERAL subqueries (always a nested loop, one probe per
--- key) and sequential scans are priced out: a plan made on a near-empty table or for a batch of
--- 1,000 would otherwise scan the whole table on every later call (docs/benchmarks.md,
--- "Ingest plans").
+-- The statements below have one parameter, the batch: planned once per connection and kept
+-- (generic plans), with the table sizes of the call that planned them. Only one shape is right
+-- for every later call: probe step_runs, job_steps and jobs by key, one index lookup per key of
+-- the batch. So they are read in LATERAL subqueries (always a nested loop, one probe per key) and
+-- sequential scans are priced out: a plan made on a near-empty table would otherwise scan the
+-- whole table on every later call (docs/benchmarks.md, "Ingest plans").
+set plan_cache_mode = force_generic_plan
 set enable_seqscan = off
 as $$
+-- Folds a batch of accepted events (rows just stored in ledger.events) into ledger.step_runs,
+-- ledger.job_steps and ledger.jobs; logs the (client, month) pairs whose billed usage changed in
+-- ledger.billing_changes; writes the job.* messages of the jobs whose status changed; and tells
+-- listeners which clients have news. Called by ingest with the events it stored, and by nothing
+-- else: the events of the batch are all it reads besides the rows of their jobs.
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
+  v_transitions jsonb;
 begin
+  if coalesce(cardinality(p_events), 0) = 0 then
+    return;
+  end if;
+
   -- 1. Lock the batch's jobs: one advisory lock per job (64-bit hash of client and job id).
   perform pg_advisory_xact_lock(k.key)
      from (select distinct hashtextextended(n.client_id || '/' || n.job_id, 0) as key
-             from new_events n
+             from unnest(p_events) n
             order by 1) k;
 
   -- 2. Step runs: merge the batch into each attempt. A terminal status (completed, failed,
@@ -49,7 +59,7 @@ begin
            n.units, n.error_code, n.error_message, n.error_retryable, n.source,
            min(n.occurred_at) filter (where n.status = 'started') over w as started_at,
            count(*) over w as events
-      from new_events n
+      from unnest(p_events) n
     window w as (partition by n.client_id, n.job_id, n.step, n.attempt
                  order by n.status <> 'started' desc, n.occurred_at desc, n.received_at desc,
                           n.vault_id desc
@@ -86,97 +96,148 @@ begin
          updated_at = now();
 
   -- 3. Job steps: the latest attempt decides the step's state; the latest completed attempt is
-  --    the one billed (contract §5).
-  insert into ledger.job_steps as js (client_id, job_id, step, pipeline, step_index, latest_attempt,
-                                      latest_status, latest_at, billed_attempt, billed_units,
-                                      completed_at)
-  select k.client_id, k.job_id, k.step, a.pipeline, a.step_index, a.latest_attempt, a.latest_status,
-         a.latest_at, a.billed_attempt, a.billed_units, a.completed_at
-    from (select distinct n.client_id, n.job_id, n.step from new_events n) k
-   cross join lateral (
-     select min(r.pipeline) as pipeline, min(r.step_index) as step_index,
-            max(r.attempt) as latest_attempt,
-            (array_agg(r.status order by r.attempt desc))[1] as latest_status,
-            (array_agg(r.decided_at order by r.attempt desc))[1] as latest_at,
-            max(r.attempt) filter (where r.status = 'completed') as billed_attempt,
-            (array_agg(r.units order by r.attempt desc) filter (where r.status = 'completed'))[1]
-              as billed_units,
-            (array_agg(r.finished_at order by r.attempt desc) filter (where r.status = 'completed'))[1]
-              as completed_at
-       from ledger.step_runs r
-      where r.client_id = k.client_id and r.job_id = k.job_id and r.step = k.step
-   ) a
-   -- every key of the batch has its step runs (statement 2 wrote them)
-   where a.latest_attempt is not null
-   order by k.client_id, k.job_id, k.step
-  on conflict (client_id, job_id, step) do update
-     set latest_attempt = excluded.latest_attempt, latest_status = excluded.latest_status,
-         latest_at = excluded.latest_at, billed_attempt = excluded.billed_attempt,
-         billed_units = excluded.billed_units, completed_at = excluded.completed_at,
-         step_index = excluded.step_index;
+  --    the one billed (contract §5). The same statement logs the billing change: the month a
+  --    billed completion joined and, when it moved or changed, the month it left. `before` is
+  --    read in the statement's snapshot, so it holds the rows as they were before the upsert.
+  with keys as (
+    select distinct n.client_id, n.job_id, n.step from unnest(p_events) n
+  ),
+  before as (
+    select k.client_id, k.job_id, k.step, o.completed_at, o.billed_units, o.pipeline
+      from keys k
+     cross join lateral (
+       select o.completed_at, o.billed_units, o.pipeline from ledger.job_steps o
+        where o.client_id = k.client_id and o.job_id = k.job_id and o.step = k.step
+        limit 1) o
+  ),
+  upserted as (
+    insert into ledger.job_steps as js (client_id, job_id, step, pipeline, step_index, latest_attempt,
+                                        latest_status, latest_at, billed_attempt, billed_units,
+                                        completed_at)
+    select k.client_id, k.job_id, k.step, a.pipeline, a.step_index, a.latest_attempt, a.latest_status,
+           a.latest_at, a.billed_attempt, a.billed_units, a.completed_at
+      from keys k
+     cross join lateral (
+       select min(r.pipeline) as pipeline, min(r.step_index) as step_index,
+              max(r.attempt) as latest_attempt,
+              (array_agg(r.status order by r.attempt desc))[1] as latest_status,
+              (array_agg(r.decided_at order by r.attempt desc))[1] as latest_at,
+              max(r.attempt) filter (where r.status = 'completed') as billed_attempt,
+              (array_agg(r.units order by r.attempt desc) filter (where r.status = 'completed'))[1]
+                as billed_units,
+              (array_agg(r.finished_at order by r.attempt desc) filter (where r.status = 'completed'))[1]
+                as completed_at
+         from ledger.step_runs r
+        where r.client_id = k.client_id and r.job_id = k.job_id and r.step = k.step
+     ) a
+     -- every key of the batch has its step runs (statement 2 wrote them)
+     where a.latest_attempt is not null
+     order by k.client_id, k.job_id, k.step
+    on conflict (client_id, job_id, step) do update
+       set latest_attempt = excluded.latest_attempt, latest_status = excluded.latest_status,
+           latest_at = excluded.latest_at, billed_attempt = excluded.billed_attempt,
+           billed_units = excluded.billed_units, completed_at = excluded.completed_at,
+           step_index = excluded.step_index
+    returning js.client_id, js.job_id, js.step, js.completed_at, js.billed_units, js.pipeline
+  )
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+  select distinct x.client_id, x.period, x.period, 'completion'
+    from upserted u
+    left join before b on b.client_id = u.client_id and b.job_id = u.job_id and b.step = u.step
+   cross join lateral (values (u.client_id, ledger._month(b.completed_at)),
+                              (u.client_id, ledger._month(u.completed_at))) as x(client_id, period)
+   where (b.completed_at, b.billed_units, b.pipeline) is distinct from
+         (u.completed_at, u.billed_units, u.pipeline)
+     and x.period is not null;
 
   -- 4. Jobs: create or update each job once: time span, the pipeline version it runs, progress
-  --    and status from its steps (contract §6), and the transaction that changed it.
-  insert into ledger.jobs as j (client_id, job_id, pipeline, pipeline_version, steps_total,
-                                steps_done, status, started_at, updated_at, finished_at,
-                                last_error, last_error_step, last_received_at, events, changed_xid)
-  select b.client_id, b.job_id, b.pipeline, v.version, t.steps_total, a.done,
-         case when a.done >= t.steps_total then 'completed'
-              when a.failed > 0 then 'failed'
-              else 'running' end,
-         least(o.started_at, b.first_at), greatest(o.updated_at, b.last_at),
-         case when a.done >= t.steps_total then a.last_finished
-              when a.failed > 0 then a.last_failed end,
-         a.last_error, a.last_error_step, now(), coalesce(o.events, 0) + b.events, v_xid
-    from (select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
-                 max(n.occurred_at) as last_at, count(*) as events
-            from new_events n
-           group by n.client_id, n.job_id) b
-    join ledger.pipelines p on p.pipeline = b.pipeline
-    left join lateral (
-      select o.* from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id limit 1
-    ) o on true
-   cross join lateral (
-     select max(ps.added_in_version) as newest_step_version,
-            count(*) filter (where js.latest_status in ('completed', 'skipped')) as done,
-            count(*) filter (where js.latest_status = 'failed') as failed,
-            max(js.latest_at) filter (where js.latest_status in ('completed', 'skipped')) as last_finished,
-            max(js.latest_at) filter (where js.latest_status = 'failed') as last_failed,
-            (array_agg(js.step order by js.latest_at desc) filter (where js.latest_status = 'failed'))[1]
-              as last_error_step,
-            (array_agg(concat_ws(': ', r.error_code, r.error_message) order by js.latest_at desc)
-               filter (where js.latest_status = 'failed'))[1] as last_error
-       from ledger.job_steps js
-       left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
-       left join lateral (
-         select r.error_code, r.error_message from ledger.step_runs r
-          where r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
-            and r.attempt = js.latest_attempt
-          limit 1
-       ) r on true
-      where js.client_id = b.client_id and js.job_id = b.job_id
-   ) a
-   cross join lateral (
-     -- A new job runs the current version; one that reports a step of a newer version moves to it.
-     select coalesce(o.pipeline_version, p.version) as base_version,
-            greatest(coalesce(o.pipeline_version, p.version), coalesce(a.newest_step_version, 0))
-              as version
-   ) v
-   cross join lateral (
-     select case when o.job_id is null and v.version = v.base_version then p.steps_total
-                 when v.version = v.base_version then o.steps_total
-                 else (select count(*)::integer from ledger.pipeline_steps ps
-                        where ps.pipeline = b.pipeline and ps.added_in_version <= v.version)
-            end as steps_total
-   ) t
-   order by b.client_id, b.job_id
-  on conflict (client_id, job_id) do update
-     set pipeline_version = excluded.pipeline_version, steps_total = excluded.steps_total,
-         steps_done = excluded.steps_done, status = excluded.status,
-         started_at = excluded.started_at, updated_at = excluded.updated_at,
-         finished_at = excluded.finished_at, last_error = excluded.last_error,
-         last_error_step = excluded.last_error_step, last_received_at = excluded.last_received_at,
-         events = excluded.events, changed_xid = excluded.changed_xid;
+  --    and status from its steps (contract §6), and the transaction that changed it. The status
+  --    each job had before (`before`, the statement's snapshot) gives the transitions that
+  --    notifications are written for (55_notifications.sql).
+  with batch as (
+    select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
+           max(n.occurred_at) as last_at, count(*) as events
+      from unnest(p_events) n
+     group by n.client_id, n.job_id
+  ),
+  before as (
+    select b.client_id, b.job_id, o.status
+      from batch b
+     cross join lateral (
+       select o.status from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id
+        limit 1) o
+  ),
+  upserted as (
+    insert into ledger.jobs as j (client_id, job_id, pipeline, pipeline_version, steps_total,
+                                  steps_done, status, started_at, updated_at, finished_at,
+                                  last_error, last_error_step, last_received_at, events, changed_xid)
+    select b.client_id, b.job_id, b.pipeline, v.version, t.steps_total, a.done,
+           case when a.done >= t.steps_total then 'completed'
+                when a.failed > 0 then 'failed'
+                else 'running' end,
+           least(o.started_at, b.first_at), greatest(o.updated_at, b.last_at),
+           case when a.done >= t.steps_total then a.last_finished
+                when a.failed > 0 then a.last_failed end,
+           a.last_error, a.last_error_step, now(), coalesce(o.events, 0) + b.events, v_xid
+      from batch b
+      join ledger.pipelines p on p.pipeline = b.pipeline
+      left join lateral (
+        select o.* from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id limit 1
+      ) o on true
+     cross join lateral (
+       select max(ps.added_in_version) as newest_step_version,
+              count(*) filter (where js.latest_status in ('completed', 'skipped')) as done,
+              count(*) filter (where js.latest_status = 'failed') as failed,
+              max(js.latest_at) filter (where js.latest_status in ('completed', 'skipped')) as last_finished,
+              max(js.latest_at) filter (where js.latest_status = 'failed') as last_failed,
+              (array_agg(js.step order by js.latest_at desc) filter (where js.latest_status = 'failed'))[1]
+                as last_error_step,
+              (array_agg(concat_ws(': ', r.error_code, r.error_message) order by js.latest_at desc)
+                 filter (where js.latest_status = 'failed'))[1] as last_error
+         from ledger.job_steps js
+         left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
+         left join lateral (
+           select r.error_code, r.error_message from ledger.step_runs r
+            where r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
+              and r.attempt = js.latest_attempt
+            limit 1
+         ) r on true
+        where js.client_id = b.client_id and js.job_id = b.job_id
+     ) a
+     cross join lateral (
+       -- A new job runs the current version; one that reports a step of a newer version moves to it.
+       select coalesce(o.pipeline_version, p.version) as base_version,
+              greatest(coalesce(o.pipeline_version, p.version), coalesce(a.newest_step_version, 0))
+                as version
+     ) v
+     cross join lateral (
+       select case when o.job_id is null and v.version = v.base_version then p.steps_total
+                   when v.version = v.base_version then o.steps_total
+                   else (select count(*)::integer from ledger.pipeline_steps ps
+                          where ps.pipeline = b.pipeline and ps.added_in_version <= v.version)
+              end as steps_total
+     ) t
+     order by b.client_id, b.job_id
+    on conflict (client_id, job_id) do update
+       set pipeline_version = excluded.pipeline_version, steps_total = excluded.steps_total,
+           steps_done = excluded.steps_done, status = excluded.status,
+           started_at = excluded.started_at, updated_at = excluded.updated_at,
+           finished_at = excluded.finished_at, last_error = excluded.last_error,
+           last_error_step = excluded.last_error_step, last_received_at = excluded.last_received_at,
+           events = excluded.events, changed_xid = excluded.changed_xid
+    returning j.client_id, j.job_id, j.status
+  )
+  select jsonb_agg(jsonb_build_object('client_id', u.client_id, 'job_id', u.job_id,
+                                      'before', o.status, 'after', u.status)
+                   order by u.client_id, u.job_id)
+    into v_transitions
+    from upserted u
+    left join before o on o.client_id = u.client_id and o.job_id = u.job_id
+   -- a new job is news when it starts in a final state; a known one when its status changed
+   where u.status is distinct from coalesce(o.status, 'running');
+  if v_transitions is not null then
+    perform ledger._enqueue_job_transitions(v_transitions);
+  end if;
 
   -- 5. Tell listeners which clients have news (docs/api.md, live updates): one notification per
   --    client and batch on channel stepledger_jobs, delivered at commit.
@@ -184,13 +245,9 @@ begin
                     json_build_object('client_id', c.client_id, 'jobs', c.jobs,
                                       'changed_xid', v_xid)::text)
      from (select n.client_id, count(distinct n.job_id) as jobs
-             from new_events n group by n.client_id) c;
-  return null;
+             from unnest(p_events) n group by n.client_id) c;
 end
 $$;
-comment on function ledger.tg_events__apply_progress() is 'Folds a batch of new events into step runs, job steps and jobs.';
-
-create or replace trigger apply_progress
-  after insert on ledger.events
-  referencing new table as new_events
-  for each statement execute function ledger.tg_events__apply_progress();
+comment on function ledger._fold_progress(ledger.events[]) is
+  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications (called by ingest).';
+revoke execute on function ledger._fold_progress(ledger.events[]) from public;

@@ -2,8 +2,8 @@
 --
 -- Writing messages: ledger._enqueue_notification() inserts one outbox row, in the transaction of
 -- the change that causes it:
---   job.failed / job.recovered / job.completed  a statement trigger on ledger.jobs compares each
---                                               job's status before and after the statement
+--   job.failed / job.recovered / job.completed  ingest compares each job's status before and
+--                                               after its batch (ledger._fold_progress)
 --   job.stalled                                 ledger.scan_stalled_jobs(), run by the scheduler
 --   invoice.finalized                           ledger._finalize_invoice() (60_billing.sql)
 --   usage.threshold_crossed                     ledger.refresh_usage() (60_billing.sql)
@@ -213,46 +213,12 @@ end
 $$;
 comment on function ledger._enqueue_job_transitions(jsonb) is 'Writes the job.* messages of job status transitions.';
 
-create or replace function ledger.tg_jobs__enqueue_transitions() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
--- Statement trigger on ledger.jobs (insert and update, whoever writes the jobs): the status of
--- each job before and after the statement, from the transition tables. Most batches change no
--- status, and then this is one small join.
-declare
-  v_transitions jsonb;
-begin
-  if tg_op = 'INSERT' then
-    select jsonb_agg(jsonb_build_object('client_id', n.client_id, 'job_id', n.job_id,
-                                        'before', null, 'after', n.status))
-      into v_transitions
-      from new_jobs n
-     where n.status <> 'running';
-  else
-    select jsonb_agg(jsonb_build_object('client_id', n.client_id, 'job_id', n.job_id,
-                                        'before', o.status, 'after', n.status))
-      into v_transitions
-      from new_jobs n
-      join old_jobs o on o.client_id = n.client_id and o.job_id = n.job_id
-     where o.status <> n.status;
-  end if;
-  if v_transitions is not null then
-    perform ledger._enqueue_job_transitions(v_transitions);
-  end if;
-  return null;
-end
-$$;
-comment on function ledger.tg_jobs__enqueue_transitions() is 'Writes job.failed, job.recovered and job.completed to the outbox when a job''s status changes.';
-
-create or replace trigger enqueue_notifications_on_insert
-  after insert on ledger.jobs
-  referencing new table as new_jobs
-  for each statement execute function ledger.tg_jobs__enqueue_transitions();
-create or replace trigger enqueue_notifications_on_update
-  after update on ledger.jobs
-  referencing old table as old_jobs new table as new_jobs
-  for each statement execute function ledger.tg_jobs__enqueue_transitions();
+-- Ingest calls ledger._enqueue_job_transitions itself, from the statement that writes the jobs
+-- (ledger._fold_progress, 40_progress.sql). The statement triggers on ledger.jobs that did it
+-- until ADR 0014 read transition tables:
+drop trigger if exists enqueue_notifications_on_insert on ledger.jobs;
+drop trigger if exists enqueue_notifications_on_update on ledger.jobs;
+drop function if exists ledger.tg_jobs__enqueue_transitions();
 
 create or replace function ledger.scan_stalled_jobs() returns integer
 language plpgsql volatile security definer

@@ -2,7 +2,7 @@
 -- materialized view and its freshness.
 --
 -- A charge is the billed completion of one (client, job, step): ledger.job_steps.billed_units at
--- ledger.job_steps.completed_at (the latest completed attempt, maintained by the ingest trigger).
+-- ledger.job_steps.completed_at (the latest completed attempt, maintained by ingest).
 -- Its price is the most specific row of ledger.prices in force at completed_at; lines group
 -- charges by (pipeline, step, unit price) and are rounded half away from zero to the cent.
 --
@@ -277,76 +277,37 @@ comment on function ledger._usage_fresh(text, date) is
 -- Change log: what the materialized view has not seen yet
 -- ---------------------------------------------------------------------------------------------
 
-create or replace function ledger.tg_job_steps__log_billing_insert() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
--- New steps with a completion change the usage of their client and month.
-begin
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  select distinct n.client_id, ledger._month(n.completed_at), ledger._month(n.completed_at), 'completion'
-    from new_rows n
-   where n.completed_at is not null;
-  return null;
-end
-$$;
-comment on function ledger.tg_job_steps__log_billing_insert() is 'Logs the (client, month) of new billed completions.';
-
-create or replace function ledger.tg_job_steps__log_billing_update() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
--- A step whose billed completion changed (a later attempt completed, other units) changes the
--- month it left and the month it joined.
-begin
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  select distinct x.client_id, x.period, x.period, 'completion'
-    from old_rows o
-    join new_rows n on n.client_id = o.client_id and n.job_id = o.job_id and n.step = o.step
-   cross join lateral (values (n.client_id, ledger._month(o.completed_at)),
-                              (n.client_id, ledger._month(n.completed_at))) as x(client_id, period)
-   where (o.completed_at, o.billed_units, o.pipeline) is distinct from
-         (n.completed_at, n.billed_units, n.pipeline)
-     and x.period is not null;
-  return null;
-end
-$$;
-comment on function ledger.tg_job_steps__log_billing_update() is 'Logs the months whose billed completions changed.';
+-- Ingest writes the change log itself, in the statement that upserts ledger.job_steps
+-- (ledger._fold_progress, 40_progress.sql): the month a billed completion joined and the month it
+-- left. The statement triggers that did it until ADR 0014 read transition tables:
+drop trigger if exists log_billing_insert on ledger.job_steps;
+drop trigger if exists log_billing_update on ledger.job_steps;
+drop function if exists ledger.tg_job_steps__log_billing_insert();
+drop function if exists ledger.tg_job_steps__log_billing_update();
 
 create or replace function ledger.tg_job_steps__log_billing_delete() returns trigger
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
--- Deleted steps (a rebuild) leave their month; TRUNCATE marks everything.
+-- A deleted step (a rebuild) leaves its month (a row trigger: it sees its own row only);
+-- TRUNCATE marks everything.
 begin
   if tg_op = 'TRUNCATE' then
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
     values ('', '-infinity', 'infinity', 'rebuild');
-  else
+  elsif old.completed_at is not null then
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-    select distinct o.client_id, ledger._month(o.completed_at), ledger._month(o.completed_at), 'rebuild'
-      from old_rows o
-     where o.completed_at is not null;
+    values (old.client_id, ledger._month(old.completed_at), ledger._month(old.completed_at), 'rebuild');
   end if;
   return null;
 end
 $$;
 comment on function ledger.tg_job_steps__log_billing_delete() is 'Logs the months of deleted billed completions.';
 
-create or replace trigger log_billing_insert
-  after insert on ledger.job_steps
-  referencing new table as new_rows
-  for each statement execute function ledger.tg_job_steps__log_billing_insert();
-
-create or replace trigger log_billing_update
-  after update on ledger.job_steps
-  referencing old table as old_rows new table as new_rows
-  for each statement execute function ledger.tg_job_steps__log_billing_update();
-
-create or replace trigger log_billing_delete
+drop trigger if exists log_billing_delete on ledger.job_steps;
+create trigger log_billing_delete
   after delete on ledger.job_steps
-  referencing old table as old_rows
-  for each statement execute function ledger.tg_job_steps__log_billing_delete();
+  for each row execute function ledger.tg_job_steps__log_billing_delete();
 
 create or replace trigger log_billing_truncate
   after truncate on ledger.job_steps

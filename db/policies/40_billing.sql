@@ -88,7 +88,6 @@ revoke execute on function
   ledger._invoice_json(text, date), ledger._sum_amounts(jsonb, text),
   ledger._invoice_for_caller(text, text), ledger._finalize_invoice(text, text),
   ledger.refresh_usage(text, boolean),
-  ledger.tg_job_steps__log_billing_insert(), ledger.tg_job_steps__log_billing_update(),
   ledger.tg_job_steps__log_billing_delete(), ledger.tg_prices__check(),
   ledger.tg_client_minimums__check(), ledger.tg_billing__immutable(),
   ledger.tg_clients__currency_change(),

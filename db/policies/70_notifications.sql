@@ -46,7 +46,7 @@ revoke execute on function
   ledger._notification_settings(), ledger.webhook_address_blocked(inet),
   ledger._webhook_url_problem(text, boolean), ledger._enqueue_notification(text, text, jsonb),
   ledger._url_encode(text), ledger._job_notification_data(text, text, text),
-  ledger._enqueue_job_transitions(jsonb), ledger.tg_jobs__enqueue_transitions(),
+  ledger._enqueue_job_transitions(jsonb),
   ledger.scan_stalled_jobs(), ledger._enqueue_invoice_finalized(text, date),
   ledger._enqueue_usage_crossings(), ledger.dispatch_notifications(integer),
   ledger.claim_webhook_deliveries(integer), ledger._retry_delay(integer),
