@@ -193,11 +193,10 @@ begin
       left join ledger.pipelines p on p.pipeline = v.payload->>'pipeline' and v.envelope_errors is null
       left join ledger.pipeline_steps s
              on s.pipeline = p.pipeline and s.step = v.payload->>'step'
-      left join lateral (
-             select j.job_id, j.pipeline from ledger.jobs j
-              where j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
+      -- (plain joins on the keys: Citus plans no LATERAL subquery over its tables here)
+      left join ledger.jobs j
+             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
                 and v.envelope_errors is null and v.may_write
-              limit 1) j on true
   ),
   keyed as (
     -- An element has a dedup key when it names a client this caller may write for and an event
@@ -214,10 +213,8 @@ begin
            min(k.position) filter (where k.valid) over (partition by k.has_key, k.client_id, k.event_id)
              as first_valid_position
       from keyed k
-      left join lateral (
-             select true as seen_before from ledger.event_ids e
-              where k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
-              limit 1) e on true
+      left join (select true as seen_before, e.client_id, e.event_id from ledger.event_ids e) e
+             on k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
   ),
   claimed as (
     insert into ledger.event_ids (client_id, event_id)
@@ -283,7 +280,7 @@ begin
       join vaulted w using (position)
      where d.outcome = 'accepted'
      order by d.client_id, d.payload->>'job_id'
-    returning e
+    returning e.*
   )
   select jsonb_build_object(
            'accepted', count(*) filter (where d.outcome = 'accepted'),
@@ -292,7 +289,7 @@ begin
                                                               'errors', d.errors)
                                           order by d.position) filter (where d.outcome = 'rejected'),
                                 '[]'::jsonb)),
-         (select array_agg(s.e) from stored s)
+         (select array_agg(row(s.*)::ledger.events) from stored s)
     into v_result, v_stored
     from decided d;
   -- (data-modifying CTEs always run to completion, read or not)

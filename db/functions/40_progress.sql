@@ -19,7 +19,8 @@
 -- - attempts left `started` when the job failed, moved on or stalled, and stalled jobs, are
 --   derived at read time (db/views/10_api_jobs.sql), so no background job is needed.
 
-create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
+create or replace function ledger._fold_client_progress(p_client_id text, p_events ledger.events[])
+returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 -- The statements below have one parameter, the batch: planned once per connection and kept
@@ -93,7 +94,7 @@ begin
                         or ((excluded.status <> 'started') = (r.status <> 'started')
                             and excluded.decided_at >= r.decided_at) as wins) w),
          events = r.events + excluded.events,
-         updated_at = now();
+         updated_at = excluded.updated_at;
 
   -- 3. Job steps: the latest attempt decides the step's state; the latest completed attempt is
   --    the one billed (contract §5). The same statement logs the billing change: the month a
@@ -107,7 +108,8 @@ begin
       from keys k
      cross join lateral (
        select o.completed_at, o.billed_units, o.pipeline from ledger.job_steps o
-        where o.client_id = k.client_id and o.job_id = k.job_id and o.step = k.step
+        where o.client_id = p_client_id and o.client_id = k.client_id and o.job_id = k.job_id
+          and o.step = k.step
         limit 1) o
   ),
   upserted as (
@@ -128,7 +130,8 @@ begin
               (array_agg(r.finished_at order by r.attempt desc) filter (where r.status = 'completed'))[1]
                 as completed_at
          from ledger.step_runs r
-        where r.client_id = k.client_id and r.job_id = k.job_id and r.step = k.step
+        where r.client_id = p_client_id and r.client_id = k.client_id and r.job_id = k.job_id
+          and r.step = k.step
      ) a
      -- every key of the batch has its step runs (statement 2 wrote them)
      where a.latest_attempt is not null
@@ -164,7 +167,8 @@ begin
     select b.client_id, b.job_id, o.status
       from batch b
      cross join lateral (
-       select o.status from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id
+       select o.status from ledger.jobs o
+        where o.client_id = p_client_id and o.client_id = b.client_id and o.job_id = b.job_id
         limit 1) o
   ),
   upserted as (
@@ -182,7 +186,9 @@ begin
       from batch b
       join ledger.pipelines p on p.pipeline = b.pipeline
       left join lateral (
-        select o.* from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id limit 1
+        select o.* from ledger.jobs o
+         where o.client_id = p_client_id and o.client_id = b.client_id and o.job_id = b.job_id
+         limit 1
       ) o on true
      cross join lateral (
        select max(ps.added_in_version) as newest_step_version,
@@ -198,11 +204,11 @@ begin
          left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
          left join lateral (
            select r.error_code, r.error_message from ledger.step_runs r
-            where r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
-              and r.attempt = js.latest_attempt
+            where r.client_id = p_client_id and r.client_id = js.client_id and r.job_id = js.job_id
+              and r.step = js.step and r.attempt = js.latest_attempt
             limit 1
          ) r on true
-        where js.client_id = b.client_id and js.job_id = b.job_id
+        where js.client_id = p_client_id and js.client_id = b.client_id and js.job_id = b.job_id
      ) a
      cross join lateral (
        -- A new job runs the current version; one that reports a step of a newer version moves to it.
@@ -248,6 +254,27 @@ begin
              from unnest(p_events) n group by n.client_id) c;
 end
 $$;
+comment on function ledger._fold_client_progress(text, ledger.events[]) is
+  'Folds one client''s accepted events of a batch into its step runs, job steps, jobs, billing change log and job notifications.';
+
+create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- One client at a time (a bound ingest token's batch is one client): every statement of
+-- ledger._fold_client_progress names the client of each table it reads, so on a Citus cluster
+-- it is a router query on the worker that holds that client (ADR 0012). Clients are taken in
+-- one order, and each one's jobs are locked in one order, so two batches cannot deadlock.
+declare
+  v_client text;
+begin
+  for v_client in select distinct n.client_id from unnest(p_events) n order by 1 loop
+    perform ledger._fold_client_progress(
+      v_client, array(select n from unnest(p_events) n where n.client_id = v_client));
+  end loop;
+end
+$$;
 comment on function ledger._fold_progress(ledger.events[]) is
-  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications (called by ingest).';
+  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications, client by client (called by ingest).';
 revoke execute on function ledger._fold_progress(ledger.events[]) from public;
+revoke execute on function ledger._fold_client_progress(text, ledger.events[]) from public;

@@ -139,7 +139,7 @@ def nodes(settings: Settings) -> list[dict[str, object]]:
 # Reference tables (a copy on every node), in the order their foreign keys need ...
 REFERENCE_TABLES = (
     "ledger.pipelines", "ledger.pipeline_steps", "ledger.code_versions",
-    "ledger.clients", "auth.users", "auth.api_tokens", "auth.bi_logins",
+    "ledger.clients",
 )
 # ... and tenant tables hash-distributed by client_id, co-located with the first.
 DISTRIBUTED_TABLES = (
@@ -157,6 +157,11 @@ QUERY_ROLES = ("anon", "client", "admin", "ingest")
 # subqueries in policies of its tables and evaluates policies only on the workers, where the
 # client travels in stepledger.client_id (auth.caller_client_id()). There the function is the
 # index condition of the (client_id, ...) keys: once per shard scan.
+# Functions whose statements a single node plans once per connection (force_generic_plan).
+CUSTOM_PLAN_FUNCTIONS = (
+    "ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb)",
+    "ledger._fold_client_progress(text, ledger.events[])",
+)
 SINGLE_NODE_POLICY_CLIENT = "(select auth.client_id())"
 CITUS_POLICY_CLIENT = "auth.caller_client_id()"
 
@@ -214,6 +219,10 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         conn.execute(sql.SQL("alter database {} set citus.enable_unsafe_triggers = on").format(
             sql.Identifier(settings.dbname)))
         conn.execute("set citus.enable_unsafe_triggers = on")
+        # Ingest's statements are planned once per connection on a single node (generic plans);
+        # Citus plans a statement over its tables only with the parameters' values.
+        for function in CUSTOM_PLAN_FUNCTIONS:
+            conn.execute(f"alter function {function} set plan_cache_mode = force_custom_plan")
     # GRANT ... ON PARAMETER is not propagated: the owner stores BI logins' bindings on every node.
     for worker in settings.workers:
         with psycopg.connect(worker.dsn("postgres"), autocommit=True) as conn:
