@@ -223,10 +223,14 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         # Citus plans a statement over its tables only with the parameters' values.
         for function in CUSTOM_PLAN_FUNCTIONS:
             conn.execute(f"alter function {function} set plan_cache_mode = force_custom_plan")
-    # GRANT ... ON PARAMETER is not propagated: the owner stores BI logins' bindings on every node.
-    for worker in settings.workers:
-        with psycopg.connect(worker.dsn("postgres"), autocommit=True) as conn:
-            conn.execute("grant set on parameter stepledger.client_id to stepledger_owner")
+        # GRANT ... ON PARAMETER is not propagated: the owner stores BI logins' bindings (a
+        # role default, which Citus propagates) on every node.
+        failed = conn.execute(
+            "select nodename, nodeport, result from run_command_on_workers("
+            "'grant set on parameter stepledger.client_id to stepledger_owner') "
+            "where not success").fetchall()
+        if failed:
+            raise StepledgerError(f"granting SET on stepledger.client_id failed on {failed}")
     with psycopg.connect(settings.dsn("postgres")) as conn, conn.transaction():
         conn.execute("set local citus.enable_unsafe_triggers = on")
         # One transaction, so that a distribution is all or nothing: Citus sends the copies of
