@@ -458,3 +458,12 @@ def test_a_bi_login_sees_its_client_on_the_workers_and_cannot_forge_another(
             bi.execute("select * from ledger.vault limit 1")
     with psycopg.connect(logins[None], autocommit=True) as bi:
         assert dict(bi.execute(query, [a, b]).fetchall()) == {b: 1}
+
+
+def test_migrate_runs_again_on_the_distributed_schema(cluster: Settings) -> None:
+    """`stepledger up` migrates on every start: the second run on a distributed schema (whose
+    Citus local tables were renamed to their shards) re-applies everything and distributes
+    nothing more."""
+    from stepledger import migrate as migrate_mod
+    result = migrate_mod.migrate(cluster)
+    assert result["citus"]["reference"] == [] and result["citus"]["distributed"] == []

@@ -171,6 +171,29 @@ def policy_sql(text: str) -> str:
     return text.replace(SINGLE_NODE_POLICY_CLIENT, CITUS_POLICY_CLIENT)
 
 
+def drop_functions_over_shard_types(conn: psycopg.Connection) -> list[str]:
+    """Drop the functions whose signature names the row type of a table that Citus turned into a
+    shard. A table with a foreign key to a reference table becomes a Citus local table: Citus
+    renames the table to its shard and creates a new one under the old name, so a function that
+    returns `auth.sessions` now returns `auth.sessions_102013`, and `create or replace` with the
+    new table's type is refused. (Citus hides the shard from pg_class, not its row type.) The
+    idempotent phase creates them again right after."""
+    rows = conn.execute("""
+        select p.oid::regprocedure::text
+          from pg_catalog.pg_proc p
+          join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+         where n.nspname in ('ledger', 'auth', 'api', 'reporting')
+           and exists (
+                 select from pg_catalog.pg_type t
+                   join pg_dist_shard s
+                     on shard_name(s.logicalrelid, s.shardid) = t.oid::regtype::text
+                  where t.oid = any(array_append(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                                                 p.prorettype)))""").fetchall()
+    for (function,) in rows:
+        conn.execute(f"drop function {function}")
+    return [r[0] for r in rows]
+
+
 def distribution(conn: psycopg.Connection) -> dict[str, str]:
     """Each Citus table of the database: 'reference', 'distributed by <column>', or 'citus local'
     (a table on the coordinator that Citus added to its metadata: one with a foreign key to a

@@ -207,6 +207,8 @@ def _apply_idempotent(settings: Settings, version: str) -> None:
             conn.execute("set local lock_timeout = '10s'")
             install_schema_functions(conn, settings.repo_root / "schemas")
             on_citus = citus.is_coordinator(conn)
+            if on_citus:
+                citus.drop_functions_over_shard_types(conn)
             for directory in IDEMPOTENT_DIRS:
                 for path in _sql_files(settings.repo_root / "db" / directory):
                     _run_file(conn, path, one_statement_at_a_time=on_citus)
