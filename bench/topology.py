@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
-        if not conn.execute("select exists (select from ledger.jobs)").fetchone()[0]:
+        if not conn.execute("select exists (select 1 from ledger.jobs)").fetchone()[0]:
             subprocess.run([sys.executable, "-m", "stepledger", "demo"], check=True,
                            capture_output=True)
         client_id, period = conn.execute(
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             "  from ledger.job_steps where completed_at is not null "
             " group by 1, 2 order by count(*) desc, 1 limit 1").fetchone()
         conn.execute("select auth.add_user(%s, %s, array['client'], %s) "
-                     " where not exists (select from auth.users where email = %s)",
+                     " where not exists (select 1 from auth.users where email = %s)",
                      [USER, PASSWORD, client_id, USER])
         conn.execute("update auth.users set client_id = %s where email = %s", [client_id, USER])
         topology = f"{settings.citus_workers} workers" if citus.is_coordinator(conn) \

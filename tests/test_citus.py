@@ -372,7 +372,7 @@ def test_a_test_runs_shards_landed_on_both_workers(cluster: Settings,
                                                    coordinator: psycopg.Connection) -> None:
     """The demo's clients (test_the_demo_runs_on_the_cluster, or loaded here) have their jobs
     on both workers."""
-    if not coordinator.execute("select exists (select from ledger.jobs)").fetchone()[0]:
+    if not coordinator.execute("select exists (select 1 from ledger.jobs)").fetchone()[0]:
         test_the_demo_runs_on_the_cluster(cluster)
     ports = {r[0] for r in coordinator.execute(
         "select distinct n.nodeport from (select distinct client_id from ledger.jobs) c "
@@ -386,7 +386,7 @@ def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
                                                  coordinator: psycopg.Connection) -> None:
     """GET /jobs of a client: the policy's client and the API's filter prune to one shard."""
     client = "st-mary"
-    if not coordinator.execute("select exists (select from ledger.jobs where client_id = %s)",
+    if not coordinator.execute("select exists (select 1 from ledger.jobs where client_id = %s)",
                                [client]).fetchone()[0]:
         test_the_demo_runs_on_the_cluster(cluster)
     owner = _worker_port(coordinator, "ledger.jobs", client)

@@ -526,7 +526,7 @@ declare
   v_period date;
 begin
   if new.currency is distinct from old.currency then
-    if exists (select from ledger.invoices i where i.client_id = old.client_id) then
+    if exists (select 1 from ledger.invoices i where i.client_id = old.client_id) then
       v_where := 'finalized invoices';
     elsif exists (select from ledger.prices p
                    where p.client_id = old.client_id and p.currency = old.currency) then
@@ -914,7 +914,7 @@ begin
   if not found then
     raise exception 'unknown client "%"', p_client_id using errcode = 'SL404';
   end if;
-  if exists (select from ledger.invoices i where i.client_id = p_client_id and i.period = v_period) then
+  if exists (select 1 from ledger.invoices i where i.client_id = p_client_id and i.period = v_period) then
     raise exception 'invoice of client "%" for % is already finalized', p_client_id, p_period
       using errcode = 'SL408', hint = 'late changes appear as adjustments on the next open invoice';
   end if;

@@ -182,7 +182,7 @@ begin
          updated_at = now()
    where r.replay_id = v_replay_id;
 
-  execute format('select exists (select from ledger.vault v where %s and v.payload is not null '
+  execute format('select exists (select 1 from ledger.vault v where %s and v.payload is not null '
                  'and not v.replays @> jsonb_build_array(jsonb_build_object(''replay_id'', $1)))',
                  v_where)
     into v_more using v_replay_id::text;
