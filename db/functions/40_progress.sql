@@ -143,8 +143,11 @@ begin
            step_index = excluded.step_index
     returning js.client_id, js.job_id, js.step, js.completed_at, js.billed_units, js.pipeline
   )
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  select distinct x.client_id, x.period, x.period, 'completion'
+  -- The transaction id is this one's, given as a value: on a Citus cluster a default would be
+  -- the worker's own transaction id, which the refresh's snapshot (the coordinator's) does not
+  -- describe (ledger._usage_fresh).
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
+  select distinct x.client_id, x.period, x.period, 'completion', v_xid::text::xid8
     from upserted u
     left join before b on b.client_id = u.client_id and b.job_id = u.job_id and b.step = u.step
    cross join lateral (values (u.client_id, ledger._month(b.completed_at)),

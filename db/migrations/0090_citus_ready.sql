@@ -9,6 +9,8 @@
 -- 2. ledger.billing_changes is keyed by (client_id, change_id): every unique key of a distributed
 --    table includes the distribution column, and a distribution column holds no null. A change
 --    that concerns every client (a default price, a rebuild) is now client_id '' instead of null.
+-- 3. BI logins carry their client as the role default stepledger.client_id, which every Citus
+--    node applies to their connections (auth.add_bi_login writes it for new ones).
 
 -- Views and policies that read these columns are re-created by the idempotent phase of the same
 -- migrate (db/views, db/policies), right after the migrations.
@@ -49,3 +51,14 @@ alter table ledger.billing_changes
   add primary key (client_id, change_id);
 comment on column ledger.billing_changes.client_id is
   'The client whose usage changed; '''' when the change concerns every client (a default price, a rebuild).';
+
+do $$
+declare
+  b record;
+begin
+  for b in select l.rolname, l.client_id from auth.bi_logins l loop
+    execute format('alter role %I set stepledger.client_id = %L', b.rolname,
+                   coalesce(b.client_id, ''));
+  end loop;
+end
+$$;

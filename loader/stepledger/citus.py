@@ -194,6 +194,18 @@ def drop_functions_over_shard_types(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def bootstrap_workers(conn: psycopg.Connection) -> None:
+    """The superuser's part that Citus does not propagate, on every worker (db/bootstrap runs on
+    the coordinator): GRANT ... ON PARAMETER, so that the owner may store BI logins' bindings
+    (a role default, which Citus does propagate) there as well."""
+    failed = conn.execute(
+        "select nodename, nodeport, result from run_command_on_workers("
+        "'grant set on parameter stepledger.client_id to stepledger_owner') "
+        "where not success").fetchall()
+    if failed:
+        raise StepledgerError(f"granting SET on stepledger.client_id failed on {failed}")
+
+
 def distribution(conn: psycopg.Connection) -> dict[str, str]:
     """Each Citus table of the database: 'reference', 'distributed by <column>', or 'citus local'
     (a table on the coordinator that Citus added to its metadata: one with a foreign key to a
@@ -246,14 +258,6 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         # Citus plans a statement over its tables only with the parameters' values.
         for function in CUSTOM_PLAN_FUNCTIONS:
             conn.execute(f"alter function {function} set plan_cache_mode = force_custom_plan")
-        # GRANT ... ON PARAMETER is not propagated: the owner stores BI logins' bindings (a
-        # role default, which Citus propagates) on every node.
-        failed = conn.execute(
-            "select nodename, nodeport, result from run_command_on_workers("
-            "'grant set on parameter stepledger.client_id to stepledger_owner') "
-            "where not success").fetchall()
-        if failed:
-            raise StepledgerError(f"granting SET on stepledger.client_id failed on {failed}")
     with psycopg.connect(settings.dsn("postgres")) as conn, conn.transaction():
         conn.execute("set local citus.enable_unsafe_triggers = on")
         # One transaction, so that a distribution is all or nothing: Citus sends the copies of

@@ -85,6 +85,8 @@ def bootstrap(settings: Settings) -> None:
         for path in _sql_files(settings.repo_root / "db" / "bootstrap"):
             _run_file(conn, path)
         set_login_passwords(conn, settings)
+        if citus.is_coordinator(conn):
+            citus.bootstrap_workers(conn)
 
 
 def apply_migrations(settings: Settings) -> list[str]:
