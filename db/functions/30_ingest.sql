@@ -90,6 +90,9 @@ declare
   v_code_version text := ledger.code_version();
   v_result jsonb;
   v_stored ledger.events[];
+  -- The instant of receipt, given as a value: on a Citus cluster a column default would be
+  -- evaluated on the worker, whose transaction started later than this one.
+  v_received_at timestamptz := now();
 begin
   if v_role not in ('ingest', 'admin') and v_role not in (select rolname from pg_roles where rolsuper) then
     raise exception 'role "%" may not ingest events', v_role
@@ -237,14 +240,14 @@ begin
   ),
   vaulted as (
     insert into ledger.vault (client_id, batch_id, position, channel, event_id, payload, raw_text,
-                              outcome, errors, sender_role, token_id, code_version)
+                              outcome, errors, sender_role, token_id, code_version, received_at)
     select case when v_bound then v_token_client
                 when d.client_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$' then d.client_id
                 else '' end,
            v_batch_id, d.position, p_channel,
            left(d.event_id, 128), d.payload, d.raw_text, d.outcome,
            case when d.outcome = 'rejected' then d.errors else '[]'::jsonb end,
-           v_role, v_token_id, v_code_version
+           v_role, v_token_id, v_code_version, v_received_at
       from decided d
      -- vault ids follow the batch order, so ties between events of one batch resolve by position
      order by d.position
@@ -254,11 +257,12 @@ begin
     -- The body goes to the one client all its rows went to; a body of several clients or of none
     -- is attributed to nobody (''). Admins read bodies, no client role does.
     insert into ledger.vault_bodies (client_id, batch_id, channel, body, problems, elements,
-                                     sender_role, token_id, code_version)
+                                     sender_role, token_id, code_version, received_at)
     select case when v_bound then v_token_client
                 when count(distinct w.client_id) = 1 then min(w.client_id)
                 else '' end,
-           v_batch_id, p_channel, p_body, p_body_problems, count(*), v_role, v_token_id, v_code_version
+           v_batch_id, p_channel, p_body, p_body_problems, count(*), v_role, v_token_id, v_code_version,
+           v_received_at
       from vaulted w
     having p_body is not null
   ),
