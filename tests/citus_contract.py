@@ -26,7 +26,8 @@ PERIOD = "2026-10"
 START = datetime(2026, 10, 12, 8, 0, tzinfo=UTC)
 # Volatile values (instants of receipt and of processing, ids made at random) are left out.
 VOLATILE = {"received_at", "updated_at", "last_received_at", "vault_id", "batch_id",
-            "changed_xid", "generated_at", "issued_on", "due_on", "finalized_at"}
+            "changed_xid", "generated_at", "issued_on", "due_on", "finalized_at",
+            "duration_s", "stalls_at"}
 
 
 @dataclass
@@ -45,7 +46,8 @@ def _events(client_id: str, job_id: str, outcome: str, seed: int) -> list[dict[s
 def _normal(value: Any, names: dict[str, str]) -> Any:
     """The answer with client ids replaced by 'A' / 'B' and volatile fields left out."""
     if isinstance(value, dict):
-        return {k: _normal(v, names) for k, v in sorted(value.items()) if k not in VOLATILE}
+        return {_normal(k, names): _normal(v, names) for k, v in sorted(value.items())
+                if k not in VOLATILE}
     if isinstance(value, list):
         return [_normal(v, names) for v in value]
     if isinstance(value, str):

@@ -488,10 +488,13 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 -- Price book rows, minimums and finalized invoices are never changed or removed.
+declare
+  -- On a Citus worker the trigger fires on a shard (invoices_102008): name the table.
+  v_table text := regexp_replace(tg_table_name, '_[0-9]+$', '');
 begin
-  raise exception '% rows are immutable: % refused', tg_table_name, lower(tg_op)
+  raise exception '% rows are immutable: % refused', v_table, lower(tg_op)
     using errcode = 'SL409',
-          hint = case when tg_table_name in ('prices', 'client_minimums')
+          hint = case when v_table in ('prices', 'client_minimums')
                       then 'record a new row with a later effective_from'
                       else 'late changes become adjustment lines on the next open invoice' end;
 end

@@ -157,11 +157,18 @@ QUERY_ROLES = ("anon", "client", "admin", "ingest")
 # subqueries in policies of its tables and evaluates policies only on the workers, where the
 # client travels in stepledger.client_id (auth.caller_client_id()). There the function is the
 # index condition of the (client_id, ...) keys: once per shard scan.
-# Functions whose statements a single node plans once per connection (force_generic_plan).
-CUSTOM_PLAN_FUNCTIONS = (
-    "ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb)",
-    "ledger._fold_client_progress(text, ledger.events[])",
-)
+# Settings of functions on a coordinator only (the files keep the single node's):
+COORDINATOR_FUNCTION_SETTINGS = {
+    # planned once per connection on a single node (generic plans); Citus plans a statement
+    # over its tables only with the parameters' values
+    "ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb)":
+        "plan_cache_mode = force_custom_plan",
+    "ledger._fold_client_progress(text, ledger.events[])": "plan_cache_mode = force_custom_plan",
+    # finalizing reads the client's shards in parallel, then writes the outbox, a Citus local
+    # table with a foreign key to a reference table, which Citus allows only over the one
+    # connection per node that a sequential transaction uses
+    "ledger._finalize_invoice(text, text)": "citus.multi_shard_modify_mode = 'sequential'",
+}
 SINGLE_NODE_POLICY_CLIENT = "(select auth.client_id())"
 CITUS_POLICY_CLIENT = "auth.caller_client_id()"
 
@@ -254,10 +261,8 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         conn.execute(sql.SQL("alter database {} set citus.enable_unsafe_triggers = on").format(
             sql.Identifier(settings.dbname)))
         conn.execute("set citus.enable_unsafe_triggers = on")
-        # Ingest's statements are planned once per connection on a single node (generic plans);
-        # Citus plans a statement over its tables only with the parameters' values.
-        for function in CUSTOM_PLAN_FUNCTIONS:
-            conn.execute(f"alter function {function} set plan_cache_mode = force_custom_plan")
+        for function, setting in COORDINATOR_FUNCTION_SETTINGS.items():
+            conn.execute(f"alter function {function} set {setting}")
     with psycopg.connect(settings.dsn("postgres")) as conn, conn.transaction():
         conn.execute("set local citus.enable_unsafe_triggers = on")
         # One transaction, so that a distribution is all or nothing: Citus sends the copies of
