@@ -7,15 +7,15 @@ Measures, on one generated data set, side by side in the same run:
 2. the all-clients monthly revenue report: the same three ways;
 3. a concurrent refresh of the materialized view while HTTP ingest and invoice readers run: their
    latencies with and without the refresh, and how long the refresh takes;
-4. what the billing change-log triggers on ledger.job_steps add to HTTP ingest (on vs off).
+(4. the cost of the billing change-log triggers on ingest is gone with them: ingest writes the
+   change log itself since ADR 0014, and cannot be measured without it.)
 
 Data: BotImage's 20-step pipeline, N step events over C clients and M months (2025-01 on), with
 retries, a mid-month and a mid-year price change, client overrides, graduated tiers, unpriced
 steps, GBP and EUR clients and monthly minimums. For loading speed the generator writes
-ledger.events (realistic payloads, monthly partitions) and the billed facts in ledger.job_steps
-in SQL, with the ingest trigger and the per-row envelope check off during the load (both are
-restored after; ingest itself is benchmarked elsewhere). The run checks that the raw-event
-recomputation equals the job_steps path for sample clients, so the two agree on the data.
+ledger.events (typed columns, monthly partitions) and the billed facts in ledger.job_steps in
+SQL, as ingest would derive them (ingest itself is benchmarked elsewhere). The run checks that
+the raw-event recomputation equals the job_steps path for sample clients, so the two agree.
 
     python -m bench.billing [--events 10000000] [--clients 100] [--months 12]
                             [--home DIR] [--reuse] [--keep] [--json FILE]
@@ -92,26 +92,16 @@ def generate(conn: psycopg.Connection, events: int, clients: int, months: int,
     jobs = max(1, round(events / EVENTS_PER_JOB))
     span_s = (first.replace(year=first.year + months // 12, month=months % 12 + 1) - first)\
         .total_seconds() - 3 * 3600
-    conn.execute("alter table ledger.events drop constraint if exists "
-                 "events_payload_matches_envelope")
-    conn.execute("alter table ledger.events disable trigger apply_progress")
     loaded = 0
     started = time.monotonic()
-    try:
-        for lo in range(0, jobs, chunk_jobs):
-            hi = min(jobs, lo + chunk_jobs)
-            params = {"lo": lo, "hi": hi, "clients": clients, "jobs": jobs, "span": span_s}
-            loaded += conn.execute(_EVENTS_SQL, params).rowcount
-            conn.execute(_JOB_STEPS_SQL, params)
-            conn.commit()
-            rate = loaded / max(1e-9, time.monotonic() - started)
-            _say(f"  {loaded:,} events ({hi:,}/{jobs:,} jobs, {rate:,.0f} events/s)")
-    finally:
-        conn.execute("alter table ledger.events enable trigger apply_progress")
-        conn.execute("alter table ledger.events add constraint events_payload_matches_envelope "
-                     "check (public.jsonb_matches_schema(ledger.step_event_v1_schema(), payload))"
-                     " not valid")
+    for lo in range(0, jobs, chunk_jobs):
+        hi = min(jobs, lo + chunk_jobs)
+        params = {"lo": lo, "hi": hi, "clients": clients, "jobs": jobs, "span": span_s}
+        loaded += conn.execute(_EVENTS_SQL, params).rowcount
+        conn.execute(_JOB_STEPS_SQL, params)
         conn.commit()
+        rate = loaded / max(1e-9, time.monotonic() - started)
+        _say(f"  {loaded:,} events ({hi:,}/{jobs:,} jobs, {rate:,.0f} events/s)")
     conn.execute("analyze ledger.events")
     conn.execute("analyze ledger.job_steps")
     conn.commit()
@@ -178,17 +168,10 @@ _JOBS_CTE = """
 _EVENTS_SQL = _JOBS_CTE + """
   insert into ledger.events (client_id, received_at, event_id, vault_id, job_id, pipeline, step,
                              status, occurred_at, attempt, units, error_code, error_message,
-                             error_retryable, source, payload)
+                             error_retryable, source)
   select s.client_id, e.at + interval '3 seconds', e.event_id,
          (s.j * 100 + s.step_index) * 4 + e.n, s.job_id, 'botimage', s.step, e.status, e.at,
-         e.attempt, e.units, e.code, e.message, e.retryable, 'bench-node',
-         jsonb_strip_nulls(jsonb_build_object(
-           'event_id', e.event_id, 'client_id', s.client_id, 'job_id', s.job_id,
-           'pipeline', 'botimage', 'step', s.step, 'status', e.status,
-           'occurred_at', to_char(e.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-           'attempt', e.attempt, 'units', e.units, 'source', 'bench-node',
-           'error', case when e.code is not null then jsonb_build_object(
-                      'code', e.code, 'message', e.message, 'retryable', e.retryable) end))
+         e.attempt, e.units, e.code, e.message, e.retryable, 'bench-node'
     from steps s
     cross join lateral (values
       (0, format('%%s:%%s:1s', s.job_id, s.step_index), 'started', 1, s.step_at, 1::numeric,
@@ -207,7 +190,7 @@ _EVENTS_SQL = _JOBS_CTE + """
    where e.n < 2 or s.retried
 """
 
-# The billed fact per (client, job, step), as the ingest trigger would keep it.
+# The billed fact per (client, job, step), as ingest would keep it.
 _JOB_STEPS_SQL = _JOBS_CTE + """
   insert into ledger.job_steps (client_id, job_id, step, pipeline, step_index, latest_attempt,
                                 latest_status, latest_at, billed_attempt, billed_units,
@@ -391,44 +374,6 @@ def measure_refresh(settings: Settings, readers: list[str], period: str,
     }
 
 
-def measure_trigger_overhead(settings: Settings, rounds: int = 6,
-                             batches: int = 15) -> dict[str, Any]:
-    """HTTP ingest with and without the billing change-log triggers on ledger.job_steps,
-    interleaved in rounds so that the machine's background load hits both alike."""
-    token = operator_token(settings.jwt_secret, ttl_s=7200)
-    client = "bench-triggers"
-    triggers = ("log_billing_insert", "log_billing_update")
-    with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as owner, \
-            httpx.Client(base_url=settings.api_url, timeout=120,
-                         headers={"Authorization": f"Bearer {token}"}) as http:
-        owner.execute("select ledger.add_client(%s, 'Bench triggers', 'EUR')", [client])
-        rng = random.Random(11)
-        now = datetime.now(UTC)
-        samples: dict[bool, list[float]] = {True: [], False: []}
-        try:
-            for n in range(rounds * 2):
-                enabled = n % 2 == 0
-                for name in triggers:
-                    owner.execute(f"alter table ledger.job_steps "
-                                  f"{'enable' if enabled else 'disable'} trigger {name}")
-                for b in range(batches):
-                    plan = simulate.JobPlan(client, f"trg-{n}-{b}-{time.time_ns()}",
-                                            now - timedelta(hours=1), "completed")
-                    body = json.dumps(list(simulate.job_events(plan, rng, now)))
-                    t = time.perf_counter()
-                    r = http.post("/rpc/ingest", content=body,
-                                  headers={"Content-Type": "text/plain"})
-                    samples[enabled].append((time.perf_counter() - t) * 1000)
-                    assert r.status_code == 200, r.text
-        finally:
-            for name in triggers:
-                owner.execute(f"alter table ledger.job_steps enable trigger {name}")
-    on, off = _stats(samples[True]), _stats(samples[False])
-    return {"with_triggers": on, "without_triggers": off,
-            "p50_ratio": round(on["p50_ms"] / max(off["p50_ms"], 1e-9), 3)}
-
-
-# -- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.billing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -488,8 +433,6 @@ def main(argv: list[str] | None = None) -> int:
         _say("measuring a concurrent refresh against ingest and readers")
         readers = [f"bench-{i:03d}" for i in range(1, args.clients + 1)]
         results["concurrency"] = measure_refresh(settings, readers, args.period, args.window)
-        _say("measuring the change-log triggers' cost on ingest")
-        results["trigger_overhead"] = measure_trigger_overhead(settings)
     finally:
         if not args.keep:
             stack.down(settings)

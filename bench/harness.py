@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,13 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def bench_stack() -> Iterator[Settings]:
-    """A migrated stack on free ports in a fresh home, with the BotImage catalog; always stopped."""
+def bench_stack(repo_root: Path | None = None) -> Iterator[Settings]:
+    """A migrated stack on free ports in a fresh home, with the BotImage catalog; always stopped.
+    repo_root: the tree whose db/ and deploy/ it is made from (this checkout by default)."""
     home = Path(tempfile.mkdtemp(prefix="stepledger-bench-", dir="/tmp"))
     home.chmod(0o755)
     pg, api, admin, postgrest, web = free_ports(5)
     settings = Settings.from_env(home=home, pg_port=pg, api_port=api, api_admin_port=admin,
-                                 postgrest_port=postgrest, web_port=web)
+                                 postgrest_port=postgrest, web_port=web,
+                                 **({"repo_root": repo_root} if repo_root else {}))
     try:
         stack.up(settings)
         with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
@@ -44,6 +47,22 @@ def bench_stack() -> Iterator[Settings]:
         finally:
             if not os.environ.get("STEPLEDGER_KEEP_BENCH_HOME"):
                 shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def revision_tree(revision: str) -> Iterator[Path]:
+    """The files of a git revision in a temporary folder (with this checkout's node_modules), for
+    a stack made from that revision: `bench_stack(repo_root=...)`."""
+    folder = Path(tempfile.mkdtemp(prefix="stepledger-rev-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        (folder / "node_modules").symlink_to(REPO / "node_modules")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def admin_token(settings: Settings, hours: int = 12) -> str:

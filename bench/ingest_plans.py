@@ -1,8 +1,9 @@
-"""Ingest plans: the ingest functions of this checkout against those of another git revision, side
-by side on two stacks in one run, each against a bare PostgREST insert of the same rows.
+"""Ingest plans: ingest at one git revision against ingest at another (or this checkout), side by
+side on two stacks in one run, each against a bare PostgREST insert of the same rows.
 
-Both stacks are migrated from this checkout; on the "before" stack the ingest and progress
-functions (db/functions/30_ingest.sql, 40_progress.sql) are then replaced by those of --before.
+Each stack is made from the whole tree of its revision (db/, deploy/), so schema changes are
+compared too; the migration runner is this checkout's, and where the revision's runner added the
+envelope CHECK on ledger.events the "before" stack gets it as that runner did.
 Requests alternate between the stacks and, on each stack, between ingest and the bare insert, so
 all four see the same machine load. Phases, in order, on PostgREST connections whose plans were
 cached by a first batch of 1,000 events into empty tables:
@@ -10,7 +11,7 @@ cached by a first batch of 1,000 events into empty tables:
   batches: batches of 1,000 events (--batches of them per stack);
   warm singles: one event per request, after the batches.
 
-`python -m bench.ingest_plans --before 7ac537b --batches 100 --singles 300 [--no-autovacuum]`
+`python -m bench.ingest_plans --before main --batches 100 --singles 300 [--no-autovacuum]`
 `python -m bench.ingest_plans --sql-batches 6`: batches of 10,000 through SQL instead.
 
 --no-autovacuum turns autovacuum off on the tables ingest reads by key, so that no ANALYZE
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -34,16 +34,26 @@ from bench import harness
 from bench.ingest import BASELINE_DDL, _post, _wait_for_baseline, make_batch
 
 SIDES = ("before", "after")
-FUNCTION_FILES = ("db/functions/30_ingest.sql", "db/functions/40_progress.sql")
 KEYED_TABLES = ("jobs", "step_runs", "job_steps", "event_ids")
 
 
-def _install_functions(settings: object, revision: str) -> None:
-    with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:  # type: ignore[attr-defined]
-        for path in FUNCTION_FILES:
-            sql = subprocess.run(["git", "-C", str(harness.REPO), "show", f"{revision}:{path}"],
-                                 check=True, capture_output=True, text=True).stdout
-            conn.execute(sql)
+def _stacks(stack: contextlib.ExitStack, before: str, after: str | None) -> dict[str, object]:
+    """The two stacks, "before" made from revision `before`, "after" from `after` (this checkout
+    when None)."""
+    out: dict[str, object] = {}
+    for side, revision in (("before", before), ("after", after)):
+        tree = stack.enter_context(harness.revision_tree(revision)) if revision else None
+        settings = stack.enter_context(harness.bench_stack(repo_root=tree))
+        runner = (tree or harness.REPO) / "loader" / "stepledger" / "migrate.py"
+        if "ensure_envelope_constraint(conn)" in runner.read_text():
+            with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:  # type: ignore[attr-defined]
+                conn.execute("alter table ledger.events drop constraint if exists "
+                             "events_payload_matches_envelope")
+                conn.execute("alter table ledger.events add constraint "
+                             "events_payload_matches_envelope "
+                             "check (ledger.step_event_v1_valid(payload))")
+        out[side] = settings
+    return out
 
 
 def _summary(times: dict[str, list[float]], per: int) -> dict[str, object]:
@@ -53,17 +63,17 @@ def _summary(times: dict[str, list[float]], per: int) -> dict[str, object]:
             "ratio": round(sum(times["baseline"]) / sum(times["ingest"]), 3)}
 
 
-def run(quick: bool = False, before: str = "7ac537b", batches: int | None = None,
-        singles: int | None = None, autovacuum: bool = True) -> dict[str, object]:
+def run(quick: bool = False, before: str = "main", batches: int | None = None,
+        singles: int | None = None, autovacuum: bool = True,
+        after: str | None = None) -> dict[str, object]:
     batches = batches if batches is not None else (10 if quick else 100)
     singles = singles if singles is not None else (50 if quick else 300)
     run_id = uuid.uuid4().hex[:8]
     with contextlib.ExitStack() as stack:
         http: dict[str, httpx.Client] = {}
+        stacks = _stacks(stack, before, after)
         for side in SIDES:
-            settings = stack.enter_context(harness.bench_stack())
-            if side == "before":
-                _install_functions(settings, before)
+            settings = stacks[side]
             with harness.superuser(settings) as conn:
                 conn.execute(BASELINE_DDL)
                 for table in () if autovacuum else KEYED_TABLES:
@@ -95,7 +105,7 @@ def run(quick: bool = False, before: str = "7ac537b", batches: int | None = None
         batch = alternate("batch", batches, 1_000)
         warm_singles = alternate("warm", singles, 1)
     result: dict[str, object] = {
-        "before": before, "autovacuum": autovacuum,
+        "before": before, "after": after or "checkout", "autovacuum": autovacuum,
         "batches_per_stack": batches, "singles_per_phase": singles,
         **{side: {"fresh_single": _summary(fresh[side], 1),
                   "batch_of_1000": _summary(batch[side], 1_000),
@@ -105,16 +115,15 @@ def run(quick: bool = False, before: str = "7ac537b", batches: int | None = None
     return result
 
 
-def run_sql_batches(before: str, count: int, size: int = 10_000) -> dict[str, object]:
+def run_sql_batches(before: str, count: int, size: int = 10_000,
+                    after: str | None = None) -> dict[str, object]:
     """Batches of `size` events through `select api.ingest(...)` as admin, alternating between
     the two stacks (no HTTP: requests this large spend their time in the database)."""
     with contextlib.ExitStack() as stack:
         conns: dict[str, psycopg.Connection] = {}
+        stacks = _stacks(stack, before, after)
         for side in SIDES:
-            settings = stack.enter_context(harness.bench_stack())
-            if side == "before":
-                _install_functions(settings, before)
-            conn = stack.enter_context(harness.superuser(settings))
+            conn = stack.enter_context(harness.superuser(stacks[side]))
             conn.execute("""select set_config('request.jwt.claims', '{"role": "admin"}', false)""")
             conn.execute("set role admin")
             conns[side] = conn
@@ -135,7 +144,8 @@ def run_sql_batches(before: str, count: int, size: int = 10_000) -> dict[str, ob
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_plans", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="7ac537b", help="git revision of 'before'")
+    parser.add_argument("--before", default="main", help="git revision of 'before'")
+    parser.add_argument("--after", help="git revision of 'after' (default: this checkout)")
     parser.add_argument("--batches", type=int, default=100, help="batches of 1,000 per stack")
     parser.add_argument("--singles", type=int, default=300, help="single-event requests per phase")
     parser.add_argument("--no-autovacuum", action="store_true",
@@ -145,10 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.sql_batches:
-        result = run_sql_batches(args.before, args.sql_batches)
+        result = run_sql_batches(args.before, args.sql_batches, after=args.after)
     else:
         result = run(before=args.before, batches=args.batches, singles=args.singles,
-                     autovacuum=not args.no_autovacuum)
+                     autovacuum=not args.no_autovacuum, after=args.after)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -1,5 +1,6 @@
-"""The compiled envelope in the database: ledger.step_event_v1_valid, the events CHECK constraint
-that uses it, the migration that installs both, and ingest classifying with it."""
+"""The compiled envelope in the database: ledger.step_event_v1_valid and ingest classifying with
+it; the CHECKs on the typed columns of ledger.events that mirror the envelope, whatever the path
+(ADR 0014)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ import psycopg
 import pytest
 
 from stepledger.config import Settings
-from stepledger.migrate import ENVELOPE_CONSTRAINT, migrate
+from stepledger.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[1]
 BOTIMAGE = json.loads((REPO / "schemas" / "pipelines" / "botimage.json").read_text())
-OLD_CHECK = "public.jsonb_matches_schema(ledger.step_event_v1_schema(), payload)"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,15 +36,6 @@ def event(**fields: Any) -> dict[str, Any]:
     return body
 
 
-def constraint_def(conn: psycopg.Connection) -> tuple[str, bool]:
-    row = conn.execute(
-        "select pg_get_constraintdef(oid), convalidated from pg_constraint "
-        "where conrelid = 'ledger.events'::regclass and conname = %s",
-        [ENVELOPE_CONSTRAINT]).fetchone()
-    assert row is not None
-    return row[0], row[1]
-
-
 # -- the function ------------------------------------------------------------------------------
 def test_predicate_is_immutable_plain_sql_and_documented(su_conn: psycopg.Connection) -> None:
     row = su_conn.execute(
@@ -60,7 +51,7 @@ def test_predicate_is_immutable_plain_sql_and_documented(su_conn: psycopg.Connec
 def test_predicate_is_inlined(su_conn: psycopg.Connection) -> None:
     plan = su_conn.execute(
         "explain (verbose, costs off) select ledger.step_event_v1_valid(payload)"
-        "  from ledger.events").fetchall()
+        "  from ledger.vault").fetchall()
     text = "\n".join(r[0] for r in plan)
     assert "step_event_v1_valid" not in text and "jsonb_typeof" in text
     assert "jsonb_matches_schema" not in text  # the envelope is compiled whole
@@ -76,42 +67,81 @@ def test_admin_may_call_the_predicate_a_client_may_not(db: psycopg.Connection,
         db.execute("select ledger.step_event_v1_valid('{}')")
 
 
-# -- the CHECK constraint ----------------------------------------------------------------------
-def test_constraint_uses_the_predicate(su_conn: psycopg.Connection) -> None:
-    assert constraint_def(su_conn) == ("CHECK (ledger.step_event_v1_valid(payload))", True)
-
-
-def _insert(conn: psycopg.Connection, payload: dict[str, Any]) -> None:
+# -- the CHECK constraints ---------------------------------------------------------------------
+def _insert(conn: psycopg.Connection, **override: Any) -> None:
+    """A direct insert into ledger.events, as psql or a future loader could try."""
+    row: dict[str, Any] = {"client_id": "st-mary", "event_id": uuid.uuid4().hex, "job_id": "j",
+                           "status": "completed",
+                           "attempt": 1, "units": 1, "error_code": None, "error_message": None,
+                           "error_retryable": None, "source": None, "data": None}
+    row.update(override)
     conn.execute(
-        "insert into ledger.events (client_id, received_at, event_id, vault_id, job_id, pipeline,"
-        " step, status, occurred_at, attempt, units, payload)"
-        " values ('st-mary', now(), %s, 0, 'j', 'botimage', 'dicom-intake', 'completed', now(),"
-        " 1, 1, %s::jsonb)", [payload.get("event_id", "x"), json.dumps(payload)])
+        "insert into ledger.events (client_id, received_at, vault_id, pipeline, step, occurred_at,"
+        " event_id, job_id, status, attempt, units, error_code, error_message, error_retryable,"
+        " source, data)"
+        " values (%(client_id)s, now(), 0, 'botimage', 'dicom-intake', now(),"
+        " %(event_id)s, %(job_id)s, %(status)s, %(attempt)s, %(units)s, %(error_code)s,"
+        " %(error_message)s, %(error_retryable)s, %(source)s, %(data)s::jsonb)", row)
 
 
-def test_constraint_refuses_a_bad_payload_on_any_path(db: psycopg.Connection) -> None:
-    _insert(db, event())  # a good one goes in
-    with pytest.raises(psycopg.errors.CheckViolation) as caught:
-        _insert(db, event(status="cancelled"))
-    assert caught.value.diag.constraint_name == ENVELOPE_CONSTRAINT
+@pytest.mark.parametrize(("override", "constraint"), [
+    ({"event_id": ""}, "events_event_id_check"),
+    ({"event_id": "x" * 129}, "events_event_id_check"),
+    ({"job_id": "j" * 201}, "events_job_id_check"),
+    ({"status": "failed"}, "events_error_iff_failed"),
+    ({"status": "failed", "error_code": "E"}, "events_error_iff_failed"),
+    ({"error_code": "E", "error_message": "m"}, "events_error_iff_failed"),
+    ({"error_retryable": True}, "events_error_iff_failed"),
+    ({"status": "failed", "error_code": "", "error_message": "m"}, "events_error_code_check"),
+    ({"status": "failed", "error_code": "E", "error_message": "m" * 10_001},
+     "events_error_message_check"),
+    ({"attempt": 0}, "events_attempt_check"),
+    ({"attempt": 1_000_001}, "events_attempt_check"),
+    ({"units": -1}, "events_units_check"),
+    ({"units": 10**12 + 1}, "events_units_check"),
+    ({"source": "s" * 201}, "events_source_check"),
+    ({"data": "[1]"}, "events_data_check"),
+])
+def test_constraints_refuse_a_bad_event_on_any_path(db: psycopg.Connection,
+                                                     override: dict[str, Any],
+                                                     constraint: str) -> None:
+    _insert(db)  # a good one goes in
+    _insert(db, status="failed", error_code="E", error_message="m", error_retryable=False,
+            data='{"pages": 3}', source="host-1")
+    with pytest.raises(psycopg.errors.CheckViolation) as caught, db.transaction():
+        _insert(db, **override)
+    assert caught.value.diag.constraint_name == constraint
 
 
-def test_migrate_replaces_an_older_constraint(settings: Settings,
-                                              su_conn: psycopg.Connection) -> None:
-    with su_conn.transaction():
-        su_conn.execute(f"alter table ledger.events drop constraint {ENVELOPE_CONSTRAINT}")
-        su_conn.execute(f"alter table ledger.events add constraint {ENVELOPE_CONSTRAINT}"
-                        f" check ({OLD_CHECK})")
-    assert "jsonb_matches_schema" in constraint_def(su_conn)[0]
+@pytest.mark.parametrize("override", [{"status": "cancelled"}, {"client_id": "St Mary"}])
+def test_domains_refuse_a_bad_status_or_slug(db: psycopg.Connection,
+                                             override: dict[str, Any]) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation):
+        _insert(db, **override)
+
+
+def test_events_keep_no_second_copy_of_the_payload(su_conn: psycopg.Connection) -> None:
+    """The event as received is kept once, in the vault; the events table has no payload column
+    and no CHECK that re-runs the envelope."""
+    columns = {r[0] for r in su_conn.execute(
+        "select attname from pg_attribute where attrelid = 'ledger.events'::regclass"
+        " and attnum > 0 and not attisdropped").fetchall()}
+    assert "payload" not in columns and "data" in columns
+    checks = [r[0] for r in su_conn.execute(
+        "select pg_get_constraintdef(oid) from pg_constraint"
+        " where conrelid = 'ledger.events'::regclass and contype = 'c'").fetchall()]
+    assert checks and not [c for c in checks if "step_event_v1_valid" in c or "jsonb_matches" in c]
+
+
+def test_migrate_twice_keeps_the_constraints(settings: Settings,
+                                             su_conn: psycopg.Connection) -> None:
+    def constraints() -> list[tuple[str, str]]:
+        return [tuple(r) for r in su_conn.execute(
+            "select conname, pg_get_constraintdef(oid) from pg_constraint"
+            " where conrelid = 'ledger.events'::regclass order by conname").fetchall()]
+    before = constraints()
     migrate(settings)
-    assert constraint_def(su_conn) == ("CHECK (ledger.step_event_v1_valid(payload))", True)
-    partitions = su_conn.execute(
-        "select count(*) filter (where pg_get_constraintdef(c.oid) like '%%step_event_v1_valid%%'),"
-        "       count(*)"
-        "  from pg_inherits i join pg_constraint c on c.conrelid = i.inhrelid"
-        " where i.inhparent = 'ledger.events'::regclass and c.conname = %s",
-        [ENVELOPE_CONSTRAINT]).fetchone()
-    assert partitions is not None and partitions[0] == partitions[1] > 0
+    assert constraints() == before
 
 
 # -- ingest ------------------------------------------------------------------------------------

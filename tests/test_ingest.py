@@ -354,12 +354,12 @@ def test_clients_and_anonymous_callers_cannot_ingest(
 
 
 # -- the database enforces the envelope and the vault, whatever the path --------------------------
-def test_events_table_refuses_a_payload_that_breaks_the_envelope(db: psycopg.Connection) -> None:
+def test_events_table_refuses_an_event_that_breaks_the_envelope(db: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute("""insert into ledger.events (client_id, received_at, event_id, vault_id, job_id,
-                        pipeline, step, status, occurred_at, attempt, units, payload)
-                      values ('st-mary', now(), 'x', 0, 'j', 'botimage', 'report', 'completed',
-                              now(), 1, 1, '{"event_id": "x"}')""")
+                        pipeline, step, status, occurred_at, attempt, units)
+                      values ('st-mary', now(), 'x', 0, 'j', 'botimage', 'report', 'failed',
+                              now(), 1, 1)""")
 
 
 def test_vault_is_append_only_even_for_a_superuser(db: psycopg.Connection) -> None:

@@ -124,8 +124,10 @@ def test_odd_but_valid_text_is_kept_exactly(sender: httpx.Client, su_conn: psyco
         sent["event_id"] = f"odd-{uuid.uuid4().hex}"
     body = post(sender, json.dumps(sent, ensure_ascii=False).encode()).json()
     assert body == {"accepted": 1, "duplicates": 0, "rejected": []}
-    stored = su_conn.execute("select payload, job_id from ledger.events "
-                             "where client_id = %s and event_id = %s",
+    # the event as received is the vault's copy; the typed columns are read from it
+    stored = su_conn.execute("select v.payload, e.job_id from ledger.events e"
+                             " join ledger.vault v using (client_id, received_at, vault_id)"
+                             " where e.client_id = %s and e.event_id = %s",
                              [CLIENT, sent["event_id"]]).fetchone()
     assert stored == (sent, sent["job_id"])
 

@@ -102,7 +102,7 @@ def test_steps_report_their_start_end_and_errors(make_tracker: Callable[..., Tra
     running.complete(units=2)
     assert tracker.flush(timeout_s=30)
     assert runs(su_conn, job_id)[-1][:4] == ("series-selection", 1, "completed", 2)
-    data = su_conn.execute("select payload->'data', payload->>'source' from ledger.events "
+    data = su_conn.execute("select data, source from ledger.events "
                            "where job_id = %s and step = 'dicom-intake' and status = 'completed'",
                            [job_id]).fetchone()
     assert data == ({"images": 240}, tracker.source)

@@ -81,7 +81,7 @@ def test_skip_remaining_ends_the_job_and_it_completes(
     assert {runs[k] for k in skipped} == {"skipped"}
     assert runs["deidentification"] == "failed"
     reasons = su_conn.execute(
-        "select distinct payload->'data'->>'reason' from ledger.events "
+        "select distinct data->>'reason' from ledger.events "
         "where job_id = %s and status = 'skipped'", [job_id]).fetchall()
     assert reasons == [("no series to analyse",)]
     assert tracker.stats.rejected == 0

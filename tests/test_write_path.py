@@ -117,3 +117,58 @@ def test_replay_derives_like_ingest(db: psycopg.Connection) -> None:
     assert sc.job("r1")["steps_done"] == 1
     month = date(T0.year, T0.month, 1)
     assert _changes(db, sc.client) == [(month, month)]
+
+
+def _billed(db: psycopg.Connection, client: str, job: str) -> tuple[object, ...]:
+    return tuple(db.execute(
+        "select latest_attempt, latest_status, billed_attempt, billed_units, completed_at"
+        "  from ledger.job_steps where client_id = %s and job_id = %s", [client, job]).fetchone())
+
+
+def test_a_billed_attempt_that_fails_later_falls_back_to_the_one_before(
+        db: psycopg.Connection) -> None:
+    """Between terminal events of one attempt the later occurred_at wins, so a billed attempt can
+    stop being completed: the bill falls back to the highest other completed attempt."""
+    sc = Scenario(db, steps=["fetch"])
+    jan = datetime(2026, 1, 20, 10, 0, tzinfo=UTC)
+    feb = datetime(2026, 2, 3, 10, 0, tzinfo=UTC)
+    sc.send(sc.event("d", "fetch", "completed", jan, units=3))
+    sc.send(sc.event("d", "fetch", "completed", feb, attempt=2, units=5))
+    assert _billed(db, sc.client, "d") == (2, "completed", 2, 5, feb)
+    sc.send(sc.event("d", "fetch", "failed", feb + timedelta(minutes=1), attempt=2))
+    assert _billed(db, sc.client, "d") == (2, "failed", 1, 3, jan)
+    assert sc.job("d")["status"] == "failed"
+    # February lost its completion, January regained one: both are logged again
+    assert _changes(db, sc.client)[-2:] in ([(date(2026, 1, 1),) * 2, (date(2026, 2, 1),) * 2],
+                                            [(date(2026, 2, 1),) * 2, (date(2026, 1, 1),) * 2])
+    sc.send(sc.event("d", "fetch", "completed", feb + timedelta(minutes=2), attempt=2, units=7))
+    assert _billed(db, sc.client, "d") == (2, "completed", 2, 7, feb + timedelta(minutes=2))
+    # In one batch: attempt 2 fails later, and attempt 3 starts while attempt 1 is re-reported.
+    sc.send(sc.event("d", "fetch", "failed", feb + timedelta(minutes=3), attempt=2),
+            sc.event("d", "fetch", "started", feb + timedelta(minutes=4), attempt=3),
+            sc.event("d", "fetch", "completed", jan + timedelta(minutes=5), units=4))
+    assert _billed(db, sc.client, "d") == (3, "started", 1, 4, jan + timedelta(minutes=5))
+
+
+def test_progress_matches_a_recomputation_from_the_events(db: psycopg.Connection) -> None:
+    """Whatever the batches, job steps equal what the raw events say (the billing reference
+    ledger._charges_from_events recomputes billed completions from ledger.events alone)."""
+    sc = Scenario(db, steps=["fetch", "report"])
+    moments = [T0 + timedelta(seconds=s) for s in range(0, 600, 7)]
+    events = []
+    for i, moment in enumerate(moments):
+        step = ("fetch", "report")[i % 2]
+        status = ("started", "completed", "failed", "completed", "skipped")[i % 5]
+        events.append(sc.event(f"m{i % 4}", step, status, moment, attempt=1 + i % 3, units=i))
+    # out of order, in uneven batches
+    shuffled = events[::-1][:20] + events[:-20][::3] + [e for e in events[:-20]
+                                                         if e not in events[:-20][::3]]
+    for start in range(0, len(shuffled), 9):
+        sc.send(*shuffled[start:start + 9])
+    live = db.execute(
+        "select job_id, step, completed_at, billed_units from ledger.job_steps"
+        " where client_id = %s and completed_at is not null order by 1, 2", [sc.client]).fetchall()
+    reference = db.execute(
+        "select job_id, step, completed_at, units from ledger._charges_from_events(%s, null, null)"
+        " order by 1, 2", [sc.client]).fetchall()
+    assert live == reference and live

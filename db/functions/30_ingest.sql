@@ -106,14 +106,19 @@ begin
   end if;
 
   with input as (
-    select u.position, u.payload, u.raw_text, u.parse_error,
-           u.payload->>'client_id' as client_id, u.payload->>'event_id' as event_id,
+    -- The envelope's fields read once per element, as text (a field of the wrong JSON type reads
+    -- as its JSON text, as ->> would; the envelope check below decides), typed only once valid.
+    select u.position, u.payload, u.raw_text, u.parse_error, f.*,
            -- The token's right to write for the element's client comes first: nothing below
            -- reads a client's data (its existence, jobs, dedup keys) for an element whose client
            -- this caller may not write for, so no answer can depend on another client's data.
-           not (v_bound and (u.payload->>'client_id') is distinct from v_token_client) as may_write
+           not (v_bound and f.client_id is distinct from v_token_client) as may_write
       from unnest(p_positions, p_payloads, p_raw, p_parse_errors)
            as u(position, payload, raw_text, parse_error)
+      left join lateral jsonb_to_record(case when jsonb_typeof(u.payload) = 'object' then u.payload end)
+           as f(client_id text, event_id text, job_id text, pipeline text, step text, status text,
+                occurred_at text, attempt text, units text, error jsonb, source text, data jsonb)
+           on true
   ),
   -- materialized: each element is validated exactly once, however often the result is read
   validated as materialized (
@@ -141,17 +146,19 @@ begin
       from input i
   ),
   classified as materialized (
-    select v.position, v.payload, v.raw_text, v.client_id, v.event_id, v.may_write,
+    select v.position, v.payload, v.raw_text, v.client_id, v.event_id, v.may_write, v.job_id,
+           v.pipeline, v.step, v.status, v.occurred_at, v.attempt, v.units, v.error, v.source,
+           v.data,
            coalesce(v.envelope_errors,
              -- Most events pass every check below: say so without building the error list
              -- (the list, in the else branch, is the reference; this test only skips it).
              case when v.may_write
                        and c.client_id is not null
                        and s.step is not null
-                       and (j.pipeline is null or j.pipeline = v.payload->>'pipeline')
-                       and ledger._calendar_date_ok(v.payload->>'occurred_at')
-                       and not (s.data_schema is not null and v.payload ? 'data'
-                                and not public.jsonb_matches_schema(s.data_schema::json, v.payload->'data'))
+                       and (j.pipeline is null or j.pipeline = v.pipeline)
+                       and ledger._calendar_date_ok(v.occurred_at)
+                       and not (s.data_schema is not null and v.data is not null
+                                and not public.jsonb_matches_schema(s.data_schema::json, v.data))
                   then '[]'::jsonb
                   else (
              select coalesce(jsonb_agg(e order by e->>'path'), '[]'::jsonb)
@@ -165,26 +172,26 @@ begin
                   where v.may_write and c.client_id is null
                  union all
                  select jsonb_build_object('path', '/pipeline', 'message',
-                          format('unknown pipeline "%s"', v.payload->>'pipeline'))
+                          format('unknown pipeline "%s"', v.pipeline))
                   where p.pipeline is null
                  union all
                  select jsonb_build_object('path', '/step', 'message',
-                          format('pipeline "%s" has no step "%s"', p.pipeline, v.payload->>'step'))
+                          format('pipeline "%s" has no step "%s"', p.pipeline, v.step))
                   where p.pipeline is not null and s.step is null
                  union all
                  select jsonb_build_object('path', '/pipeline', 'message',
                           format('job "%s" belongs to pipeline "%s"', j.job_id, j.pipeline))
-                  where j.pipeline is not null and j.pipeline <> v.payload->>'pipeline'
+                  where j.pipeline is not null and j.pipeline <> v.pipeline
                  union all
                  select jsonb_build_object('path', '/occurred_at', 'message',
-                          format('"%s" is not a date that exists', v.payload->>'occurred_at'))
-                  where not ledger._calendar_date_ok(v.payload->>'occurred_at')
+                          format('"%s" is not a date that exists', v.occurred_at))
+                  where not ledger._calendar_date_ok(v.occurred_at)
                  union all
                  select d || jsonb_build_object('path', '/data' || (d->>'path'))
                    from jsonb_array_elements(
-                          case when s.data_schema is not null and v.payload ? 'data'
-                                    and not public.jsonb_matches_schema(s.data_schema::json, v.payload->'data')
-                               then public.jsonschema_errors(s.data_schema::json, v.payload->'data')
+                          case when s.data_schema is not null and v.data is not null
+                                    and not public.jsonb_matches_schema(s.data_schema::json, v.data)
+                               then public.jsonschema_errors(s.data_schema::json, v.data)
                                else '[]'::jsonb end) d
                ) checks
            ) end) as errors
@@ -193,12 +200,12 @@ begin
       -- the catalog (pipelines, steps, their schemas) is the same for every client
       left join ledger.clients c
              on c.client_id = v.client_id and v.envelope_errors is null and v.may_write
-      left join ledger.pipelines p on p.pipeline = v.payload->>'pipeline' and v.envelope_errors is null
+      left join ledger.pipelines p on p.pipeline = v.pipeline and v.envelope_errors is null
       left join ledger.pipeline_steps s
-             on s.pipeline = p.pipeline and s.step = v.payload->>'step'
+             on s.pipeline = p.pipeline and s.step = v.step
       -- (plain joins on the keys: Citus plans no LATERAL subquery over its tables here)
       left join ledger.jobs j
-             on j.client_id = v.client_id and j.job_id = v.payload->>'job_id'
+             on j.client_id = v.client_id and j.job_id = v.job_id
                 and v.envelope_errors is null and v.may_write
   ),
   keyed as (
@@ -268,22 +275,20 @@ begin
   ),
   stored as (
     insert into ledger.events as e (client_id, received_at, event_id, vault_id, job_id, pipeline, step,
-                               status, occurred_at, attempt, units, error_code, error_message,
-                               error_retryable, source, payload)
-    select d.client_id, w.received_at, d.event_id, w.vault_id, d.payload->>'job_id',
-           d.payload->>'pipeline', d.payload->>'step', d.payload->>'status',
-           ledger._occurred_at(d.payload->>'occurred_at'),
+                                    status, occurred_at, attempt, units, error_code, error_message,
+                                    error_retryable, source, data)
+    select d.client_id, w.received_at, d.event_id, w.vault_id, d.job_id, d.pipeline, d.step,
+           d.status, ledger._occurred_at(d.occurred_at),
            -- The envelope reads numbers as JSON Schema does: 1.0 is an integer, and a decimal
            -- that rounds to a valid double is valid (1.00000000000000001, -1e-400 >= 0).
-           coalesce(round((d.payload->>'attempt')::numeric)::integer, 1),
-           greatest(coalesce((d.payload->>'units')::numeric, 1), 0),
-           d.payload->'error'->>'code', d.payload->'error'->>'message',
-           (d.payload->'error'->>'retryable')::boolean,
-           d.payload->>'source', d.payload
+           coalesce(round(d.attempt::numeric)::integer, 1),
+           greatest(coalesce(d.units::numeric, 1), 0),
+           d.error->>'code', d.error->>'message', (d.error->>'retryable')::boolean,
+           d.source, d.data
       from decided d
       join vaulted w using (position)
      where d.outcome = 'accepted'
-     order by d.client_id, d.payload->>'job_id'
+     order by d.client_id, d.job_id
     returning e.*
   )
   select jsonb_build_object(

@@ -51,9 +51,18 @@ begin
              from unnest(p_events) n
             order by 1) k;
 
-  -- 2. Step runs: merge the batch into each attempt. A terminal status (completed, failed,
+  -- 2. Step runs and job steps, in one statement.
+  --    Step runs: merge the batch into each attempt. A terminal status (completed, failed,
   --    skipped) beats started whatever the arrival order; between terminal events the later
   --    occurred_at decides. started_at is the earliest started event.
+  --    Job steps: the latest attempt decides the step's state; the latest completed attempt is
+  --    the one billed (contract §5). Both come from the attempts this batch touched (as merged,
+  --    from the step runs upsert) and the job step as it was: no step run is read again, except
+  --    when an attempt that was billed is no longer completed (a later failure of the same
+  --    attempt), where the highest other completed attempt is looked up.
+  --    The same statement logs the billing change: the month a billed completion joined and,
+  --    when it moved or changed, the month it left. `before` is read in the statement's
+  --    snapshot, so it holds the job steps as they were before the upsert.
   with per_attempt as (
     select distinct on (n.client_id, n.job_id, n.step, n.attempt)
            n.client_id, n.job_id, n.step, n.attempt, n.pipeline, n.status, n.occurred_at,
@@ -68,74 +77,114 @@ begin
      -- the window's order is the one DISTINCT ON needs: one sort for both
      order by n.client_id, n.job_id, n.step, n.attempt,
               n.status <> 'started' desc, n.occurred_at desc, n.received_at desc, n.vault_id desc
-  )
-  insert into ledger.step_runs as r (client_id, job_id, step, attempt, pipeline, step_index, status,
-                                     started_at, finished_at, units, error_code, error_message,
-                                     error_retryable, source, decided_at, events, updated_at)
-  select a.client_id, a.job_id, a.step, a.attempt, a.pipeline, s.step_index, a.status,
-         a.started_at, case when a.status <> 'started' then a.occurred_at end,
-         case when a.status = 'completed' then a.units end,
-         a.error_code, a.error_message, a.error_retryable, a.source, a.occurred_at, a.events, now()
-    from per_attempt a
-    join ledger.pipeline_steps s on s.pipeline = a.pipeline and s.step = a.step
-   order by a.client_id, a.job_id, a.step, a.attempt
-  on conflict (client_id, job_id, step, attempt) do update
-     set started_at = least(r.started_at, excluded.started_at),
-         (status, finished_at, units, error_code, error_message, error_retryable, source, decided_at) =
-           (select case when wins then excluded.status else r.status end,
-                   case when wins then excluded.finished_at else r.finished_at end,
-                   case when wins then excluded.units else r.units end,
-                   case when wins then excluded.error_code else r.error_code end,
-                   case when wins then excluded.error_message else r.error_message end,
-                   case when wins then excluded.error_retryable else r.error_retryable end,
-                   coalesce(case when wins then excluded.source else r.source end, r.source, excluded.source),
-                   case when wins then excluded.decided_at else r.decided_at end
-              from (select (excluded.status <> 'started' and r.status = 'started')
-                        or ((excluded.status <> 'started') = (r.status <> 'started')
-                            and excluded.decided_at >= r.decided_at) as wins) w),
-         events = r.events + excluded.events,
-         updated_at = excluded.updated_at;
-
-  -- 3. Job steps: the latest attempt decides the step's state; the latest completed attempt is
-  --    the one billed (contract §5). The same statement logs the billing change: the month a
-  --    billed completion joined and, when it moved or changed, the month it left. `before` is
-  --    read in the statement's snapshot, so it holds the rows as they were before the upsert.
-  with keys as (
-    select distinct n.client_id, n.job_id, n.step from unnest(p_events) n
+  ),
+  runs as (
+    insert into ledger.step_runs as r (client_id, job_id, step, attempt, pipeline, step_index, status,
+                                       started_at, finished_at, units, error_code, error_message,
+                                       error_retryable, source, decided_at, events, updated_at)
+    select a.client_id, a.job_id, a.step, a.attempt, a.pipeline, s.step_index, a.status,
+           a.started_at, case when a.status <> 'started' then a.occurred_at end,
+           case when a.status = 'completed' then a.units end,
+           a.error_code, a.error_message, a.error_retryable, a.source, a.occurred_at, a.events, now()
+      from per_attempt a
+      join ledger.pipeline_steps s on s.pipeline = a.pipeline and s.step = a.step
+     order by a.client_id, a.job_id, a.step, a.attempt
+    on conflict (client_id, job_id, step, attempt) do update
+       set started_at = least(r.started_at, excluded.started_at),
+           (status, finished_at, units, error_code, error_message, error_retryable, source, decided_at) =
+             (select case when wins then excluded.status else r.status end,
+                     case when wins then excluded.finished_at else r.finished_at end,
+                     case when wins then excluded.units else r.units end,
+                     case when wins then excluded.error_code else r.error_code end,
+                     case when wins then excluded.error_message else r.error_message end,
+                     case when wins then excluded.error_retryable else r.error_retryable end,
+                     coalesce(case when wins then excluded.source else r.source end, r.source, excluded.source),
+                     case when wins then excluded.decided_at else r.decided_at end
+                from (select (excluded.status <> 'started' and r.status = 'started')
+                          or ((excluded.status <> 'started') = (r.status <> 'started')
+                              and excluded.decided_at >= r.decided_at) as wins) w),
+           events = r.events + excluded.events,
+           updated_at = excluded.updated_at
+    returning r.client_id, r.job_id, r.step, r.attempt, r.pipeline, r.step_index, r.status,
+              r.decided_at, r.finished_at, r.units
+  ),
+  touched as (
+    -- per step of the batch: its highest touched attempt, and its highest touched completed one
+    select t.client_id, t.job_id, t.step, min(t.pipeline) as pipeline, min(t.step_index) as step_index,
+           max(t.attempt) as latest_attempt,
+           (array_agg(t.status order by t.attempt desc))[1] as latest_status,
+           (array_agg(t.decided_at order by t.attempt desc))[1] as latest_at,
+           max(t.attempt) filter (where t.status = 'completed') as billed_attempt,
+           (array_agg(t.units order by t.attempt desc) filter (where t.status = 'completed'))[1]
+             as billed_units,
+           (array_agg(t.finished_at order by t.attempt desc) filter (where t.status = 'completed'))[1]
+             as completed_at,
+           array_agg(t.attempt) as attempts
+      from runs t
+     group by t.client_id, t.job_id, t.step
   ),
   before as (
-    select k.client_id, k.job_id, k.step, o.completed_at, o.billed_units, o.pipeline
-      from keys k
+    select t.client_id, t.job_id, t.step, o.pipeline, o.step_index, o.latest_attempt,
+           o.latest_status, o.latest_at, o.billed_attempt, o.billed_units, o.completed_at
+      from touched t
      cross join lateral (
-       select o.completed_at, o.billed_units, o.pipeline from ledger.job_steps o
-        where o.client_id = p_client_id and o.client_id = k.client_id and o.job_id = k.job_id
-          and o.step = k.step
+       select o.* from ledger.job_steps o
+        where o.client_id = p_client_id and o.client_id = t.client_id and o.job_id = t.job_id
+          and o.step = t.step
         limit 1) o
+  ),
+  merged as (
+    select t.client_id, t.job_id, t.step, coalesce(o.pipeline, t.pipeline) as pipeline,
+           least(o.step_index, t.step_index) as step_index,
+           -- latest: the touched one unless the step already had a higher attempt
+           case when o.latest_attempt > t.latest_attempt then o.latest_attempt else t.latest_attempt end
+             as latest_attempt,
+           case when o.latest_attempt > t.latest_attempt then o.latest_status else t.latest_status end
+             as latest_status,
+           case when o.latest_attempt > t.latest_attempt then o.latest_at else t.latest_at end
+             as latest_at,
+           case when k.demoted then f.attempt
+                when t.billed_attempt >= o.billed_attempt or o.billed_attempt is null
+                  then t.billed_attempt else o.billed_attempt end as billed_attempt,
+           case when k.demoted then f.units
+                when t.billed_attempt >= o.billed_attempt or o.billed_attempt is null
+                  then t.billed_units else o.billed_units end as billed_units,
+           case when k.demoted then f.finished_at
+                when t.billed_attempt >= o.billed_attempt or o.billed_attempt is null
+                  then t.completed_at else o.completed_at end as completed_at
+      from touched t
+      left join before o on o.client_id = t.client_id and o.job_id = t.job_id and o.step = t.step
+     cross join lateral (
+       -- The attempt billed before is no longer completed (a later failure of that attempt)
+       -- and no higher attempt completed: the bill falls back to a lower completed attempt.
+       select coalesce(o.billed_attempt = any(t.attempts)
+                       and (t.billed_attempt is null or t.billed_attempt < o.billed_attempt),
+                       false) as demoted
+     ) k
+     left join lateral (
+       -- the highest completed attempt other than the demoted one: untouched by this batch (those
+       -- are unchanged in this statement's snapshot) or touched and completed (t.billed_attempt)
+       select x.attempt, x.units, x.finished_at
+         from (select r.attempt, r.units, r.finished_at from ledger.step_runs r
+                where k.demoted and r.client_id = p_client_id and r.client_id = t.client_id
+                  and r.job_id = t.job_id
+                  and r.step = t.step and r.status = 'completed'
+                  and not (r.attempt = any(t.attempts))
+               union all
+               select t.billed_attempt, t.billed_units, t.completed_at
+                where k.demoted and t.billed_attempt is not null) x
+        order by x.attempt desc
+        limit 1
+     ) f on true
   ),
   upserted as (
     insert into ledger.job_steps as js (client_id, job_id, step, pipeline, step_index, latest_attempt,
                                         latest_status, latest_at, billed_attempt, billed_units,
                                         completed_at)
-    select k.client_id, k.job_id, k.step, a.pipeline, a.step_index, a.latest_attempt, a.latest_status,
-           a.latest_at, a.billed_attempt, a.billed_units, a.completed_at
-      from keys k
-     cross join lateral (
-       select min(r.pipeline) as pipeline, min(r.step_index) as step_index,
-              max(r.attempt) as latest_attempt,
-              (array_agg(r.status order by r.attempt desc))[1] as latest_status,
-              (array_agg(r.decided_at order by r.attempt desc))[1] as latest_at,
-              max(r.attempt) filter (where r.status = 'completed') as billed_attempt,
-              (array_agg(r.units order by r.attempt desc) filter (where r.status = 'completed'))[1]
-                as billed_units,
-              (array_agg(r.finished_at order by r.attempt desc) filter (where r.status = 'completed'))[1]
-                as completed_at
-         from ledger.step_runs r
-        where r.client_id = p_client_id and r.client_id = k.client_id and r.job_id = k.job_id
-          and r.step = k.step
-     ) a
-     -- every key of the batch has its step runs (statement 2 wrote them)
-     where a.latest_attempt is not null
-     order by k.client_id, k.job_id, k.step
+    select m.client_id, m.job_id, m.step, m.pipeline, m.step_index, m.latest_attempt,
+           m.latest_status, m.latest_at, m.billed_attempt, m.billed_units, m.completed_at
+      from merged m
+     order by m.client_id, m.job_id, m.step
     on conflict (client_id, job_id, step) do update
        set latest_attempt = excluded.latest_attempt, latest_status = excluded.latest_status,
            latest_at = excluded.latest_at, billed_attempt = excluded.billed_attempt,

@@ -141,22 +141,28 @@ create or replace function ledger._url_encode(p_text text) returns text
 language sql immutable parallel safe
 set search_path = pg_catalog, pg_temp
 as $$
-  -- encodeURIComponent: every byte but A-Z a-z 0-9 - _ . ! ~ * ' ( ) as %XX
+  -- encodeURIComponent: every byte but A-Z a-z 0-9 - _ . ! ~ * ' ( ) as %XX. Most ids need no
+  -- escaping: one match instead of a regular expression per character.
+  select case when p_text ~ '^[A-Za-z0-9_.!~*''()-]*$' then p_text else (
   select coalesce(string_agg(case when b.ch ~ '^[A-Za-z0-9_.!~*''()-]$' then b.ch
                                   else upper(regexp_replace(encode(convert_to(b.ch, 'UTF8'), 'hex'),
                                                             '(..)', '%\1', 'g')) end,
                              '' order by b.i), '')
-    from regexp_split_to_table(p_text, '') with ordinality as b(ch, i)
+    from regexp_split_to_table(p_text, '') with ordinality as b(ch, i)) end
 $$;
 comment on function ledger._url_encode(text) is 'Percent-encodes text as JavaScript''s encodeURIComponent does.';
 
 create or replace function ledger._job_notification_data(p_client_id text, p_job_id text,
                                                          p_status text)
 returns jsonb
-language sql stable
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
-  -- data of a job message: the failed step for a failure, else the step with the latest news.
+-- data of a job message: the failed step for a failure, else the step with the latest news.
+-- PL/pgSQL so that the query is planned once per session: planning it cost more than running it,
+-- once per message of a batch.
+begin
+  return (
   select jsonb_build_object(
            'client_id', j.client_id, 'job_id', j.job_id, 'pipeline', j.pipeline,
            'status', p_status, 'step', s.step, 'step_title', ps.title, 'attempt', s.latest_attempt,
@@ -179,7 +185,8 @@ as $$
     left join ledger.pipeline_steps ps on ps.pipeline = j.pipeline and ps.step = s.step
     left join ledger.step_runs r on r.client_id = j.client_id and r.job_id = j.job_id
                                 and r.step = s.step and r.attempt = s.latest_attempt
-   where j.client_id = p_client_id and j.job_id = p_job_id
+   where j.client_id = p_client_id and j.job_id = p_job_id);
+end
 $$;
 comment on function ledger._job_notification_data(text, text, text) is 'The data of a job.* message (docs/notifications.md).';
 
@@ -191,23 +198,20 @@ as $$
 -- whose stored status changed. The messages of each transition:
 --   -> failed: job.failed;  failed -> running: job.recovered;
 --   failed -> completed: job.recovered and job.completed;  other -> completed: job.completed.
+-- One statement for the whole batch: the message data's query is planned once, not per message.
 declare
-  v_count integer := 0;
-  t record;
+  v_count integer;
 begin
-  for t in
-    select x.client_id, x.job_id, e.event_type, x.after
-      from jsonb_to_recordset(p_transitions) as x(client_id text, job_id text, before text, after text)
-     cross join lateral (values (1, 'job.recovered', x.before = 'failed' and x.after in ('running', 'completed')),
-                                (2, 'job.failed', x.after = 'failed'),
-                                (3, 'job.completed', x.after = 'completed')) as e(ord, event_type, applies)
-     where e.applies and x.after is distinct from x.before
-     order by x.client_id, x.job_id, e.ord
-  loop
-    perform ledger._enqueue_notification(t.client_id, t.event_type,
-                                         ledger._job_notification_data(t.client_id, t.job_id, t.after));
-    v_count := v_count + 1;
-  end loop;
+  select count(ledger._enqueue_notification(t.client_id, t.event_type,
+                 ledger._job_notification_data(t.client_id, t.job_id, t.after)))
+    into v_count
+    from (select x.client_id, x.job_id, e.event_type, x.after
+            from jsonb_to_recordset(p_transitions) as x(client_id text, job_id text, before text, after text)
+           cross join lateral (values (1, 'job.recovered', x.before = 'failed' and x.after in ('running', 'completed')),
+                                      (2, 'job.failed', x.after = 'failed'),
+                                      (3, 'job.completed', x.after = 'completed')) as e(ord, event_type, applies)
+           where e.applies and x.after is distinct from x.before
+           order by x.client_id, x.job_id, e.ord) t;
   return v_count;
 end
 $$;

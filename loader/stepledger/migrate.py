@@ -4,8 +4,9 @@ Order (docs/architecture.md):
 1. db/bootstrap/*.sql as the superuser: roles, extensions, the JSON Schema functions;
 2. the stack's passwords for its login roles;
 3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed;
-4. immutable wrappers generated from schemas/*.json, the envelope compiled to SQL
-   (`ledger.step_event_v1_valid`, ADR 0003) and the events' envelope constraint;
+4. immutable wrappers generated from schemas/*.json and the envelope compiled to SQL
+   (`ledger.step_event_v1_valid`, ADR 0003), which ingest classifies with (the events table
+   guards the envelope with CHECKs on its typed columns, migration 0080, ADR 0014);
 5. db/functions, db/views, db/policies as the owner, re-applied every time (idempotent files);
 6. the JWT secret (for login tokens signed in the database), the code version, this month's
    partitions, and `notify pgrst, 'reload schema'`;
@@ -38,10 +39,8 @@ SCHEMA_FUNCTIONS = {
 }
 ENVELOPE_FILE = "step_event.v1.json"
 ENVELOPE_PREDICATE = "step_event_v1_valid"
-ENVELOPE_CONSTRAINT = "events_payload_matches_envelope"
 MIGRATE_ATTEMPTS = 5
 LOCK_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable)
-ENVELOPE_CHECK = f"ledger.{ENVELOPE_PREDICATE}(payload)"
 
 
 def code_version(repo_root: Path) -> str:
@@ -114,7 +113,6 @@ def install_schema_functions(conn: psycopg.Connection, schemas_dir: Path) -> Non
         conn.execute(sql.SQL("comment on function ledger.{fn}() is {c}").format(
             fn=sql.Identifier(function), c=sql.Literal(f"The JSON Schema in schemas/{filename}.")))
     install_envelope_predicate(conn, json.loads((schemas_dir / ENVELOPE_FILE).read_text()))
-    ensure_envelope_constraint(conn)
 
 
 def validator_dialect(conn: psycopg.Connection, schema: object) -> Dialect:
@@ -129,7 +127,7 @@ def validator_dialect(conn: psycopg.Connection, schema: object) -> Dialect:
 
 def install_envelope_predicate(conn: psycopg.Connection, schema: dict[str, object]) -> None:
     """`ledger.step_event_v1_valid(payload jsonb)`: the envelope compiled to one SQL expression,
-    inlined wherever it is called (the CHECK constraint, ingest), equal to the validator."""
+    inlined wherever it is called (ingest), equal to the validator."""
     text = json.dumps(schema)
     row = conn.execute("select public.jsonschema_is_valid(%s::json)", [text]).fetchone()
     if not row or not row[0]:
@@ -151,28 +149,6 @@ def install_envelope_predicate(conn: psycopg.Connection, schema: dict[str, objec
         fn=fn, c=sql.Literal(comment)))
     conn.execute(sql.SQL("revoke execute on function ledger.{fn}(jsonb) from public").format(fn=fn))
     conn.execute(sql.SQL("grant execute on function ledger.{fn}(jsonb) to admin").format(fn=fn))
-
-
-def ensure_envelope_constraint(conn: psycopg.Connection) -> None:
-    """events_payload_matches_envelope must be CHECK (ledger.step_event_v1_valid(payload)).
-
-    0001 has landed, so an older definition is replaced here: dropped and added NOT VALID, then
-    validated, in the caller's transaction (the drop already holds an ACCESS EXCLUSIVE lock on
-    ledger.events until commit; validating scans every stored event once). A definition that
-    already matches is left alone, so a second migrate changes nothing.
-    """
-    row = conn.execute(
-        "select pg_get_expr(conbin, conrelid) from pg_constraint "
-        "where conrelid = 'ledger.events'::regclass and conname = %s",
-        [ENVELOPE_CONSTRAINT]).fetchone()
-    if row and row[0] in (ENVELOPE_CHECK, ENVELOPE_CHECK.removeprefix("ledger.")):
-        return
-    name = sql.Identifier(ENVELOPE_CONSTRAINT)
-    if row:
-        conn.execute(sql.SQL("alter table ledger.events drop constraint {}").format(name))
-    conn.execute(sql.SQL("alter table ledger.events add constraint {} check ({}) not valid").format(
-        name, sql.SQL(ENVELOPE_CHECK)))
-    conn.execute(sql.SQL("alter table ledger.events validate constraint {}").format(name))
 
 
 def _quote_literal(text: str) -> str:
