@@ -10,7 +10,9 @@ cluster started with STEPLEDGER_CITUS_WORKERS=2 (docs/benchmarks.md, "Citus"):
   the same filter, interleaved; p50 of each and their ratio (issue 13: at most 1.3);
 - get_jobs: GET /jobs?client_id=eq.<c>&order=updated_at.desc&limit=50 through PostgREST with a
   client's login token, p50 and p95;
-- invoice: POST /rpc/invoice of that client for the month with the most completions, p50, p95.
+- invoice: POST /rpc/invoice of that client for the month with the most completions, p50, p95;
+- ingest: POST /rpc/ingest with a token bound to a client of its own, --batches batches of
+  1,000 new events (25 jobs of 20 steps, started and completed), events per second.
 
 On one machine the cluster gains nothing: the figures are the cost of the distribution.
 """
@@ -19,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import secrets
 import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 
 from bench.harness import percentile
-from stepledger import citus
+from stepledger import citus, simulate
 from stepledger.config import Settings
 
 JOBS = ("select job_id, status, steps_done, updated_at from api.jobs where client_id = %s "
@@ -81,9 +86,33 @@ def _http(call, runs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     return {"p50_ms": round(percentile(times, 0.5), 2), "p95_ms": round(percentile(times, 0.95), 2)}
 
 
+def ingest(api: httpx.Client, token: str, client_id: str, batches: int) -> dict[str, float]:
+    start = datetime.now(UTC) - timedelta(days=1)
+    bodies = []
+    for b in range(batches):
+        events: list[dict[str, object]] = []
+        for j in range(25):
+            plan = simulate.JobPlan(client_id, f"bench-{b}-{j}", start, "completed")
+            events += list(simulate.job_events(plan, random.Random(b * 100 + j),
+                                               start + timedelta(hours=6)))
+        bodies.append(json.dumps(events[:1000]))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain; charset=utf-8"}
+    sent, started = 0, time.perf_counter()
+    for body in bodies:
+        answer = api.post("/rpc/ingest", content=body, headers=headers)
+        if answer.status_code != 200 or answer.json()["rejected"]:
+            raise RuntimeError(answer.text[:500])
+        sent += answer.json()["accepted"]
+    elapsed = time.perf_counter() - started
+    return {"events": sent, "seconds": round(elapsed, 2), "events_per_s": round(sent / elapsed)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.topology", description=__doc__)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--client", help="the client to read (default: the one with the most "
+                                         "completions in one month)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
@@ -93,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         client_id, period = conn.execute(
             "select client_id, to_char(date_trunc('month', completed_at), 'YYYY-MM') "
             "  from ledger.job_steps where completed_at is not null "
-            " group by 1, 2 order by count(*) desc, 1 limit 1").fetchone()
+            "   and (%s::text is null or client_id = %s::text) "
+            " group by 1, 2 order by count(*) desc, 1 limit 1",
+            [args.client, args.client]).fetchone()
         conn.execute("select auth.add_user(%s, %s, array['client'], %s) "
                      " where not exists (select 1 from auth.users where email = %s)",
                      [USER, PASSWORD, client_id, USER])
@@ -102,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             else "single node"
         result: dict[str, object] = {"topology": topology, "client_id": client_id,
                                      "period": period, "rls": rls(conn, client_id, args.runs)}
+        writer = f"bench-{secrets.token_hex(3)}"
+        conn.execute("select ledger.add_client(%s, %s, 'EUR')", [writer, writer])
+        token = conn.execute("select auth.create_api_token(%s, 'bench', 'ingest', 'bench')",
+                             [writer]).fetchone()[0]["token"]
     with httpx.Client(base_url=settings.api_url, timeout=60) as api:
         token = api.post("/rpc/login", json={"email": USER, "password": PASSWORD}).json()["token"]
         api.headers["Authorization"] = f"Bearer {token}"
@@ -110,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                              "limit": "50"}), args.runs)
         result["invoice"] = _http(lambda: api.post(
             "/rpc/invoice", json={"client_id": client_id, "period": period}), args.runs)
+        result["ingest"] = ingest(api, token, writer, args.batches)
     print(json.dumps(result, indent=1))
     return 0
 
