@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "period": period, "rls": rls(conn, client_id, args.runs)}
         writer = f"bench-{secrets.token_hex(3)}"
         conn.execute("select ledger.add_client(%s, %s, 'EUR')", [writer, writer])
-        token = conn.execute("select auth.create_api_token(%s, 'bench', 'ingest', 'bench')",
-                             [writer]).fetchone()[0]["token"]
+        ingest_token = conn.execute(
+            "select auth.create_api_token(%s, 'bench', 'ingest', 'bench')",
+            [writer]).fetchone()[0]["token"]
     with httpx.Client(base_url=settings.api_url, timeout=60) as api:
         token = api.post("/rpc/login", json={"email": USER, "password": PASSWORD}).json()["token"]
         api.headers["Authorization"] = f"Bearer {token}"
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                              "limit": "50"}), args.runs)
         result["invoice"] = _http(lambda: api.post(
             "/rpc/invoice", json={"client_id": client_id, "period": period}), args.runs)
-        result["ingest"] = ingest(api, token, writer, args.batches)
+    with httpx.Client(base_url=settings.api_url, timeout=120) as api:
+        result["ingest"] = ingest(api, ingest_token, writer, args.batches)
     print(json.dumps(result, indent=1))
     return 0
 
