@@ -455,9 +455,11 @@ def test_a_bi_login_sees_its_client_on_the_workers_and_cannot_forge_another(
             bi.execute("set local citus.propagate_set_commands = 'local'")
             bi.execute(f"set local stepledger.client_id = '{b}'")
             assert bi.execute(query, [a, b]).fetchall() == []
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), bi.transaction():
+            bi.execute("set transaction read write")  # BI logins default to read-only
             bi.execute(f"alter role current_user set stepledger.client_id = '{b}'")
-        with pytest.raises(psycopg.Error):
+        assert bi.execute(query, [a, b]).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
             bi.execute("select * from ledger.vault limit 1")
     with psycopg.connect(logins[None], autocommit=True) as bi:
         assert dict(bi.execute(query, [a, b]).fetchall()) == {b: 1}
