@@ -405,11 +405,12 @@ def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
 
 def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
                                                   coordinator: psycopg.Connection,
+                                                  stack: Settings,
                                                   su_conn: psycopg.Connection) -> None:
     """Ingest (duplicates, rejections, a token writing for another client), progress, usage and
     invoices, isolation over HTTP, the vault's and invoices' guarantees: the same answers from
     the 2-worker cluster as from the single node."""
-    single = citus_contract.run(Settings.from_env(), su_conn, unique("ct"))
+    single = citus_contract.run(stack, su_conn, unique("ct"))
     clustered = citus_contract.run(cluster, coordinator, unique("ct"))
     assert single.answers["jobs of A"] and single.answers["invoice of A"]["lines"]
     assert single.answers["A asks for B's jobs"] == []
@@ -441,10 +442,11 @@ def test_a_bi_login_sees_its_client_on_the_workers_and_cannot_forge_another(
     for name, client in ((f"{prefix}_a", a), (f"{prefix}_all", None)):
         args = [sys.executable, "-m", "stepledger", "bi-user", "add", name, "--password", "-"]
         done = subprocess.run(args + (["--client", client] if client else []), env=env,
-                              input="bi-password\n", capture_output=True, text=True, timeout=60,
-                              check=False)
+                              input="bi-password-of-the-test\n", capture_output=True,
+                              text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-        logins[client] = make_conninfo(cluster.dsn("postgres"), user=name, password="bi-password")
+        logins[client] = make_conninfo(cluster.dsn("postgres"), user=name,
+                                       password="bi-password-of-the-test")
     query = "select client_id, count(*) from ledger.jobs where client_id in (%s, %s) group by 1"
     with psycopg.connect(logins[a], autocommit=True) as bi:
         assert bi.execute(query, [a, b]).fetchall() == []  # a has no jobs, b's are not visible
