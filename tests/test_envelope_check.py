@@ -113,11 +113,18 @@ def test_constraints_refuse_a_bad_event_on_any_path(db: psycopg.Connection,
     assert caught.value.diag.constraint_name == constraint
 
 
-@pytest.mark.parametrize("override", [{"status": "cancelled"}, {"client_id": "St Mary"}])
+@pytest.mark.parametrize("override", [
+    {"status": "cancelled"}, {"client_id": "St Mary"}, {"client_id": "a" * 64},
+    {"client_id": "-a"}, {"client_id": "a\n"}, {"client_id": ""}])
 def test_domains_refuse_a_bad_status_or_slug(db: psycopg.Connection,
                                              override: dict[str, Any]) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
         _insert(db, **override)
+
+
+def test_the_slug_domain_takes_63_characters(db: psycopg.Connection) -> None:
+    _insert(db, client_id="a" * 63)
+    _insert(db, client_id="0_-")
 
 
 def test_events_keep_no_second_copy_of_the_payload(su_conn: psycopg.Connection) -> None:

@@ -249,7 +249,10 @@ begin
     insert into ledger.vault (client_id, batch_id, position, channel, event_id, payload, raw_text,
                               outcome, errors, sender_role, token_id, code_version, received_at)
     select case when v_bound then v_token_client
-                when d.client_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$' then d.client_id
+                -- a slug (ledger.slug), spelled without {0,62}: a bounded repetition costs the
+                -- regular expression engine ~15 µs a match, `*` and a length test ~0.5 µs
+                when d.client_id ~ '^[a-z0-9][a-z0-9_-]*$' and length(d.client_id) <= 63
+                  then d.client_id
                 else '' end,
            v_batch_id, d.position, p_channel,
            left(d.event_id, 128), d.payload, d.raw_text, d.outcome,
