@@ -63,13 +63,16 @@ def prepare(su_conn: psycopg.Connection, tag: str) -> tuple[str, str]:
     a, b = f"{tag}-a", f"{tag}-b"
     su_conn.execute("select ledger.register_pipeline(%s::jsonb)",
                     [(REPO_ROOT / "schemas" / "pipelines" / "botimage.json").read_text()])
+    steps = [s["key"] for s in json.loads(
+        (REPO_ROOT / "schemas" / "pipelines" / "botimage.json").read_text())["steps"]]
     for client, price in ((a, "0.05"), (b, "0.07")):
         su_conn.execute("select ledger.add_client(%s, %s, 'EUR')", [client, f"Clinic {client}"])
+        # a price of its own for every step: default prices (other tests') do not reach it
         su_conn.execute(
             "with added as (insert into ledger.prices (pipeline, step, client_id, unit_price, "
-            "currency, effective_from, note) values ('botimage', 'dicom-intake', %s, %s, 'EUR', "
-            "'2026-01-01', 'contract test') returning price_id) select count(*) from added",
-            [client, price])
+            "currency, effective_from, note) select 'botimage', s, %s, %s, 'EUR', '2026-01-01', "
+            "'contract test' from unnest(%s::text[]) s returning price_id) "
+            "select count(*) from added", [client, price, steps])
         add_user(su_conn, f"staff@{client}.example", ["client"], client)
     add_user(su_conn, f"admin@{tag}.example", ["admin"])
     return a, b

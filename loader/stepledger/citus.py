@@ -201,16 +201,22 @@ def drop_functions_over_shard_types(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+# Parameters the owner stores as BI logins' role defaults, which Citus propagates to the workers
+# (db/bootstrap grants them on the coordinator): the client binding and the temp file limit.
+OWNER_ROLE_PARAMETERS = ("stepledger.client_id", "temp_file_limit")
+
+
 def bootstrap_workers(conn: psycopg.Connection) -> None:
     """The superuser's part that Citus does not propagate, on every worker (db/bootstrap runs on
-    the coordinator): GRANT ... ON PARAMETER, so that the owner may store BI logins' bindings
-    (a role default, which Citus does propagate) there as well."""
+    the coordinator): GRANT SET ON PARAMETER, so that the owner may store BI logins' role
+    defaults (which Citus does propagate) there as well."""
+    command = "grant set on parameter " + ", ".join(OWNER_ROLE_PARAMETERS) + \
+        " to stepledger_owner"
     failed = conn.execute(
-        "select nodename, nodeport, result from run_command_on_workers("
-        "'grant set on parameter stepledger.client_id to stepledger_owner') "
-        "where not success").fetchall()
+        "select nodename, nodeport, result from run_command_on_workers(%s) where not success",
+        [command]).fetchall()
     if failed:
-        raise StepledgerError(f"granting SET on stepledger.client_id failed on {failed}")
+        raise StepledgerError(f"{command} failed on {failed}")
 
 
 def distribution(conn: psycopg.Connection) -> dict[str, str]:
