@@ -27,6 +27,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+import citus_contract
+from auth_support import ingest, unique
 from stacks import throwaway_stack
 from stepledger import stack as stack_mod
 from stepledger.settings import REPO_ROOT, Settings
@@ -333,3 +335,131 @@ def test_the_demo_runs_on_the_cluster(cluster: Settings) -> None:
     assert len({j["client_id"] for j in everyone}) > 1
     assert {j["job_id"] for j in mine} == {j["job_id"] for j in everyone
                                            if j["client_id"] == "st-mary"}
+
+
+# -- the product's schema, distributed (ADR 0012, Decision 3) ------------------------------------
+def test_tenant_tables_are_distributed_by_client_and_colocated(
+        coordinator: psycopg.Connection) -> None:
+    kinds = citus.distribution(coordinator)
+    for table in citus.REFERENCE_TABLES:
+        assert kinds.get(table) == "reference", (table, kinds.get(table))
+    colocation = {r[0]: r[1] for r in coordinator.execute(
+        "select logicalrelid::regclass::text, colocationid from pg_dist_partition "
+        " where partmethod = 'h'").fetchall()}
+    for table in citus.DISTRIBUTED_TABLES:
+        assert kinds.get(table) == "distributed by client_id", (table, kinds.get(table))
+    assert len({colocation[t] for t in citus.DISTRIBUTED_TABLES}) == 1, colocation
+    # every unique key of a distributed table includes client_id (Citus refuses any other)
+    keys = coordinator.execute(
+        "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
+        " where contype in ('p', 'u') and conrelid = any(%s::regclass[])",
+        [list(citus.DISTRIBUTED_TABLES)]).fetchall()
+    assert keys and all("client_id" in definition for _, _, definition in keys), keys
+
+
+def test_a_test_runs_shards_landed_on_both_workers(cluster: Settings,
+                                                   coordinator: psycopg.Connection) -> None:
+    """The demo's clients (test_the_demo_runs_on_the_cluster, or loaded here) have their jobs
+    on both workers."""
+    if not coordinator.execute("select exists (select 1 from ledger.jobs)").fetchone()[0]:
+        test_the_demo_runs_on_the_cluster(cluster)
+    ports = {r[0] for r in coordinator.execute(
+        "select distinct n.nodeport from (select distinct client_id from ledger.jobs) c "
+        "  join pg_dist_placement p "
+        "    on p.shardid = get_shard_id_for_distribution_column('ledger.jobs', c.client_id) "
+        "  join pg_dist_node n using (groupid)").fetchall()}
+    assert ports == {w.pg_port for w in cluster.workers}, ports
+
+
+def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
+                                                 coordinator: psycopg.Connection) -> None:
+    """A client's jobs: the policy's client and the filter prune to one shard of ledger.jobs.
+    (api.jobs adds correlated subqueries over job_steps, which Citus cannot prune: GET /jobs
+    runs one task per shard, each finding nothing but on the client's; docs/benchmarks.md.)"""
+    client = "st-mary"
+    if not coordinator.execute("select exists (select 1 from ledger.jobs where client_id = %s)",
+                               [client]).fetchone()[0]:
+        test_the_demo_runs_on_the_cluster(cluster)
+    owner = _worker_port(coordinator, "ledger.jobs", client)
+    with coordinator.transaction(force_rollback=True):
+        coordinator.execute("set local citus.propagate_set_commands = 'local'")
+        coordinator.execute("set local role client")
+        coordinator.execute(f"set local stepledger.client_id = '{client}'")
+        plan = "\n".join(r[0] for r in coordinator.execute(
+            "explain (costs off) select * from ledger.jobs where client_id = %s "
+            "order by updated_at desc limit 50", [client]))
+    assert "Task Count: 1" in plan, plan
+    assert f"port={owner}" in plan, plan
+
+
+def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
+                                                  coordinator: psycopg.Connection,
+                                                  stack: Settings,
+                                                  su_conn: psycopg.Connection) -> None:
+    """Ingest (duplicates, rejections, a token writing for another client), progress, usage and
+    invoices, isolation over HTTP, the vault's and invoices' guarantees: the same answers from
+    the 2-worker cluster as from the single node."""
+    single = citus_contract.run(stack, su_conn, unique("ct"))
+    clustered = citus_contract.run(cluster, coordinator, unique("ct"))
+    assert single.answers["jobs of A"] and single.answers["invoice of A"]["lines"]
+    assert single.answers["A asks for B's jobs"] == []
+    assert single.answers["vault update"][0] == "SL205"
+    assert single.answers["invoice update"][0] == "SL409"
+    assert citus_contract.as_json(clustered) == citus_contract.as_json(single)
+    # the two clients of the cluster's run landed on different workers or not, either way the
+    # answers above came from the workers: the tenant tables hold nothing on the coordinator
+    assert coordinator.execute(
+        "select count(*) from ledger.jobs where client_id = %s", [clustered.a]).fetchone()[0]
+
+
+def test_a_bi_login_sees_its_client_on_the_workers_and_cannot_forge_another(
+        cluster: Settings, coordinator: psycopg.Connection) -> None:
+    """A BI login bound to a client (stepledger bi-user add) reads only that client's rows from
+    the distributed tables, whichever worker holds them; SET, a propagated SET LOCAL of another
+    client, or ALTER ROLE do not give it another client's rows. An unbound login sees all."""
+    tag = unique("bi")
+    a, b = citus_contract.prepare(coordinator, tag)
+    token = coordinator.execute("select auth.create_api_token(%s, 'bi', 'ingest', 'tests')",
+                                [b]).fetchone()[0]["token"]
+    with httpx.Client(base_url=cluster.api_url, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"}) as api:
+        assert ingest(api, citus_contract._events(b, "job-1", "completed", 7)).status_code == 200
+    env = {**os.environ, "STEPLEDGER_HOME": str(cluster.home),
+           "STEPLEDGER_PG_PORT": str(cluster.pg_port), "STEPLEDGER_CITUS_WORKERS": str(WORKERS)}
+    logins = {}
+    prefix = f"bi_{tag.replace('-', '_')}"
+    for name, client in ((f"{prefix}_a", a), (f"{prefix}_all", None)):
+        args = [sys.executable, "-m", "stepledger", "bi-user", "add", name, "--password", "-"]
+        done = subprocess.run(args + (["--client", client] if client else []), env=env,
+                              input="bi-password-of-the-test\n", capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        logins[client] = make_conninfo(cluster.dsn("postgres"), user=name,
+                                       password="bi-password-of-the-test")
+    query = "select client_id, count(*) from ledger.jobs where client_id in (%s, %s) group by 1"
+    with psycopg.connect(logins[a], autocommit=True) as bi:
+        assert bi.execute(query, [a, b]).fetchall() == []  # a has no jobs, b's are not visible
+        bi.execute(f"set stepledger.client_id = '{b}'")
+        assert bi.execute(query, [a, b]).fetchall() == []
+        bi.execute("reset stepledger.client_id")
+        with bi.transaction(force_rollback=True):
+            bi.execute("set local citus.propagate_set_commands = 'local'")
+            bi.execute(f"set local stepledger.client_id = '{b}'")
+            assert bi.execute(query, [a, b]).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), bi.transaction():
+            bi.execute("set transaction read write")  # BI logins default to read-only
+            bi.execute(f"alter role current_user set stepledger.client_id = '{b}'")
+        assert bi.execute(query, [a, b]).fetchall() == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bi.execute("select * from ledger.vault limit 1")
+    with psycopg.connect(logins[None], autocommit=True) as bi:
+        assert dict(bi.execute(query, [a, b]).fetchall()) == {b: 1}
+
+
+def test_migrate_runs_again_on_the_distributed_schema(cluster: Settings) -> None:
+    """`stepledger up` migrates on every start: the second run on a distributed schema (whose
+    Citus local tables were renamed to their shards) re-applies everything and distributes
+    nothing more."""
+    from stepledger.schema import migrate as migrate_mod
+    result = migrate_mod.migrate(cluster)
+    assert result["citus"]["reference"] == [] and result["citus"]["distributed"] == []

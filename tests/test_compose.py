@@ -132,7 +132,8 @@ def test_compose_holds_no_secret(compose: dict[str, Any]) -> None:
 
 def test_db_image_carries_pg_jsonschema() -> None:
     dockerfile = (REPO_ROOT / "db" / "Dockerfile").read_text()
-    assert re.search(r"^FROM postgres:15\b", dockerfile, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=postgres:15\b", dockerfile, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, re.M)
     assert "pg_jsonschema" in dockerfile
     for package in ("postgresql-plpython3-", "python3-jsonschema", "python3-fastjsonschema",
                     "python3-regex"):
@@ -178,3 +179,53 @@ def test_the_app_image_installs_the_operator_extra(compose: dict[str, Any]) -> N
     assert installs and all(re.search(r"""['"]?\.\[([a-z,]*\b)?operator\b""", line)
                             for line in installs), installs
     assert '".[operator]"' in (REPO_ROOT / "scripts" / "bootstrap.sh").read_text()
+
+
+CITUS_NODES = ("citus-coordinator", "citus-worker-1", "citus-worker-2")
+
+
+def test_the_citus_profile_builds_every_node_from_the_citus_image(
+        compose: dict[str, Any]) -> None:
+    """Coordinator and workers: the database image (same Dockerfile, same extensions) on the
+    citusdata/citus image for PostgreSQL 15, Citus preloaded with the local cluster's shard count,
+    only in the citus profile; the single-node services stay outside any profile."""
+    services = compose["services"]
+    for name in CITUS_NODES:
+        node = services[name]
+        assert node["profiles"] == ["citus"]
+        assert node["build"]["dockerfile"] == "db/Dockerfile"
+        base = node["build"]["args"]["BASE_IMAGE"]
+        assert re.fullmatch(r"\$\{STEPLEDGER_CITUS_IMAGE:-citusdata/citus:13\.2\.\d+-pg15\}", base)
+        command = " ".join(node["command"])
+        assert "shared_preload_libraries=citus" in command
+        assert f"citus.shard_count={stack.CITUS_SHARD_COUNT}" in command
+        assert "jit=off" in command
+        assert node["environment"]["POSTGRES_DB"] == services["db"]["environment"]["POSTGRES_DB"]
+        assert "healthcheck" in node
+    for name in ("db", "migrate", "postgrest", "web", "scheduler", "notify"):
+        assert "profiles" not in services[name], name
+    # the workers are reached only by the coordinator: no published port
+    assert "ports" not in services["citus-worker-1"] and "ports" not in services["citus-worker-2"]
+    assert services["citus-coordinator"]["ports"]
+
+
+def test_the_citus_profile_joins_the_workers_before_migrating(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    join = services["citus-join"]
+    assert join["profiles"] == ["citus"]
+    statements = " ".join(join["command"])
+    assert "citus_set_coordinator_host('citus-coordinator', 5432)" in statements
+    for worker in ("citus-worker-1", "citus-worker-2"):
+        assert f"citus_add_node('{worker}', 5432)" in statements
+        assert join["depends_on"][worker]["condition"] == "service_healthy"
+    needs = services["migrate"]["depends_on"]
+    assert needs["citus-join"] == {"condition": "service_completed_successfully",
+                                   "required": False}
+    assert needs["db"]["required"] is False
+    # every service that connects to the database follows STEPLEDGER_DB_HOST
+    assert _env(services["migrate"])["STEPLEDGER_PG_HOST"] == "${STEPLEDGER_DB_HOST:-db}"
+    for name in ("scheduler", "notify"):
+        assert _env(services[name])["STEPLEDGER_PG_HOST"] == "${STEPLEDGER_DB_HOST:-db}"
+    assert "@${STEPLEDGER_DB_HOST:-db}:5432/" in _env(services["postgrest"])["STEPLEDGER_DB_URI"]
+    for volume in ("citus-coordinator-data", "citus-worker-1-data", "citus-worker-2-data"):
+        assert volume in compose["volumes"]

@@ -16,3 +16,8 @@ $$;
 grant bi_reader to bi_all_clients;
 -- The owner creates and drops BI logins and must be able to grant both groups.
 grant bi_all_clients to stepledger_owner with admin option;
+
+-- auth.add_bi_login stores a BI login's client as its role default stepledger.client_id, which
+-- every Citus node applies to the login's connections (ADR 0012); only a superuser or a holder
+-- of SET on the parameter may store it (on a Citus cluster, granted on every worker as well).
+grant set on parameter stepledger.client_id to stepledger_owner;

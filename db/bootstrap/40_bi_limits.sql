@@ -57,7 +57,14 @@ declare
   v_done boolean;
   v_cancelled integer := 0;
   v_terminated integer := 0;
+  v_logins jsonb;
 begin
+  -- The logins first, on their own: on a Citus coordinator auth.bi_logins is a reference table,
+  -- and a query joining it with the catalog's views would be sent to a worker (ADR 0012).
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'rolname', b.rolname, 'statement_timeout', b.statement_timeout,
+           'idle_in_transaction_timeout', b.idle_in_transaction_timeout)), '[]')
+    into v_logins from auth.bi_logins b;
   for r in
     select a.pid, a.usename, a.state, a.query_start, a.state_change, a.application_name,
            a.client_addr, left(a.query, 1000) as query,
@@ -68,7 +75,9 @@ begin
            case when a.state = 'active' then b.statement_timeout
                 else b.idle_in_transaction_timeout end as time_limit
       from pg_catalog.pg_stat_activity a
-      join auth.bi_logins b on b.rolname = a.usename
+      join jsonb_to_recordset(v_logins)
+             as b(rolname name, statement_timeout interval, idle_in_transaction_timeout interval)
+        on b.rolname = a.usename
       join pg_catalog.pg_roles l on l.oid = a.usesysid and not l.rolsuper
      where a.backend_type = 'client backend'
        and a.pid <> pg_catalog.pg_backend_pid()

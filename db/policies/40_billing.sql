@@ -23,12 +23,14 @@ begin
     execute format('drop policy if exists all_admin on ledger.%I', t);
     execute format('create policy all_admin on ledger.%I for all to admin using (true) with check (true)', t);
   end loop;
-  -- Default prices (client_id null) and changes that concern every client are everyone's.
+  -- Default prices (client_id null) and changes that concern every client (client_id '') are
+  -- everyone's.
   foreach t in array array['prices', 'billing_changes'] loop
     execute format('alter table ledger.%I enable row level security', t);
     execute format('drop policy if exists select_own_client on ledger.%I', t);
     execute format('create policy select_own_client on ledger.%I for select to client, bi_reader
-                      using (client_id is null or client_id = (select auth.client_id()))', t);
+                      using (%s or client_id = (select auth.client_id()))', t,
+                   case t when 'prices' then 'client_id is null' else 'client_id = ''''' end);
     execute format('drop policy if exists all_admin on ledger.%I', t);
     execute format('create policy all_admin on ledger.%I for all to admin using (true) with check (true)', t);
   end loop;

@@ -11,24 +11,29 @@
 --   SL314  a function that writes was called with GET or HEAD (405; only POST may call it)
 
 create or replace function auth._session_claims() returns jsonb
-language sql stable security definer parallel safe
+language plpgsql stable security definer parallel safe
 set search_path = pg_catalog, pg_temp
 as $$
-  -- Claims of a session that did not come through PostgREST (whose login is authenticator):
-  -- a BI login gets claims built from auth.bi_logins and can never choose its own; a superuser
-  -- or the owner (operators, migrations, tests) may set request.jwt.claims itself, as they
-  -- could bypass row-level security anyway; any other login gets no claims.
-  select case
-           when b.rolname is not null then
-             jsonb_strip_nulls(jsonb_build_object('role', 'bi_reader', 'client_id', b.client_id,
-                                                  'sub', 'bi:' || b.rolname))
-           when r.rolsuper or r.rolname = 'stepledger_owner' then
-             coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
-           else '{}'::jsonb
-         end
-    from pg_catalog.pg_roles r
-    left join auth.bi_logins b on b.rolname = r.rolname
-   where r.rolname = session_user
+-- Claims of a session that did not come through PostgREST (whose login is authenticator):
+-- a BI login gets claims built from auth.bi_logins and can never choose its own; a superuser
+-- or the owner (operators, migrations, tests) may set request.jwt.claims itself, as they
+-- could bypass row-level security anyway; any other login gets no claims. The BI login and the
+-- role are looked up in separate statements: on a Citus coordinator auth.bi_logins is a
+-- reference table, and a query joining it with the catalog would be sent to a worker.
+declare
+  v_login auth.bi_logins;
+begin
+  select b.* into v_login from auth.bi_logins b where b.rolname = session_user;
+  if found then
+    return jsonb_strip_nulls(jsonb_build_object('role', 'bi_reader', 'client_id', v_login.client_id,
+                                                'sub', 'bi:' || v_login.rolname));
+  end if;
+  if exists (select from pg_catalog.pg_roles r
+              where r.rolname = session_user and (r.rolsuper or r.rolname = 'stepledger_owner')) then
+    return coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb;
+  end if;
+  return '{}'::jsonb;
+end
 $$;
 comment on function auth._session_claims() is
   'Private: claims of a session outside PostgREST (BI login: from auth.bi_logins; superuser or owner: request.jwt.claims; else none).';

@@ -69,7 +69,7 @@ begin
       from ledger.pipeline_steps ps
      where ps.pipeline = v_pipeline
        and not exists (select from jsonb_array_elements(p_definition->'steps') s where s->>'key' = ps.step)
-       and exists (select from ledger.job_steps js where js.pipeline = v_pipeline and js.step = ps.step)
+       and exists (select 1 from ledger.job_steps js where js.pipeline = v_pipeline and js.step = ps.step)
      limit 1;
     if v_missing is not null then
       raise exception 'cannot remove step "%" from pipeline "%": jobs have run it', v_missing, v_pipeline

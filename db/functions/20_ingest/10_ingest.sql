@@ -90,6 +90,9 @@ declare
   v_code_version text := ledger.code_version();
   v_result jsonb;
   v_stored ledger.events[];
+  -- The instant of receipt, given as a value: on a Citus cluster a column default would be
+  -- evaluated on the worker, whose transaction started later than this one.
+  v_received_at timestamptz := now();
 begin
   if v_role not in ('ingest', 'admin') and v_role not in (select rolname from pg_roles where rolsuper) then
     raise exception 'role "%" may not ingest events', v_role
@@ -200,11 +203,10 @@ begin
       left join ledger.pipelines p on p.pipeline = v.pipeline and v.envelope_errors is null
       left join ledger.pipeline_steps s
              on s.pipeline = p.pipeline and s.step = v.step
-      left join lateral (
-             select j.job_id, j.pipeline from ledger.jobs j
-              where j.client_id = v.client_id and j.job_id = v.job_id
+      -- (plain joins on the keys: Citus plans no LATERAL subquery over its tables here)
+      left join ledger.jobs j
+             on j.client_id = v.client_id and j.job_id = v.job_id
                 and v.envelope_errors is null and v.may_write
-              limit 1) j on true
   ),
   keyed as (
     -- An element has a dedup key when it names a client this caller may write for and an event
@@ -221,10 +223,8 @@ begin
            min(k.position) filter (where k.valid) over (partition by k.has_key, k.client_id, k.event_id)
              as first_valid_position
       from keyed k
-      left join lateral (
-             select true as seen_before from ledger.event_ids e
-              where k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
-              limit 1) e on true
+      left join (select true as seen_before, e.client_id, e.event_id from ledger.event_ids e) e
+             on k.has_key and e.client_id = k.client_id and e.event_id = k.event_id
   ),
   claimed as (
     insert into ledger.event_ids (client_id, event_id)
@@ -247,7 +247,7 @@ begin
   ),
   vaulted as (
     insert into ledger.vault (client_id, batch_id, position, channel, event_id, payload, raw_text,
-                              outcome, errors, sender_role, token_id, code_version)
+                              outcome, errors, sender_role, token_id, code_version, received_at)
     select case when v_bound then v_token_client
                 -- a slug (ledger.slug), spelled without {0,62}: a bounded repetition costs the
                 -- regular expression engine ~15 µs a match, `*` and a length test ~0.5 µs
@@ -257,7 +257,7 @@ begin
            v_batch_id, d.position, p_channel,
            left(d.event_id, 128), d.payload, d.raw_text, d.outcome,
            case when d.outcome = 'rejected' then d.errors else '[]'::jsonb end,
-           v_role, v_token_id, v_code_version
+           v_role, v_token_id, v_code_version, v_received_at
       from decided d
      -- vault ids follow the batch order, so ties between events of one batch resolve by position
      order by d.position
@@ -267,11 +267,12 @@ begin
     -- The body goes to the one client all its rows went to; a body of several clients or of none
     -- is attributed to nobody (''). Admins read bodies, no client role does.
     insert into ledger.vault_bodies (client_id, batch_id, channel, body, problems, elements,
-                                     sender_role, token_id, code_version)
+                                     sender_role, token_id, code_version, received_at)
     select case when v_bound then v_token_client
                 when count(distinct w.client_id) = 1 then min(w.client_id)
                 else '' end,
-           v_batch_id, p_channel, p_body, p_body_problems, count(*), v_role, v_token_id, v_code_version
+           v_batch_id, p_channel, p_body, p_body_problems, count(*), v_role, v_token_id, v_code_version,
+           v_received_at
       from vaulted w
     having p_body is not null
   ),
@@ -291,7 +292,7 @@ begin
       join vaulted w using (position)
      where d.outcome = 'accepted'
      order by d.client_id, d.job_id
-    returning e
+    returning e.*
   )
   select jsonb_build_object(
            'accepted', count(*) filter (where d.outcome = 'accepted'),
@@ -300,7 +301,7 @@ begin
                                                               'errors', d.errors)
                                           order by d.position) filter (where d.outcome = 'rejected'),
                                 '[]'::jsonb)),
-         (select array_agg(s.e) from stored s)
+         (select array_agg(row(s.*)::ledger.events) from stored s)
     into v_result, v_stored
     from decided d;
   -- (data-modifying CTEs always run to completion, read or not)

@@ -27,7 +27,8 @@
 -- is dropped by migration 0080; its function here.
 drop function if exists ledger.tg_events__apply_progress();
 
-create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
+create or replace function ledger._fold_client_progress(p_client_id text, p_events ledger.events[])
+returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 -- The statements below have one parameter, the batch: planned once per connection and kept
@@ -111,7 +112,7 @@ begin
                           or ((excluded.status <> 'started') = (r.status <> 'started')
                               and excluded.decided_at >= r.decided_at) as wins) w),
            events = r.events + excluded.events,
-           updated_at = now()
+           updated_at = excluded.updated_at
     returning r.client_id, r.job_id, r.step, r.attempt, r.pipeline, r.step_index, r.status,
               r.decided_at, r.finished_at, r.units
   ),
@@ -136,7 +137,8 @@ begin
       from touched t
      cross join lateral (
        select o.* from ledger.job_steps o
-        where o.client_id = t.client_id and o.job_id = t.job_id and o.step = t.step
+        where o.client_id = p_client_id and o.client_id = t.client_id and o.job_id = t.job_id
+          and o.step = t.step
         limit 1) o
   ),
   merged as (
@@ -172,7 +174,8 @@ begin
        -- are unchanged in this statement's snapshot) or touched and completed (t.billed_attempt)
        select x.attempt, x.units, x.finished_at
          from (select r.attempt, r.units, r.finished_at from ledger.step_runs r
-                where k.demoted and r.client_id = t.client_id and r.job_id = t.job_id
+                where k.demoted and r.client_id = p_client_id and r.client_id = t.client_id
+                  and r.job_id = t.job_id
                   and r.step = t.step and r.status = 'completed'
                   and not (r.attempt = any(t.attempts))
                union all
@@ -197,8 +200,11 @@ begin
            step_index = excluded.step_index
     returning js.client_id, js.job_id, js.step, js.completed_at, js.billed_units, js.pipeline
   )
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  select distinct x.client_id, x.period, x.period, 'completion'
+  -- The transaction id is this one's, given as a value: on a Citus cluster a default would be
+  -- the worker's own transaction id, which the refresh's snapshot (the coordinator's) does not
+  -- describe (ledger._usage_fresh).
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
+  select distinct x.client_id, x.period, x.period, 'completion', v_xid::text::xid8
     from upserted u
     left join before b on b.client_id = u.client_id and b.job_id = u.job_id and b.step = u.step
    cross join lateral (values (u.client_id, ledger._month(b.completed_at)),
@@ -221,7 +227,8 @@ begin
     select b.client_id, b.job_id, o.status
       from batch b
      cross join lateral (
-       select o.status from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id
+       select o.status from ledger.jobs o
+        where o.client_id = p_client_id and o.client_id = b.client_id and o.job_id = b.job_id
         limit 1) o
   ),
   upserted as (
@@ -239,7 +246,9 @@ begin
       from batch b
       join ledger.pipelines p on p.pipeline = b.pipeline
       left join lateral (
-        select o.* from ledger.jobs o where o.client_id = b.client_id and o.job_id = b.job_id limit 1
+        select o.* from ledger.jobs o
+         where o.client_id = p_client_id and o.client_id = b.client_id and o.job_id = b.job_id
+         limit 1
       ) o on true
      cross join lateral (
        select max(ps.added_in_version) as newest_step_version,
@@ -255,11 +264,11 @@ begin
          left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
          left join lateral (
            select r.error_code, r.error_message from ledger.step_runs r
-            where r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
-              and r.attempt = js.latest_attempt
+            where r.client_id = p_client_id and r.client_id = js.client_id and r.job_id = js.job_id
+              and r.step = js.step and r.attempt = js.latest_attempt
             limit 1
          ) r on true
-        where js.client_id = b.client_id and js.job_id = b.job_id
+        where js.client_id = p_client_id and js.client_id = b.client_id and js.job_id = b.job_id
      ) a
      cross join lateral (
        -- A new job runs the current version; one that reports a step of a newer version moves to it.
@@ -305,6 +314,27 @@ begin
              from unnest(p_events) n group by n.client_id) c;
 end
 $$;
+comment on function ledger._fold_client_progress(text, ledger.events[]) is
+  'Folds one client''s accepted events of a batch into its step runs, job steps, jobs, billing change log and job notifications.';
+
+create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- One client at a time (a bound ingest token's batch is one client): every statement of
+-- ledger._fold_client_progress names the client of each table it reads, so on a Citus cluster
+-- it is a router query on the worker that holds that client (ADR 0012). Clients are taken in
+-- one order, and each one's jobs are locked in one order, so two batches cannot deadlock.
+declare
+  v_client text;
+begin
+  for v_client in select distinct n.client_id from unnest(p_events) n order by 1 loop
+    perform ledger._fold_client_progress(
+      v_client, array(select n from unnest(p_events) n where n.client_id = v_client));
+  end loop;
+end
+$$;
 comment on function ledger._fold_progress(ledger.events[]) is
-  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications (called by ingest).';
+  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications, client by client (called by ingest).';
 revoke execute on function ledger._fold_progress(ledger.events[]) from public;
+revoke execute on function ledger._fold_client_progress(text, ledger.events[]) from public;

@@ -50,46 +50,50 @@ comment on column api.jobs.duration_s is 'Seconds from the first event to the en
 comment on column api.jobs.retries is 'Attempts beyond the first, over all steps of the job.';
 
 create or replace view api.step_runs with (security_invoker = true) as
-select r.client_id,
-       r.job_id,
-       r.step,
-       r.step_index,
-       r.attempt,
-       r.status,
-       r.started_at,
-       r.finished_at,
-       round(extract(epoch from r.finished_at - r.started_at), 3) as duration_s,
-       r.units,
-       r.error_code,
-       r.error_message,
-       r.pipeline,
-       r.error_retryable,
-       r.source,
-       (js.latest_attempt = r.attempt) as is_latest,
-       s.state,
-       case s.state
+-- The state is computed in the derived table x, not in a LATERAL subquery without FROM: Citus
+-- refuses those when they call now() (ADR 0012).
+select x.client_id,
+       x.job_id,
+       x.step,
+       x.step_index,
+       x.attempt,
+       x.status,
+       x.started_at,
+       x.finished_at,
+       round(extract(epoch from x.finished_at - x.started_at), 3) as duration_s,
+       x.units,
+       x.error_code,
+       x.error_message,
+       x.pipeline,
+       x.error_retryable,
+       x.source,
+       (x.latest_attempt = x.attempt) as is_latest,
+       x.state,
+       case x.state
          when 'running' then null
-         when 'stalled' then greatest(r.started_at, j.updated_at)
-         when 'abandoned' then greatest(r.started_at, coalesce(
+         when 'stalled' then greatest(x.started_at, x.job_updated_at)
+         when 'abandoned' then greatest(x.started_at, coalesce(
            (select min(coalesce(n.started_at, n.decided_at)) from ledger.step_runs n
-             where n.client_id = r.client_id and n.job_id = r.job_id and n.step = r.step
-               and n.attempt > r.attempt),
-           j.finished_at, j.updated_at))
-         else r.finished_at
+             where n.client_id = x.client_id and n.job_id = x.job_id and n.step = x.step
+               and n.attempt > x.attempt),
+           x.job_finished_at, x.job_updated_at))
+         else x.finished_at
        end as ended_at
-  from ledger.step_runs r
-  join ledger.job_steps js
-    on js.client_id = r.client_id and js.job_id = r.job_id and js.step = r.step
-  join ledger.jobs j on j.client_id = r.client_id and j.job_id = r.job_id
-  join ledger.pipelines p on p.pipeline = j.pipeline
-  cross join lateral (
-    select case
-             when r.status <> 'started' then r.status::text
-             when r.attempt < js.latest_attempt or j.status <> 'running' then 'abandoned'
-             when now() - j.updated_at > p.stall_timeout then 'stalled'
-             else 'running'
-           end as state
-  ) s;
+  from (select r.client_id, r.job_id, r.step, r.step_index, r.attempt, r.status, r.started_at,
+               r.finished_at, r.units, r.error_code, r.error_message, r.pipeline,
+               r.error_retryable, r.source, js.latest_attempt,
+               j.updated_at as job_updated_at, j.finished_at as job_finished_at,
+               case
+                 when r.status <> 'started' then r.status::text
+                 when r.attempt < js.latest_attempt or j.status <> 'running' then 'abandoned'
+                 when now() - j.updated_at > p.stall_timeout then 'stalled'
+                 else 'running'
+               end as state
+          from ledger.step_runs r
+          join ledger.job_steps js
+            on js.client_id = r.client_id and js.job_id = r.job_id and js.step = r.step
+          join ledger.jobs j on j.client_id = r.client_id and j.job_id = r.job_id
+          join ledger.pipelines p on p.pipeline = j.pipeline) x;
 
 comment on view api.step_runs is 'One row per attempt of a step in a job, with its timing, units and error. Filter with ?client_id=eq.C&job_id=eq.J.';
 comment on column api.step_runs.duration_s is 'Seconds from the started event to the completed, failed or skipped event.';

@@ -122,13 +122,18 @@ create or replace function ledger._usage_lines_of(p_client_id text, p_from date,
 returns table (client_id text, period date, pipeline text, step text, unit_price numeric,
                priced boolean, currency text, completed_steps bigint, units numeric,
                amount numeric, first_completed_at timestamptz, last_completed_at timestamptz)
-language sql stable
+language plpgsql stable
+-- Planned on every call with its arguments, so the filters reach the indexes.
+set plan_cache_mode = force_custom_plan
 as $$
-  -- Usage lines of one client (or all, when null) for periods in [p_from, p_to) (all when null).
-  -- p_source 'job_steps': charges from ledger.job_steps, as maintained at ingest (the product);
-  -- p_source 'events': recomputed from the accepted raw events (the reference, and the baseline
-  -- the benchmark compares with). One statement, inlined by the planner, so the filters reach
-  -- the indexes. Runs with the caller's rights: row-level security applies.
+-- Usage lines of one client (or all, when null) for periods in [p_from, p_to) (all when null).
+-- p_source 'job_steps': charges from ledger.job_steps, as maintained at ingest (the product);
+-- p_source 'events': recomputed from the accepted raw events (the reference, and the baseline
+-- the benchmark compares with). Runs with the caller's rights: row-level security applies.
+-- PL/pgSQL, not an inlined SQL function: Citus refuses a statement whose Citus tables appear
+-- only once the planner has inlined a SQL function (ADR 0012).
+begin
+  return query
   with charges as (
     select js.client_id, js.job_id, js.pipeline, js.step,
            coalesce(js.billed_units, 0) as units, js.completed_at
@@ -234,7 +239,8 @@ as $$
          min(s.completed_at) as first_completed_at,
          max(s.completed_at) as last_completed_at
     from (select * from flat union all select * from split) s
-   group by s.client_id, s.period, s.pipeline, s.step, s.unit_price, s.priced, s.currency
+   group by s.client_id, s.period, s.pipeline, s.step, s.unit_price, s.priced, s.currency;
+end
 $$;
 comment on function ledger._usage_lines_of(text, date, date, text) is
   'Usage lines per client, month, pipeline, step and unit price (contract §5), from job_steps or recomputed from the raw events.';
@@ -243,10 +249,12 @@ create or replace function ledger._usage_lines(p_client_id text, p_from date, p_
 returns table (client_id text, period date, pipeline text, step text, unit_price numeric,
                priced boolean, currency text, completed_steps bigint, units numeric,
                amount numeric, first_completed_at timestamptz, last_completed_at timestamptz)
-language sql stable
+language plpgsql stable
 as $$
-  -- The live usage lines: what the materialized view holds once refreshed.
-  select * from ledger._usage_lines_of(p_client_id, p_from, p_to, 'job_steps')
+-- The live usage lines: what the materialized view holds once refreshed.
+begin
+  return query select * from ledger._usage_lines_of(p_client_id, p_from, p_to, 'job_steps');
+end
 $$;
 comment on function ledger._usage_lines(text, date, date) is
   'Live usage lines of one client (null: all) for periods [p_from, p_to); the query of ledger.usage_lines_monthly.';
@@ -256,19 +264,28 @@ comment on function ledger._usage_lines(text, date, date) is
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function ledger._usage_fresh(p_client_id text, p_period date) returns boolean
-language sql stable
+language plpgsql stable
 as $$
-  -- True when the materialized view (as the caller sees it) holds every change to this client's
-  -- usage in this period: no change row whose transaction the last refresh could not see.
-  select coalesce((
-    select not exists (
-             select from ledger.billing_changes ch
-              where (ch.client_id = p_client_id or ch.client_id is null)
-                and ch.period_from <= p_period and p_period <= ch.period_to
-                and not pg_visible_in_snapshot(ch.xid, r.snapshot))
-      from ledger.billing_refreshes r
-     order by r.refresh_id desc
-     limit 1), false)
+-- True when the materialized view (as the caller sees it) holds every change to this client's
+-- usage in this period: no change row whose transaction the last refresh could not see.
+-- PL/pgSQL, not SQL, and the refresh read on its own: Citus plans no statement with a SQL
+-- function's parameters, nor one joining its tables with a plain local table (ADR 0012).
+declare
+  v_snapshot pg_snapshot;
+begin
+  select r.snapshot into v_snapshot
+    from ledger.billing_refreshes r
+   order by r.refresh_id desc
+   limit 1;
+  if not found then
+    return false;
+  end if;
+  return not exists (
+           select 1 from ledger.billing_changes ch
+            where ch.client_id in (p_client_id, '')
+              and ch.period_from <= p_period and p_period <= ch.period_to
+              and not pg_visible_in_snapshot(ch.xid, v_snapshot));
+end
 $$;
 comment on function ledger._usage_fresh(text, date) is
   'Whether ledger.usage_lines_monthly is current for one client and period.';
@@ -293,7 +310,7 @@ as $$
 begin
   if tg_op = 'TRUNCATE' then
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-    values (null, '-infinity', 'infinity', 'rebuild');
+    values ('', '-infinity', 'infinity', 'rebuild');
   elsif old.completed_at is not null then
     insert into ledger.billing_changes (client_id, period_from, period_to, reason)
     values (old.client_id, ledger._month(old.completed_at), ledger._month(old.completed_at), 'rebuild');
@@ -407,7 +424,7 @@ begin
   new.recorded_via := v_actor.via;
 
   insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  values (new.client_id, ledger._month(new.effective_from), 'infinity', 'price');
+  values (coalesce(new.client_id, ''), ledger._month(new.effective_from), 'infinity', 'price');
   -- The stack's scheduler refreshes the usage view soon after the commit (loader/stepledger/scheduler.py).
   perform pg_notify('stepledger_scheduler', 'refresh_usage');
   return new;
@@ -469,10 +486,13 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 -- Price book rows, minimums and finalized invoices are never changed or removed.
+declare
+  -- On a Citus worker the trigger fires on a shard (invoices_102008): name the table.
+  v_table text := regexp_replace(tg_table_name, '_[0-9]+$', '');
 begin
-  raise exception '% rows are immutable: % refused', tg_table_name, lower(tg_op)
+  raise exception '% rows are immutable: % refused', v_table, lower(tg_op)
     using errcode = 'SL409',
-          hint = case when tg_table_name in ('prices', 'client_minimums')
+          hint = case when v_table in ('prices', 'client_minimums')
                       then 'record a new row with a later effective_from'
                       else 'late changes become adjustment lines on the next open invoice' end;
 end
@@ -507,7 +527,7 @@ declare
   v_period date;
 begin
   if new.currency is distinct from old.currency then
-    if exists (select from ledger.invoices i where i.client_id = old.client_id) then
+    if exists (select 1 from ledger.invoices i where i.client_id = old.client_id) then
       v_where := 'finalized invoices';
     elsif exists (select from ledger.prices p
                    where p.client_id = old.client_id and p.currency = old.currency) then
@@ -596,16 +616,16 @@ begin
   end if;
   if cardinality(v_stale) > 0 then
     -- Dynamic, so it is planned with the actual client and months: the inlined query's
-    -- "client is null or client_id = client" filters then fold into index conditions.
-    execute $q$
+    -- "client is null or client_id = client" filters then fold into index conditions. Literals,
+    -- not parameters: Citus plans the inlined query only with constants (ADR 0012).
+    execute format($q$
       select coalesce(jsonb_agg(to_jsonb(l)), '[]')
         from (select u.period, u.pipeline, u.step, u.unit_price, u.priced, u.units,
                      u.completed_steps, u.amount, 'live' as source
-                from ledger._usage_lines($1, $2, $3) u
-               where u.period = any($4)) l
-    $q$ into v_part
-    using p_client_id, v_stale[1], (v_stale[cardinality(v_stale)] + interval '1 month')::date,
-          v_stale;
+                from ledger._usage_lines(%L, %L::date, %L::date) u
+               where u.period = any(%L::date[])) l
+    $q$, p_client_id, v_stale[1], (v_stale[cardinality(v_stale)] + interval '1 month')::date,
+          v_stale) into v_part;
     v_usage := v_usage || v_part;
   end if;
 
@@ -662,6 +682,7 @@ as $$
 -- what its finalized invoice and earlier adjustments billed, per (pipeline, step, unit price).
 declare
   v_adjust date[];
+  v_owed jsonb;
 begin
   select coalesce(array_agg(i.period order by i.period), '{}') into v_adjust
     from ledger.invoices i
@@ -670,9 +691,17 @@ begin
            where j.client_id = p_client_id and j.period > i.period and j.period < p_period)
          = ledger._months_between(i.period, p_period) - 1;
 
+  -- What is owed, in a statement of its own: on a Citus cluster the statement below is sent to
+  -- the worker that holds the client, where a function that reads Citus tables cannot run.
+  select coalesce(jsonb_agg(to_jsonb(o)), '[]') into v_owed
+    from ledger._period_lines(p_client_id, array[p_period] || v_adjust) o;
+
   return query
   with owed as (
-    select * from ledger._period_lines(p_client_id, array[p_period] || v_adjust)
+    select * from jsonb_to_recordset(v_owed)
+      as o(period date, basis text, pipeline text, step text, unit_price numeric,
+           priced boolean, units numeric, completed_steps bigint, amount numeric,
+           description text, source text)
   ),
   lines as (
     select o.basis as kind, o.basis, o.period as for_period, o.pipeline, o.step, o.unit_price,
@@ -886,7 +915,7 @@ begin
   if not found then
     raise exception 'unknown client "%"', p_client_id using errcode = 'SL404';
   end if;
-  if exists (select from ledger.invoices i where i.client_id = p_client_id and i.period = v_period) then
+  if exists (select 1 from ledger.invoices i where i.client_id = p_client_id and i.period = v_period) then
     raise exception 'invoice of client "%" for % is already finalized', p_client_id, p_period
       using errcode = 'SL408', hint = 'late changes appear as adjustments on the next open invoice';
   end if;

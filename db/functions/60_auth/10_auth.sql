@@ -169,15 +169,19 @@ comment on function auth.set_user_disabled(text, boolean) is 'Disables or enable
 -- ---- login -------------------------------------------------------------------------------------
 
 create or replace function auth._end_sessions(p_user_id uuid, p_reason text) returns integer
-language sql volatile
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
-  -- Ends every live session of a user: auth.pre_request refuses their tokens from now on.
-  with ended as (
-    update auth.sessions s set ended_at = now(), ended_reason = p_reason
-     where s.user_id = p_user_id and s.ended_at is null
-    returning 1)
-  select count(*)::integer from ended
+-- Ends every live session of a user: auth.pre_request refuses their tokens from now on.
+-- PL/pgSQL, not SQL: Citus plans no statement with a SQL function's parameters (ADR 0012).
+declare
+  v_ended integer;
+begin
+  update auth.sessions s set ended_at = now(), ended_reason = p_reason
+   where s.user_id = p_user_id and s.ended_at is null;
+  get diagnostics v_ended = row_count;
+  return v_ended;
+end
 $$;
 comment on function auth._end_sessions(uuid, text) is 'Private: ends every live session of a user (the reason is kept), so that all its tokens are refused.';
 
@@ -452,10 +456,14 @@ as $$
 -- next request on.
 declare
   v_row auth.api_tokens;
+  -- Values, not calls, inside coalesce: Citus allows no volatile or stable call there in an
+  -- UPDATE of its tables (ADR 0012).
+  v_now timestamptz := now();
+  v_by text := coalesce(p_revoked_by, current_user::text);
 begin
   update auth.api_tokens t
-     set revoked_at = coalesce(t.revoked_at, now()),
-         revoked_by = coalesce(t.revoked_by, p_revoked_by, current_user::text)
+     set revoked_at = coalesce(t.revoked_at, v_now),
+         revoked_by = coalesce(t.revoked_by, v_by)
    where t.token_id = p_token_id
   returning * into v_row;
   if not found then
@@ -544,6 +552,9 @@ begin
   -- (auth.bi_logins: timeouts, temporary files, connections; db/functions/60_auth/20_bi_limits.sql).
   execute format('alter role %I set search_path = reporting', p_name);
   execute format('alter role %I set default_transaction_read_only = on', p_name);
+  -- The binding where every Citus node sees it: policies there read it through
+  -- auth.caller_client_id() ('' for a login bound to no client; ADR 0012).
+  execute format('alter role %I set stepledger.client_id = %L', p_name, coalesce(p_client_id, ''));
   perform auth._apply_bi_limits(p_name);
   return jsonb_build_object('name', p_name, 'client_id', p_client_id, 'created', v_created);
 end

@@ -255,15 +255,25 @@ comment on function ledger.scan_stalled_jobs() is 'Writes one job.stalled per ne
 
 create or replace function ledger._enqueue_invoice_finalized(p_client_id text, p_period date)
 returns bigint
-language sql volatile
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
-  select ledger._enqueue_notification(i.client_id, 'invoice.finalized',
-           jsonb_build_object('client_id', i.client_id, 'period', to_char(i.period, 'YYYY-MM'),
-                              'invoice_no', i.invoice_no, 'total', i.total, 'currency', i.currency,
-                              'finalized_at', i.finalized_at))
+-- The invoice is read first, the message written after: on a Citus cluster a statement over
+-- ledger.invoices runs on a worker, where the outbox (on the coordinator) cannot be written.
+declare
+  v_data jsonb;
+begin
+  select jsonb_build_object('client_id', i.client_id, 'period', to_char(i.period, 'YYYY-MM'),
+                            'invoice_no', i.invoice_no, 'total', i.total, 'currency', i.currency,
+                            'finalized_at', i.finalized_at)
+    into v_data
     from ledger.invoices i
-   where i.client_id = p_client_id and i.period = p_period
+   where i.client_id = p_client_id and i.period = p_period;
+  if v_data is null then
+    return null;
+  end if;
+  return ledger._enqueue_notification(p_client_id, 'invoice.finalized', v_data);
+end
 $$;
 comment on function ledger._enqueue_invoice_finalized(text, date) is 'Writes the invoice.finalized message of a finalized invoice.';
 

@@ -150,17 +150,19 @@ begin
 
   -- Record each replay on its original row; the replay rows are this transaction's rows of the
   -- channel 'replay' with this run's id.
+  -- The entry is built in `fresh`: Citus allows no stable function over columns in an UPDATE.
   with fresh as (
-    select w.position - v_offset as i, w.vault_id, w.outcome, w.errors, w.event_id
+    select w.position - v_offset as i, w.vault_id, w.outcome, w.errors, w.event_id,
+           jsonb_build_array(jsonb_build_object(
+             'replay_id', v_replay_id, 'replayed_at', now(), 'outcome', w.outcome,
+             'errors', w.errors, 'vault_id', w.vault_id, 'code_version', v_code_version)) as entry
       from ledger.vault w
      where w.received_at = now() and w.channel = 'replay' and w.token_id = v_replay_id
        and w.position > v_offset and w.position <= v_offset + v_n
   ),
   recorded as (
     update ledger.vault v
-       set replays = v.replays || jsonb_build_array(jsonb_build_object(
-             'replay_id', v_replay_id, 'replayed_at', now(), 'outcome', f.outcome,
-             'errors', f.errors, 'vault_id', f.vault_id, 'code_version', v_code_version))
+       set replays = v.replays || f.entry
       from fresh f
      where v.client_id = v_clients[f.i] and v.received_at = v_received[f.i]
        and v.vault_id = v_vault_ids[f.i]
@@ -182,7 +184,7 @@ begin
          updated_at = now()
    where r.replay_id = v_replay_id;
 
-  execute format('select exists (select from ledger.vault v where %s and v.payload is not null '
+  execute format('select exists (select 1 from ledger.vault v where %s and v.payload is not null '
                  'and not v.replays @> jsonb_build_array(jsonb_build_object(''replay_id'', $1)))',
                  v_where)
     into v_more using v_replay_id::text;

@@ -92,8 +92,11 @@ def sql_text(path: Path) -> str:
 def _run_file(conn: psycopg.Connection, path: Path, one_statement_at_a_time: bool = False) -> None:
     """Run a file of SQL statements. On a Citus coordinator one statement at a time: Citus sends
     the text of some DDL (ALTER TABLE ... ROW LEVEL SECURITY, policies) on a Citus table to the
-    workers as it was received, and a worker refuses several commands in one prepared statement."""
+    workers as it was received, and a worker refuses several commands in one prepared statement.
+    There, policies also take the form Citus accepts (citus.policy_sql)."""
     text = sql_text(path)
+    if one_statement_at_a_time and path.parent.name == "policies":
+        text = citus.policy_sql(text)
     statements = [s for s in sqlparse.split(text) if s.strip()] if one_statement_at_a_time \
         else [text]
     try:
@@ -112,6 +115,8 @@ def bootstrap(settings: Settings) -> None:
         for path in sql_files(settings.repo_root / "db" / "bootstrap"):
             _run_file(conn, path)
         set_login_passwords(conn, settings)
+        if citus.is_coordinator(conn):
+            citus.bootstrap_workers(conn)
 
 
 def apply_migrations(settings: Settings) -> list[str]:
@@ -211,6 +216,8 @@ def _apply_idempotent(settings: Settings, version: str) -> None:
             conn.execute("set local lock_timeout = '10s'")
             install_schema_functions(conn, settings.repo_root / "schemas")
             on_citus = citus.is_coordinator(conn)
+            if on_citus:
+                citus.drop_functions_over_shard_types(conn)
             for path in idempotent_files(settings.repo_root / "db"):
                 _run_file(conn, path, one_statement_at_a_time=on_citus)
             # Login tokens are signed in the database with PostgREST's secret (docs/security.md).

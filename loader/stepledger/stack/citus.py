@@ -137,45 +137,122 @@ def nodes(settings: Settings) -> list[dict[str, object]]:
 
 
 # -- the distributed schema (docs/adr/0012-citus-distribution.md, Decision 3) ---------------------
-# The target: reference tables (a copy on every node), in the order their foreign keys need ...
+# Reference tables (a copy on every node), in the order their foreign keys need ...
 REFERENCE_TABLES = (
     "ledger.pipelines", "ledger.pipeline_steps", "ledger.code_versions",
-    "ledger.clients", "ledger.prices", "ledger.client_minimums",
-    "auth.users", "auth.api_tokens", "auth.bi_logins",
+    "ledger.clients",
 )
 # ... and tenant tables hash-distributed by client_id, co-located with the first.
 DISTRIBUTED_TABLES = (
     "ledger.jobs", "ledger.job_steps", "ledger.step_runs", "ledger.event_ids", "ledger.events",
-    "ledger.vault", "ledger.invoices", "ledger.invoice_lines", "ledger.billing_changes",
+    "ledger.vault", "ledger.vault_bodies", "ledger.billing_changes", "ledger.invoices",
+    "ledger.invoice_lines", "ledger.invoice_documents",
 )
 DISTRIBUTION_COLUMN = "client_id"
-# What `stepledger migrate` distributes today: nothing yet. The catalog alone as reference tables
-# is accepted by Citus, but then ingest's statement (local tenant tables joined with reference
-# tables, PL/pgSQL parameters) fails with "could not create distributed plan": the tables move
-# together with the set-based write path (ADR 0012). `stepledger citus-plan` reports what Citus
-# answers for each table of the target.
-REFERENCE_TABLES_NOW: tuple[str, ...] = ()
 # Roles that queries run as: Citus opens its worker connections as the current role, so each
 # must be able to log in there. They get no password, so TCP (scram) still refuses them; only the
 # nodes' private socket directory (or pg_dist_authinfo in production) lets the coordinator in.
 QUERY_ROLES = ("anon", "client", "admin", "ingest")
+# The policies' form on a single node, and the one Citus accepts. The scalar subquery makes
+# PostgreSQL evaluate the caller's client once per statement (an InitPlan); Citus refuses
+# subqueries in policies of its tables and evaluates policies only on the workers, where the
+# client travels in stepledger.client_id (auth.caller_client_id()). There the function is the
+# index condition of the (client_id, ...) keys: once per shard scan.
+# Settings of functions on a coordinator only (the files keep the single node's):
+COORDINATOR_FUNCTION_SETTINGS = {
+    # planned once per connection on a single node (generic plans); Citus plans a statement
+    # over its tables only with the parameters' values
+    "ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb)":
+        "plan_cache_mode = force_custom_plan",
+    "ledger._fold_client_progress(text, ledger.events[])": "plan_cache_mode = force_custom_plan",
+    # finalizing reads the client's shards in parallel, then writes the outbox, a Citus local
+    # table with a foreign key to a reference table, which Citus allows only over the one
+    # connection per node that a sequential transaction uses
+    "ledger._finalize_invoice(text, text)": "citus.multi_shard_modify_mode = 'sequential'",
+}
+SINGLE_NODE_POLICY_CLIENT = "(select auth.client_id())"
+CITUS_POLICY_CLIENT = "auth.caller_client_id()"
+
+
+def policy_sql(text: str) -> str:
+    """The policy files as a coordinator runs them (the only difference between topologies)."""
+    return text.replace(SINGLE_NODE_POLICY_CLIENT, CITUS_POLICY_CLIENT)
+
+
+def drop_functions_over_shard_types(conn: psycopg.Connection) -> list[str]:
+    """Drop the functions whose signature names the row type of a table that Citus turned into a
+    shard. A table with a foreign key to a reference table becomes a Citus local table: Citus
+    renames the table to its shard and creates a new one under the old name, so a function that
+    returns `auth.sessions` now returns `auth.sessions_102013`, and `create or replace` with the
+    new table's type is refused. (Citus hides the shard from pg_class, not its row type.) The
+    idempotent phase creates them again right after."""
+    rows = conn.execute("""
+        select p.oid::regprocedure::text
+          from pg_catalog.pg_proc p
+          join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+         where n.nspname in ('ledger', 'auth', 'api', 'reporting')
+           and exists (
+                 select from pg_catalog.pg_type t
+                   join pg_dist_shard s
+                     on shard_name(s.logicalrelid, s.shardid) = t.oid::regtype::text
+                  where t.oid = any(array_append(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                                                 p.prorettype)))""").fetchall()
+    for (function,) in rows:
+        conn.execute(f"drop function {function}")
+    return [r[0] for r in rows]
+
+
+# Parameters the owner stores as BI logins' role defaults, which Citus propagates to the workers
+# (db/bootstrap grants them on the coordinator): the client binding and the temp file limit.
+OWNER_ROLE_PARAMETERS = ("stepledger.client_id", "temp_file_limit")
+
+
+def bootstrap_workers(conn: psycopg.Connection) -> None:
+    """The superuser's part that Citus does not propagate, on every worker (db/bootstrap runs on
+    the coordinator): GRANT SET ON PARAMETER, so that the owner may store BI logins' role
+    defaults (which Citus does propagate) there as well."""
+    command = "grant set on parameter " + ", ".join(OWNER_ROLE_PARAMETERS) + \
+        " to stepledger_owner"
+    failed = conn.execute(
+        "select nodename, nodeport, result from run_command_on_workers(%s) where not success",
+        [command]).fetchall()
+    if failed:
+        raise StepledgerError(f"{command} failed on {failed}")
 
 
 def distribution(conn: psycopg.Connection) -> dict[str, str]:
-    """Each Citus table of the database: 'reference' or 'distributed by <column>'."""
+    """Each Citus table of the database: 'reference', 'distributed by <column>', or 'citus local'
+    (a table on the coordinator that Citus added to its metadata: one with a foreign key to a
+    reference table)."""
     rows = conn.execute(
-        "select logicalrelid::regclass::text, partmethod, "
+        "select logicalrelid::regclass::text, partmethod, repmodel, "
         "       column_to_column_name(logicalrelid, partkey) "
         "  from pg_dist_partition").fetchall()
-    return {name: "reference" if method == "n" else f"distributed by {column}"
-            for name, method, column in rows}
+    kinds: dict[str, str] = {}
+    for name, method, repmodel, column in rows:
+        if method == "h":
+            kinds[name] = f"distributed by {column}"
+        else:
+            kinds[name] = "reference" if repmodel == "t" else "citus local"
+    return kinds
+
+
+def _foreign_keys_among(conn: psycopg.Connection, tables: list[str]) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of the foreign keys between two of these tables."""
+    if not tables:
+        return []
+    return [(r[0], r[1], r[2]) for r in conn.execute(
+        "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
+        " where contype = 'f' and conrelid = any(%s::regclass[]) "
+        "   and confrelid = any(%s::regclass[])", [tables, tables]).fetchall()]
 
 
 def distribute(settings: Settings) -> dict[str, list[str]]:
     """On a coordinator: let the query roles reach the workers, propagate SET LOCAL from the
-    API's requests, and make the tables of REFERENCE_TABLES_NOW reference tables. Idempotent;
-    returns what it changed."""
-    changed: dict[str, list[str]] = {"reference": [], "login": []}
+    API's requests, then make the catalog, the per-client settings and the auth lookups reference
+    tables and every tenant table a table distributed by client_id, co-located, in one
+    transaction. Idempotent; returns what it changed."""
+    changed: dict[str, list[str]] = {"reference": [], "distributed": [], "login": []}
     with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
         if not is_coordinator(conn):
             return changed
@@ -186,11 +263,38 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
                 conn.execute(sql.SQL("alter role {} login").format(sql.Identifier(role)))
                 changed["login"].append(role)
         conn.execute("alter role authenticator set citus.propagate_set_commands = 'local'")
+        # Row triggers that touch only their own row (append-only, immutable, checks) and the
+        # progress and billing triggers run on the shards; every table they write is co-located.
+        conn.execute(sql.SQL("alter database {} set citus.enable_unsafe_triggers = on").format(
+            sql.Identifier(settings.dbname)))
+        conn.execute("set citus.enable_unsafe_triggers = on")
+        for function, setting in COORDINATOR_FUNCTION_SETTINGS.items():
+            conn.execute(f"alter function {function} set {setting}")
+    with psycopg.connect(settings.dsn("postgres")) as conn, conn.transaction():
+        conn.execute("set local citus.enable_unsafe_triggers = on")
+        # One transaction, so that a distribution is all or nothing: Citus sends the copies of
+        # the rows over the same connections, one after the other.
+        conn.execute("set local citus.multi_shard_modify_mode = 'sequential'")
         done = distribution(conn)
-        for table in REFERENCE_TABLES_NOW:
+        for table in REFERENCE_TABLES:
             if table not in done:
                 conn.execute("select create_reference_table(%s)", [table])
                 changed["reference"].append(table)
+        pending = [t for t in DISTRIBUTED_TABLES if t not in done]
+        # Citus refuses a foreign key between a distributed and a local table, so the keys among
+        # the tables distributed now are set aside and added back once all are distributed.
+        keys = _foreign_keys_among(conn, pending)
+        for table, name, _ in keys:
+            conn.execute(sql.SQL("alter table {} drop constraint {}").format(
+                sql.SQL(table), sql.Identifier(name)))
+        for table in pending:
+            colocate = "none" if table == DISTRIBUTED_TABLES[0] else DISTRIBUTED_TABLES[0]
+            conn.execute("select create_distributed_table(%s, %s, colocate_with => %s)",
+                         [table, DISTRIBUTION_COLUMN, colocate])
+            changed["distributed"].append(table)
+        for table, name, definition in keys:
+            conn.execute(sql.SQL("alter table {} add constraint {} {}").format(
+                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
     return changed
 
 

@@ -77,11 +77,15 @@ def set_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: De
               effective_from: datetime | None = None, tiers: Sequence[Tier] = (),
               note: str | None = None) -> dict[str, Any]:
     """Append a price row; the database validates it and records who and when."""
+    # The row is turned into JSON outside the RETURNING clause: Citus allows only immutable
+    # functions there (ADR 0012).
     row = call_json(conn, """
-        insert into ledger.prices (pipeline, step, client_id, unit_price, currency,
-                                   effective_from, tiers, note)
-        values (%s, %s, %s, %s, %s, coalesce(%s, now()), %s::jsonb, %s)
-        returning to_jsonb(prices)::text""",
+        with added as (
+          insert into ledger.prices (pipeline, step, client_id, unit_price, currency,
+                                     effective_from, tiers, note)
+          values (%s, %s, %s, %s, %s, coalesce(%s, now()), %s::jsonb, %s)
+          returning *)
+        select to_jsonb(added)::text from added""",
         [pipeline, step, client_id, unit_price, currency, effective_from,
          dumps([t.as_json() for t in tiers], indent=None), note])
     assert isinstance(row, dict)
@@ -92,10 +96,12 @@ def set_minimum(conn: psycopg.Connection, client_id: str, amount: Decimal, month
                 currency: str | None = None, note: str | None = None) -> dict[str, Any]:
     """Append a monthly minimum for a client from a month on (0 ends a minimum)."""
     row = call_json(conn, """
-        insert into ledger.client_minimums (client_id, monthly_minimum, currency, effective_from,
-                                            note)
-        values (%s, %s, %s, %s, %s)
-        returning to_jsonb(client_minimums)::text""",
+        with added as (
+          insert into ledger.client_minimums (client_id, monthly_minimum, currency,
+                                              effective_from, note)
+          values (%s, %s, %s, %s, %s)
+          returning *)
+        select to_jsonb(added)::text from added""",
         [client_id, amount, currency, month, note])
     assert isinstance(row, dict)
     return row
