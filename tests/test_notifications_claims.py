@@ -33,6 +33,10 @@ def test_endpoints_that_answer_are_leased_before_failing_ones(su_conn: psycopg.C
     client = f"claims-{uuid.uuid4().hex[:8]}"
     with su_conn.transaction(force_rollback=True):
         su_conn.execute("update ledger.notification_settings set per_endpoint_concurrency = 3")
+        # Deliveries other tests left due would compete for the same slots: not due here.
+        su_conn.execute("set local lock_timeout = '10s'")
+        su_conn.execute("update ledger.webhook_deliveries set next_attempt_at = now() + "
+                        "interval '1 day' where state = 'pending'")
         su_conn.execute("select ledger.add_client(%s, 'Claims', 'EUR')", [client])
         for _ in range(10):  # older deliveries to endpoints that time out
             _endpoint(su_conn, client, failing=True, deliveries=3)

@@ -8,7 +8,7 @@
 --   admin      everything above for every client and for all-clients endpoints; usage thresholds
 --   ingest, bi_reader, anon: nothing here
 --   the owner (the delivery worker and the scheduler) reads secrets and writes deliveries
--- Every write goes through the security-definer functions of db/functions/70_notifications/10_notifications.sql,
+-- Every write goes through the security-definer functions of db/functions/70_notifications/,
 -- which check the caller; tables are read through the security-invoker views of
 -- db/functions/70_notifications/50_notifications_views.sql under the policies of 20_row_security.sql (select_own_client for
 -- client, all_admin for admin: every table here with a client_id gets them), where the policy

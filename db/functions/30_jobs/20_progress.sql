@@ -216,7 +216,7 @@ begin
   -- 4. Jobs: create or update each job once: time span, the pipeline version it runs, progress
   --    and status from its steps (contract §6), and the transaction that changed it. The status
   --    each job had before (`before`, the statement's snapshot) gives the transitions that
-  --    notifications are written for (55_notifications.sql).
+  --    notifications are written for (70_notifications/20_outbox.sql).
   with batch as (
     select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
            max(n.occurred_at) as last_at, count(*) as events

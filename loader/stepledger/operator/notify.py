@@ -1,11 +1,10 @@
 """The notification delivery worker: signed webhooks (Standard Webhooks) and e-mail alerts.
 
-The database decides everything that is a rule
-(db/functions/70_notifications/10_notifications.sql): which endpoints and people get a message, the
-retry schedule, what is final, when an endpoint is disabled, which addresses are refused. This
-process only moves bytes: it fans out new outbox messages, leases due deliveries, sends them and
-records each attempt. A lease runs out when the worker dies, so a kill -9 mid-delivery loses
-nothing (the delivery is sent again: at least once).
+The database decides everything that is a rule (db/functions/70_notifications/): which endpoints
+and people get a message, the retry schedule, what is final, when an endpoint is disabled, which
+addresses are refused. This process only moves bytes: it fans out new outbox messages, leases due
+deliveries, sends them and records each attempt. A lease runs out when the worker dies, so a kill
+-9 mid-delivery loses nothing (the delivery is sent again: at least once).
 
 `stepledger up` starts it in the background (`start`), `stepledger down` stops it (`stop`);
 `stepledger notify run` runs it in the foreground. Operator settings, from the environment:

@@ -1,0 +1,237 @@
+-- The price book and monthly minimums (billing rules and error codes: 10_common.sql).
+
+-- ---------------------------------------------------------------------------------------------
+-- The price book and monthly minimums: validated, attributed, append-only
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function ledger._normalized_tiers(p_tiers jsonb) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+-- Checks graduated tiers, [{"from_units": N, "unit_price": P}, ...] with 0 < N strictly
+-- increasing and P >= 0, and returns them with plain numbers (SL402 otherwise).
+declare
+  v_tier jsonb;
+  v_from numeric;
+  v_last numeric := 0;
+  v_out jsonb := '[]';
+  v_i integer := 0;
+begin
+  if p_tiers is null or p_tiers = 'null'::jsonb then
+    return '[]';
+  end if;
+  if jsonb_typeof(p_tiers) <> 'array' then
+    raise exception 'tiers must be an array of {"from_units", "unit_price"} objects'
+      using errcode = 'SL402';
+  end if;
+  for v_tier in select e from jsonb_array_elements(p_tiers) e loop
+    if jsonb_typeof(v_tier) <> 'object'
+       or jsonb_typeof(v_tier->'from_units') is distinct from 'number'
+       or jsonb_typeof(v_tier->'unit_price') is distinct from 'number'
+       or exists (select from jsonb_object_keys(v_tier) k where k not in ('from_units', 'unit_price')) then
+      raise exception 'tier % must be {"from_units": number, "unit_price": number}', v_i
+        using errcode = 'SL402', detail = v_tier::text;
+    end if;
+    v_from := (v_tier->>'from_units')::numeric;
+    if v_from <= v_last then
+      raise exception 'tier %: from_units must be greater than %', v_i, v_last
+        using errcode = 'SL402', hint = 'tiers start above 0 and in increasing order';
+    end if;
+    if (v_tier->>'unit_price')::numeric < 0 then
+      raise exception 'tier %: unit_price must not be negative', v_i using errcode = 'SL402';
+    end if;
+    v_out := v_out || jsonb_build_array(jsonb_build_object(
+               'from_units', trim_scale(v_from),
+               'unit_price', trim_scale((v_tier->>'unit_price')::numeric)));
+    v_last := v_from;
+    v_i := v_i + 1;
+  end loop;
+  return v_out;
+end
+$$;
+comment on function ledger._normalized_tiers(jsonb) is 'Validates and normalizes graduated price tiers (SL402).';
+
+create or replace function ledger.tg_prices__check() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- Before a price row is stored: the step exists, the currency matches the client's, the numbers
+-- are sane; who recorded it is filled in; the usage view learns that prices changed.
+declare
+  v_client_currency text;
+  v_actor record;
+begin
+  if not exists (select from ledger.pipeline_steps s where s.pipeline = new.pipeline and s.step = new.step) then
+    raise exception 'pipeline "%" has no step "%"', new.pipeline, new.step
+      using errcode = 'SL401', hint = 'register the pipeline first (stepledger pipeline add)';
+  end if;
+  if new.client_id is not null then
+    select c.currency into v_client_currency from ledger.clients c where c.client_id = new.client_id;
+    if not found then
+      raise exception 'unknown client "%"', new.client_id using errcode = 'SL404';
+    end if;
+    new.currency := coalesce(new.currency, v_client_currency);
+    if new.currency <> v_client_currency then
+      raise exception 'client "%" is billed in %, not %', new.client_id, v_client_currency, new.currency
+        using errcode = 'SL403';
+    end if;
+  else
+    new.currency := coalesce(new.currency, 'EUR');
+  end if;
+  if new.currency !~ '^[A-Z]{3}$' then
+    raise exception 'invalid currency "%"', new.currency using errcode = 'SL402', hint = 'an ISO 4217 code such as EUR';
+  end if;
+  if new.unit_price is null or new.unit_price < 0 then
+    raise exception 'unit_price must be a number >= 0, not %', coalesce(new.unit_price::text, 'null')
+      using errcode = 'SL402';
+  end if;
+  new.unit_price := trim_scale(new.unit_price);
+  new.tiers := ledger._normalized_tiers(new.tiers);
+  new.effective_from := coalesce(new.effective_from, now());
+  v_actor := ledger._actor();
+  new.recorded_at := now();
+  new.recorded_by := v_actor.actor;
+  new.recorded_role := v_actor.role;
+  new.recorded_token := v_actor.token;
+  new.recorded_via := v_actor.via;
+
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+  values (coalesce(new.client_id, ''), ledger._month(new.effective_from), 'infinity', 'price');
+  -- The stack's scheduler refreshes the usage view soon after the commit (loader/stepledger/scheduler.py).
+  perform pg_notify('stepledger_scheduler', 'refresh_usage');
+  return new;
+end
+$$;
+comment on function ledger.tg_prices__check() is 'Validates and attributes a new price book row.';
+
+create or replace trigger check_price
+  before insert on ledger.prices
+  for each row execute function ledger.tg_prices__check();
+
+create or replace function ledger.tg_client_minimums__check() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- Before a monthly minimum is stored: client, currency and amount are checked, who recorded it
+-- is filled in, and the usage view learns about it.
+declare
+  v_client_currency text;
+  v_actor record;
+begin
+  select c.currency into v_client_currency from ledger.clients c where c.client_id = new.client_id;
+  if not found then
+    raise exception 'unknown client "%"', new.client_id using errcode = 'SL404';
+  end if;
+  new.currency := coalesce(new.currency, v_client_currency);
+  if new.currency <> v_client_currency then
+    raise exception 'client "%" is billed in %, not %', new.client_id, v_client_currency, new.currency
+      using errcode = 'SL403';
+  end if;
+  if new.effective_from is null or extract(day from new.effective_from) <> 1 then
+    raise exception 'a monthly minimum starts on the first day of a month, not %', new.effective_from
+      using errcode = 'SL411';
+  end if;
+  if new.monthly_minimum is null or new.monthly_minimum < 0 then
+    raise exception 'monthly_minimum must be a number >= 0' using errcode = 'SL411';
+  end if;
+  new.monthly_minimum := trim_scale(new.monthly_minimum);
+  v_actor := ledger._actor();
+  new.recorded_at := now();
+  new.recorded_by := v_actor.actor;
+  new.recorded_role := v_actor.role;
+  new.recorded_token := v_actor.token;
+  new.recorded_via := v_actor.via;
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+  values (new.client_id, new.effective_from, 'infinity', 'minimum');
+  perform pg_notify('stepledger_scheduler', 'refresh_usage');
+  return new;
+end
+$$;
+comment on function ledger.tg_client_minimums__check() is 'Validates and attributes a new monthly minimum.';
+
+create or replace trigger check_minimum
+  before insert on ledger.client_minimums
+  for each row execute function ledger.tg_client_minimums__check();
+
+create or replace function ledger.tg_billing__immutable() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+-- Price book rows, minimums and finalized invoices are never changed or removed.
+declare
+  -- On a Citus worker the trigger fires on a shard (invoices_102008): name the table.
+  v_table text := regexp_replace(tg_table_name, '_[0-9]+$', '');
+begin
+  raise exception '% rows are immutable: % refused', v_table, lower(tg_op)
+    using errcode = 'SL409',
+          hint = case when v_table in ('prices', 'client_minimums')
+                      then 'record a new row with a later effective_from'
+                      else 'late changes become adjustment lines on the next open invoice' end;
+end
+$$;
+comment on function ledger.tg_billing__immutable() is 'Refuses UPDATE, DELETE and TRUNCATE on append-only billing tables.';
+
+do $$
+declare
+  t text;
+begin
+  foreach t in array array['prices', 'client_minimums', 'invoices', 'invoice_lines',
+                            'invoice_documents'] loop
+    execute format('create or replace trigger immutable_rows before update or delete on ledger.%I
+                      for each row execute function ledger.tg_billing__immutable()', t);
+    execute format('create or replace trigger immutable_table before truncate on ledger.%I
+                      for each statement execute function ledger.tg_billing__immutable()', t);
+  end loop;
+end
+$$;
+
+create or replace function ledger.tg_clients__currency_change() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- A client's currency may change only before anything is billed in the old one: not once an
+-- invoice is finalized (its adjustments must stay in its currency), not while the client has
+-- its own prices or minimums in the old currency (the price book is append-only: they would be
+-- orphaned), and not while an open invoice bills completed steps (it would be repriced). The
+-- rule holds for every path: the CLI, psql, PostgREST. A change reprices nothing else.
+declare
+  v_where text;
+  v_period date;
+begin
+  if new.currency is distinct from old.currency then
+    if exists (select 1 from ledger.invoices i where i.client_id = old.client_id) then
+      v_where := 'finalized invoices';
+    elsif exists (select from ledger.prices p
+                   where p.client_id = old.client_id and p.currency = old.currency) then
+      v_where := 'its own prices';
+    elsif exists (select from ledger.client_minimums m
+                   where m.client_id = old.client_id and m.currency = old.currency) then
+      v_where := 'a monthly minimum';
+    else
+      select ledger._month(js.completed_at) into v_period
+        from ledger.job_steps js
+       where js.client_id = old.client_id and js.completed_at is not null
+       limit 1;
+      if v_period is not null then
+        v_where := format('an open invoice (%s)', to_char(v_period, 'YYYY-MM'));
+      end if;
+    end if;
+    if v_where is not null then
+      raise exception 'cannot change the currency of client "%" from % to %: it has % in %',
+        old.client_id, old.currency, new.currency, v_where, old.currency
+        using errcode = 'SL410',
+              hint = format('billing records keep their currency; bill %s under a new client id '
+                            '(stepledger client add %s-%s --name ... --currency %s)',
+                            new.currency, old.client_id, lower(new.currency), new.currency);
+    end if;
+    insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+    values (old.client_id, '-infinity', 'infinity', 'currency');
+  end if;
+  return new;
+end
+$$;
+comment on function ledger.tg_clients__currency_change() is 'Guards and logs a change of a client''s billing currency.';
+
+create or replace trigger billing_currency_change
+  before update of currency on ledger.clients
+  for each row execute function ledger.tg_clients__currency_change();

@@ -1,0 +1,333 @@
+-- Usage: charges and usage lines, the change log, the materialized view and its refresh (billing rules and error codes: 10_common.sql).
+
+-- ---------------------------------------------------------------------------------------------
+-- Charges and usage lines (contract §5)
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function ledger._charges_from_events(p_client_id text, p_from date, p_to date)
+returns table (client_id text, job_id text, pipeline text, step text, units numeric,
+               completed_at timestamptz)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_custom_plan
+as $$
+-- The billed completions recomputed from the accepted raw events alone, as a log parser would:
+-- per attempt the terminal event with the latest occurred_at decides (ties broken as the ingest
+-- trigger breaks them: later batch, then vault id);
+-- the billed attempt is the latest one that completed. The reference that job_steps must match,
+-- and the baseline of the benchmark. A function of its own (not inlined) so that the planner
+-- drops it entirely from the job_steps path, which clients use without access to raw events.
+begin
+  return query
+  select b.client_id::text, b.job_id, b.pipeline::text, b.step::text, b.units, b.occurred_at
+    from (
+      select distinct on (t.client_id, t.job_id, t.step) t.*
+        from (
+          select distinct on (e.client_id, e.job_id, e.step, e.attempt)
+                 e.client_id, e.job_id, e.pipeline, e.step, e.attempt, e.status, e.units,
+                 e.occurred_at
+            from ledger.events e
+           where e.status <> 'started'
+             and (p_client_id is null or e.client_id = p_client_id)
+             and (p_from is null or exists (
+                   select from ledger.events c
+                    where c.client_id = e.client_id and c.job_id = e.job_id and c.step = e.step
+                      and c.status = 'completed'
+                      and c.occurred_at >= ledger._month_start(p_from)
+                      and (p_to is null or c.occurred_at < ledger._month_start(p_to))))
+           order by e.client_id, e.job_id, e.step, e.attempt,
+                    e.occurred_at desc, e.received_at desc, e.vault_id desc
+        ) t
+       where t.status = 'completed'
+       order by t.client_id, t.job_id, t.step, t.attempt desc
+    ) b
+   where (p_from is null or b.occurred_at >= ledger._month_start(p_from))
+     and (p_to is null or b.occurred_at < ledger._month_start(p_to));
+end
+$$;
+comment on function ledger._charges_from_events(text, date, date) is
+  'Billed completions recomputed from the raw accepted events (reference and benchmark baseline).';
+
+create or replace function ledger._usage_lines_of(p_client_id text, p_from date, p_to date,
+                                                  p_source text)
+returns table (client_id text, period date, pipeline text, step text, unit_price numeric,
+               priced boolean, currency text, completed_steps bigint, units numeric,
+               amount numeric, first_completed_at timestamptz, last_completed_at timestamptz)
+language plpgsql stable
+-- Planned on every call with its arguments, so the filters reach the indexes.
+set plan_cache_mode = force_custom_plan
+as $$
+-- Usage lines of one client (or all, when null) for periods in [p_from, p_to) (all when null).
+-- p_source 'job_steps': charges from ledger.job_steps, as maintained at ingest (the product);
+-- p_source 'events': recomputed from the accepted raw events (the reference, and the baseline
+-- the benchmark compares with). Runs with the caller's rights: row-level security applies.
+-- PL/pgSQL, not an inlined SQL function: Citus refuses a statement whose Citus tables appear
+-- only once the planner has inlined a SQL function (ADR 0012).
+begin
+  return query
+  with charges as (
+    select js.client_id, js.job_id, js.pipeline, js.step,
+           coalesce(js.billed_units, 0) as units, js.completed_at
+      from ledger.job_steps js
+     where p_source = 'job_steps'
+       and js.completed_at is not null
+       and (p_client_id is null or js.client_id = p_client_id)
+       and (p_from is null or js.completed_at >= ledger._month_start(p_from))
+       and (p_to is null or js.completed_at < ledger._month_start(p_to))
+    union all
+    select f.client_id, f.job_id, f.pipeline, f.step, f.units, f.completed_at
+      from ledger._charges_from_events(p_client_id, p_from, p_to) f
+     where p_source = 'events'
+  ),
+  -- Each price row is in force from its effective_from until the next row of the same
+  -- (client or default, pipeline, step, currency); of two rows with the same effective_from the
+  -- later recorded one wins.
+  price_rows as (
+    select p.price_id, p.client_id, p.pipeline, p.step, p.currency, p.unit_price, p.tiers,
+           p.effective_from,
+           lead(p.effective_from) over (partition by p.client_id, p.pipeline, p.step, p.currency
+                                        order by p.effective_from, p.price_id) as until
+      from ledger.prices p
+  ),
+  priced as (
+    -- A client's own price beats the default; a charge with neither is unpriced (billed at 0).
+    select ch.client_id, ch.job_id, ch.pipeline, ch.step, ch.units, ch.completed_at,
+           ledger._month(ch.completed_at) as period, cl.currency,
+           coalesce(cp.price_id, dp.price_id) as price_id,
+           coalesce(cp.unit_price, dp.unit_price) as base_price,
+           coalesce(cp.tiers, dp.tiers) <> '[]'::jsonb as tiered
+      from charges ch
+      join ledger.clients cl on cl.client_id = ch.client_id
+      left join price_rows cp
+             on cp.client_id = ch.client_id and cp.pipeline = ch.pipeline and cp.step = ch.step
+            and cp.currency = cl.currency
+            and cp.effective_from <= ch.completed_at
+            and (cp.until is null or ch.completed_at < cp.until)
+      left join price_rows dp
+             on dp.client_id is null and dp.pipeline = ch.pipeline and dp.step = ch.step
+            and dp.currency = cl.currency
+            and dp.effective_from <= ch.completed_at
+            and (dp.until is null or ch.completed_at < dp.until)
+  ),
+  -- Graduated tiers count units per client, month, pipeline and step, in order of completion
+  -- (then job id). Only months where some charge has a tiered price need that running total.
+  tiered_months as (
+    select distinct p.client_id, p.period, p.pipeline, p.step from priced p where p.tiered
+  ),
+  flat as (
+    select p.client_id, p.period, p.pipeline, p.step, p.currency, p.completed_at,
+           p.price_id is not null as priced, coalesce(p.base_price, 0) as unit_price,
+           p.units as band_units, true as home
+      from priced p
+     where not exists (select from tiered_months t
+                        where t.client_id = p.client_id and t.period = p.period
+                          and t.pipeline = p.pipeline and t.step = p.step)
+  ),
+  running as (
+    select p.*,
+           sum(p.units) over (partition by p.client_id, p.period, p.pipeline, p.step
+                              order by p.completed_at, p.job_id collate "C"
+                              rows between unbounded preceding and current row) as cum_after
+      from priced p
+     where exists (select from tiered_months t
+                    where t.client_id = p.client_id and t.period = p.period
+                      and t.pipeline = p.pipeline and t.step = p.step)
+  ),
+  bands as (
+    -- [lower, upper) bands of each tiered price: the base price below the first tier.
+    select pr.price_id, 0::numeric as lower, (pr.tiers->0->>'from_units')::numeric as upper,
+           pr.unit_price
+      from price_rows pr
+     where pr.tiers <> '[]'::jsonb
+    union all
+    select pr.price_id, (t.tier->>'from_units')::numeric,
+           (pr.tiers->(t.i::integer)->>'from_units')::numeric, (t.tier->>'unit_price')::numeric
+      from price_rows pr
+      cross join lateral jsonb_array_elements(pr.tiers) with ordinality as t(tier, i)
+  ),
+  split as (
+    -- A charge's units [cum_after - units, cum_after) fall into one or more bands; it counts as
+    -- a completed step in the band where its first unit falls.
+    select r.client_id, r.period, r.pipeline, r.step, r.currency, r.completed_at,
+           r.price_id is not null as priced,
+           coalesce(b.unit_price, r.base_price, 0) as unit_price,
+           case when b.price_id is null then r.units
+                else least(r.cum_after, coalesce(b.upper, r.cum_after))
+                     - greatest(r.cum_after - r.units, b.lower) end as band_units,
+           b.price_id is null
+             or (b.lower <= r.cum_after - r.units
+                 and (b.upper is null or r.cum_after - r.units < b.upper)) as home
+      from running r
+      left join bands b
+             on b.price_id = r.price_id
+            and (b.lower < r.cum_after or b.lower <= r.cum_after - r.units)
+            and (b.upper is null or b.upper > r.cum_after - r.units)
+  )
+  select s.client_id, s.period, s.pipeline, s.step, s.unit_price, s.priced, s.currency,
+         count(*) filter (where s.home) as completed_steps,
+         sum(s.band_units) as units,
+         round(sum(s.band_units * s.unit_price), 2) as amount,
+         min(s.completed_at) as first_completed_at,
+         max(s.completed_at) as last_completed_at
+    from (select * from flat union all select * from split) s
+   group by s.client_id, s.period, s.pipeline, s.step, s.unit_price, s.priced, s.currency;
+end
+$$;
+comment on function ledger._usage_lines_of(text, date, date, text) is
+  'Usage lines per client, month, pipeline, step and unit price (contract §5), from job_steps or recomputed from the raw events.';
+
+create or replace function ledger._usage_lines(p_client_id text, p_from date, p_to date)
+returns table (client_id text, period date, pipeline text, step text, unit_price numeric,
+               priced boolean, currency text, completed_steps bigint, units numeric,
+               amount numeric, first_completed_at timestamptz, last_completed_at timestamptz)
+language plpgsql stable
+as $$
+-- The live usage lines: what the materialized view holds once refreshed.
+begin
+  return query select * from ledger._usage_lines_of(p_client_id, p_from, p_to, 'job_steps');
+end
+$$;
+comment on function ledger._usage_lines(text, date, date) is
+  'Live usage lines of one client (null: all) for periods [p_from, p_to); the query of ledger.usage_lines_monthly.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Freshness of the materialized view
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function ledger._usage_fresh(p_client_id text, p_period date) returns boolean
+language plpgsql stable
+as $$
+-- True when the materialized view (as the caller sees it) holds every change to this client's
+-- usage in this period: no change row whose transaction the last refresh could not see.
+-- PL/pgSQL, not SQL, and the refresh read on its own: Citus plans no statement with a SQL
+-- function's parameters, nor one joining its tables with a plain local table (ADR 0012).
+declare
+  v_snapshot pg_snapshot;
+begin
+  select r.snapshot into v_snapshot
+    from ledger.billing_refreshes r
+   order by r.refresh_id desc
+   limit 1;
+  if not found then
+    return false;
+  end if;
+  return not exists (
+           select 1 from ledger.billing_changes ch
+            where ch.client_id in (p_client_id, '')
+              and ch.period_from <= p_period and p_period <= ch.period_to
+              and not pg_visible_in_snapshot(ch.xid, v_snapshot));
+end
+$$;
+comment on function ledger._usage_fresh(text, date) is
+  'Whether ledger.usage_lines_monthly is current for one client and period.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Change log: what the materialized view has not seen yet
+-- ---------------------------------------------------------------------------------------------
+
+-- Ingest writes the change log itself, in the statement that upserts ledger.job_steps
+-- (ledger._fold_progress, 40_progress.sql): the month a billed completion joined and the month it
+-- left. The statement triggers that did it until ADR 0014 read transition tables; migration 0080
+-- drops them, and their functions go here:
+drop function if exists ledger.tg_job_steps__log_billing_insert();
+drop function if exists ledger.tg_job_steps__log_billing_update();
+
+create or replace function ledger.tg_job_steps__log_billing_delete() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- A deleted step (a rebuild) leaves its month (a row trigger: it sees its own row only);
+-- TRUNCATE marks everything.
+begin
+  if tg_op = 'TRUNCATE' then
+    insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+    values ('', '-infinity', 'infinity', 'rebuild');
+  elsif old.completed_at is not null then
+    insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+    values (old.client_id, ledger._month(old.completed_at), ledger._month(old.completed_at), 'rebuild');
+  end if;
+  return null;
+end
+$$;
+comment on function ledger.tg_job_steps__log_billing_delete() is 'Logs the months of deleted billed completions.';
+
+create or replace trigger log_billing_delete
+  after delete on ledger.job_steps
+  for each row execute function ledger.tg_job_steps__log_billing_delete();
+
+create or replace trigger log_billing_truncate
+  after truncate on ledger.job_steps
+  for each statement execute function ledger.tg_job_steps__log_billing_delete();
+
+-- ---------------------------------------------------------------------------------------------
+-- Refreshing the usage materialized view
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function ledger.refresh_usage(p_requested_by text default null,
+                                                p_concurrently boolean default true)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set work_mem = '64MB'
+as $$
+-- Refreshes ledger.usage_lines_monthly (concurrently: readers and ingest are never blocked) and
+-- records the snapshot it started from; change-log rows that snapshot saw are absorbed. Only one
+-- refresh runs at a time: a second caller returns at once with refreshed = false.
+declare
+  v_started timestamptz := clock_timestamp();
+  v_snapshot pg_snapshot;
+  v_concurrently boolean;
+  v_absorbed bigint;
+  v_rows bigint;
+  v_id bigint;
+  v_finished timestamptz;
+begin
+  if not pg_try_advisory_xact_lock(hashtext('stepledger.refresh_usage')) then
+    return jsonb_build_object('refreshed', false, 'reason', 'another refresh is running');
+  end if;
+  -- Taken before the refresh statement, whose own snapshot is at least as recent: every change
+  -- visible here is in the refreshed view.
+  v_snapshot := pg_current_snapshot();
+  v_concurrently := p_concurrently and (select c.relispopulated from pg_class c
+                                         where c.oid = 'ledger.usage_lines_monthly'::regclass);
+  if v_concurrently then
+    refresh materialized view concurrently ledger.usage_lines_monthly;
+  else
+    refresh materialized view ledger.usage_lines_monthly;
+  end if;
+  delete from ledger.billing_changes ch where pg_visible_in_snapshot(ch.xid, v_snapshot);
+  get diagnostics v_absorbed = row_count;
+  select count(*) into v_rows from ledger.usage_lines_monthly;
+  v_finished := clock_timestamp();
+  insert into ledger.billing_refreshes (started_at, finished_at, snapshot, duration_ms, line_rows,
+                                        changes_absorbed, concurrent, requested_by)
+  values (v_started, v_finished, v_snapshot,
+          round(extract(epoch from v_finished - v_started) * 1000, 1), v_rows, v_absorbed,
+          v_concurrently, coalesce(p_requested_by, (ledger._actor()).actor))
+  returning refresh_id into v_id;
+  delete from ledger.billing_refreshes r where r.refresh_id < v_id - 1000;
+  perform ledger._enqueue_usage_crossings();  -- notifications outbox: usage thresholds
+  return jsonb_build_object('refreshed', true, 'refresh_id', v_id, 'started_at', v_started,
+                            'finished_at', v_finished,
+                            'duration_ms', round(extract(epoch from v_finished - v_started) * 1000, 1),
+                            'line_rows', v_rows, 'changes_absorbed', v_absorbed,
+                            'concurrently', v_concurrently);
+end
+$$;
+comment on function ledger.refresh_usage(text, boolean) is
+  'Refreshes the usage materialized view (concurrently unless asked otherwise) and records it; the scheduler, pg_cron and POST /rpc/refresh_usage call it.';
+
+create or replace function api.refresh_usage() returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- Admins: refresh the usage figures now instead of waiting for the schedule.
+begin
+  if auth.role() not in ('admin', 'stepledger_owner') then
+    raise exception 'role "%" may not refresh usage', auth.role() using errcode = 'SL406';
+  end if;
+  return ledger.refresh_usage('api: ' || (ledger._actor()).actor);
+end
+$$;
+comment on function api.refresh_usage() is
+  'Admins: refresh the usage materialized view now (GET /usage shows refreshed_at and stale). Returns refreshed = false when a refresh is already running.';
