@@ -7,7 +7,8 @@ revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.ste
   from public;
 revoke execute on function
   ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
-  ledger._check_window(date, date), ledger.refresh_analytics(interval),
+  ledger._check_window(date, date), ledger._window(date, date, integer),
+  ledger.refresh_analytics(interval),
   ledger._analytics_refresh_costs(),
   ledger._outcomes(date, date, text, text),
   api.refresh_analytics(integer),
@@ -32,7 +33,8 @@ grant select on ledger.visible_step_outcomes_daily, ledger.visible_step_outcomes
                 ledger.visible_step_timings_daily
   to client, admin, bi_reader;
 grant execute on function ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
-                          ledger._check_window(date, date), ledger._outcomes(date, date, text, text)
+                          ledger._check_window(date, date), ledger._window(date, date, integer),
+                          ledger._outcomes(date, date, text, text)
   to client, admin, bi_reader;
 
 grant select on api.error_stats, api.analytics_freshness to client, admin;

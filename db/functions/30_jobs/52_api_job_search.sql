@@ -88,11 +88,10 @@ as $$
 #variable_conflict use_column
 -- Default window: the last 30 UTC days. Every day of the window has a row, 0 when no job started.
 declare
-  v_today date := (now() at time zone 'UTC')::date;
-  v_since date := coalesce(jobs_by_day.since, coalesce(jobs_by_day.until, v_today) - 29);
-  v_until date := coalesce(jobs_by_day.until, v_today);
+  v_since date;
+  v_until date;
 begin
-  perform ledger._check_window(v_since, v_until);
+  select w.since, w.until into v_since, v_until from ledger._window(jobs_by_day.since, jobs_by_day.until, 30) w;
   if v_until - v_since > 366 then
     raise exception 'window of % days; at most 367', v_until - v_since + 1
       using errcode = 'SL501', hint = 'ask for a year at most';

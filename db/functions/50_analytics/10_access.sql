@@ -39,6 +39,22 @@ end
 $$;
 comment on function ledger._check_window(date, date) is 'Validates a window of UTC days.';
 
+create or replace function ledger._window(p_since date, p_until date, p_days integer,
+                                          out since date, out until date)
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- A window of UTC days as the API's reports take it: until defaults to today (UTC), since to
+-- p_days days before until (both included); checked like ledger._check_window.
+begin
+  until := coalesce(p_until, (now() at time zone 'UTC')::date);
+  since := coalesce(p_since, until - (p_days - 1));
+  perform ledger._check_window(since, until);
+end
+$$;
+comment on function ledger._window(date, date, integer) is
+  'A window of UTC days with the reports'' defaults: until today, since p_days days before (both included).';
+
 -- -- Access layer of the materialized views -------------------------------------------------------
 -- security_barrier: caller-supplied conditions run only on rows the caller may see.
 

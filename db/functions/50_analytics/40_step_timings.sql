@@ -18,11 +18,10 @@ as $$
 -- attempts that started in a window of UTC days (default: the last 7 days, today included).
 -- Exact percentiles (linear interpolation) over the caller's visible clients.
 declare
-  v_today date := (now() at time zone 'UTC')::date;
-  v_since date := coalesce(step_durations.since, coalesce(step_durations.until, v_today) - 6);
-  v_until date := coalesce(step_durations.until, v_today);
+  v_since date;
+  v_until date;
 begin
-  perform ledger._check_window(v_since, v_until);
+  select w.since, w.until into v_since, v_until from ledger._window(step_durations.since, step_durations.until, 7) w;
   return query
   with cells as (
     select t.pipeline, t.step, t.attempts, t.completed, t.durations_s, t.queues_s

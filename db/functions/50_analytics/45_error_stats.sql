@@ -110,11 +110,10 @@ as $$
 #variable_conflict use_column
 -- Failures and failure rate per UTC day and step (default: the last 30 days).
 declare
-  v_today date := (now() at time zone 'UTC')::date;
-  v_since date := coalesce(error_stats_by_day.since, coalesce(error_stats_by_day.until, v_today) - 29);
-  v_until date := coalesce(error_stats_by_day.until, v_today);
+  v_since date;
+  v_until date;
 begin
-  perform ledger._check_window(v_since, v_until);
+  select w.since, w.until into v_since, v_until from ledger._window(error_stats_by_day.since, error_stats_by_day.until, 30) w;
   return query
   with cells as (
     select d.day, d.pipeline::text as pipeline, d.step::text as step, d.error_code,
