@@ -10,6 +10,7 @@ import yaml
 
 from stepledger import stack
 from stepledger.settings import REPO_ROOT, Settings
+from stepledger.stack import postgres
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 POSTGREST_CONF = REPO_ROOT / "deploy" / "postgrest.conf"
@@ -198,7 +199,7 @@ def test_the_citus_profile_builds_every_node_from_the_citus_image(
         assert re.fullmatch(r"\$\{STEPLEDGER_CITUS_IMAGE:-citusdata/citus:13\.2\.\d+-pg15\}", base)
         command = " ".join(node["command"])
         assert "shared_preload_libraries=citus" in command
-        assert f"citus.shard_count={stack.CITUS_SHARD_COUNT}" in command
+        assert f"citus.shard_count={postgres.CITUS_SHARD_COUNT}" in command
         assert "jit=off" in command
         assert node["environment"]["POSTGRES_DB"] == services["db"]["environment"]["POSTGRES_DB"]
         assert "healthcheck" in node

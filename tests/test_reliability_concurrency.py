@@ -53,6 +53,13 @@ def expected_state(events: list[dict[str, Any]]) -> tuple[dict, dict]:
     return {k: tuple(v) for k, v in jobs.items()}, billed
 
 
+def _deadlocks(su_conn: psycopg.Connection) -> int:
+    row = su_conn.execute("select deadlocks from pg_stat_database "
+                          "where datname = current_database()").fetchone()
+    assert row
+    return int(row[0])
+
+
 def test_sixteen_writers_keep_progress_and_billing_exact(
         settings: Settings, su_conn: psycopg.Connection, jwt_for: Callable[..., str],
         clients: tuple[str, list[str]]) -> None:
@@ -89,6 +96,10 @@ def test_sixteen_writers_keep_progress_and_billing_exact(
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
+    # Deadlocks among these writers (their retries would hide them from the answers). Counted
+    # from here: a `stepledger migrate` of another test re-creates policies while the stack's
+    # notification worker reads those tables, which can deadlock (migrate retries by design).
+    deadlocks_before = _deadlocks(su_conn)
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(streams))]
     for t in threads:
         t.start()
@@ -123,6 +134,4 @@ def test_sixteen_writers_keep_progress_and_billing_exact(
     stored = su_conn.execute("select count(*) from ledger.events where client_id = any(%s)",
                              [all_clients]).fetchone()[0]
     assert stored == len(everything)
-    deadlocks = su_conn.execute("select deadlocks from pg_stat_database "
-                                "where datname = current_database()").fetchone()[0]
-    assert deadlocks == 0
+    assert _deadlocks(su_conn) == deadlocks_before

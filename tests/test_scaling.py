@@ -29,9 +29,9 @@ REFERENCE = {
 # (docs/scaling.md, "Caveats"). Any key not listed here must start with client_id. (Invoice
 # numbers were the last one: they are numbered per client since migration 0070.)
 GLOBAL_KEYS_TO_REWORK: set[tuple[str, tuple[str, ...]]] = set()
-# Distributed tables without a primary key: Citus needs none. ledger.event_ids holds the
-# (client_id, event_id) key of the accepted events (ADR 0014).
-WITHOUT_PRIMARY_KEY = {"ledger.events"}
+# Distributed tables without a primary key (none today: ledger.events keeps events_pkey, which
+# starts with client_id, ADR 0014).
+WITHOUT_PRIMARY_KEY: set[str] = set()
 
 TENANT_RELATIONS = """
 select n.nspname || '.' || c.relname
