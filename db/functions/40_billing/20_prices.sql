@@ -51,6 +51,24 @@ end
 $$;
 comment on function ledger._normalized_tiers(jsonb) is 'Validates and normalizes graduated price tiers (SL402).';
 
+create or replace function ledger._price_book_changed(p_client_id text, p_from date, p_reason text)
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- A price or minimum from p_from on changes usage from that month on: log it for the usage view,
+-- and wake the stack's scheduler (loader/stepledger/stack/scheduler.py) to refresh it soon after
+-- the commit.
+begin
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
+  values (p_client_id, p_from, 'infinity', p_reason);
+  perform pg_notify('stepledger_scheduler', 'refresh_usage');
+end
+$$;
+comment on function ledger._price_book_changed(text, date, text) is
+  'Logs a price book change for the usage view and asks the scheduler to refresh it.';
+revoke execute on function ledger._price_book_changed(text, date, text) from public;
+
 create or replace function ledger.tg_prices__check() returns trigger
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -59,7 +77,6 @@ as $$
 -- are sane; who recorded it is filled in; the usage view learns that prices changed.
 declare
   v_client_currency text;
-  v_actor record;
 begin
   if not exists (select from ledger.pipeline_steps s where s.pipeline = new.pipeline and s.step = new.step) then
     raise exception 'pipeline "%" has no step "%"', new.pipeline, new.step
@@ -88,17 +105,11 @@ begin
   new.unit_price := trim_scale(new.unit_price);
   new.tiers := ledger._normalized_tiers(new.tiers);
   new.effective_from := coalesce(new.effective_from, now());
-  v_actor := ledger._actor();
-  new.recorded_at := now();
-  new.recorded_by := v_actor.actor;
-  new.recorded_role := v_actor.role;
-  new.recorded_token := v_actor.token;
-  new.recorded_via := v_actor.via;
-
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  values (coalesce(new.client_id, ''), ledger._month(new.effective_from), 'infinity', 'price');
-  -- The stack's scheduler refreshes the usage view soon after the commit (loader/stepledger/scheduler.py).
-  perform pg_notify('stepledger_scheduler', 'refresh_usage');
+  select now(), a.actor, a.role, a.token, a.via
+    into new.recorded_at, new.recorded_by, new.recorded_role, new.recorded_token, new.recorded_via
+    from ledger._actor() a;
+  perform ledger._price_book_changed(coalesce(new.client_id, ''), ledger._month(new.effective_from),
+                                     'price');
   return new;
 end
 $$;
@@ -116,7 +127,6 @@ as $$
 -- is filled in, and the usage view learns about it.
 declare
   v_client_currency text;
-  v_actor record;
 begin
   select c.currency into v_client_currency from ledger.clients c where c.client_id = new.client_id;
   if not found then
@@ -135,15 +145,10 @@ begin
     raise exception 'monthly_minimum must be a number >= 0' using errcode = 'SL411';
   end if;
   new.monthly_minimum := trim_scale(new.monthly_minimum);
-  v_actor := ledger._actor();
-  new.recorded_at := now();
-  new.recorded_by := v_actor.actor;
-  new.recorded_role := v_actor.role;
-  new.recorded_token := v_actor.token;
-  new.recorded_via := v_actor.via;
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  values (new.client_id, new.effective_from, 'infinity', 'minimum');
-  perform pg_notify('stepledger_scheduler', 'refresh_usage');
+  select now(), a.actor, a.role, a.token, a.via
+    into new.recorded_at, new.recorded_by, new.recorded_role, new.recorded_token, new.recorded_via
+    from ledger._actor() a;
+  perform ledger._price_book_changed(new.client_id, new.effective_from, 'minimum');
   return new;
 end
 $$;
