@@ -91,7 +91,8 @@ declare
   v_since date;
   v_until date;
 begin
-  select w.since, w.until into v_since, v_until from ledger._window(jobs_by_day.since, jobs_by_day.until, 30) w;
+  select w.since, w.until into v_since, v_until
+    from ledger._window(jobs_by_day.since, jobs_by_day.until, 30) w;
   if v_until - v_since > 366 then
     raise exception 'window of % days; at most 367', v_until - v_since + 1
       using errcode = 'SL501', hint = 'ask for a year at most';

@@ -21,7 +21,8 @@ declare
   v_since date;
   v_until date;
 begin
-  select w.since, w.until into v_since, v_until from ledger._window(step_durations.since, step_durations.until, 7) w;
+  select w.since, w.until into v_since, v_until
+    from ledger._window(step_durations.since, step_durations.until, 7) w;
   return query
   with cells as (
     select t.pipeline, t.step, t.attempts, t.completed, t.durations_s, t.queues_s

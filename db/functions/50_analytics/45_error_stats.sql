@@ -113,7 +113,8 @@ declare
   v_since date;
   v_until date;
 begin
-  select w.since, w.until into v_since, v_until from ledger._window(error_stats_by_day.since, error_stats_by_day.until, 30) w;
+  select w.since, w.until into v_since, v_until
+    from ledger._window(error_stats_by_day.since, error_stats_by_day.until, 30) w;
   return query
   with cells as (
     select d.day, d.pipeline::text as pipeline, d.step::text as step, d.error_code,
