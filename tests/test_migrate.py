@@ -1,12 +1,18 @@
-"""The migration runner: a second run on an up-to-date database changes nothing."""
+"""The migration runner: a second run on an up-to-date database changes nothing, and takes no
+lock on a live table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
+import threading
+from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-from stepledger.schema.migrate import migrate
+from stepledger.schema.migrate import definitions_digest, migrate
 from stepledger.schema.snapshot import schema_dump
 from stepledger.settings import Settings
 
@@ -18,6 +24,63 @@ def test_second_migrate_changes_nothing(settings: Settings, su_conn: psycopg.Con
     assert result["applied"] == []
     assert schema_dump(settings) == before
     assert su_conn.execute("select count(*) from ledger.code_versions").fetchone() == versions
+
+
+def test_a_migrate_with_nothing_new_does_not_wait_behind_a_reader(settings: Settings) -> None:
+    """Re-creating a policy takes an ACCESS EXCLUSIVE lock on its table; `stepledger up` migrates
+    on every start, so a migrate with nothing new must not queue behind a live reader (and block
+    every writer behind itself)."""
+    migrate(settings)  # whatever an earlier test changed is applied now
+    outcome: dict[str, object] = {}
+    finished = threading.Event()
+
+    def run() -> None:
+        outcome.update(migrate(settings))
+        finished.set()
+
+    with psycopg.connect(settings.dsn("postgres")) as reader:
+        reader.execute("select count(*) from ledger.jobs")  # holds its lock until rollback
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        done_while_read = finished.wait(timeout=8)
+        reader.rollback()
+    worker.join(timeout=120)
+    assert done_while_read, "migrate waited behind a reader of ledger.jobs"
+    assert outcome["definitions"] == "unchanged"
+
+
+def test_an_edit_by_hand_stays_until_reapply(settings: Settings,
+                                            su_conn: psycopg.Connection) -> None:
+    def comment() -> str:
+        return su_conn.execute(
+            "select obj_description('ledger.scheduled_tasks()'::regprocedure)").fetchone()[0]
+    original = comment()
+    su_conn.execute("comment on function ledger.scheduled_tasks() is 'edited by hand'")
+    try:
+        assert migrate(settings)["definitions"] == "unchanged"
+        assert comment() == "edited by hand"
+        assert migrate(settings, reapply=True)["definitions"] == "applied"
+        assert comment() == original
+    finally:
+        su_conn.execute(sql.SQL("comment on function ledger.scheduled_tasks() is {}").format(
+            sql.Literal(original)))
+
+
+def test_the_digest_follows_every_applied_file(settings: Settings, tmp_path: Path) -> None:
+    """A change to any file the idempotent phase applies, or to the topology, is applied."""
+    for folder in ("db", "schemas"):
+        shutil.copytree(settings.repo_root / folder, tmp_path / folder)
+    copy = dataclasses.replace(settings, repo_root=tmp_path)
+    assert definitions_digest(copy, False) == definitions_digest(settings, False)
+    assert definitions_digest(settings, True) != definitions_digest(settings, False)
+    for changed in ("db/policies/90_openapi.sql", "db/functions/00_common/10_auth_context.sql",
+                    "schemas/step_event.v1.json"):
+        before = definitions_digest(copy, False)
+        with (tmp_path / changed).open("a") as f:
+            f.write("\n")
+        assert definitions_digest(copy, False) != before, changed
+    other_secret = dataclasses.replace(copy, home=tmp_path / "home")  # generates its own secret
+    assert definitions_digest(other_secret, False) != definitions_digest(copy, False)
 
 
 def test_envelope_constraint_is_generated_from_the_schema_file(

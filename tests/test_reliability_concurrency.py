@@ -97,8 +97,8 @@ def test_sixteen_writers_keep_progress_and_billing_exact(
             errors.append(exc)
 
     # Deadlocks among these writers (their retries would hide them from the answers). Counted
-    # from here: a `stepledger migrate` of another test re-creates policies while the stack's
-    # notification worker reads those tables, which can deadlock (migrate retries by design).
+    # from here: a `stepledger migrate --reapply` of another test re-creates policies while the
+    # stack's notification worker reads those tables, which can deadlock (migrate retries).
     deadlocks_before = _deadlocks(su_conn)
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(streams))]
     for t in threads:

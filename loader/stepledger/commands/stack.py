@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("migrate", help="apply bootstrap, migrations, functions, policies")
+    p.add_argument("--reapply", action="store_true",
+                   help="re-apply every function, view and policy even when none changed "
+                        "(after an edit by hand); a migrate with nothing new leaves them alone")
     p.set_defaults(func=cmd_migrate)
 
 
@@ -75,9 +78,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 @_db_errors
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    result = stack.run_migrations(settings)
+    result = stack.run_migrations(settings, reapply=args.reapply)
     applied = result.get("applied") if isinstance(result, dict) else None
     suffix = f" (applied: {', '.join(applied)})" if applied else ""
+    if isinstance(result, dict) and result.get("definitions") == "unchanged":
+        suffix += " (functions, views and policies unchanged)"
     print(f"stepledger: migrated {settings.dbname} on {settings.pg_host}:{settings.pg_port}"
           f"{suffix}")
     return 0

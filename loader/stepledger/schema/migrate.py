@@ -8,14 +8,19 @@ Order (docs/architecture.md):
    (`ledger.step_event_v1_valid`, ADR 0003), which ingest classifies with (the events table
    guards the envelope with CHECKs on its typed columns, migration 0080, ADR 0014);
 5. db/functions/NN_feature/*.sql (each feature's functions, then the views built on them), then
-   db/policies/*.sql, as the owner, re-applied every time (idempotent files; db/README.md);
-6. the JWT secret (for login tokens signed in the database), the code version, this month's
-   partitions, and `notify pgrst, 'reload schema'`;
+   db/policies/*.sql, as the owner (idempotent files; db/README.md): re-applied when they, the
+   generated functions or a migration changed anything since the last run (a digest kept in
+   ledger.applied_definitions), or when asked to (`stepledger migrate --reapply`), so that a
+   migrate with nothing new takes no lock on the tables of a live system;
+6. the JWT secret (for login tokens signed in the database) and `notify pgrst, 'reload schema'`
+   with the files of 5; every time, the code version, this month's partitions and the BI logins'
+   limits;
 7. on a Citus coordinator, the distribution (stepledger.stack.citus.distribute, ADR 0012).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -186,15 +191,17 @@ def _quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def migrate(settings: Settings) -> dict[str, object]:
-    """Bring the stack's database up to date. Safe to run any number of times."""
+def migrate(settings: Settings, reapply: bool = False) -> dict[str, object]:
+    """Bring the stack's database up to date. Safe to run any number of times. `reapply`
+    re-applies the functions, views and policies even when none changed (after an edit by hand)."""
     ensure_database(settings)
     bootstrap(settings)
     applied = apply_migrations(settings)
     version = code_version(settings.repo_root)
     for attempt in range(1, MIGRATE_ATTEMPTS + 1):
         try:
-            _apply_idempotent(settings, version)
+            # A migration may drop what the idempotent files define (a view, with CASCADE).
+            definitions = _apply_idempotent(settings, version, reapply=reapply or bool(applied))
             break
         except LOCK_CONFLICTS:
             # A live stack (ingest, the scheduler's refreshes) may hold locks that the policy
@@ -205,25 +212,61 @@ def migrate(settings: Settings) -> dict[str, object]:
             time.sleep(0.5 * attempt)
     # On a Citus coordinator: the part of the schema that is distributed (ADR 0012).
     distributed = citus.distribute(settings)
-    return {"applied": applied, "code_version": version, "citus": distributed}
+    return {"applied": applied, "code_version": version, "definitions": definitions,
+            "citus": distributed}
 
 
-def _apply_idempotent(settings: Settings, version: str) -> None:
-    """Schema functions, db/functions, db/policies, secret, version, partitions: one
-    transaction, safe to repeat."""
+def definitions_digest(settings: Settings, on_citus: bool) -> str:
+    """One digest of everything the idempotent phase applies: the files in their order, the
+    schemas the generated functions come from and the code that generates them or rewrites
+    policies for Citus, the JWT secret, and the topology (policies take another form on Citus)."""
+    package = Path(__file__).resolve().parent.parent
+    generators = sorted((package / "schema" / "envelope_sql").glob("*.py"))
+    generators += [package / "stack" / "citus.py", Path(__file__).resolve()]
+    digest = hashlib.sha256()
+    root = settings.repo_root
+    for path in idempotent_files(root / "db"):
+        digest.update(f"{path.relative_to(root)}\0{sql_text(path)}\0".encode())
+    for filename in sorted(SCHEMA_FUNCTIONS):
+        digest.update(f"schemas/{filename}\0".encode() + (root / "schemas" / filename).read_bytes())
+    for path in generators:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(hashlib.sha256(settings.jwt_secret.encode()).digest())
+    digest.update(b"citus" if on_citus else b"single node")
+    return digest.hexdigest()
+
+
+def _apply_idempotent(settings: Settings, version: str, reapply: bool) -> str:
+    """Schema functions, db/functions, db/policies and the JWT secret when they changed (or when
+    asked to), then the code version and this month's partitions: one transaction, safe to
+    repeat. Returns "applied" or "unchanged"."""
     with psycopg.connect(settings.dsn("stepledger_owner")) as conn:
         with conn.transaction():
             conn.execute("set local lock_timeout = '10s'")
-            install_schema_functions(conn, settings.repo_root / "schemas")
             on_citus = citus.is_coordinator(conn)
-            if on_citus:
-                citus.drop_functions_over_shard_types(conn)
-            for path in idempotent_files(settings.repo_root / "db"):
-                _run_file(conn, path, one_statement_at_a_time=on_citus)
-            # Login tokens are signed in the database with PostgREST's secret (docs/security.md).
-            conn.execute("select auth.install_jwt_secret(%s)", [settings.jwt_secret])
+            digest = definitions_digest(settings, on_citus)
+            newest = conn.execute("select digest from ledger.applied_definitions "
+                                  "order by applied_at desc limit 1").fetchone()
+            apply = reapply or newest is None or newest[0] != digest
+            if apply:
+                install_schema_functions(conn, settings.repo_root / "schemas")
+                if on_citus:
+                    citus.drop_functions_over_shard_types(conn)
+                for path in idempotent_files(settings.repo_root / "db"):
+                    _run_file(conn, path, one_statement_at_a_time=on_citus)
+                # Login tokens are signed in the database with PostgREST's secret
+                # (docs/security.md).
+                conn.execute("select auth.install_jwt_secret(%s)", [settings.jwt_secret])
+                conn.execute(
+                    "insert into ledger.applied_definitions (digest, code_version) values (%s, %s) "
+                    "on conflict (digest) do update set applied_at = now(), "
+                    "code_version = excluded.code_version", [digest, version])
             conn.execute("insert into ledger.code_versions (code_version) values (%s) "
                          "on conflict do nothing", [version])
             conn.execute("select ledger.ensure_partitions()")
-        conn.execute("notify pgrst, 'reload schema'")
+            # A BI login that reset its own role's defaults gets its limits back (ADR 0006).
+            conn.execute("select auth._apply_bi_limits(rolname) from auth.bi_logins")
+        if apply:
+            conn.execute("notify pgrst, 'reload schema'")
         conn.commit()
+    return "applied" if apply else "unchanged"

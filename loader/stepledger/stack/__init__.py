@@ -58,11 +58,11 @@ __all__ = [
 
 
 # -- whole stack ---------------------------------------------------------------------------------
-def run_migrations(settings: Settings) -> object:
+def run_migrations(settings: Settings, reapply: bool = False) -> object:
     """Migrate (stepledger.schema.migrate), then the login roles' passwords; migrate's result."""
     from stepledger.schema.migrate import migrate  # here: the migration runner uses stack.citus
 
-    result = migrate(settings)
+    result = migrate(settings, reapply=reapply)
     sync_role_passwords(settings)
     return result
 
