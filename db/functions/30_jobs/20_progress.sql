@@ -34,11 +34,10 @@ set search_path = pg_catalog, pg_temp
 -- The statements below have one parameter, the batch: planned once per connection and kept
 -- (generic plans), with the table sizes of the call that planned them. Only one shape is right
 -- for every later call: probe step_runs, job_steps and jobs by key, one index lookup per key of
--- the batch. So they are read in LATERAL subqueries (always a nested loop, one probe per key) and
--- sequential scans are priced out: a plan made on a near-empty table would otherwise scan the
--- whole table on every later call (docs/benchmarks.md, "Ingest plans").
+-- the batch. So they are read in LATERAL subqueries (always a nested loop, one probe per key),
+-- which probe by index even in a plan made on empty or freshly analyzed tables
+-- (tests/test_ingest_plans.py; docs/benchmarks.md, "Ingest plans").
 set plan_cache_mode = force_generic_plan
-set enable_seqscan = off
 as $$
 -- Folds a batch of accepted events (rows just stored in ledger.events) into ledger.step_runs,
 -- ledger.job_steps and ledger.jobs; logs the (client, month) pairs whose billed usage changed in
