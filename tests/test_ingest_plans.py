@@ -4,6 +4,7 @@ of 1,000 events, must still probe by key once the tables have grown (docs/benchm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ STEPS = BOTIMAGE_STEPS
 GROWING_TABLES = ("jobs", "step_runs", "job_steps", "event_ids")
 
 
-@pytest.fixture(scope="module")
-def fresh_stack() -> Iterator[Settings]:
-    with throwaway_stack("stepledger-plans-") as settings:
+@contextlib.contextmanager
+def stack_without_autoanalyze(prefix: str) -> Iterator[Settings]:
+    """A fresh stack whose growing tables are never analyzed by autovacuum."""
+    with throwaway_stack(prefix) as settings:
         with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
             register_catalog(conn, [("plans", "Plans Clinic")])
             # An ANALYZE of a table replans the statements that read it; autovacuum runs one
@@ -28,6 +30,12 @@ def fresh_stack() -> Iterator[Settings]:
             # Without it, the plans made on the empty tables stay until the connection ends.
             for table in GROWING_TABLES:
                 conn.execute(f"alter table ledger.{table} set (autovacuum_enabled = off)")
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def fresh_stack() -> Iterator[Settings]:
+    with stack_without_autoanalyze("stepledger-plans-") as settings:
         yield settings
 
 
@@ -68,6 +76,24 @@ def scans_of(table: str, text: str) -> list[str]:
     return re.findall(rf"(\w[\w ]*?Scan)(?: using \w+)? on {table}\b", text)
 
 
+def plans_after_growth(settings: Settings, first_batch: int) -> list[str]:
+    """The plans a connection keeps from its first batch (`first_batch` events, planned on the
+    tables as they are now), as used once the tables have grown by 10,000 events from another
+    connection: for one event of a job that exists and one of a new job."""
+    with admin_session(settings, explain=True) as planned_early, \
+            admin_session(settings) as bulk:
+        plans: list[str] = []
+        planned_early.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        ingest(planned_early, events("early", 0, first_batch))
+        # (from another connection, so the plans above stay cached)
+        for i in range(10):
+            ingest(bulk, events("bulk", i * 1000, 1000))
+        plans.clear()
+        ingest(planned_early, events("bulk", 10_000, 1)[0])
+        ingest(planned_early, events("late", 0, 1))
+    return plans
+
+
 def assert_probed_by_key(plans: list[str]) -> None:
     text = "\n".join(plans)
     assert "ledger._ingest_batch" in text and "insert into ledger.job_steps" in text, \
@@ -82,55 +108,25 @@ def assert_probed_by_key(plans: list[str]) -> None:
 
 def test_plans_made_on_empty_tables_for_a_big_batch_still_probe_by_key(
         fresh_stack: Settings) -> None:
-    with admin_session(fresh_stack, explain=True) as planned_early, \
-            admin_session(fresh_stack) as bulk:
-        plans: list[str] = []
-        planned_early.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        # This connection plans ingest and its trigger now: empty tables, a batch of 1,000.
-        ingest(planned_early, events("early", 0, 1000))
-        # The tables grow (from another connection, so the plans above stay cached).
-        for i in range(10):
-            ingest(bulk, events("bulk", i * 1000, 1000))
-        # One event for a job that exists, then one for a new job, on the early connection.
-        plans.clear()
-        ingest(planned_early, events("bulk", 10_000, 1)[0])
-        ingest(planned_early, events("late", 0, 1))
-
-    assert_probed_by_key(plans)
+    # planned on empty, never analyzed tables, for a batch of 1,000
+    assert_probed_by_key(plans_after_growth(fresh_stack, 1000))
 
 
 @pytest.fixture
 def tiny_stack() -> Iterator[Settings]:
     """A stack of its own, for plans made after an ANALYZE of tables that are (nearly) empty."""
-    with throwaway_stack("stepledger-plans-tiny-") as settings:
-        with psycopg.connect(settings.dsn("stepledger_owner"), autocommit=True) as conn:
-            register_catalog(conn, [("plans", "Plans Clinic")])
-            for table in GROWING_TABLES:
-                conn.execute(f"alter table ledger.{table} set (autovacuum_enabled = off)")
+    with stack_without_autoanalyze("stepledger-plans-tiny-") as settings:
         yield settings
 
 
 @pytest.mark.parametrize("rows", [0, 80])
 def test_plans_made_after_an_analyze_of_tiny_tables_still_probe_by_key(
         tiny_stack: Settings, rows: int) -> None:
-    fresh_stack = tiny_stack
     # The tables are empty or hold a few rows, and ANALYZE has seen them so (autovacuum does that
-    # on a fresh stack after 50 rows): a plan made now, and kept, must not scan them whole once
-    # they grew.
-    with admin_session(fresh_stack) as setup:
+    # on a fresh stack after 50 rows): the plans made now are kept while the tables grow.
+    with admin_session(tiny_stack) as setup:
         if rows:
             ingest(setup, events("tiny", 0, rows))
         for table in GROWING_TABLES:
             setup.execute(f"analyze ledger.{table}")
-    with admin_session(fresh_stack, explain=True) as planned_early, \
-            admin_session(fresh_stack) as bulk:
-        plans: list[str] = []
-        planned_early.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        ingest(planned_early, events("tiny-early", 0, 40))
-        for i in range(10):
-            ingest(bulk, events("tiny-bulk", i * 1000, 1000))
-        plans.clear()
-        ingest(planned_early, events("tiny-bulk", 10_000, 1)[0])
-        ingest(planned_early, events("tiny-late", 0, 1))
-
-    assert_probed_by_key(plans)
+    assert_probed_by_key(plans_after_growth(tiny_stack, 40))
