@@ -164,7 +164,7 @@ def test_finalize_refuses_bad_requests(
         su_conn: psycopg.Connection, billed: dict[str, str], books: Books) -> None:
     client = billed["client"]
 
-    def code(client_id: str, period: str, books: Books) -> str | None:
+    def code(client_id: str, period: str) -> str | None:
         with pytest.raises(psycopg.Error) as failure:
             books.finalize(client_id, period)
         return failure.value.sqlstate

@@ -215,7 +215,7 @@ def test_a_monthly_minimum_tops_up_a_small_month(books: Books) -> None:
         event(client, uid("job"), pipeline, "a", "completed", "2025-04-10T00:00:00Z", units=8),
     ])
 
-    def minimum_lines(period: str, books: Books) -> list[Decimal]:
+    def minimum_lines(period: str) -> list[Decimal]:
         return [ln["amount"] for ln in books.invoice(client, period)["lines"]
                 if ln["kind"] == "minimum"]
 
