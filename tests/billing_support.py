@@ -10,6 +10,8 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -92,6 +94,12 @@ def add_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: st
     return int(row[0])
 
 
+def set_minimum(conn: psycopg.Connection, client_id: str, monthly_minimum: str | int | Decimal,
+                effective_from: str | date) -> None:
+    conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, effective_from) "
+                 "values (%s, %s, %s)", [client_id, Decimal(str(monthly_minimum)), effective_from])
+
+
 def invoice(conn: psycopg.Connection, client_id: str, period: str) -> dict[str, Any]:
     row = conn.execute("select ledger._invoice_for_caller(%s, %s)::text",
                        [client_id, period]).fetchone()
@@ -125,3 +133,49 @@ def usage_rows(conn: psycopg.Connection, client_id: str) -> list[dict[str, Any]]
                        [client_id]).fetchone()
     assert row is not None
     return loads(row[0])  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Books:
+    """The helpers above bound to one superuser connection and one admin token, as the billing
+    tests use them (the `books` fixture of conftest.py)."""
+
+    conn: psycopg.Connection
+    api_url: str
+    token: str
+
+    def make_pipeline(self, steps: Sequence[str] = ("ingest", "analyse", "report"),
+                      prefix: str = "bp") -> str:
+        return make_pipeline(self.conn, steps, prefix)
+
+    def make_client(self, currency: str = "EUR", prefix: str = "bc") -> str:
+        return make_client(self.conn, currency, prefix)
+
+    def priced_pipeline(self, prices: Mapping[str, str | None],
+                        since: str = "2025-01-01T00:00:00Z") -> tuple[str, str]:
+        return priced_pipeline(self.conn, prices, since)
+
+    def add_price(self, pipeline: str, step: str, unit_price: str | Decimal, effective_from: str,
+                  client_id: str | None = None, currency: str | None = None,
+                  tiers: Sequence[tuple[str | Decimal, str | Decimal]] = ()) -> int:
+        return add_price(self.conn, pipeline, step, unit_price, effective_from, client_id,
+                         currency, tiers)
+
+    def set_minimum(self, client_id: str, monthly_minimum: str | int | Decimal,
+                    effective_from: str | date) -> None:
+        set_minimum(self.conn, client_id, monthly_minimum, effective_from)
+
+    def ingest(self, events: Sequence[dict[str, Any]], expect_rejected: int = 0) -> IngestResult:
+        return ingest(self.api_url, self.token, events, expect_rejected)
+
+    def invoice(self, client_id: str, period: str) -> dict[str, Any]:
+        return invoice(self.conn, client_id, period)
+
+    def finalize(self, client_id: str, period: str) -> dict[str, Any]:
+        return finalize(self.conn, client_id, period)
+
+    def refresh(self) -> dict[str, Any]:
+        return refresh(self.conn)
+
+    def usage_rows(self, client_id: str) -> list[dict[str, Any]]:
+        return usage_rows(self.conn, client_id)

@@ -10,8 +10,11 @@ Fixtures
 - api(token=None): httpx.Client on api_url, with Authorization when a token is given
 - pgrst: httpx.Client on PostgREST itself, past the gateway
 - admin_token / admin: an operator token / an httpx client on PostgREST with it
+- books: the billing helpers (tests/billing_support.py) on su_conn and admin_token
 - cli(*args): the stepledger CLI in a process of its own against the stack
 - api_token(client_id=None): an ingest API token issued by auth.create_api_token
+- loader_catalog: BotImage and the loader tests' clients (st-mary, riverside, northgate),
+  registered once for each module that asks (`pytestmark = pytest.mark.usefixtures(...)`)
 - make_tracker(**kwargs): an SDK Tracker on the stack (BotImage, st-mary), closed after the test
 - as_user(conn, role, client_id=None, **claims): context manager "becoming" an API role
   inside the current transaction
@@ -34,10 +37,12 @@ import jwt
 import psycopg
 import pytest
 
+from billing_support import Books
 from stacks import free_ports as free_ports  # for the tests that import it from here
 from stacks import run_cli_process, throwaway_stack
 from stepledger.sdk import Tracker, TrackerError
 from stepledger.settings import Settings
+from test_loader_support import register_catalog as register_loader_catalog
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +153,11 @@ def admin(api: Callable[..., httpx.Client], admin_token: str) -> httpx.Client:
     return api(admin_token)
 
 
+@pytest.fixture
+def books(su_conn: psycopg.Connection, api_url: str, admin_token: str) -> Books:
+    return Books(su_conn, api_url, admin_token)
+
+
 @pytest.fixture(scope="session")
 def cli(stack: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
     """cli(*args): `python -m stepledger ARGS` against the session stack, output captured."""
@@ -166,6 +176,11 @@ def api_token(su_conn: psycopg.Connection) -> Callable[..., str]:
         assert row is not None
         return str(row[0]["token"])
     return make
+
+
+@pytest.fixture(scope="module")
+def loader_catalog(su_conn: psycopg.Connection) -> None:
+    register_loader_catalog(su_conn)
 
 
 @pytest.fixture

@@ -12,16 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from billing_support import (
-    add_price,
-    event,
-    finalize,
-    ingest,
-    invoice,
-    make_client,
-    priced_pipeline,
-    uid,
-)
+from billing_support import Books, event, uid
 from stepledger.db import loads
 from stepledger.settings import Settings
 
@@ -38,11 +29,11 @@ def kinds(document: dict[str, Any]) -> list[tuple[str, str, str | None, Decimal,
 
 
 @pytest.fixture
-def billed(su_conn: psycopg.Connection, api_url: str, admin_token: str) -> dict[str, str]:
+def billed(books: Books) -> dict[str, str]:
     """A client with January usage of step a (3 units at 2.00) and b (1 unit at 10.00)."""
-    pipeline, client = priced_pipeline(su_conn, {"a": "2", "b": "10"}, "2024-12-01T00:00:00Z")
+    pipeline, client = books.priced_pipeline({"a": "2", "b": "10"}, "2024-12-01T00:00:00Z")
     job = uid("job")
-    ingest(api_url, admin_token, [
+    books.ingest([
         event(client, job, pipeline, "a", "completed", "2025-01-10T00:00:00Z", units=3),
         event(client, job, pipeline, "b", "completed", "2025-01-10T01:00:00Z", units=1),
     ])
@@ -50,26 +41,26 @@ def billed(su_conn: psycopg.Connection, api_url: str, admin_token: str) -> dict[
 
 
 def test_a_finalized_invoice_never_changes_and_late_events_become_adjustments(
-        su_conn: psycopg.Connection, api_url: str, admin_token: str, billed: dict[str, str]
+        books: Books, billed: dict[str, str]
 ) -> None:
     client, pipeline, job = billed["client"], billed["pipeline"], billed["job"]
-    frozen = finalize(su_conn, client, "2025-01")
+    frozen = books.finalize(client, "2025-01")
     assert frozen["status"] == "finalized"
     # Numbered within the client: its first invoice; due after the client's payment terms.
     assert (frozen["invoice_no"], frozen["number"]) == (f"{client}-0001", 1)
     assert frozen["due_on"] > frozen["issued_on"]
     assert frozen["total"] == D("16.00")
-    assert without_clock(invoice(su_conn, client, "2025-01")) == without_clock(frozen)
+    assert without_clock(books.invoice(client, "2025-01")) == without_clock(frozen)
 
     # Late: another January completion, and a retry of a that completes again in January.
-    ingest(api_url, admin_token, [
+    books.ingest([
         event(client, uid("job"), pipeline, "b", "completed", "2025-01-20T00:00:00Z", units=2),
         event(client, job, pipeline, "a", "completed", "2025-01-21T00:00:00Z", attempt=2,
               units=5),
         event(client, uid("job"), pipeline, "a", "completed", "2025-02-02T00:00:00Z", units=1),
     ])
-    assert without_clock(invoice(su_conn, client, "2025-01")) == without_clock(frozen)
-    february = invoice(su_conn, client, "2025-02")
+    assert without_clock(books.invoice(client, "2025-01")) == without_clock(frozen)
+    february = books.invoice(client, "2025-02")
     assert february["status"] == "draft"
     assert kinds(february) == [
         ("usage", "2025-02", "a", D(1), D("2.00")),
@@ -79,28 +70,28 @@ def test_a_finalized_invoice_never_changes_and_late_events_become_adjustments(
     assert (february["usage_amount"], february["adjustments_amount"], february["total"]) == \
         (D("2.00"), D("24.00"), D("26.00"))
     # Adjustments reach the next open invoice only, not March.
-    assert invoice(su_conn, client, "2025-03")["lines"] == []
+    assert books.invoice(client, "2025-03")["lines"] == []
 
     # Once February is finalized with them, they are settled: March has no adjustment ...
-    finalize(su_conn, client, "2025-02")
-    assert invoice(su_conn, client, "2025-03")["lines"] == []
+    books.finalize(client, "2025-02")
+    assert books.invoice(client, "2025-03")["lines"] == []
     # ... until January changes again: then March is January's next open invoice.
-    ingest(api_url, admin_token, [
+    books.ingest([
         event(client, uid("job"), pipeline, "a", "completed", "2025-01-25T00:00:00Z", units=1)])
-    assert kinds(invoice(su_conn, client, "2025-03")) == [
+    assert kinds(books.invoice(client, "2025-03")) == [
         ("adjustment", "2025-01", "a", D(1), D("2.00"))]
-    assert without_clock(invoice(su_conn, client, "2025-01")) == without_clock(frozen)
+    assert without_clock(books.invoice(client, "2025-01")) == without_clock(frozen)
 
 
 def test_a_retry_that_completes_next_month_credits_the_finalized_month(
-        su_conn: psycopg.Connection, api_url: str, admin_token: str, billed: dict[str, str]
+        books: Books, billed: dict[str, str]
 ) -> None:
     client, pipeline, job = billed["client"], billed["pipeline"], billed["job"]
-    finalize(su_conn, client, "2025-01")
-    ingest(api_url, admin_token, [
+    books.finalize(client, "2025-01")
+    books.ingest([
         event(client, job, pipeline, "b", "completed", "2025-02-03T00:00:00Z", attempt=2,
               units=3)])
-    february = invoice(su_conn, client, "2025-02")
+    february = books.invoice(client, "2025-02")
     assert kinds(february) == [
         ("usage", "2025-02", "b", D(3), D("30.00")),
         ("adjustment", "2025-01", "b", D(-1), D("-10.00")),
@@ -109,31 +100,30 @@ def test_a_retry_that_completes_next_month_credits_the_finalized_month(
 
 
 def test_a_backdated_price_after_finalization_becomes_an_adjustment(
-        su_conn: psycopg.Connection, billed: dict[str, str]) -> None:
+        books: Books, billed: dict[str, str]) -> None:
     client, pipeline = billed["client"], billed["pipeline"]
-    frozen = finalize(su_conn, client, "2025-01")
-    add_price(su_conn, pipeline, "a", "3", "2025-01-01T00:00:00Z", client_id=client)
-    assert without_clock(invoice(su_conn, client, "2025-01")) == without_clock(frozen)
+    frozen = books.finalize(client, "2025-01")
+    books.add_price(pipeline, "a", "3", "2025-01-01T00:00:00Z", client_id=client)
+    assert without_clock(books.invoice(client, "2025-01")) == without_clock(frozen)
     # The frozen line at 2.00 is taken back and the line at 3.00 billed: explainable per price.
-    assert kinds(invoice(su_conn, client, "2025-02")) == [
+    assert kinds(books.invoice(client, "2025-02")) == [
         ("adjustment", "2025-01", "a", D(3), D("9.00")),
         ("adjustment", "2025-01", "a", D(-3), D("-6.00")),
     ]
 
 
 def test_the_minimum_top_up_is_adjusted_too(
-        su_conn: psycopg.Connection, api_url: str, admin_token: str, billed: dict[str, str]
+        books: Books, billed: dict[str, str]
 ) -> None:
     client, pipeline = billed["client"], billed["pipeline"]
-    su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
-                    "effective_from) values (%s, 20, '2025-01-01')", [client])
-    frozen = finalize(su_conn, client, "2025-01")
+    books.set_minimum(client, 20, "2025-01-01")
+    frozen = books.finalize(client, "2025-01")
     assert [(ln["kind"], ln["amount"]) for ln in frozen["lines"]][-1] == ("minimum", D("4.00"))
     assert frozen["total"] == D("20.00")
-    ingest(api_url, admin_token, [
+    books.ingest([
         event(client, uid("job"), pipeline, "a", "completed", "2025-01-30T00:00:00Z", units=1)])
     adjustments = [(ln["basis"], ln["step"], ln["amount"])
-                   for ln in invoice(su_conn, client, "2025-02")["lines"]
+                   for ln in books.invoice(client, "2025-02")["lines"]
                    if ln["kind"] == "adjustment"]
     # January now owes 18.00 of usage: 2.00 more usage, 2.00 less top-up.
     assert sorted(adjustments, key=str) == sorted(
@@ -141,11 +131,10 @@ def test_the_minimum_top_up_is_adjusted_too(
 
 
 def test_finalized_invoices_and_prices_are_immutable(
-        su_conn: psycopg.Connection, billed: dict[str, str]) -> None:
+        su_conn: psycopg.Connection, billed: dict[str, str], books: Books) -> None:
     client = billed["client"]
-    su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
-                    "effective_from) values (%s, 1, '2025-01-01')", [client])
-    finalize(su_conn, client, "2025-01")
+    books.set_minimum(client, 1, "2025-01-01")
+    books.finalize(client, "2025-01")
     statements = [
         ("update ledger.invoices set total = 0 where client_id = %s", [client]),
         ("delete from ledger.invoices where client_id = %s", [client]),
@@ -172,12 +161,12 @@ def test_finalized_invoices_and_prices_are_immutable(
 
 
 def test_finalize_refuses_bad_requests(
-        su_conn: psycopg.Connection, billed: dict[str, str]) -> None:
+        su_conn: psycopg.Connection, billed: dict[str, str], books: Books) -> None:
     client = billed["client"]
 
     def code(client_id: str, period: str) -> str | None:
         with pytest.raises(psycopg.Error) as failure:
-            finalize(su_conn, client_id, period)
+            books.finalize(client_id, period)
         return failure.value.sqlstate
 
     current = su_conn.execute("select to_char(now() at time zone 'UTC', 'YYYY-MM')").fetchone()
@@ -186,7 +175,7 @@ def test_finalize_refuses_bad_requests(
     assert code(client, "2025-13") == "SL405"
     assert code(client, "january") == "SL405"
     assert code("no-such-client", "2025-01") == "SL404"
-    finalize(su_conn, client, "2025-01")
+    books.finalize(client, "2025-01")
     assert code(client, "2025-01") == "SL408"
     assert su_conn.execute("select count(*) from ledger.invoices where client_id = %s",
                            [client]).fetchone() == (1,)
@@ -218,15 +207,15 @@ def test_concurrent_finalizations_of_a_period_freeze_it_once(
 
 
 def test_a_clients_currency_is_fixed_once_an_invoice_is_finalized(
-        su_conn: psycopg.Connection, billed: dict[str, str]) -> None:
+        su_conn: psycopg.Connection, billed: dict[str, str], books: Books) -> None:
     client, pipeline = billed["client"], billed["pipeline"]
-    other = make_client(su_conn)
+    other = books.make_client()
     # Before any finalized invoice the currency may change; prices are then chosen in it.
     su_conn.execute("select ledger.add_client(%s, 'Renamed', 'GBP')", [other])
-    add_price(su_conn, pipeline, "a", "1", "2024-12-01T00:00:00Z", client_id=other)
+    books.add_price(pipeline, "a", "1", "2024-12-01T00:00:00Z", client_id=other)
     assert su_conn.execute("select currency from ledger.prices where client_id = %s",
                            [other]).fetchone() == ("GBP",)
-    finalize(su_conn, client, "2025-01")
+    books.finalize(client, "2025-01")
     with pytest.raises(psycopg.Error) as failure:
         su_conn.execute("select ledger.add_client(%s, 'Renamed', 'GBP')", [client])
     assert failure.value.sqlstate == "SL410"
@@ -258,10 +247,10 @@ def test_rpc_invoice_has_the_contract_shape(
 
 
 def test_a_client_sees_only_its_own_invoices(
-        su_conn: psycopg.Connection, api: Callable[..., httpx.Client],
+        books: Books, api: Callable[..., httpx.Client],
         jwt_for: Callable[..., str], billed: dict[str, str]) -> None:
     client = billed["client"]
-    stranger = make_client(su_conn)
+    stranger = books.make_client()
     body = {"client_id": client, "period": "2025-01"}
     refused = _post(api, jwt_for("client", stranger), "/rpc/invoice", body)
     assert refused.status_code == 400

@@ -29,18 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_model import Ledger, lines_from_invoice, total
-from billing_support import (
-    add_price,
-    event,
-    finalize,
-    ingest,
-    invoice,
-    make_client,
-    make_pipeline,
-    refresh,
-    uid,
-    usage_rows,
-)
+from billing_support import Books, event, uid
 
 EXAMPLES = int(os.environ.get("STEPLEDGER_BILLING_EXAMPLES", "40"))
 START = datetime(2024, 12, 31, 22, 0, tzinfo=UTC)
@@ -180,20 +169,20 @@ def _arrivals(scenario: Scenario, events: list[dict[str, Any]]) -> list[list[dic
     return [stream[i:i + size] for i in range(0, len(stream), size)] or [[]]
 
 
-def _price(conn: psycopg.Connection, ledger: Ledger, row: dict[str, Any], pipeline: str,
+def _price(books: Books, ledger: Ledger, row: dict[str, Any], pipeline: str,
            steps: list[str], clients: list[str], currencies: list[str]) -> None:
     client = None if row["client"] is None else clients[row["client"]]
     # A client's own price is in its currency (the database refuses others).
     currency = currencies[row["client"]] if client else row["currency"]
     step = steps[row["step"]]
-    add_price(conn, pipeline, step, row["unit_price"], row["effective_from"].isoformat(),
-              client_id=client, currency=currency, tiers=row["tiers"])
+    books.add_price(pipeline, step, row["unit_price"], row["effective_from"].isoformat(),
+                    client_id=client, currency=currency, tiers=row["tiers"])
     ledger.add_price(pipeline, step, row["unit_price"], row["effective_from"], client_id=client,
                      currency=currency, tiers=row["tiers"])
 
 
-def _check(conn: psycopg.Connection, ledger: Ledger, client: str, period: date) -> dict[str, Any]:
-    document = invoice(conn, client, period.strftime("%Y-%m"))
+def _check(books: Books, ledger: Ledger, client: str, period: date) -> dict[str, Any]:
+    document = books.invoice(client, period.strftime("%Y-%m"))
     expected = ledger.invoice_lines(client, period)
     got = lines_from_invoice(document)
     assert got == expected, (client, period, document.get("source"))
@@ -208,15 +197,15 @@ def _check(conn: psycopg.Connection, ledger: Ledger, client: str, period: date) 
 def test_invoices_equal_an_independent_computation(
         scenario: Scenario, su_conn: psycopg.Connection, api_url: str,
         jwt_for: Callable[..., str]) -> None:
-    token = jwt_for("admin")
-    pipeline = make_pipeline(su_conn, scenario.steps, prefix="prop")
-    clients = [make_client(su_conn, currency=c, prefix="prop") for c in scenario.currencies]
+    # Built here, not by the function-scoped `books` fixture: one example after another reuse it.
+    books = Books(su_conn, api_url, jwt_for("admin"))
+    pipeline = books.make_pipeline(scenario.steps, prefix="prop")
+    clients = [books.make_client(currency=c, prefix="prop") for c in scenario.currencies]
     ledger = Ledger(currencies=dict(zip(clients, scenario.currencies, strict=True)))
     for row in scenario.prices:
-        _price(su_conn, ledger, row, pipeline, scenario.steps, clients, scenario.currencies)
+        _price(books, ledger, row, pipeline, scenario.steps, clients, scenario.currencies)
     for index, amount, month in scenario.minimums:
-        su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
-                        "effective_from) values (%s, %s, %s)", [clients[index], amount, month])
+        books.set_minimum(clients[index], amount, month)
         ledger.add_minimum(clients[index], amount, month)
 
     batches = _arrivals(scenario, _events(scenario, clients, pipeline))
@@ -224,26 +213,26 @@ def test_invoices_equal_an_independent_computation(
     frozen: dict[str, dict[str, Any]] = {}
     for number, batch in enumerate(batches):
         if number in scenario.refresh_points:
-            refresh(su_conn)
+            books.refresh()
         if scenario.finalize_after == number:
             for client in clients:
-                frozen[client] = finalize(su_conn, client, "2025-01")
+                frozen[client] = books.finalize(client, "2025-01")
                 ledger.finalize(client, january)
         if batch:
-            ingest(api_url, token, batch)
+            books.ingest(batch)
             ledger.arrive(batch)
     if scenario.finalize_after is not None and scenario.finalize_after >= len(batches):
         for client in clients:
-            frozen[client] = finalize(su_conn, client, "2025-01")
+            frozen[client] = books.finalize(client, "2025-01")
             ledger.finalize(client, january)
     for row in scenario.late_prices:
-        _price(su_conn, ledger, row, pipeline, scenario.steps, clients, scenario.currencies)
+        _price(books, ledger, row, pipeline, scenario.steps, clients, scenario.currencies)
     if len(batches) + 1 in scenario.refresh_points:
-        refresh(su_conn)
+        books.refresh()
 
     for client in clients:
         for period in PERIODS:
-            document = _check(su_conn, ledger, client, period)
+            document = _check(books, ledger, client, period)
             if client in frozen and period == january:
                 assert document["status"] == "finalized"
                 assert {k: v for k, v in document.items() if k != "generated_at"} == \
@@ -252,7 +241,7 @@ def test_invoices_equal_an_independent_computation(
                 assert document["status"] == "draft"
 
     # After a refresh the usage view (GET /usage) agrees with the rules as well.
-    refresh(su_conn)
+    books.refresh()
     for client in clients:
         expected: dict[tuple[str, str], list[Decimal]] = {}
         for period in PERIODS:
@@ -261,7 +250,7 @@ def test_invoices_equal_an_independent_computation(
                 line[0] += units
                 line[1] += steps
                 line[2] += amount
-        rows = usage_rows(su_conn, client)
+        rows = books.usage_rows(client)
         assert not any(r["stale"] for r in rows)
         got = {(r["period"], r["step"]): [Decimal(str(r["units"])), Decimal(r["completed_steps"]),
                                           Decimal(str(r["amount"]))] for r in rows}

@@ -14,18 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from billing_support import (
-    add_price,
-    event,
-    finalize,
-    ingest,
-    invoice,
-    make_client,
-    make_pipeline,
-    refresh,
-    uid,
-    usage_rows,
-)
+from billing_support import Books, event, uid
 from stepledger.settings import Settings
 from stepledger.stack import scheduler
 
@@ -46,21 +35,20 @@ def no_scheduler(settings: Settings) -> Iterator[None]:
 
 
 @pytest.fixture
-def two_clients(su_conn: psycopg.Connection, api_url: str, admin_token: str) -> dict[str, str]:
+def two_clients(books: Books) -> dict[str, str]:
     """Clients x and y with January usage; x has a monthly minimum of 100."""
-    pipeline = make_pipeline(su_conn, ["a", "b"])
-    x, y = make_client(su_conn), make_client(su_conn)
-    add_price(su_conn, pipeline, "a", "2", "2024-12-01T00:00:00Z")
-    su_conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
-                    "effective_from) values (%s, 100, '2025-01-01')", [x])
+    pipeline = books.make_pipeline(["a", "b"])
+    x, y = books.make_client(), books.make_client()
+    books.add_price(pipeline, "a", "2", "2024-12-01T00:00:00Z")
+    books.set_minimum(x, 100, "2025-01-01")
     for client, units in ((x, 3), (y, 5)):
-        ingest(api_url, admin_token, [
+        books.ingest([
             event(client, uid("job"), pipeline, "a", "completed", "2025-01-10T00:00:00Z",
                   units=units),
             event(client, uid("job"), pipeline, "b", "completed", "2025-01-11T00:00:00Z",
                   units=1),
         ])
-    refresh(su_conn)
+    books.refresh()
     return {"pipeline": pipeline, "x": x, "y": y}
 
 
@@ -133,7 +121,7 @@ def test_reports_follow_the_same_row_level_security(
 
 
 def test_revenue_and_minimum_reports(su_conn: psycopg.Connection,
-                                     two_clients: dict[str, str]) -> None:
+                                     two_clients: dict[str, str], books: Books) -> None:
     x, y = two_clients["x"], two_clients["y"]
     revenue = su_conn.execute(
         "select client_id, period, usage_amount, monthly_minimum, minimum_topup, amount, "
@@ -146,8 +134,8 @@ def test_revenue_and_minimum_reports(su_conn: psycopg.Connection,
         (y, "2025-01", D("10.00"), None, D(0), D("10.00"), "open", None),
     ])
     # the report's amount is what the draft invoice says
-    assert invoice(su_conn, x, "2025-01")["total"] == D("100.00")
-    finalize(su_conn, x, "2025-01")
+    assert books.invoice(x, "2025-01")["total"] == D("100.00")
+    books.finalize(x, "2025-01")
     row = su_conn.execute("select invoice_status, invoiced_total from "
                           "reporting.revenue_by_client_month where client_id = %s and "
                           "period = '2025-01'", [x]).fetchone()
@@ -163,37 +151,37 @@ def test_revenue_and_minimum_reports(su_conn: psycopg.Connection,
 
 
 def test_usage_says_when_it_is_stale_and_refreshing_catches_up(
-        no_scheduler: None, su_conn: psycopg.Connection, api_url: str, admin_token: str,
+        no_scheduler: None, books: Books,
         api: Callable[..., httpx.Client], jwt_for: Callable[..., str],
         two_clients: dict[str, str]) -> None:
     x, pipeline = two_clients["x"], two_clients["pipeline"]
     client = api(jwt_for("client", x))
     before = client.get("/usage_freshness").json()[0]
     assert before["pending_changes"] == 0
-    ingest(api_url, admin_token, [
+    books.ingest([
         event(x, uid("job"), pipeline, "a", "completed", "2025-01-20T00:00:00Z", units=4)])
-    stale = {r["step"]: r for r in usage_rows(su_conn, x)}
+    stale = {r["step"]: r for r in books.usage_rows(x)}
     assert stale["a"]["stale"] is True
     assert stale["b"]["stale"] is True  # same client and month
     assert stale["a"]["units"] == 3  # the view still holds the refreshed figures
     assert client.get("/usage_freshness").json()[0]["pending_changes"] >= 1
     # the invoice never waits for the view: it computes stale months live
-    draft = invoice(su_conn, x, "2025-01")
+    draft = books.invoice(x, "2025-01")
     assert (draft["source"], draft["usage_amount"]) == ("live", D("14.00"))
-    result = refresh(su_conn)
+    result = books.refresh()
     assert result["changes_absorbed"] >= 1
-    fresh = {r["step"]: r for r in usage_rows(su_conn, x)}
+    fresh = {r["step"]: r for r in books.usage_rows(x)}
     assert (fresh["a"]["stale"], fresh["a"]["units"], fresh["a"]["amount"]) == \
         (False, D(7), D("14.00"))
     assert fresh["a"]["refreshed_at"] > before["refreshed_at"]
-    draft = invoice(su_conn, x, "2025-01")
+    draft = books.invoice(x, "2025-01")
     assert (draft["source"], draft["usage_amount"]) == ("materialized", D("14.00"))
     assert client.get("/usage_freshness").json()[0]["pending_changes"] == 0
 
 
 def test_the_view_and_the_live_path_agree(su_conn: psycopg.Connection,
-                                          two_clients: dict[str, str]) -> None:
-    refresh(su_conn)
+                                          two_clients: dict[str, str], books: Books) -> None:
+    books.refresh()
     query = ("select period, pipeline, step, unit_price, priced, currency, completed_steps, units, "
              "amount from {} where client_id = %s order by 1, 2, 3, 4")
     for client in (two_clients["x"], two_clients["y"]):
@@ -222,7 +210,7 @@ def open_refresh(settings: Settings) -> Iterator[psycopg.Connection]:
 
 
 def test_a_refresh_blocks_neither_readers_nor_ingest(
-        no_scheduler: None, settings: Settings, su_conn: psycopg.Connection, api_url: str,
+        no_scheduler: None, settings: Settings, books: Books,
         admin_token: str, api: Callable[..., httpx.Client], two_clients: dict[str, str]) -> None:
     x, pipeline = two_clients["x"], two_clients["pipeline"]
     admin = api(admin_token)
@@ -231,16 +219,16 @@ def test_a_refresh_blocks_neither_readers_nor_ingest(
         assert admin.get("/usage", params={"client_id": f"eq.{x}"}).status_code == 200
         assert admin.post("/rpc/invoice", json={"client_id": x, "period": "2025-01"}) \
             .status_code == 200
-        ingest(api_url, admin_token, [
+        books.ingest([
             event(x, uid("job"), pipeline, "a", "completed", "2025-01-21T00:00:00Z", units=1)])
         assert time.monotonic() - started < 5.0
     # That event committed after the refresh's snapshot: the view is stale for it, and says so.
-    assert all(r["stale"] for r in usage_rows(su_conn, x))
-    assert invoice(su_conn, x, "2025-01")["usage_amount"] == D("8.00")
+    assert all(r["stale"] for r in books.usage_rows(x))
+    assert books.invoice(x, "2025-01")["usage_amount"] == D("8.00")
 
 
 def test_a_change_committed_during_a_refresh_is_not_lost(
-        no_scheduler: None, settings: Settings, su_conn: psycopg.Connection,
+        no_scheduler: None, settings: Settings, books: Books,
         two_clients: dict[str, str]) -> None:
     """An ingest that began before the refresh's snapshot and commits after the refresh."""
     x, pipeline = two_clients["x"], two_clients["pipeline"]
@@ -250,13 +238,13 @@ def test_a_change_committed_during_a_refresh_is_not_lost(
         accepted = writer.execute("select api.ingest(%s::text)->>'accepted'",
                                   [json.dumps([late])]).fetchone()
         assert accepted == ("1",)
-        refresh(su_conn)  # while the ingest is still uncommitted
+        books.refresh()  # while the ingest is still uncommitted
         writer.commit()
-    assert all(r["stale"] for r in usage_rows(su_conn, x))
-    assert {r["step"]: r["units"] for r in usage_rows(su_conn, x)}["a"] == D(3)
-    assert invoice(su_conn, x, "2025-01")["usage_amount"] == D("10.00")
-    refresh(su_conn)
-    assert {r["step"]: (r["units"], r["stale"]) for r in usage_rows(su_conn, x)}["a"] == \
+    assert all(r["stale"] for r in books.usage_rows(x))
+    assert {r["step"]: r["units"] for r in books.usage_rows(x)}["a"] == D(3)
+    assert books.invoice(x, "2025-01")["usage_amount"] == D("10.00")
+    books.refresh()
+    assert {r["step"]: (r["units"], r["stale"]) for r in books.usage_rows(x)}["a"] == \
         (D(5), False)
 
 
@@ -269,10 +257,10 @@ def _last_refresh(conn: psycopg.Connection) -> tuple[int, str]:
 
 
 def test_the_stacks_scheduler_refreshes_after_a_price_change(
-        settings: Settings, su_conn: psycopg.Connection) -> None:
+        settings: Settings, su_conn: psycopg.Connection, books: Books) -> None:
     assert scheduler.status(settings)["up"], "stepledger up starts the scheduler"
     before, _ = _last_refresh(su_conn)
-    add_price(su_conn, make_pipeline(su_conn, ["a"]), "a", "1", "2025-01-01T00:00:00Z")
+    books.add_price(books.make_pipeline(["a"]), "a", "1", "2025-01-01T00:00:00Z")
     deadline = time.monotonic() + 60
     while True:
         row = su_conn.execute("select count(*) from ledger.billing_refreshes where refresh_id > %s "

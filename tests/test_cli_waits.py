@@ -20,7 +20,6 @@ from test_loader_support import (
     events_of,
     legacy_lines,
     new_tag,
-    register_catalog,
     wait_for,
     write_ndjson,
 )
@@ -83,10 +82,10 @@ def test_tail_of_a_missing_file_is_an_error(tmp_path: Path, down_env: dict[str, 
     assert done.returncode == 1 and "not a regular file" in done.stderr
 
 
+@pytest.mark.usefixtures("loader_catalog")
 def test_tail_wait_follows_a_file_that_appears_later(
         tmp_path: Path, su_conn: psycopg.Connection, api_url: str,
         jwt_for: Callable[..., str]) -> None:
-    register_catalog(su_conn)
     tag = new_tag()
     events = botimage_events(tag, jobs=1)
     log = tmp_path / "later.log"

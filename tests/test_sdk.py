@@ -21,12 +21,9 @@ from stepledger.api_client import IngestClient
 from stepledger.sdk import Tracker, TrackerError
 from stepledger.sdk.spool import Spool, read_batch
 from stepledger.settings import Settings
-from test_loader_support import count, new_tag, register_catalog, run_cli, wait_for
+from test_loader_support import count, new_tag, run_cli, wait_for
 
-
-@pytest.fixture(scope="module", autouse=True)
-def catalog(su_conn: psycopg.Connection) -> None:
-    register_catalog(su_conn)
+pytestmark = pytest.mark.usefixtures("loader_catalog")
 
 
 class GpuOutOfMemory(Exception):

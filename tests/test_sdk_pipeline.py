@@ -11,12 +11,9 @@ import pytest
 
 from stepledger.demo.mock_pipeline import VirtualClock, run_history, run_live
 from stepledger.sdk import Tracker
-from test_loader_support import new_tag, register_catalog, run_cli
+from test_loader_support import new_tag, run_cli
 
-
-@pytest.fixture(scope="module", autouse=True)
-def catalog(su_conn: psycopg.Connection) -> None:
-    register_catalog(su_conn)
+pytestmark = pytest.mark.usefixtures("loader_catalog")
 
 
 @pytest.fixture

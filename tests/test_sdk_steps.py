@@ -13,12 +13,9 @@ import pytest
 from conftest import free_ports
 from stepledger import StepledgerError
 from stepledger.sdk import Tracker, TrackerError, UnknownStepError
-from test_loader_support import new_tag, register_catalog
+from test_loader_support import new_tag
 
-
-@pytest.fixture(scope="module", autouse=True)
-def catalog(su_conn: psycopg.Connection) -> None:
-    register_catalog(su_conn)
+pytestmark = pytest.mark.usefixtures("loader_catalog")
 
 
 

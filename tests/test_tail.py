@@ -26,14 +26,10 @@ from test_loader_support import (
     events_of,
     legacy_lines,
     new_tag,
-    register_catalog,
     wait_for,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def catalog(su_conn: psycopg.Connection) -> None:
-    register_catalog(su_conn)
+pytestmark = pytest.mark.usefixtures("loader_catalog")
 
 
 @pytest.fixture

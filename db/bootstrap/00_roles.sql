@@ -8,6 +8,8 @@
 --   admin             staff: reads and writes everything, edits prices.
 --   ingest            a pipeline's API token: may only ingest, for its client or for all.
 --   bi_reader         group of BI logins: reads the reporting schema under the same policies.
+--   bi_all_clients    group of BI logins bound to no client (30_auth_roles.sql).
+--   bi_watchdog       the rights of the BI watchdog; nobody logs in as it (40_bi_limits.sql).
 do $$
 declare
   r text;
@@ -18,7 +20,8 @@ begin
   if not exists (select from pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit;
   end if;
-  foreach r in array array['anon', 'client', 'admin', 'ingest', 'bi_reader'] loop
+  foreach r in array array['anon', 'client', 'admin', 'ingest', 'bi_reader', 'bi_all_clients',
+                            'bi_watchdog'] loop
     if not exists (select from pg_roles where rolname = r) then
       execute format('create role %I nologin', r);
     end if;

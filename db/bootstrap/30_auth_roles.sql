@@ -1,17 +1,11 @@
--- Roles of the auth area (issue 3), created by a superuser on every migrate (idempotent).
+-- Roles of the auth area (issue 3), set up by a superuser on every migrate (idempotent).
 --
---   bi_all_clients  group of BI logins bound to no client: its policies (select_all_clients) let
---                   it read every client's rows. It inherits bi_reader's grants and adds none.
+--   bi_all_clients  group of BI logins bound to no client (created with the others in
+--                   00_roles.sql): its policies (select_all_clients) let it read every client's
+--                   rows. It inherits bi_reader's grants and adds none.
 --
 -- BI logins themselves are created by `stepledger bi-user add` (auth.add_bi_login) as members of
 -- bi_reader (bound to one client) or bi_all_clients (bound to none).
-do $$
-begin
-  if not exists (select from pg_roles where rolname = 'bi_all_clients') then
-    create role bi_all_clients nologin;
-  end if;
-end
-$$;
 
 grant bi_reader to bi_all_clients;
 -- The owner creates and drops BI logins and must be able to grant both groups.

@@ -6,15 +6,8 @@
 -- seconds, cancels BI statements and terminates idle BI transactions past the login's limits
 -- (auth.bi_logins). It needs to see other roles' sessions and to signal them: a dedicated role
 -- holds exactly that, nobody logs in as it or is a member of it, and the one function below runs
--- with its rights and touches BI logins' sessions only.
+-- with its rights and touches BI logins' sessions only (bi_watchdog, created in 00_roles.sql).
 
-do $$
-begin
-  if not exists (select from pg_roles where rolname = 'bi_watchdog') then
-    create role bi_watchdog nologin;
-  end if;
-end
-$$;
 grant pg_signal_backend, pg_read_all_stats to bi_watchdog;
 
 -- temp_file_limit is superuser-only (PGC_SUSET): a login cannot set it, nor reset its own role's

@@ -84,6 +84,7 @@ revoke execute on function
   ledger._charges_from_events(text, date, date),
   ledger._usage_lines_of(text, date, date, text), ledger._usage_lines(text, date, date),
   ledger._usage_fresh(text, date), ledger._normalized_tiers(jsonb),
+  ledger._client_billing_currency(text, text),
   ledger._period_lines(text, date[]), ledger._invoice_lines(text, date),
   ledger._invoice_json(text, date), ledger._sum_amounts(jsonb, text),
   ledger._invoice_for_caller(text, text), ledger._finalize_invoice(text, text),

@@ -244,6 +244,22 @@ export function toCsv(columns, rows) {
 
 /** A card: a <section> named by its <h2> (`id`, `title`), with `aside` (a note, a button, a small
  * form) beside the title, then the body. */
+/** Filters that live in the URL query: changing a control ({ key: select }) sets the query, and
+ * the view's `update` (called by the router with the new query) reads it with read(query), shows
+ * it in the controls and loads again. Returns that view object. */
+export function queryFilters(ctx, controls, read, load) {
+  const entries = Object.entries(controls);
+  const onChange = () => ctx.setQuery(Object.fromEntries(entries.map(([key, control]) => [key, control.value])));
+  for (const [, control] of entries) control.addEventListener('change', onChange);
+  return {
+    update(query) {
+      const state = read(query);
+      for (const [key, control] of entries) control.value = state[key];
+      load();
+    },
+  };
+}
+
 export function card({ id, title, aside = null }, ...body) {
   return h('section', { class: 'card', 'aria-labelledby': id },
     h('div', { class: 'card-header' }, h('h2', { id }, title), aside),

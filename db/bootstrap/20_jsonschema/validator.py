@@ -294,9 +294,18 @@ def evaluated_indexes_2019(validator, instance, schema, top=False):
         found = set(range(min(len(items), len(instance))))
     else:
         found = set()
+    for subschema in applied_subschemas(validator, instance, schema):
+        found |= evaluated_indexes_2019(validator, instance, subschema)
+    return found
+
+
+def applied_subschemas(validator, instance, schema):
+    """The subschemas in place of `schema` whose evaluations count for `instance`: the targets of
+    $ref and $recursiveRef (yielded while their scope is pushed), the branch of if/then/else taken,
+    and every allOf, anyOf and oneOf subschema that passes."""
     resolver = validator.resolver
     for keyword in ("$ref", "$recursiveRef"):
-        if keyword not in schema:
+        if keyword not in schema or not isinstance(schema[keyword], str):
             continue
         if keyword == "$ref":
             url, target = resolver.resolve(schema["$ref"])
@@ -304,20 +313,19 @@ def evaluated_indexes_2019(validator, instance, schema, top=False):
             url, target = resolve_recursive(resolver, schema["$recursiveRef"])
         resolver.push_scope(url)
         try:
-            found |= evaluated_indexes_2019(validator, instance, target)
+            yield target
         finally:
             resolver.pop_scope()
     if "if" in schema:
         if validator.evolve(schema=schema["if"]).is_valid(instance):
-            found |= evaluated_indexes_2019(validator, instance, schema["if"])
-            found |= evaluated_indexes_2019(validator, instance, schema.get("then", True))
+            yield schema["if"]
+            yield schema.get("then", True)
         else:
-            found |= evaluated_indexes_2019(validator, instance, schema.get("else", True))
+            yield schema.get("else", True)
     for keyword in ("allOf", "anyOf", "oneOf"):
         for subschema in schema.get(keyword, ()):
             if validator.evolve(schema=subschema).is_valid(instance):
-                found |= evaluated_indexes_2019(validator, instance, subschema)
-    return found
+                yield subschema
 
 
 def resolve_recursive(resolver, recursive_ref):
@@ -343,32 +351,11 @@ def evaluated_keys(validator, instance, schema, top=False):
     found = {key for key in schema.get("properties", ()) if key in instance}
     patterns = [compile_pattern(p) for p in schema.get("patternProperties", ())]
     found |= {key for key in instance if any(p.search(key) for p in patterns)}
-    resolver = validator.resolver
-    for keyword in ("$ref", "$recursiveRef"):
-        if keyword not in schema or not isinstance(schema[keyword], str):
-            continue
-        if keyword == "$ref":
-            url, target = resolver.resolve(schema["$ref"])
-        else:
-            url, target = resolve_recursive(resolver, schema["$recursiveRef"])
-        resolver.push_scope(url)
-        try:
-            found |= evaluated_keys(validator, instance, target)
-        finally:
-            resolver.pop_scope()
     for key, subschema in schema.get("dependentSchemas", {}).items():
         if key in instance:
             found |= evaluated_keys(validator, instance, subschema)
-    if "if" in schema:
-        if validator.evolve(schema=schema["if"]).is_valid(instance):
-            found |= evaluated_keys(validator, instance, schema["if"])
-            found |= evaluated_keys(validator, instance, schema.get("then", True))
-        else:
-            found |= evaluated_keys(validator, instance, schema.get("else", True))
-    for keyword in ("allOf", "anyOf", "oneOf"):
-        for subschema in schema.get(keyword, ()):
-            if validator.evolve(schema=subschema).is_valid(instance):
-                found |= evaluated_keys(validator, instance, subschema)
+    for subschema in applied_subschemas(validator, instance, schema):
+        found |= evaluated_keys(validator, instance, subschema)
     return found
 
 

@@ -69,29 +69,43 @@ comment on function ledger._price_book_changed(text, date, text) is
   'Logs a price book change for the usage view and asks the scheduler to refresh it.';
 revoke execute on function ledger._price_book_changed(text, date, text) from public;
 
+create or replace function ledger._client_billing_currency(p_client_id text, p_currency text)
+returns text
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- A client's own price or minimum is in the client's currency: the currency given (null: the
+-- client's), SL404 for an unknown client and SL403 for another currency.
+declare
+  v_client_currency text;
+begin
+  select c.currency into v_client_currency from ledger.clients c where c.client_id = p_client_id;
+  if not found then
+    raise exception 'unknown client "%"', p_client_id using errcode = 'SL404';
+  end if;
+  if coalesce(p_currency, v_client_currency) <> v_client_currency then
+    raise exception 'client "%" is billed in %, not %', p_client_id, v_client_currency, p_currency
+      using errcode = 'SL403';
+  end if;
+  return v_client_currency;
+end
+$$;
+comment on function ledger._client_billing_currency(text, text) is
+  'The currency of a client''s own price or minimum: the client''s (SL404 unknown client, SL403 another currency).';
+
 create or replace function ledger.tg_prices__check() returns trigger
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 -- Before a price row is stored: the step exists, the currency matches the client's, the numbers
 -- are sane; who recorded it is filled in; the usage view learns that prices changed.
-declare
-  v_client_currency text;
 begin
   if not exists (select from ledger.pipeline_steps s where s.pipeline = new.pipeline and s.step = new.step) then
     raise exception 'pipeline "%" has no step "%"', new.pipeline, new.step
       using errcode = 'SL401', hint = 'register the pipeline first (stepledger pipeline add)';
   end if;
   if new.client_id is not null then
-    select c.currency into v_client_currency from ledger.clients c where c.client_id = new.client_id;
-    if not found then
-      raise exception 'unknown client "%"', new.client_id using errcode = 'SL404';
-    end if;
-    new.currency := coalesce(new.currency, v_client_currency);
-    if new.currency <> v_client_currency then
-      raise exception 'client "%" is billed in %, not %', new.client_id, v_client_currency, new.currency
-        using errcode = 'SL403';
-    end if;
+    new.currency := ledger._client_billing_currency(new.client_id, new.currency);
   else
     new.currency := coalesce(new.currency, 'EUR');
   end if;
@@ -125,18 +139,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- Before a monthly minimum is stored: client, currency and amount are checked, who recorded it
 -- is filled in, and the usage view learns about it.
-declare
-  v_client_currency text;
 begin
-  select c.currency into v_client_currency from ledger.clients c where c.client_id = new.client_id;
-  if not found then
-    raise exception 'unknown client "%"', new.client_id using errcode = 'SL404';
-  end if;
-  new.currency := coalesce(new.currency, v_client_currency);
-  if new.currency <> v_client_currency then
-    raise exception 'client "%" is billed in %, not %', new.client_id, v_client_currency, new.currency
-      using errcode = 'SL403';
-  end if;
+  new.currency := ledger._client_billing_currency(new.client_id, new.currency);
   if new.effective_from is null or extract(day from new.effective_from) <> 1 then
     raise exception 'a monthly minimum starts on the first day of a month, not %', new.effective_from
       using errcode = 'SL411';

@@ -474,6 +474,22 @@ end
 $$;
 comment on function auth.revoke_api_token(uuid, text) is 'Revokes an API token at once. Operator function behind stepledger token revoke.';
 
+create or replace function auth._api_token_admin(p_function text, p_verb text) returns text
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- The guard of POST /rpc/create_api_token and /rpc/revoke_api_token: POST only, admins only
+-- (SL309). Returns who acts, as auth.api_tokens records it: 'admin ' and the login's email.
+begin
+  perform auth.require_post(p_function);
+  if auth.role() <> 'admin' then
+    raise exception 'only admins % API tokens', p_verb using errcode = 'SL309';
+  end if;
+  return 'admin ' || coalesce(auth.claims()->>'email', auth.claims()->>'sub', 'token');
+end
+$$;
+comment on function auth._api_token_admin(text, text) is 'Private: refuses all but an admin''s POST to the API token endpoints; returns the admin as recorded.';
+
 create or replace function api.create_api_token(client_id text, name text, scope text default 'ingest')
 returns jsonb
 language plpgsql volatile security definer
@@ -481,12 +497,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- POST /rpc/create_api_token (admin).
 begin
-  perform auth.require_post('create_api_token');
-  if auth.role() <> 'admin' then
-    raise exception 'only admins create API tokens' using errcode = 'SL309';
-  end if;
   return auth.create_api_token(create_api_token.client_id, create_api_token.name, create_api_token.scope,
-                               'admin ' || coalesce(auth.claims()->>'email', auth.claims()->>'sub', 'token'));
+                               auth._api_token_admin('create_api_token', 'create'));
 end
 $$;
 comment on function api.create_api_token(text, text, text) is
@@ -498,12 +510,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- POST /rpc/revoke_api_token (admin).
 begin
-  perform auth.require_post('revoke_api_token');
-  if auth.role() <> 'admin' then
-    raise exception 'only admins revoke API tokens' using errcode = 'SL309';
-  end if;
-  return auth.revoke_api_token(revoke_api_token.token_id,
-                               'admin ' || coalesce(auth.claims()->>'email', auth.claims()->>'sub', 'token'));
+  return auth.revoke_api_token(revoke_api_token.token_id, auth._api_token_admin('revoke_api_token', 'revoke'));
 end
 $$;
 comment on function api.revoke_api_token(uuid) is 'Admin: revoke an API token. It is refused from its next request on.';

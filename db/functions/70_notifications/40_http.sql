@@ -31,6 +31,9 @@ as $$
 declare
   v_client text := coalesce(create_webhook.client_id,
                             case when auth.role() = 'client' then auth.client_id() end);
+  -- the event types an endpoint may subscribe to (not webhook.test, sent on demand)
+  c_events constant text[] := array['job.failed', 'job.recovered', 'job.stalled', 'job.completed',
+                                    'invoice.finalized', 'usage.threshold_crossed'];
   v_problem text;
   v_unknown text;
   v_row ledger.webhooks;
@@ -47,15 +50,12 @@ begin
   end if;
   if events is null or cardinality(events) = 0 then
     raise exception 'events: name at least one event type' using errcode = 'SL602',
-      hint = 'job.failed, job.recovered, job.stalled, job.completed, invoice.finalized, usage.threshold_crossed';
+      hint = array_to_string(c_events, ', ');
   end if;
-  select e into v_unknown from unnest(events) e
-   where e is null or e not in ('job.failed', 'job.recovered', 'job.stalled', 'job.completed',
-                                'invoice.finalized', 'usage.threshold_crossed')
-   limit 1;
+  select e into v_unknown from unnest(events) e where e is null or e <> all (c_events) limit 1;
   if found then
     raise exception 'events: unknown event type "%"', coalesce(v_unknown, 'null') using errcode = 'SL602',
-      hint = 'job.failed, job.recovered, job.stalled, job.completed, invoice.finalized, usage.threshold_crossed';
+      hint = array_to_string(c_events, ', ');
   end if;
   v_problem := ledger._webhook_url_problem(url, (ledger._notification_settings()).allow_private_targets);
   if v_problem is not null then
@@ -93,6 +93,24 @@ begin
 end
 $$;
 comment on function ledger._visible_webhook(uuid) is 'The webhook the caller may manage, or error SL603.';
+
+create or replace function ledger._sendable_webhook(p_webhook_id uuid) returns ledger.webhooks
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- The endpoint the caller may manage (ledger._visible_webhook) when it is enabled; SL606 while it
+-- is disabled, since nothing is sent to it then.
+declare
+  w ledger.webhooks := ledger._visible_webhook(p_webhook_id);
+begin
+  if w.disabled_at is not null then
+    raise exception 'webhook % is disabled: %', w.webhook_id, w.disabled_reason using errcode = 'SL606',
+      hint = 'enable it first (POST /rpc/enable_webhook)';
+  end if;
+  return w;
+end
+$$;
+comment on function ledger._sendable_webhook(uuid) is 'The enabled webhook the caller may manage, or error SL603 / SL606 (disabled).';
 
 create or replace function api.delete_webhook(webhook_id uuid) returns jsonb
 language plpgsql volatile security definer
@@ -142,14 +160,10 @@ set search_path = pg_catalog, pg_temp
 as $$
 -- Sends a webhook.test message to this endpoint only.
 declare
-  w ledger.webhooks := ledger._visible_webhook(test_webhook.webhook_id);
+  w ledger.webhooks := ledger._sendable_webhook(test_webhook.webhook_id);
   v_seq bigint;
   v_delivery uuid;
 begin
-  if w.disabled_at is not null then
-    raise exception 'webhook % is disabled: %', w.webhook_id, w.disabled_reason using errcode = 'SL606',
-      hint = 'enable it first (POST /rpc/enable_webhook)';
-  end if;
   insert into ledger.notification_messages (client_id, event_type, body, dispatched_at)
   values (w.client_id, 'webhook.test',
           jsonb_build_object('type', 'webhook.test',
@@ -181,11 +195,7 @@ begin
   if not found then
     raise exception 'delivery % not found', coalesce(redeliver.delivery_id::text, 'null') using errcode = 'SL603';
   end if;
-  w := ledger._visible_webhook(d.webhook_id);
-  if w.disabled_at is not null then
-    raise exception 'webhook % is disabled: %', w.webhook_id, w.disabled_reason using errcode = 'SL606',
-      hint = 'enable it first (POST /rpc/enable_webhook)';
-  end if;
+  w := ledger._sendable_webhook(d.webhook_id);
   update ledger.webhook_deliveries x
      set state = 'pending', next_attempt_at = now(), lease_until = null, first_attempt_at = null,
          finished_at = null

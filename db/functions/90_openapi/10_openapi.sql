@@ -50,7 +50,13 @@ begin
      where c.relnamespace = 'api'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f')
   ),
   visible as (
-    select * from rels where can_get or can_post or can_patch or can_delete
+    -- body_parameters: what POST and PATCH take, a row of the relation
+    select r.*,
+           jsonb_build_array(jsonb_build_object(
+             'name', r.name, 'in', 'body', 'required', true,
+             'schema', jsonb_build_object('$ref', '#/definitions/' || r.name))) as body_parameters
+      from rels r
+     where r.can_get or r.can_post or r.can_patch or r.can_delete
   ),
   cols as (
     select v.name as rel, a.attname::text as col, a.attnum,
@@ -97,16 +103,12 @@ begin
                   end,
            'post', case when v.can_post then jsonb_build_object(
                      'tags', jsonb_build_array(v.name), 'summary', split_part(v.description, E'\n', 1),
-                     'parameters', jsonb_build_array(jsonb_build_object(
-                       'name', v.name, 'in', 'body', 'required', true,
-                       'schema', jsonb_build_object('$ref', '#/definitions/' || v.name))),
+                     'parameters', v.body_parameters,
                      'responses', jsonb_build_object('201', jsonb_build_object('description', 'Created')))
                    end,
            'patch', case when v.can_patch then jsonb_build_object(
                       'tags', jsonb_build_array(v.name),
-                      'parameters', jsonb_build_array(jsonb_build_object(
-                        'name', v.name, 'in', 'body', 'required', true,
-                        'schema', jsonb_build_object('$ref', '#/definitions/' || v.name))),
+                      'parameters', v.body_parameters,
                       'responses', jsonb_build_object('204', jsonb_build_object('description', 'No Content')))
                     end,
            'delete', case when v.can_delete then jsonb_build_object(

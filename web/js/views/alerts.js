@@ -205,7 +205,7 @@ export function render(main, ctx) {
         h('td', { 'data-label': 'Status' }, deliveryBadge(d.state),
           d.next_retry_at && d.state === 'pending' ? h('span', { class: 'muted small block' }, 'next ', timeEl(d.next_retry_at, { format: fmt.time })) : null),
         h('td', { class: 'cell-actions', 'data-label': '' },
-          d.state !== 'pending' ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send ${d.message_id} again`, onClick: () => again(d) }, 'Send again') : null)))))));
+          d.state !== 'pending' ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'aria-label': `Send again: message ${d.message_id}`, onClick: () => again(d) }, 'Send again') : null)))))));
   }
 
   function again(d) {

@@ -1,7 +1,7 @@
 // Admin billing: per client and per step for one month (GET /usage), and any client's invoice.
 
 import { byStepOrder, freshnessNote, freshUsage, pipelineUsageCharts, showInvoice } from '../billing-parts.js';
-import { act, card, download, empty, errorBox, loadFailure, loading, pageHeader, tableHead, toast } from '../components.js';
+import { act, card, download, empty, errorBox, loadFailure, loading, pageHeader, queryFilters, tableHead, toast } from '../components.js';
 import { catalog, refreshUsage, usage, usageCsv } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -21,9 +21,6 @@ export function render(main, ctx) {
 
   const periodSel = select(periods.map((p) => ({ value: p, label: fmt.period(p) })), state.period, { name: 'period' });
   const clientSel = select([{ value: '', label: 'All clients' }], state.client, { name: 'client' });
-  const onChange = () => ctx.setQuery({ period: periodSel.value, client: clientSel.value });
-  periodSel.addEventListener('change', onChange);
-  clientSel.addEventListener('change', onChange);
   const csvBtn = h('button', { type: 'button', class: 'btn btn-secondary', onClick: downloadCsv }, 'Download CSV');
   const refreshBtn = h('button', { type: 'button', class: 'btn btn-ghost', onClick: refreshNow }, 'Refresh figures');
   const tableHost = h('div', { class: 'table-host' }, loading('Loading billing…'));
@@ -131,12 +128,5 @@ export function render(main, ctx) {
   }
 
   load();
-  return {
-    update(query) {
-      state = read(query);
-      periodSel.value = state.period;
-      clientSel.value = state.client;
-      load();
-    },
-  };
+  return queryFilters(ctx, { period: periodSel, client: clientSel }, (query) => (state = read(query)), load);
 }

@@ -2,7 +2,7 @@
 
 import { ApiError } from '../api.js';
 import { barList, columns } from '../charts.js';
-import { card, empty, loading, loadInto, pageHeader, tableHead, timeEl, toast } from '../components.js';
+import { card, empty, loading, loadInto, pageHeader, queryFilters, tableHead, timeEl, toast } from '../components.js';
 import { analyticsFreshness, catalog, errorCodes, errorsByDay, errorStats, errorsBySource, jobsByDay, refreshAnalytics } from '../data.js';
 import { field, h, replace, select } from '../dom.js';
 import * as fmt from '../format.js';
@@ -34,9 +34,6 @@ export function render(main, ctx) {
 
   const windowSel = select(WINDOWS, state.window, { name: 'window' });
   const clientSel = select([{ value: '', label: 'All clients' }], state.client, { name: 'client' });
-  const onChange = () => ctx.setQuery({ window: windowSel.value, client: clientSel.value });
-  windowSel.addEventListener('change', onChange);
-  clientSel.addEventListener('change', onChange);
   const freshness = h('p', { class: 'muted small freshness' });
   const refreshBtn = h('button', { type: 'button', class: 'btn btn-secondary btn-small', onClick: refreshNow }, 'Refresh statistics');
   const content = h('div', { class: 'errors-content', 'aria-busy': 'true' }, loading('Loading error statistics…'));
@@ -207,12 +204,5 @@ export function render(main, ctx) {
   }
 
   load();
-  return {
-    update(query) {
-      state = read(query);
-      windowSel.value = state.window;
-      clientSel.value = state.client;
-      load();
-    },
-  };
+  return queryFilters(ctx, { window: windowSel, client: clientSel }, (query) => (state = read(query)), load);
 }
