@@ -1,14 +1,17 @@
 -- Grants for progress and error analytics (db/functions/50_analytics/).
--- The materialized views themselves are granted to nobody: they cannot carry row-level security.
--- Callers read them through the ledger.visible_* barrier views, which keep only the clients the
--- caller sees in ledger.clients (row-level security of that table, 20_row_security.sql).
+-- The roll-up tables themselves and their change log are granted to nobody but the owner (they
+-- have row-level security all the same, 02_row_security.sql). Callers read them through the
+-- ledger.visible_* barrier views, which keep only the clients the caller sees in ledger.clients
+-- (row-level security of that table, 20_row_security.sql).
 
-revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily
-  from public;
+revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily,
+              ledger.analytics_changes
+  from public, anon, client, admin, ingest, bi_reader;
 revoke execute on function
   ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
   ledger._check_window(date, date), ledger._window(date, date, integer),
   ledger.refresh_analytics(interval),
+  ledger._refresh_analytics_days(text, date, date), ledger._refresh_outcomes_total(text),
   ledger._analytics_refresh_costs(),
   ledger._outcomes(date, date, text, text),
   api.refresh_analytics(integer),

@@ -38,6 +38,8 @@ DEBOUNCE_S = 5.0
 MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
 # Tasks whose interval `--refresh-every` replaces (tests and demos refresh more often).
 REFRESH_TASKS = ("refresh_usage", "refresh_analytics")
+# How often the PDF renderer looks for finalized invoices without a document.
+RENDER_EVERY_S = 30.0
 
 log = logging.getLogger("stepledger.scheduler")
 
@@ -100,10 +102,10 @@ def database_tasks(conn: psycopg.Connection, refresh_every_s: float | None = Non
                   # The BI watchdog usually has nothing to report.
                   quiet_when_idle=name == "bi_watchdog")
              for name, command, every_s in rows]
-    refresh_s = refresh_every_s or min(t.every_s for t in tasks if t.name in REFRESH_TASKS)
-    # PDFs of finalized invoices (ledger._finalize_invoice notifies; the short interval catches
+    # PDFs of finalized invoices (ledger._finalize_invoice notifies; the interval catches
     # invoices finalized while a renderer was finishing).
-    return [*tasks, Task("render_invoices", _render_invoices, min(refresh_s, 30.0))]
+    return [*tasks, Task("render_invoices", _render_invoices,
+                         min(refresh_every_s or RENDER_EVERY_S, RENDER_EVERY_S))]
 
 
 class Scheduler:
