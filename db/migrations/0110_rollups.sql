@@ -74,6 +74,14 @@ create index step_outcomes_daily_day on ledger.step_outcomes_daily (day);
 comment on table ledger.step_outcomes_daily is
   'Outcomes of finished attempts per client, UTC day, pipeline, step, site and error code; rewritten for changed client-days by ledger.refresh_analytics().';
 
+-- A key's earliest and latest cells, and its latest sample message: what the all-time row takes
+-- from them (ledger._add_to_outcomes_total), one probe each.
+create index step_outcomes_daily_key_day
+  on ledger.step_outcomes_daily (client_id, pipeline, step, source, error_code, day);
+create index step_outcomes_daily_key_sample_day
+  on ledger.step_outcomes_daily (client_id, pipeline, step, source, error_code, day)
+  where sample_message is not null;
+
 -- The same, all time: what GET /error_stats reads.
 create table ledger.step_outcomes_total (
   client_id text not null,
@@ -91,7 +99,7 @@ create table ledger.step_outcomes_total (
   primary key (client_id, pipeline, step, source, error_code)
 );
 comment on table ledger.step_outcomes_total is
-  'All-time outcomes per client, pipeline, step, site and error code: the sum of the client''s daily cells, rewritten for clients whose days changed.';
+  'All-time outcomes per client, pipeline, step, site and error code: the sum of the client''s daily cells, kept by difference when days are rewritten.';
 
 -- Step timings per client, UTC day the attempt started, pipeline and step: durations of completed
 -- attempts and queue times before attempts, as sorted arrays (exact percentiles over any window).

@@ -11,7 +11,7 @@ revoke execute on function
   ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
   ledger._check_window(date, date), ledger._window(date, date, integer),
   ledger.refresh_analytics(interval),
-  ledger._refresh_analytics_days(text, date, date), ledger._refresh_outcomes_total(text),
+  ledger._refresh_analytics_days(text, date, date), ledger._add_to_outcomes_total(text, jsonb),
   ledger._analytics_refresh_costs(),
   ledger._outcomes(date, date, text, text),
   api.refresh_analytics(integer),

@@ -11,42 +11,70 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- Rewrites one client's daily outcome and timing cells for the UTC days [p_from, p_until) from
--- its step runs (read by index on the client and the day). Returns the rows removed and written:
--- {outcomes removed, outcomes written, timings removed, timings written}.
+-- its step runs (read by index on the client and the day), and carries the difference into its
+-- all-time outcomes (ledger._add_to_outcomes_total). Returns the rows removed and written:
+-- {daily outcomes removed, written, all-time outcomes removed, added, timings removed, written}.
 declare
   v_from timestamptz := p_from::timestamp at time zone 'UTC';
   v_until timestamptz := p_until::timestamp at time zone 'UTC';
+  v_removed jsonb;
+  v_added jsonb;
   v_counts bigint[] := '{}';
   v_n bigint;
 begin
-  delete from ledger.step_outcomes_daily d
-   where d.client_id = p_client_id and d.day >= p_from and d.day < p_until;
-  get diagnostics v_n = row_count;
-  v_counts := v_counts || v_n;
-  insert into ledger.step_outcomes_daily (client_id, day, pipeline, step, source, error_code,
-                                          completed, failed, skipped, retryable, first_at, last_at,
-                                          sample_message)
-  select r.client_id,
-         (r.finished_at at time zone 'UTC')::date,
-         r.pipeline,
-         r.step,
-         coalesce(r.source, ''),
-         case when r.status = 'failed' then coalesce(r.error_code, '') else '' end,
-         count(*) filter (where r.status = 'completed'),
-         count(*) filter (where r.status = 'failed'),
-         count(*) filter (where r.status = 'skipped'),
-         count(*) filter (where r.status = 'failed' and r.error_retryable),
-         min(r.finished_at),
-         max(r.finished_at),
-         (array_agg(r.error_message order by r.finished_at desc, r.job_id desc)
-            filter (where r.status = 'failed'))[1]
-    from ledger.step_runs r
-   where r.client_id = p_client_id
-     and r.finished_at >= v_from and r.finished_at < v_until
-     and r.status <> 'started'
-   group by 1, 2, 3, 4, 5, 6;
-  get diagnostics v_n = row_count;
-  v_counts := v_counts || v_n;
+  -- The cells as they were and as they are, summed per all-time key (with the sign they carry).
+  with removed as (
+    delete from ledger.step_outcomes_daily d
+     where d.client_id = p_client_id and d.day >= p_from and d.day < p_until
+    returning d.pipeline, d.step, d.source, d.error_code, d.completed, d.failed, d.skipped,
+              d.retryable
+  )
+  select jsonb_agg(to_jsonb(k))
+    into v_removed
+    from (select r.pipeline, r.step, r.source, r.error_code, -sum(r.completed) as completed,
+                 -sum(r.failed) as failed, -sum(r.skipped) as skipped,
+                 -sum(r.retryable) as retryable, count(*) as cells
+            from removed r group by 1, 2, 3, 4) k;
+  v_counts := v_counts || coalesce((select sum((x->>'cells')::bigint)
+                                      from jsonb_array_elements(v_removed) x), 0);
+  with added as (
+    insert into ledger.step_outcomes_daily (client_id, day, pipeline, step, source, error_code,
+                                            completed, failed, skipped, retryable, first_at,
+                                            last_at, sample_message)
+    select r.client_id,
+           (r.finished_at at time zone 'UTC')::date,
+           r.pipeline,
+           r.step,
+           coalesce(r.source, ''),
+           case when r.status = 'failed' then coalesce(r.error_code, '') else '' end,
+           count(*) filter (where r.status = 'completed'),
+           count(*) filter (where r.status = 'failed'),
+           count(*) filter (where r.status = 'skipped'),
+           count(*) filter (where r.status = 'failed' and r.error_retryable),
+           min(r.finished_at),
+           max(r.finished_at),
+           (array_agg(r.error_message order by r.finished_at desc, r.job_id desc)
+              filter (where r.status = 'failed'))[1]
+      from ledger.step_runs r
+     where r.client_id = p_client_id
+       and r.finished_at >= v_from and r.finished_at < v_until
+       and r.status <> 'started'
+     group by 1, 2, 3, 4, 5, 6
+    returning step_outcomes_daily.pipeline, step_outcomes_daily.step, step_outcomes_daily.source,
+              step_outcomes_daily.error_code, step_outcomes_daily.completed,
+              step_outcomes_daily.failed, step_outcomes_daily.skipped,
+              step_outcomes_daily.retryable
+  )
+  select jsonb_agg(to_jsonb(k))
+    into v_added
+    from (select a.pipeline, a.step, a.source, a.error_code, sum(a.completed) as completed,
+                 sum(a.failed) as failed, sum(a.skipped) as skipped,
+                 sum(a.retryable) as retryable, count(*) as cells
+            from added a group by 1, 2, 3, 4) k;
+  v_counts := v_counts || coalesce((select sum((x->>'cells')::bigint)
+                                      from jsonb_array_elements(v_added) x), 0);
+  v_counts := v_counts || ledger._add_to_outcomes_total(
+                            p_client_id, coalesce(v_removed, '[]') || coalesce(v_added, '[]'));
 
   delete from ledger.step_timings_daily t
    where t.client_id = p_client_id and t.day >= p_from and t.day < p_until;
@@ -86,39 +114,83 @@ begin
 end
 $$;
 comment on function ledger._refresh_analytics_days(text, date, date) is
-  'Rewrites one client''s daily outcome and timing cells for a range of UTC days from its step runs.';
+  'Rewrites one client''s daily outcome and timing cells for a range of UTC days from its step runs, and carries the difference into its all-time outcomes.';
 
-create or replace function ledger._refresh_outcomes_total(p_client_id text)
+create or replace function ledger._add_to_outcomes_total(p_client_id text, p_deltas jsonb)
 returns bigint[]
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
--- Rewrites one client's all-time outcomes from its daily cells (one row per day and cell, not
--- per attempt). Returns {rows removed, rows written}.
+-- Carries rewritten daily cells into one client's all-time outcomes, key by key: the counts by
+-- difference (p_deltas: removed cells negative, written ones positive), the first and last end and
+-- the sample message from the key's earliest and latest daily cells (one index probe each), so
+-- the work follows the keys rewritten, not the days of history. A key left without attempts goes.
+-- Returns {keys removed, keys added}.
 declare
-  v_removed bigint;
-  v_written bigint;
+  k record;
+  v_removed bigint := 0;
+  v_added bigint := 0;
+  v_new boolean;
+  v_first timestamptz;
+  v_last timestamptz;
+  v_sample text;
 begin
-  delete from ledger.step_outcomes_total t where t.client_id = p_client_id;
-  get diagnostics v_removed = row_count;
-  insert into ledger.step_outcomes_total (client_id, pipeline, step, source, error_code, completed,
-                                          failed, skipped, retryable, first_at, last_at,
-                                          sample_message)
-  select d.client_id, d.pipeline, d.step, d.source, d.error_code,
-         sum(d.completed)::bigint, sum(d.failed)::bigint, sum(d.skipped)::bigint,
-         sum(d.retryable)::bigint, min(d.first_at), max(d.last_at),
-         (array_agg(d.sample_message order by d.last_at desc)
-            filter (where d.sample_message is not null))[1]
-    from ledger.step_outcomes_daily d
-   where d.client_id = p_client_id
-   group by d.client_id, d.pipeline, d.step, d.source, d.error_code;
-  get diagnostics v_written = row_count;
-  return array[v_removed, v_written];
+  for k in
+    select d.pipeline, d.step, d.source, d.error_code, sum(d.completed)::bigint as completed,
+           sum(d.failed)::bigint as failed, sum(d.skipped)::bigint as skipped,
+           sum(d.retryable)::bigint as retryable
+      from jsonb_to_recordset(p_deltas) as d(pipeline text, step text, source text,
+                                             error_code text, completed bigint, failed bigint,
+                                             skipped bigint, retryable bigint)
+     group by 1, 2, 3, 4
+     order by 1, 2, 3, 4
+  loop
+    select d.first_at into v_first
+      from ledger.step_outcomes_daily d
+     where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
+       and d.source = k.source and d.error_code = k.error_code
+     order by d.day
+     limit 1;
+    if not found then
+      delete from ledger.step_outcomes_total t
+       where t.client_id = p_client_id and t.pipeline = k.pipeline and t.step = k.step
+         and t.source = k.source and t.error_code = k.error_code;
+      v_removed := v_removed + 1;
+      continue;
+    end if;
+    select d.last_at into v_last
+      from ledger.step_outcomes_daily d
+     where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
+       and d.source = k.source and d.error_code = k.error_code
+     order by d.day desc
+     limit 1;
+    v_sample := null;
+    select d.sample_message into v_sample
+      from ledger.step_outcomes_daily d
+     where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
+       and d.source = k.source and d.error_code = k.error_code
+       and d.sample_message is not null
+     order by d.day desc, d.last_at desc
+     limit 1;
+    insert into ledger.step_outcomes_total as t (client_id, pipeline, step, source, error_code,
+                                                 completed, failed, skipped, retryable, first_at,
+                                                 last_at, sample_message)
+    values (p_client_id, k.pipeline, k.step, k.source, k.error_code, k.completed, k.failed,
+            k.skipped, k.retryable, v_first, v_last, v_sample)
+    on conflict (client_id, pipeline, step, source, error_code) do update
+       set completed = t.completed + excluded.completed, failed = t.failed + excluded.failed,
+           skipped = t.skipped + excluded.skipped, retryable = t.retryable + excluded.retryable,
+           first_at = excluded.first_at, last_at = excluded.last_at,
+           sample_message = excluded.sample_message
+    returning t.xmax = 0 into v_new;  -- a new key, not an update
+    v_added := v_added + v_new::integer;
+  end loop;
+  return array[v_removed, v_added];
 end
 $$;
-comment on function ledger._refresh_outcomes_total(text) is
-  'Rewrites one client''s all-time outcomes from its daily cells.';
+comment on function ledger._add_to_outcomes_total(text, jsonb) is
+  'Carries rewritten daily outcome cells into one client''s all-time outcomes (counts by difference, first and last from the daily cells).';
 
 create or replace function ledger.refresh_analytics(p_max_age interval default interval '0')
 returns jsonb
@@ -127,8 +199,8 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- Rewrites the error statistics and step timings of the client-days named in
--- ledger.analytics_changes, and only those (ADR 0016), then the all-time outcomes of those
--- clients; change-log rows its starting snapshot saw are absorbed. Readers keep the old cells
+-- ledger.analytics_changes, and only those (ADR 0016), carrying the difference into the all-time
+-- outcomes; change-log rows its starting snapshot saw are absorbed. Readers keep the old cells
 -- until the new ones commit; ingest only appends to the change log. Skipped when the last refresh
 -- is younger than p_max_age; when another refresh is running this one returns at once.
 -- Called by the scheduler every few seconds, `stepledger analytics refresh`, and admins through
@@ -140,8 +212,7 @@ declare
   v_client text;
   v_clients text[] := '{}';
   v_counts bigint[];
-  v_days bigint[] := array[0, 0, 0, 0];
-  v_totals bigint[] := array[0, 0];
+  v_rows bigint[] := array[0, 0, 0, 0, 0, 0];
   v_ms numeric;
   v_done jsonb;
 begin
@@ -169,16 +240,12 @@ begin
       select c.client_id::text from ledger.clients c where v_change.client_id = ''
     loop
       v_counts := ledger._refresh_analytics_days(v_client, v_change.day_from, v_change.day_until);
-      v_days := array[v_days[1] + v_counts[1], v_days[2] + v_counts[2],
-                      v_days[3] + v_counts[3], v_days[4] + v_counts[4]];
+      v_rows := array[v_rows[1] + v_counts[1], v_rows[2] + v_counts[2], v_rows[3] + v_counts[3],
+                      v_rows[4] + v_counts[4], v_rows[5] + v_counts[5], v_rows[6] + v_counts[6]];
       if not v_client = any(v_clients) then
         v_clients := v_clients || v_client;
       end if;
     end loop;
-  end loop;
-  foreach v_client in array v_clients loop
-    v_counts := ledger._refresh_outcomes_total(v_client);
-    v_totals := array[v_totals[1] + v_counts[1], v_totals[2] + v_counts[2]];
   end loop;
   delete from ledger.analytics_changes ch where pg_visible_in_snapshot(ch.xid, v_snapshot);
 
@@ -186,9 +253,9 @@ begin
   -- by difference rather than counted.
   v_ms := round(extract(epoch from clock_timestamp() - v_started)::numeric * 1000, 1);
   with written (view_name, removed, added) as (
-    values ('step_outcomes_daily', v_days[1], v_days[2]),
-           ('step_outcomes_total', v_totals[1], v_totals[2]),
-           ('step_timings_daily', v_days[3], v_days[4])
+    values ('step_outcomes_daily', v_rows[1], v_rows[2]),
+           ('step_outcomes_total', v_rows[3], v_rows[4]),
+           ('step_timings_daily', v_rows[5], v_rows[6])
   ),
   recorded as (
     insert into ledger.analytics_refreshes as r (view_name, refreshed_at, duration_ms, row_count)
