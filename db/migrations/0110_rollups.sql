@@ -13,6 +13,8 @@ drop materialized view ledger.usage_lines_monthly cascade;
 drop materialized view ledger.step_outcomes_total cascade;
 drop materialized view ledger.step_outcomes_daily cascade;
 drop materialized view ledger.step_timings_daily cascade;
+-- The clients the analytics views kept; the tables' row-level security does that now.
+drop function if exists ledger._visible_client_ids();
 
 -- Usage lines per client, month, pipeline, step and unit price (contract §5): what GET /usage,
 -- invoices and the billing reports read. Rewritten per changed client-month by ledger.refresh_usage().

@@ -42,8 +42,9 @@ set enable_seqscan = off
 as $$
 -- Folds a batch of accepted events (rows just stored in ledger.events) into ledger.step_runs,
 -- ledger.job_steps and ledger.jobs; logs the (client, month) pairs whose billed usage changed in
--- ledger.billing_changes and the (client, days) of its jobs in ledger.analytics_changes; writes the job.* messages of the jobs whose status changed; and tells
--- listeners which clients have news. Called by ingest with the events it stored, and by nothing
+-- ledger.billing_changes and the (client, days) of its jobs in ledger.analytics_changes; writes
+-- the job.* messages of the jobs whose status changed; and tells listeners which clients have
+-- news. Called by ingest with the events it stored, and by nothing
 -- else: the events of the batch are all it reads besides the rows of their jobs.
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;

@@ -343,9 +343,8 @@ begin
           true, coalesce(p_requested_by, (ledger._actor()).actor))
   returning refresh_id into v_id;
   delete from ledger.billing_refreshes r where r.refresh_id < v_id - 1000;
-  if v_months > 0 then
-    perform ledger._enqueue_usage_crossings();  -- notifications outbox: usage thresholds
-  end if;
+  -- Notifications outbox: usage thresholds (also when nothing changed here: an alert may be new).
+  perform ledger._enqueue_usage_crossings();
   return jsonb_build_object('refreshed', true, 'refresh_id', v_id, 'started_at', v_started,
                             'finished_at', v_finished,
                             'duration_ms', round(extract(epoch from v_finished - v_started) * 1000, 1),

@@ -125,18 +125,13 @@ as $$
 -- Carries rewritten daily cells into one client's all-time outcomes, key by key: the counts by
 -- difference (p_deltas: removed cells negative, written ones positive), the first and last end and
 -- the sample message from the key's earliest and latest daily cells (one index probe each), so
--- the work follows the keys rewritten, not the days of history. A key left without attempts goes.
--- Returns {keys removed, keys added}.
+-- the work follows the keys rewritten, not the days of history. A key left without daily cells
+-- goes. Returns {keys removed, keys added}.
 declare
-  k record;
-  v_removed bigint := 0;
-  v_added bigint := 0;
-  v_new boolean;
-  v_first timestamptz;
-  v_last timestamptz;
-  v_sample text;
+  v_removed bigint;
+  v_added bigint;
 begin
-  for k in
+  with keys as (
     select d.pipeline, d.step, d.source, d.error_code, sum(d.completed)::bigint as completed,
            sum(d.failed)::bigint as failed, sum(d.skipped)::bigint as skipped,
            sum(d.retryable)::bigint as retryable
@@ -144,48 +139,55 @@ begin
                                              error_code text, completed bigint, failed bigint,
                                              skipped bigint, retryable bigint)
      group by 1, 2, 3, 4
-     order by 1, 2, 3, 4
-  loop
-    select d.first_at into v_first
-      from ledger.step_outcomes_daily d
-     where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
-       and d.source = k.source and d.error_code = k.error_code
-     order by d.day
-     limit 1;
-    if not found then
-      delete from ledger.step_outcomes_total t
-       where t.client_id = p_client_id and t.pipeline = k.pipeline and t.step = k.step
-         and t.source = k.source and t.error_code = k.error_code;
-      v_removed := v_removed + 1;
-      continue;
-    end if;
-    select d.last_at into v_last
-      from ledger.step_outcomes_daily d
-     where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
-       and d.source = k.source and d.error_code = k.error_code
-     order by d.day desc
-     limit 1;
-    v_sample := null;
-    select d.sample_message into v_sample
-      from ledger.step_outcomes_daily d
-     where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
-       and d.source = k.source and d.error_code = k.error_code
-       and d.sample_message is not null
-     order by d.day desc, d.last_at desc
-     limit 1;
+  ),
+  ends as (
+    select k.*, f.first_at, l.last_at, m.sample_message
+      from keys k
+     cross join lateral (
+       select d.first_at from ledger.step_outcomes_daily d
+        where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
+          and d.source = k.source and d.error_code = k.error_code
+        order by d.day limit 1) f
+     cross join lateral (
+       select d.last_at from ledger.step_outcomes_daily d
+        where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
+          and d.source = k.source and d.error_code = k.error_code
+        order by d.day desc limit 1) l
+      left join lateral (
+       select d.sample_message from ledger.step_outcomes_daily d
+        where d.client_id = p_client_id and d.pipeline = k.pipeline and d.step = k.step
+          and d.source = k.source and d.error_code = k.error_code
+          and d.sample_message is not null
+        order by d.day desc, d.last_at desc limit 1) m on true
+  ),
+  upserted as (
     insert into ledger.step_outcomes_total as t (client_id, pipeline, step, source, error_code,
                                                  completed, failed, skipped, retryable, first_at,
                                                  last_at, sample_message)
-    values (p_client_id, k.pipeline, k.step, k.source, k.error_code, k.completed, k.failed,
-            k.skipped, k.retryable, v_first, v_last, v_sample)
+    select p_client_id, e.pipeline, e.step, e.source, e.error_code, e.completed, e.failed,
+           e.skipped, e.retryable, e.first_at, e.last_at, e.sample_message
+      from ends e
+     order by e.pipeline, e.step, e.source, e.error_code
     on conflict (client_id, pipeline, step, source, error_code) do update
        set completed = t.completed + excluded.completed, failed = t.failed + excluded.failed,
            skipped = t.skipped + excluded.skipped, retryable = t.retryable + excluded.retryable,
            first_at = excluded.first_at, last_at = excluded.last_at,
            sample_message = excluded.sample_message
-    returning t.xmax = 0 into v_new;  -- a new key, not an update
-    v_added := v_added + v_new::integer;
-  end loop;
+    returning t.xmax = 0 as added  -- a new key, not an update
+  )
+  select count(*) filter (where u.added) into v_added from upserted u;
+  -- keys whose every daily cell went
+  delete from ledger.step_outcomes_total t
+   where t.client_id = p_client_id
+     and (t.pipeline, t.step, t.source, t.error_code) in (
+           select d.pipeline, d.step, d.source, d.error_code
+             from jsonb_to_recordset(p_deltas) as d(pipeline text, step text, source text,
+                                                    error_code text))
+     and not exists (select 1 from ledger.step_outcomes_daily d
+                      where d.client_id = p_client_id and d.pipeline = t.pipeline
+                        and d.step = t.step and d.source = t.source
+                        and d.error_code = t.error_code);
+  get diagnostics v_removed = row_count;
   return array[v_removed, v_added];
 end
 $$;
@@ -202,7 +204,7 @@ as $$
 -- ledger.analytics_changes, and only those (ADR 0016), carrying the difference into the all-time
 -- outcomes; change-log rows its starting snapshot saw are absorbed. Readers keep the old cells
 -- until the new ones commit; ingest only appends to the change log. Skipped when the last refresh
--- is younger than p_max_age; when another refresh is running this one returns at once.
+-- is younger than p_max_age.
 -- Called by the scheduler every few seconds, `stepledger analytics refresh`, and admins through
 -- POST /rpc/refresh_analytics.
 declare
@@ -216,12 +218,13 @@ declare
   v_ms numeric;
   v_done jsonb;
 begin
-  if not pg_try_advisory_xact_lock(hashtext('stepledger.refresh_analytics')) then
-    return jsonb_build_object('refreshed', '[]'::jsonb, 'skipped', 'another refresh is running');
-  end if;
+  -- One refresh at a time; a caller that finds one running waits for it (a short wait: each
+  -- refresh rewrites only what changed) and then refreshes what changed since, so a refresh asked
+  -- for after an ingest always sees that ingest.
+  perform pg_advisory_xact_lock(hashtext('stepledger.refresh_analytics'));
   if p_max_age > interval '0' and (select min(r.refreshed_at) from ledger.analytics_refreshes r)
                                   > clock_timestamp() - p_max_age then
-    return jsonb_build_object('refreshed', '[]'::jsonb, 'skipped', 'refreshed less than ' || p_max_age || ' ago');
+    return jsonb_build_object('refreshed', '[]'::jsonb, 'skipped', null);
   end if;
   -- Taken before the statements below, whose snapshots are at least as recent.
   v_snapshot := pg_current_snapshot();

@@ -12,9 +12,12 @@ as $$
     -- Usage figures (GET /usage and invoices; docs/billing.md) and error statistics and step
     -- timings (docs/api.md): each run rewrites only the client-months and client-days whose
     -- change log rows it finds (ADR 0016), so a run with nothing to do is a few index probes and
-    -- they can run often enough that derived data is at most a few seconds behind ingest.
-    ('refresh_usage', $c$select ledger.refresh_usage('scheduler')::text$c$, interval '2 seconds'),
-    ('refresh_analytics', $c$select ledger.refresh_analytics()::text$c$, interval '2 seconds'),
+    -- they can run often enough that derived data is at most a few seconds behind ingest. A run
+    -- that rewrote nothing answers no row (the scheduler logs it only at debug level).
+    ('refresh_usage', $c$select r::text from ledger.refresh_usage('scheduler') r
+                        where (r->>'month_ranges')::integer > 0$c$, interval '2 seconds'),
+    ('refresh_analytics', $c$select r::text from ledger.refresh_analytics() r
+                            where (r->>'clients')::integer > 0$c$, interval '2 seconds'),
     -- Monthly partitions of the vault and the events, ahead of time.
     ('ensure_partitions', $c$select ledger.ensure_partitions()::text$c$, interval '1 hour'),
     -- BI statements and idle BI transactions past their login's limits, which a BI session can

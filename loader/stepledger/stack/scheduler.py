@@ -99,8 +99,8 @@ def database_tasks(conn: psycopg.Connection, refresh_every_s: float | None = Non
                         "from ledger.scheduled_tasks()").fetchall()
     tasks = [Task(name, command, refresh_every_s if refresh_every_s and name in REFRESH_TASKS
                   else every_s,
-                  # The BI watchdog usually has nothing to report.
-                  quiet_when_idle=name == "bi_watchdog")
+                  # The BI watchdog and the refreshes usually have nothing to report.
+                  quiet_when_idle=name in ("bi_watchdog", *REFRESH_TASKS))
              for name, command, every_s in rows]
     # PDFs of finalized invoices (ledger._finalize_invoice notifies; the interval catches
     # invoices finalized while a renderer was finishing).
