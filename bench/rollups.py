@@ -12,8 +12,13 @@ analytics refresh, each timed, and the table and index blocks they touched count
 (pg_statio_user_tables of the ledger schema, flushed after each refresh). The stacks' schedulers
 are stopped, so the refreshes measured are the only ones.
 
+Last, freshness: on the small stack with its scheduler running (refreshes every 2 s), --fresh
+times one event completed and one failed for a client, then polls GET /usage (the row no longer
+`stale`), POST /rpc/invoice (usage read from the refreshed lines: `source: materialized`) and
+GET /rpc/error_stats_window until each shows the ingest: seconds from the ingest's answer.
+
     python -m bench.rollups [--small 200000] [--large 2000000] [--clients 20] [--rounds 5]
-                            [--json FILE]
+                            [--fresh 10] [--json FILE]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from bench import harness
@@ -146,6 +152,59 @@ def measure(settings: Settings, run: str) -> dict[str, Any]:
     return out
 
 
+def _usage_units(invoice: dict[str, Any]) -> float:
+    return sum(float(line["units"] or 0) for line in invoice["lines"] if line["kind"] == "usage")
+
+
+def freshness(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
+    """Seconds from an ingest's answer until usage, an invoice draft and error statistics show
+    it, through HTTP, with the stack's scheduler running."""
+    scheduler.start(settings)
+    lags: dict[str, list[float]] = {"usage": [], "invoice": [], "error_stats": []}
+    with httpx.Client(base_url=settings.api_url, timeout=30, headers={
+            "Authorization": f"Bearer {harness.admin_token(settings)}"}) as api:
+        for run in range(runs):
+            client = f"bench-{1 + run % INGEST_CLIENTS:03d}"
+            job = f"fresh-{uuid.uuid4().hex[:8]}"
+            at = datetime.now(UTC).replace(microsecond=0)
+            period = at.strftime("%Y-%m")
+            base = {"client_id": client, "job_id": job, "pipeline": "botimage", "attempt": 1,
+                    "occurred_at": at.isoformat()}
+            # a completion (one unit) and a failure
+            with IngestClient(settings.api_url, harness.admin_token(settings)) as ingest:
+                before = _usage_units(api.post("/rpc/invoice", json={
+                    "client_id": client, "period": period}).json())
+                result = ingest.send([
+                    {**base, "event_id": f"{job}-1", "step": STEPS[0], "status": "completed",
+                     "units": 1},
+                    {**base, "event_id": f"{job}-2", "step": STEPS[1], "status": "failed",
+                     "error": {"code": "FRESHNESS", "message": "probe", "retryable": False}}])
+            assert result.accepted == 2, result
+            started = time.monotonic()
+            seen: dict[str, float] = {}
+            while len(seen) < len(lags) and time.monotonic() - started < 60:
+                if "usage" not in seen:
+                    rows = api.get("/usage", params={"client_id": f"eq.{client}",
+                                                     "period": f"eq.{period}"}).json()
+                    if rows and not any(r["stale"] for r in rows):
+                        seen["usage"] = time.monotonic() - started
+                if "invoice" not in seen:
+                    draft = api.post("/rpc/invoice", json={"client_id": client,
+                                                           "period": period}).json()
+                    if draft["source"] == "materialized" and _usage_units(draft) == before + 1:
+                        seen["invoice"] = time.monotonic() - started
+                if "error_stats" not in seen:
+                    codes = api.get("/rpc/error_codes", params={"client": client}).json()
+                    if any(c["error_code"] == "FRESHNESS" and c["failures"] == run // 10 + 1
+                           for c in codes):
+                        seen["error_stats"] = time.monotonic() - started
+                time.sleep(0.05)
+            for name, lag in seen.items():
+                lags[name].append(lag)
+    return {name: {"runs": len(v), "median_s": round(statistics.median(v), 2),
+                   "max_s": round(max(v), 2)} for name, v in lags.items() if v}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rollups", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=2_000_000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fresh", type=int, default=10, help="freshness probes (0: none)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = {"small": args.small, "large": args.large}
@@ -185,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         small, large = (results[n]["refresh_after_ingest"] for n in sizes)
         results["large_over_small"] = {key: round(large[key] / small[key], 3)
                                        for key in small if small[key]}
+        if args.fresh:
+            _say("freshness, the small stack's scheduler running")
+            results["freshness"] = freshness(stacks["small"], args.fresh)
     print(json.dumps(results, indent=2, default=str))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
