@@ -116,11 +116,7 @@ def build(settings: Settings, events: int, clients: int) -> dict[str, Any]:
         conn.commit()
         data["derive_step_runs_s"] = round(time.perf_counter() - started, 1)
         conn.autocommit = True
-        # Everything is new to the derived tables: the first refreshes rewrite all history.
-        conn.execute("insert into ledger.billing_changes (client_id, period_from, period_to, "
-                     "reason) values ('', '-infinity', 'infinity', 'rebuild')")
-        conn.execute("insert into ledger.analytics_changes (client_id, day_from, day_to) "
-                     "values ('', '-infinity', 'infinity')")
+        harness.mark_history_changed(conn)
         for name, call in (("usage", "select ledger.refresh_usage('bench')"),
                            ("analytics", "select ledger.refresh_analytics()")):
             started = time.perf_counter()
