@@ -18,6 +18,8 @@ MAIN_ARGS = {
                 "default": ["--events", "1000000"]},
     "citus_rls": {"quick": ["--clients", "10", "--rows", "1000", "--runs", "100"],
                   "default": []},
+    "rollups": {"quick": ["--small", "20000", "--large", "40000", "--rounds", "2", "--fresh", "3"],
+                "default": []},
 }
 
 

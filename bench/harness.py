@@ -135,5 +135,15 @@ def postgrest_rss_kib(settings: Settings) -> int:
     return rss_kib(int(pid)) if pid else 0
 
 
+def mark_history_changed(conn: psycopg.Connection) -> None:
+    """History generated in SQL bypasses ingest and its change logs: mark every client-month and
+    client-day changed, so that the next refreshes compute the derived data from all of it
+    (docs/adr/0016-rollups.md)."""
+    conn.execute("insert into ledger.billing_changes (client_id, period_from, period_to, reason) "
+                 "values ('', '-infinity', 'infinity', 'rebuild')")
+    conn.execute("insert into ledger.analytics_changes (client_id, day_from, day_to) "
+                 "values ('', '-infinity', 'infinity')")
+
+
 def dump(result: dict[str, object]) -> None:
     print(json.dumps(result, indent=2, default=str), flush=True)

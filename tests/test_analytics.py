@@ -574,13 +574,20 @@ def test_statistics_without_asking_are_the_clients_own(
     assert sum(r["attempts"] for r in admin_all) > sum(r["attempts"] for r in mine)
 
 
-def test_materialized_views_are_not_readable_directly(
+def test_the_roll_ups_are_read_under_the_row_security_rule(
         loaded: Loaded, settings: Settings, as_user: Callable[..., Any]) -> None:
     with psycopg.connect(settings.dsn("postgres")) as conn:
-        for role, client in (("client", loaded.a), ("bi_reader", loaded.a), ("admin", None)):
+        # The tables themselves: own client only under their row-level security; no ingest token.
+        for table in ("step_outcomes_daily", "step_outcomes_total", "step_timings_daily"):
+            for role, client in (("client", loaded.a), ("bi_reader", loaded.a)):
+                with as_user(conn, role, client):
+                    seen = conn.execute(f"select array_agg(distinct client_id) from "
+                                        f"ledger.{table}").fetchone()[0]
+                conn.rollback()
+                assert seen == [loaded.a], (table, role)
             with pytest.raises(psycopg.errors.InsufficientPrivilege), \
-                    as_user(conn, role, client):
-                conn.execute("select count(*) from ledger.step_outcomes_daily").fetchone()
+                    as_user(conn, "ingest", loaded.a):
+                conn.execute(f"select count(*) from ledger.{table}").fetchone()
             conn.rollback()
         # Through the barrier view a client reads its own rows and an admin every client's.
         with as_user(conn, "client", loaded.a):

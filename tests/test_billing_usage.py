@@ -85,18 +85,19 @@ def test_a_client_reads_only_its_own_usage(
         assert api(token).get("/usage").status_code in (401, 403)
 
 
-def test_the_materialized_view_is_read_only_through_the_row_security_layer(
+def test_the_usage_lines_are_read_under_the_row_security_rule(
         db: psycopg.Connection, as_user: Callable[..., Any], two_clients: dict[str, str]) -> None:
     x, y = two_clients["x"], two_clients["y"]
-    visible = ("select distinct client_id from ledger.usage_lines_visible "
-               "where client_id in (%s, %s)")
-    for role in ("client", "bi_reader"):
-        with as_user(db, role, x):
-            assert db.execute(visible, [x, y]).fetchall() == [(x,)]
-    with as_user(db, "admin"):
-        assert sorted(db.execute(visible, [x, y]).fetchall()) == sorted([(x,), (y,)])
-    # Nobody but the owner reads the materialized view itself: it has no row-level security.
-    for role, client in (("client", x), ("bi_reader", x), ("admin", None)):
+    # Through the barrier view and in the table itself (its row-level security): own client
+    # only, admins everything.
+    for relation in ("ledger.usage_lines_visible", "ledger.usage_lines_monthly"):
+        visible = f"select distinct client_id from {relation} where client_id in (%s, %s)"
+        for role in ("client", "bi_reader"):
+            with as_user(db, role, x):
+                assert db.execute(visible, [x, y]).fetchall() == [(x,)], relation
+        with as_user(db, "admin"):
+            assert sorted(db.execute(visible, [x, y]).fetchall()) == sorted([(x,), (y,)])
+    for role, client in (("ingest", x), ("anon", None)):
         with pytest.raises(psycopg.errors.InsufficientPrivilege), db.transaction(), \
                 as_user(db, role, client):
             db.execute("select * from ledger.usage_lines_monthly limit 1")

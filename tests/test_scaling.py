@@ -13,7 +13,7 @@ import psycopg
 DISTRIBUTED = {
     "ledger.vault", "ledger.vault_bodies", "ledger.events", "ledger.event_ids", "ledger.step_runs",
     "ledger.job_steps", "ledger.jobs", "ledger.invoices", "ledger.invoice_lines",
-    "ledger.invoice_documents", "ledger.billing_changes",
+    "ledger.invoice_documents", "ledger.billing_changes", "ledger.analytics_changes",
     "ledger.usage_lines_monthly", "ledger.step_outcomes_daily", "ledger.step_outcomes_total",
     "ledger.step_timings_daily", "ledger.usage_alerts", "ledger.job_stall_notices",
 }

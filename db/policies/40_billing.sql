@@ -45,6 +45,10 @@ revoke all on ledger.prices, ledger.client_minimums, ledger.invoices, ledger.inv
 grant select on ledger.prices, ledger.client_minimums, ledger.invoices, ledger.invoice_lines,
                 ledger.billing_changes
   to client, admin, bi_reader;
+-- The usage lines are read through ledger.usage_lines_visible; the grant (under the table's
+-- row-level security, 02_row_security.sql) is what a Citus worker checks for the caller when
+-- that view reads the table's shards.
+grant select on ledger.usage_lines_monthly to client, admin, bi_reader;
 -- Invoice PDFs: read by the invoice's client and admins; written only by the owner (the renderer).
 grant select on ledger.invoice_documents to client, admin;
 -- Append-only: admins insert the listed columns (through api.prices / api.client_minimums);

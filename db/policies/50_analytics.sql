@@ -1,14 +1,20 @@
 -- Grants for progress and error analytics (db/functions/50_analytics/).
--- The materialized views themselves are granted to nobody: they cannot carry row-level security.
--- Callers read them through the ledger.visible_* barrier views, which keep only the clients the
--- caller sees in ledger.clients (row-level security of that table, 20_row_security.sql).
+-- Callers read the roll-up tables through the ledger.visible_* barrier views, which keep only
+-- the clients the caller sees in ledger.clients (row-level security of that table,
+-- 20_row_security.sql). The tables grant select under their own row-level security
+-- (02_row_security.sql: own client, admins all): that is what a Citus worker checks for the
+-- caller when a view reads their shards. Their change log is the owner's alone.
 
-revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily
-  from public;
+revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily,
+              ledger.analytics_changes
+  from public, anon, client, admin, ingest, bi_reader;
+grant select on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily
+  to client, admin, bi_reader;
 revoke execute on function
-  ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
+  ledger._raise_not_found(text, text, text),
   ledger._check_window(date, date), ledger._window(date, date, integer),
   ledger.refresh_analytics(interval),
+  ledger._refresh_analytics_days(text, date, date), ledger._add_to_outcomes_total(text, jsonb),
   ledger._analytics_refresh_costs(),
   ledger._outcomes(date, date, text, text),
   api.refresh_analytics(integer),
@@ -32,7 +38,7 @@ grant execute on function ledger._analytics_refresh_costs() to client, admin;
 grant select on ledger.visible_step_outcomes_daily, ledger.visible_step_outcomes_total,
                 ledger.visible_step_timings_daily
   to client, admin, bi_reader;
-grant execute on function ledger._visible_client_ids(), ledger._raise_not_found(text, text, text),
+grant execute on function ledger._raise_not_found(text, text, text),
                           ledger._check_window(date, date), ledger._window(date, date, integer),
                           ledger._outcomes(date, date, text, text)
   to client, admin, bi_reader;

@@ -41,8 +41,9 @@ set plan_cache_mode = force_generic_plan
 as $$
 -- Folds a batch of accepted events (rows just stored in ledger.events) into ledger.step_runs,
 -- ledger.job_steps and ledger.jobs; logs the (client, month) pairs whose billed usage changed in
--- ledger.billing_changes; writes the job.* messages of the jobs whose status changed; and tells
--- listeners which clients have news. Called by ingest with the events it stored, and by nothing
+-- ledger.billing_changes and the (client, days) of its jobs in ledger.analytics_changes; writes
+-- the job.* messages of the jobs whose status changed; and tells listeners which clients have
+-- news. Called by ingest with the events it stored, and by nothing
 -- else: the events of the batch are all it reads besides the rows of their jobs.
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
@@ -215,7 +216,8 @@ begin
   -- 4. Jobs: create or update each job once: time span, the pipeline version it runs, progress
   --    and status from its steps (contract §6), and the transaction that changed it. The status
   --    each job had before (`before`, the statement's snapshot) gives the transitions that
-  --    notifications are written for (70_notifications/20_outbox.sql).
+  --    notifications are written for (70_notifications/20_outbox.sql). The same statement logs
+  --    the days of each job for the analytics refresh (50_analytics/20_refresh.sql).
   with batch as (
     select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
            max(n.occurred_at) as last_at, count(*) as events
@@ -290,7 +292,16 @@ begin
            finished_at = excluded.finished_at, last_error = excluded.last_error,
            last_error_step = excluded.last_error_step, last_received_at = excluded.last_received_at,
            events = excluded.events, changed_xid = excluded.changed_xid
-    returning j.client_id, j.job_id, j.status
+    returning j.client_id, j.job_id, j.status, j.started_at, j.updated_at
+  ),
+  -- Error statistics and step timings: the UTC days from each job's first to its last event hold
+  -- every attempt whose outcome, duration or queue time this batch can change (an attempt's
+  -- queue time depends on the job's earlier attempts). Same transaction id as the billing log.
+  analytics_logged as (
+    insert into ledger.analytics_changes (client_id, day_from, day_to, xid)
+    select distinct u.client_id, (u.started_at at time zone 'UTC')::date,
+           (u.updated_at at time zone 'UTC')::date, v_xid::text::xid8
+      from upserted u
   )
   select jsonb_agg(jsonb_build_object('client_id', u.client_id, 'job_id', u.job_id,
                                       'before', o.status, 'after', u.status)

@@ -1,4 +1,4 @@
--- Usage: charges and usage lines, the change log, the materialized view and its refresh (billing rules and error codes: 10_common.sql).
+-- Usage: charges and usage lines, the change log, the usage lines table and its refresh (billing rules and error codes: 10_common.sql).
 
 -- ---------------------------------------------------------------------------------------------
 -- Charges and usage lines (contract §5)
@@ -182,7 +182,7 @@ returns table (client_id text, period date, pipeline text, step text, unit_price
                amount numeric, first_completed_at timestamptz, last_completed_at timestamptz)
 language plpgsql stable
 as $$
--- The live usage lines: what the materialized view holds once refreshed.
+-- The live usage lines: what ledger.usage_lines_monthly holds once refreshed.
 begin
   return query select * from ledger._usage_lines_of(p_client_id, p_from, p_to, 'job_steps');
 end
@@ -269,14 +269,25 @@ returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 set work_mem = '64MB'
+-- Planned with each client and range: on a Citus cluster every statement is then a router query
+-- on the client's worker, and on a single node the ranges reach the indexes.
+set plan_cache_mode = force_custom_plan
 as $$
--- Refreshes ledger.usage_lines_monthly (concurrently: readers and ingest are never blocked) and
--- records the snapshot it started from; change-log rows that snapshot saw are absorbed. Only one
--- refresh runs at a time: a second caller returns at once with refreshed = false.
+-- Rewrites the usage lines of the client-months named in ledger.billing_changes, and only those
+-- (ADR 0016): the work follows what changed, not history. Records the snapshot it started from;
+-- change-log rows that snapshot saw are absorbed. Readers keep the old lines of a month until the
+-- new ones commit, and ingest is never blocked (it only appends to the change log), so every
+-- refresh is concurrent; p_concurrently is kept for callers of the materialized view's time. Only
+-- one refresh runs at a time: a second caller returns at once with refreshed = false.
 declare
   v_started timestamptz := clock_timestamp();
   v_snapshot pg_snapshot;
-  v_concurrently boolean;
+  v_change record;
+  v_lines ledger.usage_lines_monthly[];
+  v_deleted bigint;
+  v_removed bigint := 0;
+  v_written bigint := 0;
+  v_months bigint := 0;
   v_absorbed bigint;
   v_rows bigint;
   v_id bigint;
@@ -285,37 +296,65 @@ begin
   if not pg_try_advisory_xact_lock(hashtext('stepledger.refresh_usage')) then
     return jsonb_build_object('refreshed', false, 'reason', 'another refresh is running');
   end if;
-  -- Taken before the refresh statement, whose own snapshot is at least as recent: every change
-  -- visible here is in the refreshed view.
+  -- Taken before the statements below, whose own snapshots are at least as recent: every change
+  -- visible here is in the lines written.
   v_snapshot := pg_current_snapshot();
-  v_concurrently := p_concurrently and (select c.relispopulated from pg_class c
-                                         where c.oid = 'ledger.usage_lines_monthly'::regclass);
-  if v_concurrently then
-    refresh materialized view concurrently ledger.usage_lines_monthly;
-  else
-    refresh materialized view ledger.usage_lines_monthly;
-  end if;
+  -- The changed months of each client as disjoint ranges [period_from, period_until) ('' is every
+  -- client; an open end is every month before or after).
+  for v_change in
+    select m.client_id, lower(m.months) as period_from, upper(m.months) as period_until
+      from (select ch.client_id,
+                   unnest(range_agg(daterange(ch.period_from, ch.period_to, '[]'))) as months
+              from ledger.billing_changes ch
+             where pg_visible_in_snapshot(ch.xid, v_snapshot)
+             group by ch.client_id) m
+     order by m.client_id, lower(m.months)
+  loop
+    delete from ledger.usage_lines_monthly u
+     where (v_change.client_id = '' or u.client_id = v_change.client_id)
+       and u.period >= v_change.period_from and u.period < v_change.period_until;
+    get diagnostics v_deleted = row_count;
+    -- Computed first, then written: on a Citus cluster the lines' query runs on the client's
+    -- worker and the insert routes each line to its shard.
+    v_lines := array(
+      select row(l.*)::ledger.usage_lines_monthly
+        from ledger._usage_lines(nullif(v_change.client_id, ''),
+                                 case when isfinite(v_change.period_from) then v_change.period_from end,
+                                 case when isfinite(v_change.period_until)
+                                      -- the month after the range's last month
+                                      then (v_change.period_until - 1 + interval '1 month')::date
+                                 end) l);
+    insert into ledger.usage_lines_monthly select * from unnest(v_lines);
+    v_removed := v_removed + v_deleted;
+    v_written := v_written + coalesce(cardinality(v_lines), 0);
+    v_months := v_months + 1;
+  end loop;
   delete from ledger.billing_changes ch where pg_visible_in_snapshot(ch.xid, v_snapshot);
   get diagnostics v_absorbed = row_count;
-  select count(*) into v_rows from ledger.usage_lines_monthly;
+  -- How many lines the table holds, kept by difference rather than counted.
+  select coalesce((select r.line_rows from ledger.billing_refreshes r
+                    order by r.refresh_id desc limit 1), 0) + v_written - v_removed
+    into v_rows;
   v_finished := clock_timestamp();
   insert into ledger.billing_refreshes (started_at, finished_at, snapshot, duration_ms, line_rows,
                                         changes_absorbed, concurrent, requested_by)
   values (v_started, v_finished, v_snapshot,
           round(extract(epoch from v_finished - v_started) * 1000, 1), v_rows, v_absorbed,
-          v_concurrently, coalesce(p_requested_by, (ledger._actor()).actor))
+          true, coalesce(p_requested_by, (ledger._actor()).actor))
   returning refresh_id into v_id;
   delete from ledger.billing_refreshes r where r.refresh_id < v_id - 1000;
-  perform ledger._enqueue_usage_crossings();  -- notifications outbox: usage thresholds
+  -- Notifications outbox: usage thresholds (also when nothing changed here: an alert may be new).
+  perform ledger._enqueue_usage_crossings();
   return jsonb_build_object('refreshed', true, 'refresh_id', v_id, 'started_at', v_started,
                             'finished_at', v_finished,
                             'duration_ms', round(extract(epoch from v_finished - v_started) * 1000, 1),
                             'line_rows', v_rows, 'changes_absorbed', v_absorbed,
-                            'concurrently', v_concurrently);
+                            'month_ranges', v_months, 'lines_written', v_written,
+                            'lines_removed', v_removed, 'concurrently', true);
 end
 $$;
 comment on function ledger.refresh_usage(text, boolean) is
-  'Refreshes the usage materialized view (concurrently unless asked otherwise) and records it; the scheduler, pg_cron and POST /rpc/refresh_usage call it.';
+  'Rewrites the usage lines of the client-months in the billing change log and records the refresh; the scheduler (every few seconds), pg_cron and POST /rpc/refresh_usage call it.';
 
 create or replace function api.refresh_usage() returns jsonb
 language plpgsql volatile security definer

@@ -1,19 +1,16 @@
 -- Billing views (contract §4: /usage, /prices, /rpc/invoice; docs/billing.md).
 --
--- A materialized view has no row-level security, so nobody but the owner reads
--- ledger.usage_lines_monthly directly: ledger.usage_lines_visible applies the same rule as the
--- select_own_client / all_admin policies (own client only, admins everything). It is a
--- security-barrier view with the owner's rights over the materialized view; every view that
--- clients, admins and BI logins use is security_invoker on top of it.
+-- ledger.usage_lines_visible is the usage lines as the caller may see them: the table's own
+-- row-level security (02_row_security.sql: own client only, admins everything) applies, as the
+-- view runs with the caller's rights; on a Citus cluster the workers apply it where the lines
+-- are. Every view that clients, admins and BI logins use is security_invoker on top of it.
 
-create or replace view ledger.usage_lines_visible with (security_barrier = true) as
+create or replace view ledger.usage_lines_visible with (security_barrier = true, security_invoker = true) as
 select m.client_id, m.period, m.pipeline, m.step, m.unit_price, m.priced, m.currency,
        m.completed_steps, m.units, m.amount, m.first_completed_at, m.last_completed_at
-  from ledger.usage_lines_monthly m
- where (select ledger._sees_all_clients())
-    or m.client_id = (select auth.client_id());
+  from ledger.usage_lines_monthly m;
 
-comment on view ledger.usage_lines_visible is 'The usage materialized view under the row-level security rule: own client only, admins everything.';
+comment on view ledger.usage_lines_visible is 'The usage lines under their row-level security: own client only, admins everything.';
 
 -- ---------------------------------------------------------------------------------------------
 -- HTTP surface

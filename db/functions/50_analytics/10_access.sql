@@ -1,29 +1,14 @@
 -- Progress and error analytics (docs/api.md), in this folder: who may read the analytics
--- materialized views (this file), their refresh (20), job counts and timelines (30), step timings
+-- roll-ups (this file), their refresh (20), job counts and timelines (30), step timings
 -- (40), error statistics (45) and the HTTP views (50).
 --
--- Tenancy: materialized views cannot carry row-level security, so clients never read them. They
--- read the barrier views below, owned by the schema owner, which keep only the rows of the
--- clients that the caller can see in ledger.clients, under that table's own row-level security
--- (a client user sees its client, an admin all). Everything else here runs as the caller.
+-- Tenancy: the roll-up tables carry row-level security by client_id (02_row_security.sql), and
+-- the ledger.visible_* views below read them with the caller's rights.
 --
 -- Error codes raised here (SQLSTATE, asserted by tests):
 --   SL501  a parameter is out of range (window, cursor, limit)
 --   SL503  a job id names jobs of several clients: pass client_id
 --   SL504  no such job (or not visible to the caller): HTTP 404
-
-create or replace function ledger._visible_client_ids() returns text[]
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
--- The clients whose rows the caller may see: ledger.clients as the caller sees it under its
--- row-level security. plpgsql, so it is never inlined into a view that runs as the view's owner.
-begin
-  return coalesce((select array_agg(c.client_id::text) from ledger.clients c), '{}');
-end
-$$;
-comment on function ledger._visible_client_ids() is
-  'Client ids visible to the caller under the row-level security of ledger.clients.';
 
 create or replace function ledger._check_window(p_since date, p_until date) returns void
 language plpgsql immutable
@@ -55,23 +40,21 @@ $$;
 comment on function ledger._window(date, date, integer) is
   'A window of UTC days with the reports'' defaults: until today, since p_days days before (both included).';
 
--- -- Access layer of the materialized views -------------------------------------------------------
--- security_barrier: caller-supplied conditions run only on rows the caller may see.
+-- -- Access layer of the roll-ups ----------------------------------------------------------------
+-- With the caller's rights: the tables' row-level security keeps the caller's clients (on a Citus
+-- cluster, on the workers that hold them).
 
-create or replace view ledger.visible_step_outcomes_daily with (security_barrier = true) as
-select d.* from ledger.step_outcomes_daily d
- where d.client_id = any ((select ledger._visible_client_ids())::text[]);
+create or replace view ledger.visible_step_outcomes_daily with (security_barrier = true, security_invoker = true) as
+select d.* from ledger.step_outcomes_daily d;
 comment on view ledger.visible_step_outcomes_daily is
   'ledger.step_outcomes_daily, only the clients the caller can see.';
 
-create or replace view ledger.visible_step_outcomes_total with (security_barrier = true) as
-select t.* from ledger.step_outcomes_total t
- where t.client_id = any ((select ledger._visible_client_ids())::text[]);
+create or replace view ledger.visible_step_outcomes_total with (security_barrier = true, security_invoker = true) as
+select t.* from ledger.step_outcomes_total t;
 comment on view ledger.visible_step_outcomes_total is
   'ledger.step_outcomes_total, only the clients the caller can see.';
 
-create or replace view ledger.visible_step_timings_daily with (security_barrier = true) as
-select t.* from ledger.step_timings_daily t
- where t.client_id = any ((select ledger._visible_client_ids())::text[]);
+create or replace view ledger.visible_step_timings_daily with (security_barrier = true, security_invoker = true) as
+select t.* from ledger.step_timings_daily t;
 comment on view ledger.visible_step_timings_daily is
   'ledger.step_timings_daily, only the clients the caller can see.';

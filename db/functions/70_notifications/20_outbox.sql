@@ -171,16 +171,23 @@ as $$
 declare
   v_period date := date_trunc('month', now() at time zone 'UTC')::date;
   v_count integer := 0;
+  v_amounts jsonb;
   a record;
 begin
+  -- The month's amounts first, in a statement of their own: on a Citus cluster the usage lines
+  -- are distributed and the alerts are not, and one statement may not join the two.
+  select coalesce(jsonb_agg(jsonb_build_object('client_id', u.client_id, 'currency', u.currency,
+                                               'amount', u.amount)), '[]')
+    into v_amounts
+    from (select u.client_id, u.currency, sum(u.amount) as amount
+            from ledger.usage_lines_monthly u
+           where u.period = v_period
+           group by u.client_id, u.currency) u;
   for a in
     with crossed as (
       update ledger.usage_alerts al
          set crossed_period = v_period
-        from (select u.client_id, u.currency, sum(u.amount) as amount
-                from ledger.usage_lines_monthly u
-               where u.period = v_period
-               group by u.client_id, u.currency) m
+        from jsonb_to_recordset(v_amounts) as m(client_id text, currency text, amount numeric)
        where m.client_id = al.client_id and m.currency = al.currency and m.amount >= al.amount
          and al.crossed_period is distinct from v_period
       returning al.client_id, al.amount as threshold, al.currency, m.amount)

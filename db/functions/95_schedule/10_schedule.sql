@@ -9,12 +9,15 @@ language sql immutable parallel safe
 set search_path = pg_catalog, pg_temp
 as $$
   values
-    -- Usage figures (the materialized view behind GET /usage and invoices; docs/billing.md).
-    ('refresh_usage', $c$select ledger.refresh_usage('scheduler')::text$c$, interval '5 minutes'),
-    -- Error statistics and step timings; views refreshed less than a minute ago are skipped, so
-    -- an on-demand refresh is not repeated at once.
-    ('refresh_analytics', $c$select ledger.refresh_analytics(interval '1 minute')::text$c$,
-     interval '5 minutes'),
+    -- Usage figures (GET /usage and invoices; docs/billing.md) and error statistics and step
+    -- timings (docs/api.md): each run rewrites only the client-months and client-days whose
+    -- change log rows it finds (ADR 0016), so a run with nothing to do is a few index probes and
+    -- they can run often enough that derived data is at most a few seconds behind ingest. A run
+    -- that rewrote nothing answers no row (the scheduler logs it only at debug level).
+    ('refresh_usage', $c$select r::text from ledger.refresh_usage('scheduler') r
+                        where (r->>'month_ranges')::integer > 0$c$, interval '2 seconds'),
+    ('refresh_analytics', $c$select r::text from ledger.refresh_analytics() r
+                            where (r->>'clients')::integer > 0$c$, interval '2 seconds'),
     -- Monthly partitions of the vault and the events, ahead of time.
     ('ensure_partitions', $c$select ledger.ensure_partitions()::text$c$, interval '1 hour'),
     -- BI statements and idle BI transactions past their login's limits, which a BI session can
@@ -28,11 +31,15 @@ comment on function ledger.scheduled_tasks() is
   'The periodic work of the database (task, SQL command, interval): what `stepledger scheduler` and pg_cron run.';
 revoke execute on function ledger.scheduled_tasks() from public;
 
--- First population of the usage view on a fresh database (later refreshes are scheduled).
+-- What changed before this migrate (a new database's first population, a rebuild a migration
+-- asked for) is computed now rather than at the scheduler's first run.
 do $$
 begin
-  if not (select c.relispopulated from pg_class c where c.oid = 'ledger.usage_lines_monthly'::regclass) then
-    perform ledger.refresh_usage('migrate', false);
+  if exists (select 1 from ledger.billing_changes) then
+    perform ledger.refresh_usage('migrate');
+  end if;
+  if exists (select 1 from ledger.analytics_changes) then
+    perform ledger.refresh_analytics();
   end if;
 end
 $$;

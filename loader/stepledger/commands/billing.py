@@ -12,7 +12,7 @@ from stepledger.operator.billing.documents import render_missing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    billing_sub = add_group(subparsers, "billing", "usage materialized view: refresh, status")
+    billing_sub = add_group(subparsers, "billing", "usage lines: refresh, status")
     p = billing_sub.add_parser("refresh", help="refresh the usage figures now")
     p.add_argument("--full", action="store_true",
                    help="plain refresh (locks readers out) instead of a concurrent one")

@@ -147,6 +147,10 @@ DISTRIBUTED_TABLES = (
     "ledger.jobs", "ledger.job_steps", "ledger.step_runs", "ledger.event_ids", "ledger.events",
     "ledger.vault", "ledger.vault_bodies", "ledger.billing_changes", "ledger.invoices",
     "ledger.invoice_lines", "ledger.invoice_documents",
+    # error statistics and step timings, rewritten per client next to its step runs (ADR 0016;
+    # the usage lines stay on the coordinator beside the refresh log that GET /usage reads)
+    "ledger.analytics_changes", "ledger.step_outcomes_daily", "ledger.step_outcomes_total",
+    "ledger.step_timings_daily",
 )
 DISTRIBUTION_COLUMN = "client_id"
 # Roles that queries run as: Citus opens its worker connections as the current role, so each

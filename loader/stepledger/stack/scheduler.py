@@ -38,6 +38,8 @@ DEBOUNCE_S = 5.0
 MAX_WAIT_S = 1.0  # how long one wait for notifications lasts; keeps SIGTERM handling prompt
 # Tasks whose interval `--refresh-every` replaces (tests and demos refresh more often).
 REFRESH_TASKS = ("refresh_usage", "refresh_analytics")
+# How often the PDF renderer looks for finalized invoices without a document.
+RENDER_EVERY_S = 30.0
 
 log = logging.getLogger("stepledger.scheduler")
 
@@ -97,13 +99,13 @@ def database_tasks(conn: psycopg.Connection, refresh_every_s: float | None = Non
                         "from ledger.scheduled_tasks()").fetchall()
     tasks = [Task(name, command, refresh_every_s if refresh_every_s and name in REFRESH_TASKS
                   else every_s,
-                  # The BI watchdog usually has nothing to report.
-                  quiet_when_idle=name == "bi_watchdog")
+                  # The BI watchdog and the refreshes usually have nothing to report.
+                  quiet_when_idle=name in ("bi_watchdog", *REFRESH_TASKS))
              for name, command, every_s in rows]
-    refresh_s = refresh_every_s or min(t.every_s for t in tasks if t.name in REFRESH_TASKS)
-    # PDFs of finalized invoices (ledger._finalize_invoice notifies; the short interval catches
+    # PDFs of finalized invoices (ledger._finalize_invoice notifies; the interval catches
     # invoices finalized while a renderer was finishing).
-    return [*tasks, Task("render_invoices", _render_invoices, min(refresh_s, 30.0))]
+    return [*tasks, Task("render_invoices", _render_invoices,
+                         min(refresh_every_s or RENDER_EVERY_S, RENDER_EVERY_S))]
 
 
 class Scheduler:

@@ -1,0 +1,234 @@
+"""Derived data follows ingest within seconds, and the incremental refreshes are exact.
+
+Usage lines, error statistics and step timings are tables that the refreshes rewrite only for the
+client-months and client-days that ingest logged as changed (docs/adr/0016-rollups.md). Here:
+through the real stack with its scheduler running, an ingest shows in GET /usage, an invoice draft
+and GET /error_stats within 10 s; and after late events, retries and failures across days and
+months, what the refreshes kept equals a recomputation from all history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import psycopg
+
+from billing_support import add_price, event, ingest, make_client, make_pipeline, refresh, uid
+from stepledger.settings import Settings
+from stepledger.stack import scheduler
+
+D = Decimal
+FRESH_WITHIN_S = 10.0
+
+
+def _wait_until(condition: Callable[[], Any], deadline_s: float, what: str) -> float:
+    """Seconds until `condition()` is truthy, polled until the deadline."""
+    started = time.monotonic()
+    last: Any = None
+    while time.monotonic() - started < deadline_s:
+        last = condition()
+        if last:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not seen within {deadline_s} s; last: {last!r}")
+
+
+def test_usage_invoice_and_error_stats_follow_an_ingest_within_10_s(
+        settings: Settings, su_conn: psycopg.Connection, api: Callable[..., httpx.Client],
+        jwt_for: Callable[..., str], admin_token: str) -> None:
+    assert scheduler.status(settings)["up"], "the stack's scheduler keeps derived data fresh"
+    pipeline = make_pipeline(su_conn, ["a", "b"])
+    client = make_client(su_conn)
+    add_price(su_conn, pipeline, "a", "2", "2024-12-01T00:00:00Z")
+    period = time.strftime("%Y-%m", time.gmtime())
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    first, retried = uid("job"), uid("job")
+    reader = api(jwt_for("client", client))
+
+    # Wait for the scheduler's refreshes of the client's setup (a new price logs a change), so
+    # that the clock below measures the ingest alone.
+    _wait_until(lambda: su_conn.execute(
+        "select not exists (select 1 from ledger.billing_changes where client_id in (%s, ''))",
+        [client]).fetchone()[0], 30, "the setup's refresh")
+
+    ingest(settings.api_url, admin_token, [
+        event(client, first, pipeline, "a", "completed", now, units=3),
+        # a retry: the failed attempt counts in error statistics, the completed one is billed
+        event(client, retried, pipeline, "a", "failed", now, attempt=1),
+        event(client, retried, pipeline, "a", "completed", now, attempt=2, units=2),
+        event(client, retried, pipeline, "b", "failed", now),
+    ])
+    ingested = time.monotonic()
+
+    def usage() -> list[tuple[str, int, Decimal, bool]]:
+        rows = reader.get("/usage", params={"client_id": f"eq.{client}",
+                                            "period": f"eq.{period}"}).json()
+        return [(r["step"], r["completed_steps"], D(str(r["amount"])), r["stale"]) for r in rows]
+
+    def draft() -> tuple[str, Any, Any]:
+        body = reader.post("/rpc/invoice", json={"client_id": client, "period": period}).json()
+        return (body["source"], body["usage_amount"],
+                [(line["step"], line["units"]) for line in body["lines"]])
+
+    def error_stats() -> dict[str, tuple[int, int]]:
+        rows = reader.get("/error_stats", params={"pipeline": f"eq.{pipeline}"}).json()
+        return {r["step"]: (r["failures"], r["attempts"]) for r in rows}
+
+    _wait_until(lambda: usage() == [("a", 2, D("10.00"), False)], FRESH_WITHIN_S, "usage")
+    # The draft read from the refreshed usage lines, not computed live because they were stale.
+    _wait_until(lambda: draft()[:2] == ("materialized", 10), FRESH_WITHIN_S, "the invoice draft")
+    _wait_until(lambda: error_stats() == {"a": (1, 3), "b": (1, 1)}, FRESH_WITHIN_S,
+                "error statistics")
+    elapsed = time.monotonic() - ingested
+    assert elapsed < FRESH_WITHIN_S, f"derived data {elapsed:.1f} s behind ingest"
+
+
+# -- exactness: what the refreshes kept equals a recomputation from all history -------------------
+# The definitions the materialized views had (migration 0030), for the clients of one test.
+OUTCOMES_FROM_HISTORY = """
+select r.client_id, (r.finished_at at time zone 'UTC')::date as day, r.pipeline, r.step,
+       coalesce(r.source, '') as source,
+       case when r.status = 'failed' then coalesce(r.error_code, '') else '' end as error_code,
+       count(*) filter (where r.status = 'completed') as completed,
+       count(*) filter (where r.status = 'failed') as failed,
+       count(*) filter (where r.status = 'skipped') as skipped,
+       count(*) filter (where r.status = 'failed' and r.error_retryable) as retryable,
+       min(r.finished_at) as first_at, max(r.finished_at) as last_at,
+       (array_agg(r.error_message order by r.finished_at desc, r.job_id desc)
+          filter (where r.status = 'failed'))[1] as sample_message
+  from ledger.step_runs r
+ where r.status <> 'started' and r.finished_at is not null and r.client_id = any(%(clients)s)
+ group by 1, 2, 3, 4, 5, 6
+ order by 1, 2, 3, 4, 5, 6
+"""
+OUTCOMES_KEPT = """
+select client_id, day, pipeline, step, source, error_code, completed, failed, skipped, retryable,
+       first_at, last_at, sample_message
+  from ledger.step_outcomes_daily where client_id = any(%(clients)s) order by 1, 2, 3, 4, 5, 6
+"""
+TOTALS_FROM_DAILY = """
+select d.client_id, d.pipeline, d.step, d.source, d.error_code, sum(d.completed)::bigint,
+       sum(d.failed)::bigint, sum(d.skipped)::bigint, sum(d.retryable)::bigint, min(d.first_at),
+       max(d.last_at),
+       (array_agg(d.sample_message order by d.last_at desc)
+          filter (where d.sample_message is not null))[1]
+  from (""" + OUTCOMES_FROM_HISTORY.replace("order by 1, 2, 3, 4, 5, 6", "") + """) d
+ group by 1, 2, 3, 4, 5 order by 1, 2, 3, 4, 5
+"""
+TOTALS_KEPT = """
+select client_id, pipeline, step, source, error_code, completed, failed, skipped, retryable,
+       first_at, last_at, sample_message
+  from ledger.step_outcomes_total where client_id = any(%(clients)s) order by 1, 2, 3, 4, 5
+"""
+TIMINGS_FROM_HISTORY = """
+with ordered as (
+  select r.client_id, r.job_id, r.pipeline, r.step, r.status, r.started_at, r.finished_at,
+         max(r.finished_at) over (partition by r.client_id, r.job_id
+                                  order by r.started_at, r.step_index, r.attempt
+                                  rows between unbounded preceding and 1 preceding) as ready_at
+    from ledger.step_runs r
+   where r.started_at is not null and r.client_id = any(%(clients)s)
+)
+select o.client_id, (o.started_at at time zone 'UTC')::date, o.pipeline, o.step, count(*),
+       count(*) filter (where o.status = 'completed' and o.finished_at is not null),
+       coalesce(array_agg(extract(epoch from o.finished_at - o.started_at)::float8
+                          order by o.finished_at - o.started_at)
+                  filter (where o.status = 'completed' and o.finished_at is not null), '{}'),
+       coalesce(array_agg(greatest(0, extract(epoch from o.started_at - o.ready_at))::float8
+                          order by greatest(0, extract(epoch from o.started_at - o.ready_at)))
+                  filter (where o.ready_at is not null), '{}')
+  from ordered o
+ group by 1, 2, 3, 4 order by 1, 2, 3, 4
+"""
+TIMINGS_KEPT = """
+select client_id, day, pipeline, step, attempts, completed, durations_s, queues_s
+  from ledger.step_timings_daily where client_id = any(%(clients)s) order by 1, 2, 3, 4
+"""
+USAGE_FROM_HISTORY = """
+select u.* from unnest(%(clients)s::text[]) c(client_id)
+ cross join lateral ledger._usage_lines(c.client_id, null, null) u
+ order by 1, 2, 3, 4, 5, 6
+"""
+USAGE_KEPT = """
+select * from ledger.usage_lines_monthly where client_id = any(%(clients)s)
+ order by 1, 2, 3, 4, 5, 6
+"""
+
+
+def _assert_kept_equals_history(conn: psycopg.Connection, clients: list[str]) -> None:
+    refresh(conn)
+    conn.execute("select ledger.refresh_analytics()")  # waits for a running one, then refreshes
+    args = {"clients": clients}
+    for kept, history in ((USAGE_KEPT, USAGE_FROM_HISTORY), (OUTCOMES_KEPT, OUTCOMES_FROM_HISTORY),
+                          (TOTALS_KEPT, TOTALS_FROM_DAILY), (TIMINGS_KEPT, TIMINGS_FROM_HISTORY)):
+        expected = conn.execute(history, args).fetchall()
+        assert expected, "the history has rows of this kind"
+        assert conn.execute(kept, args).fetchall() == expected
+
+
+def test_refreshes_rewrite_only_what_changed_and_stay_exact(
+        su_conn: psycopg.Connection, admin_token: str, settings: Settings) -> None:
+    # Refreshed by the test alone, so that it can count what one refresh rewrites.
+    scheduler.stop(settings)
+    try:
+        _rewrite_only_what_changed(su_conn, admin_token, settings)
+    finally:
+        scheduler.start(settings)
+
+
+def _rewrite_only_what_changed(su_conn: psycopg.Connection, admin_token: str,
+                               settings: Settings) -> None:
+    pipeline = make_pipeline(su_conn, ["a", "b", "c"])
+    x, y = make_client(su_conn), make_client(su_conn)
+    # graduated tiers on a: 1 per unit, 0.5 from the 4th unit; a default price on b that changes
+    # mid-month
+    add_price(su_conn, pipeline, "a", "1", "2025-01-01T00:00:00Z", tiers=[("3", "0.5")])
+    add_price(su_conn, pipeline, "b", "2", "2025-01-01T00:00:00Z")
+    add_price(su_conn, pipeline, "b", "3", "2025-01-20T00:00:00Z")
+    jobs = {name: uid(name) for name in ("j1", "j2", "j3", "j4")}
+    ingest(settings.api_url, admin_token, [
+        event(x, jobs["j1"], pipeline, "a", "started", "2025-01-09T23:00:00Z"),
+        event(x, jobs["j1"], pipeline, "a", "completed", "2025-01-10T01:00:00Z", units=2),
+        event(x, jobs["j1"], pipeline, "b", "started", "2025-01-10T02:00:00Z"),
+        event(x, jobs["j1"], pipeline, "b", "completed", "2025-01-10T03:00:00Z", units=1),
+        event(x, jobs["j2"], pipeline, "a", "failed", "2025-01-15T00:00:00Z"),
+        event(x, jobs["j2"], pipeline, "a", "completed", "2025-01-15T01:00:00Z", attempt=2,
+              units=3),
+        event(x, jobs["j2"], pipeline, "b", "completed", "2025-01-21T00:00:00Z", units=1),
+        event(y, jobs["j3"], pipeline, "a", "completed", "2025-02-01T00:00:00Z", units=5),
+        event(y, jobs["j3"], pipeline, "c", "skipped", "2025-02-01T01:00:00Z"),
+    ])
+    _assert_kept_equals_history(su_conn, [x, y])
+
+    # Only the changed client-month and client-days are rewritten.
+    ingest(settings.api_url, admin_token, [
+        event(y, jobs["j4"], pipeline, "a", "completed", "2025-02-03T00:00:00Z", units=1)])
+    written = refresh(su_conn)
+    # y's February: step a's two tier bands, rewritten; nothing of x
+    assert (written["month_ranges"], written["lines_removed"], written["lines_written"]) == \
+        (1, 2, 2), written
+
+    # Late events: j1's step a, completed on Jan 10, fails later in the same attempt (its bill
+    # falls away and its outcome moves); a retry of j2's b completes in February (the bill moves
+    # months); a started event arrives after its attempt ended.
+    ingest(settings.api_url, admin_token, [
+        event(x, jobs["j1"], pipeline, "a", "failed", "2025-01-12T00:00:00Z"),
+        event(x, jobs["j2"], pipeline, "b", "completed", "2025-02-02T00:00:00Z", attempt=2,
+              units=4),
+        event(x, jobs["j2"], pipeline, "b", "started", "2025-01-20T23:00:00Z"),
+        event(y, jobs["j3"], pipeline, "b", "failed", "2025-02-01T02:00:00Z"),
+    ])
+    _assert_kept_equals_history(su_conn, [x, y])
+
+    # A backdated default price rewrites the months it reaches, for every client.
+    add_price(su_conn, pipeline, "a", "7", "2025-01-25T00:00:00Z")
+    _assert_kept_equals_history(su_conn, [x, y])
+    january = su_conn.execute(
+        "select step, sum(amount) from ledger.usage_lines_monthly where client_id = %s "
+        "and period = '2025-01-01' group by step order by step", [x]).fetchall()
+    # a: j2's 3 units (j1's bill fell away): all below the tier; b: j1 at 2
+    assert january == [("a", D("3.00")), ("b", D("2.00"))]
