@@ -169,6 +169,8 @@ COORDINATOR_FUNCTION_SETTINGS = {
     # table with a foreign key to a reference table, which Citus allows only over the one
     # connection per node that a sequential transaction uses
     "ledger._finalize_invoice(text, text)": "citus.multi_shard_modify_mode = 'sequential'",
+    # the same for the stall scan: it reads every client's jobs, then writes the outbox
+    "ledger.scan_stalled_jobs()": "citus.multi_shard_modify_mode = 'sequential'",
 }
 SINGLE_NODE_POLICY_CLIENT = "(select auth.client_id())"
 CITUS_POLICY_CLIENT = "auth.caller_client_id()"
