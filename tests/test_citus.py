@@ -362,12 +362,18 @@ def test_the_web_app_shows_a_client_its_jobs_from_the_workers(
         try:
             page = browser.new_context(viewport=DESKTOP, locale="en-US").new_page()
             page.set_default_timeout(20000)
+            refused: list[str] = []  # said in the failure, if any
+            page.on("response", lambda r: refused.append(f"{r.status} {r.url}: {r.text()}")
+                    if "/api/" in r.url and r.status >= 400 else None)
             page.goto(f"{cluster.web_url}/")
             page.get_by_label("Email").fill(email)
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
-            expect(page.locator("tr.job-row").first).to_be_visible()
+            try:
+                expect(page.locator("tr.job-row").first).to_be_visible()
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nrefused requests: {refused}") from None
             expect(page.locator('[data-state="total"]')).to_have_text(str(total))
             shown = page.locator("tr.job-row").evaluate_all(
                 "rows => rows.map(r => r.dataset.client)")

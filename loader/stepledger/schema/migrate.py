@@ -217,6 +217,8 @@ def _apply_idempotent(settings: Settings, version: str) -> None:
             install_schema_functions(conn, settings.repo_root / "schemas")
             on_citus = citus.is_coordinator(conn)
             if on_citus:
+                conn.execute("lock table " + ", ".join(citus.NOTIFICATION_WORKER_TABLES)
+                             + " in access exclusive mode")
                 citus.drop_functions_over_shard_types(conn)
             for path in idempotent_files(settings.repo_root / "db"):
                 _run_file(conn, path, one_statement_at_a_time=on_citus)
