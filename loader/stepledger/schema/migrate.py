@@ -205,6 +205,13 @@ def migrate(settings: Settings) -> dict[str, object]:
             time.sleep(0.5 * attempt)
     # On a Citus coordinator: the part of the schema that is distributed (ADR 0012).
     distributed = citus.distribute(settings)
+    if distributed["reference"] or distributed["distributed"]:
+        # Citus has just created the views over those tables on the workers, without their
+        # grants (a client's read of api.pipeline_steps was refused there): grant again, now
+        # propagated to every node.
+        with psycopg.connect(settings.dsn("stepledger_owner")) as conn, conn.transaction():
+            for path in sql_files(settings.repo_root / "db" / "policies"):
+                _run_file(conn, path, one_statement_at_a_time=True)
     return {"applied": applied, "code_version": version, "citus": distributed}
 
 
