@@ -9,8 +9,11 @@ fixed instants in a past month, so its answers depend on nothing else in the dat
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +22,9 @@ import httpx
 import psycopg
 
 from auth_support import PASSWORD, add_user, ingest, login
+from notify_support import Receiver, verify_signature, wait_for
 from stepledger.demo import simulate
+from stepledger.operator import notify
 from stepledger.settings import REPO_ROOT, Settings
 
 PERIOD = "2026-10"
@@ -29,7 +34,11 @@ START = datetime(2026, 10, 12, 8, 0, tzinfo=UTC)
 # whether the scheduler's refresh ran in between; the amounts are compared either way.
 VOLATILE = {"received_at", "updated_at", "last_received_at", "vault_id", "batch_id",
             "changed_xid", "generated_at", "issued_on", "due_on", "finalized_at",
-            "duration_s", "stalls_at", "source"}
+            "duration_s", "stalls_at", "source", "replay_id", "replayed_at", "timestamp"}
+# What the notification worker must deliver to the scenario's webhooks (a failed job of A, the
+# job of B left running in the past, so stalled at the first scan), and how long it may take.
+DELIVERED = {("job.failed", "A", "job-2"), ("job.stalled", "B", "job-3")}
+DELIVERY_TIMEOUT_S = 45
 
 
 @dataclass
@@ -78,15 +87,97 @@ def prepare(su_conn: psycopg.Connection, tag: str) -> tuple[str, str]:
     return a, b
 
 
+@contextlib.contextmanager
+def webhook_receiver(settings: Settings) -> Iterator[Receiver]:
+    """A real HTTP receiver on loopback, and the stack's notification worker restarted to allow
+    loopback targets (as tests/test_notifications.py does); the worker is restored after."""
+    saved = os.environ.get("STEPLEDGER_WEBHOOK_ALLOW_PRIVATE")
+    receiver = Receiver()
+    os.environ["STEPLEDGER_WEBHOOK_ALLOW_PRIVATE"] = "1"
+    notify.stop(settings)
+    notify.start(settings)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+        if saved is None:
+            os.environ.pop("STEPLEDGER_WEBHOOK_ALLOW_PRIVATE", None)
+        else:
+            os.environ["STEPLEDGER_WEBHOOK_ALLOW_PRIVATE"] = saved
+        notify.stop(settings)
+        notify.start(settings)
+
+
+def _refusal(su_conn: psycopg.Connection, *statements: tuple[str, list[Any]]) -> Any:
+    """The last statement's first value, or [SQLSTATE, message] when one is refused; all in one
+    transaction, rolled back."""
+    try:
+        with su_conn.transaction(force_rollback=True):
+            row = None
+            for statement, params in statements:
+                cursor = su_conn.execute(statement, params)
+                row = cursor.fetchone() if cursor.description else None
+            return row[0] if row else None
+    except psycopg.Error as exc:
+        return [exc.sqlstate, exc.diag.message_primary]
+
+
+def _logged_in_own_transaction(su_conn: psycopg.Connection, client_id: str, reason: str,
+                               *statements: tuple[str, list[Any]]) -> Any:
+    """After the statements (rolled back): whether the billing changes they logged carry their
+    transaction's id, which the usage refresh compares with its snapshot. The id is asked for in
+    a statement of its own: in a query over a distributed table a worker would answer its own."""
+    try:
+        with su_conn.transaction(force_rollback=True):
+            for statement, params in statements:
+                su_conn.execute(statement, params)
+            (xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
+            return su_conn.execute(
+                "select array_agg(distinct ch.xid::text = %s) from ledger.billing_changes ch "
+                " where ch.client_id = %s and ch.reason = %s", [xid, client_id, reason]
+            ).fetchone()[0]
+    except psycopg.Error as exc:
+        return [exc.sqlstate, exc.diag.message_primary]
+
+
+def _delivered(receiver: Receiver, names: dict[str, str]) -> list[Any]:
+    """The job messages the receiver got for the scenario's clients, normalized."""
+    out = []
+    for request in receiver.requests:
+        body = _normal(request.json(), names)
+        data = body.get("data", {})
+        if data.get("client_id") in ("A", "B"):
+            data["url"] = "#" + str(data.get("url", "")).split("#", 1)[-1]  # the web app's host
+            out.append(body)
+    return sorted(out, key=lambda m: json.dumps(m, sort_keys=True))
+
+
 def run(settings: Settings, su_conn: psycopg.Connection, tag: str) -> Scenario:
-    """Ingest, progress, usage and invoices, isolation: every answer of the scenario."""
+    """Ingest, progress, usage and invoices, isolation, notifications, replay, a currency change
+    and the change log's transaction: every answer of the scenario."""
+    with webhook_receiver(settings) as receiver:
+        return _run(settings, su_conn, tag, receiver)
+
+
+def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
+         receiver: Receiver) -> Scenario:
     a, b = prepare(su_conn, tag)
+    names = {a: "A", b: "B", tag: "T"}
     token = {c: su_conn.execute("select auth.create_api_token(%s, 'contract', 'ingest', 'tests')",
                                 [c]).fetchone()[0]["token"] for c in (a, b)}
     answers: dict[str, Any] = {}
     with httpx.Client(base_url=settings.api_url, timeout=60) as api:
         def as_token(t: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {t}"}
+
+        # Webhooks of both clients, made by their users before anything happens.
+        secrets = {}
+        for c in (a, b):
+            session = login(api, f"staff@{c}.example").json()["token"]
+            made = api.post("/rpc/create_webhook", headers=as_token(session), json={
+                "url": receiver.url, "events": ["job.failed", "job.stalled"], "client_id": c})
+            assert made.status_code == 200, made.text
+            secrets[c] = made.json()["secret"]
 
         # Ingest: two clients, a completed, a failed and a retried job each; a duplicate batch;
         # a bad event; and a bound token writing for the other client.
@@ -138,6 +229,62 @@ def run(settings: Settings, su_conn: psycopg.Connection, tag: str) -> Scenario:
             "/rpc/invoice", json={"client_id": a, "period": PERIOD},
             headers=as_token(sessions[a])).json()
 
+        # Replay every row of A's vault: accepted events come back as duplicates, the bad one
+        # stays rejected; each original row records the run.
+        replayed = api.post("/rpc/replay", json={"outcome": "any", "client_id": a},
+                            headers=headers)
+        answers["replay"] = [replayed.status_code, replayed.json()]
+        answers["replay recorded"] = su_conn.execute(
+            "select v.outcome, v.replays->-1->>'outcome', jsonb_array_length(v.replays), count(*) "
+            "  from ledger.vault v where v.client_id = %s and v.channel <> 'replay' "
+            " group by 1, 2, 3 order by 1, 2, 3", [a]).fetchall()
+        answers["replay run"] = su_conn.execute(
+            "select replayed, accepted, duplicates, rejected from ledger.replays "
+            " where replay_id = %s", [replayed.json().get("replay_id")]).fetchall()
+
+    # Notifications: the stall scan (the scheduler's task, run here at once) and the worker's
+    # delivery of job.failed and job.stalled to the clients' webhooks, signed.
+    try:
+        su_conn.execute("select ledger.scan_stalled_jobs()")
+        answers["stall scan"] = "ran"
+    except psycopg.Error as exc:
+        answers["stall scan"] = [exc.sqlstate, exc.diag.message_primary]
+
+    def delivered() -> bool:
+        got = {(m["type"], m["data"]["client_id"], m["data"]["job_id"])
+               for m in _delivered(receiver, names)}
+        return got >= DELIVERED
+    # on a timeout the answers below differ from the single node's, and say what arrived
+    with contextlib.suppress(AssertionError):
+        wait_for(delivered, DELIVERY_TIMEOUT_S, "job.failed and job.stalled at the receiver",
+                 interval=0.5)
+    answers["webhooks received"] = _delivered(receiver, names)
+    for request in receiver.requests:
+        client = request.json().get("data", {}).get("client_id")
+        if client in secrets:
+            verify_signature(secrets[client], request)
+
+    # A client's currency: free while nothing is billed in it (C has nothing), refused once the
+    # client has prices of its own (A); the change is logged in this transaction (the
+    # coordinator's on a cluster: the usage refresh compares it with its snapshot).
+    # As the CLI does it (`stepledger client update`): as the owner.
+    owner = ("set local role stepledger_owner", [])
+    c = f"{tag}-c"
+    su_conn.execute("select ledger.add_client(%s, %s, 'EUR')", [c, f"Clinic {c}"])
+    answers["currency change of C"] = _refusal(
+        su_conn, owner, ("select (ledger.update_client(%s, null, 'USD')).currency", [c]))
+    answers["currency change of A"] = _refusal(
+        su_conn, owner, ("select (ledger.update_client(%s, null, 'USD')).currency", [a]))
+    answers["currency change of A again"] = _refusal(
+        su_conn, owner, ("select (ledger.add_client(%s, 'Clinic', 'GBP')).currency", [a]))
+    answers["currency change logged in its transaction"] = _logged_in_own_transaction(
+        su_conn, c, "currency", owner, ("select ledger.update_client(%s, null, 'CHF')", [c]))
+    # A rebuild deletes job steps: their months are logged in the deleting transaction (on a
+    # cluster the deleted rows are on a worker, told the coordinator's transaction first).
+    answers["deleted steps logged in their transaction"] = _logged_in_own_transaction(
+        su_conn, a, "rebuild", owner, ("select ledger.share_transaction_id()", []),
+        ("delete from ledger.job_steps where client_id = %s and job_id = 'job-1'", [a]))
+
     # The vault guarantees: append-only vault, immutable finalized invoices, even for a superuser.
     for name, statement in (
             ("vault update", "update ledger.vault set outcome = outcome where client_id = %s"),
@@ -150,7 +297,7 @@ def run(settings: Settings, su_conn: psycopg.Connection, tag: str) -> Scenario:
             answers[name] = "allowed"
         except psycopg.Error as exc:
             answers[name] = [exc.sqlstate, exc.diag.message_primary]
-    return Scenario(tag, a, b, _normal(answers, {a: "A", b: "B", tag: "T"}))
+    return Scenario(tag, a, b, _normal(answers, names))
 
 
 def as_json(scenario: Scenario) -> str:

@@ -181,6 +181,7 @@ declare
   v_row ledger.clients;
 begin
   perform ledger._check_client_fields(p_client_id, p_name, p_currency, p_payment_terms_days);
+  perform ledger._approve_currency_change(p_client_id, p_currency);  -- SL410
   update ledger.clients c
      set name = coalesce(p_name, c.name),
          currency = coalesce(p_currency, c.currency),
@@ -211,6 +212,7 @@ begin
   if p_currency is null then
     raise exception 'invalid currency "%"', p_currency using errcode = 'SL103', hint = 'an ISO 4217 code such as EUR';
   end if;
+  perform ledger._approve_currency_change(p_client_id, p_currency);  -- SL410
   insert into ledger.clients as c (client_id, name, currency) values (p_client_id, p_name, p_currency)
   on conflict (client_id) do update set name = excluded.name, currency = excluded.currency
   returning * into v_row;

@@ -48,6 +48,7 @@ as $$
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
   v_transitions jsonb;
+  v_before jsonb;
 begin
   if coalesce(cardinality(p_events), 0) = 0 then
     return;
@@ -215,22 +216,19 @@ begin
 
   -- 4. Jobs: create or update each job once: time span, the pipeline version it runs, progress
   --    and status from its steps (contract §6), and the transaction that changed it. The status
-  --    each job had before (`before`, the statement's snapshot) gives the transitions that
-  --    notifications are written for (70_notifications/20_outbox.sql). The same statement logs
-  --    the days of each job for the analytics refresh (50_analytics/20_refresh.sql).
+  --    each job had before (`v_before`) gives the transitions that notifications are written
+  --    for (70_notifications/20_outbox.sql). It is read in a statement of its own: on a Citus
+  --    cluster a CTE of the upsert's statement read the jobs after the upsert (ADR 0012). The
+  --    upsert logs the days of each job for the analytics refresh (50_analytics/20_refresh.sql).
+  select jsonb_object_agg(o.job_id, o.status) into v_before
+    from ledger.jobs o
+   where o.client_id = p_client_id
+     and o.job_id = any (array(select n.job_id from unnest(p_events) n));
   with batch as (
     select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
            max(n.occurred_at) as last_at, count(*) as events
       from unnest(p_events) n
      group by n.client_id, n.job_id
-  ),
-  before as (
-    select b.client_id, b.job_id, o.status
-      from batch b
-     cross join lateral (
-       select o.status from ledger.jobs o
-        where o.client_id = p_client_id and o.client_id = b.client_id and o.job_id = b.job_id
-        limit 1) o
   ),
   upserted as (
     insert into ledger.jobs as j (client_id, job_id, pipeline, pipeline_version, steps_total,
@@ -304,13 +302,12 @@ begin
       from upserted u
   )
   select jsonb_agg(jsonb_build_object('client_id', u.client_id, 'job_id', u.job_id,
-                                      'before', o.status, 'after', u.status)
+                                      'before', v_before->>u.job_id, 'after', u.status)
                    order by u.client_id, u.job_id)
     into v_transitions
     from upserted u
-    left join before o on o.client_id = u.client_id and o.job_id = u.job_id
    -- a new job is news when it starts in a final state; a known one when its status changed
-   where u.status is distinct from coalesce(o.status, 'running');
+   where u.status is distinct from coalesce(v_before->>u.job_id, 'running');
   if v_transitions is not null then
     perform ledger._enqueue_job_transitions(v_transitions);
   end if;

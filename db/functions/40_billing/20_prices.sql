@@ -194,7 +194,8 @@ begin
 end
 $$;
 
-create or replace function ledger.tg_clients__currency_change() returns trigger
+create or replace function ledger._check_currency_change(p_client_id text, p_old text, p_new text)
+returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -202,39 +203,79 @@ as $$
 -- invoice is finalized (its adjustments must stay in its currency), not while the client has
 -- its own prices or minimums in the old currency (the price book is append-only: they would be
 -- orphaned), and not while an open invoice bills completed steps (it would be repriced). The
--- rule holds for every path: the CLI, psql, PostgREST. A change reprices nothing else.
+-- rule holds for every path: the CLI, psql, PostgREST. A change reprices nothing else; it is
+-- logged for the usage view.
 declare
   v_where text;
   v_period date;
+  v_xid xid8 := ledger._change_log_xid();
 begin
-  if new.currency is distinct from old.currency then
-    if exists (select 1 from ledger.invoices i where i.client_id = old.client_id) then
-      v_where := 'finalized invoices';
-    elsif exists (select from ledger.prices p
-                   where p.client_id = old.client_id and p.currency = old.currency) then
-      v_where := 'its own prices';
-    elsif exists (select from ledger.client_minimums m
-                   where m.client_id = old.client_id and m.currency = old.currency) then
-      v_where := 'a monthly minimum';
-    else
-      select ledger._month(js.completed_at) into v_period
-        from ledger.job_steps js
-       where js.client_id = old.client_id and js.completed_at is not null
-       limit 1;
-      if v_period is not null then
-        v_where := format('an open invoice (%s)', to_char(v_period, 'YYYY-MM'));
-      end if;
+  if exists (select 1 from ledger.invoices i where i.client_id = p_client_id) then
+    v_where := 'finalized invoices';
+  elsif exists (select from ledger.prices p
+                 where p.client_id = p_client_id and p.currency = p_old) then
+    v_where := 'its own prices';
+  elsif exists (select from ledger.client_minimums m
+                 where m.client_id = p_client_id and m.currency = p_old) then
+    v_where := 'a monthly minimum';
+  else
+    select ledger._month(js.completed_at) into v_period
+      from ledger.job_steps js
+     where js.client_id = p_client_id and js.completed_at is not null
+     limit 1;
+    if v_period is not null then
+      v_where := format('an open invoice (%s)', to_char(v_period, 'YYYY-MM'));
     end if;
-    if v_where is not null then
-      raise exception 'cannot change the currency of client "%" from % to %: it has % in %',
-        old.client_id, old.currency, new.currency, v_where, old.currency
-        using errcode = 'SL410',
-              hint = format('billing records keep their currency; bill %s under a new client id '
-                            '(stepledger client add %s-%s --name ... --currency %s)',
-                            new.currency, old.client_id, lower(new.currency), new.currency);
-    end if;
-    insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-    values (old.client_id, '-infinity', 'infinity', 'currency');
+  end if;
+  if v_where is not null then
+    raise exception 'cannot change the currency of client "%" from % to %: it has % in %',
+      p_client_id, p_old, p_new, v_where, p_old
+      using errcode = 'SL410',
+            hint = format('billing records keep their currency; bill %s under a new client id '
+                          '(stepledger client add %s-%s --name ... --currency %s)',
+                          p_new, p_client_id, lower(p_new), p_new);
+  end if;
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
+  values (p_client_id, '-infinity', 'infinity', 'currency', v_xid);
+end
+$$;
+comment on function ledger._check_currency_change(text, text, text) is 'Refuses (SL410) or logs a change of a client''s billing currency.';
+revoke execute on function ledger._check_currency_change(text, text, text) from public;
+
+create or replace function ledger._approve_currency_change(p_client_id text, p_currency text)
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+-- Called by the functions that change a client before their UPDATE: checks a currency change
+-- here, once, and tells the trigger below that it was checked. On a Citus cluster the trigger
+-- runs on every copy of ledger.clients (a reference table), where the checks' reads of
+-- distributed tables are refused (ADR 0012); the mark reaches those copies.
+declare
+  v_old text;
+begin
+  select c.currency into v_old from ledger.clients c where c.client_id = p_client_id;
+  if v_old is not null and p_currency is not null and p_currency <> v_old then
+    perform ledger._check_currency_change(p_client_id, v_old, p_currency);
+    perform ledger._set_local_on_every_node('stepledger.currency_checked',
+                                            p_client_id || ' ' || p_currency);
+  end if;
+end
+$$;
+comment on function ledger._approve_currency_change(text, text) is 'Checks a client''s currency change before the functions that change clients write it.';
+revoke execute on function ledger._approve_currency_change(text, text) from public;
+
+create or replace function ledger.tg_clients__currency_change() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+-- Every path that changes a currency meets the rule (ledger._check_currency_change), once: a
+-- change that update_client or add_client checked already is marked so.
+begin
+  if new.currency is distinct from old.currency
+     and current_setting('stepledger.currency_checked', true)
+         is distinct from old.client_id || ' ' || new.currency then
+    perform ledger._check_currency_change(old.client_id, old.currency, new.currency);
   end if;
   return new;
 end

@@ -240,11 +240,12 @@ as $$
 -- TRUNCATE marks everything.
 begin
   if tg_op = 'TRUNCATE' then
-    insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-    values ('', '-infinity', 'infinity', 'rebuild');
+    insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
+    values ('', '-infinity', 'infinity', 'rebuild', ledger._change_log_xid());
   elsif old.completed_at is not null then
-    insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-    values (old.client_id, ledger._month(old.completed_at), ledger._month(old.completed_at), 'rebuild');
+    insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
+    values (old.client_id, ledger._month(old.completed_at), ledger._month(old.completed_at), 'rebuild',
+            ledger._change_log_xid());
   end if;
   return null;
 end

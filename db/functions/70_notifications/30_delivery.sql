@@ -58,6 +58,9 @@ as $$
 declare
   v_settings ledger.notification_settings := ledger._notification_settings();
   v_lease interval := v_settings.request_timeout * 2 + interval '5 seconds';
+  -- now() as a value: Citus (the outbox tables are Citus local tables on a coordinator) refuses
+  -- a non-immutable function inside CASE or COALESCE of an UPDATE; now() is the same all along.
+  v_now timestamptz := now();
 begin
   return query
   with busy as (
@@ -84,7 +87,7 @@ begin
   ), leased as (
     update ledger.webhook_deliveries d
        set attempts = d.attempts + 1, lease_until = now() + v_lease,
-           first_attempt_at = coalesce(d.first_attempt_at, now()), last_attempt_at = now()
+           first_attempt_at = coalesce(d.first_attempt_at, v_now), last_attempt_at = v_now
       from (select p.delivery_id from picked p
               join ledger.webhook_deliveries x on x.delivery_id = p.delivery_id
                for update of x skip locked) p
@@ -131,6 +134,7 @@ declare
   v_outcome text;
   v_next timestamptz;
   v_error text := left(p_error, 500);
+  v_now timestamptz := now();  -- a value in CASE and COALESCE (claim_webhook_deliveries says why)
 begin
   select * into d from ledger.webhook_deliveries x where x.delivery_id = p_delivery_id for update;
   if not found or d.attempts <> p_attempt or d.state <> 'pending' then
@@ -163,7 +167,7 @@ begin
                                 else v_outcome end,
          next_attempt_at = coalesce(v_next, x.next_attempt_at), lease_until = null,
          last_status_code = p_status_code, last_error = v_error,
-         finished_at = case when v_outcome <> 'retry' then now() end
+         finished_at = case when v_outcome <> 'retry' then v_now end
    where x.delivery_id = d.delivery_id;
 
   if v_outcome = 'succeeded' then
@@ -245,6 +249,8 @@ declare
   v_settings ledger.notification_settings := ledger._notification_settings();
   e ledger.email_deliveries;
   v_outcome text;
+  v_now timestamptz := now();  -- a value in CASE (claim_webhook_deliveries says why)
+  v_retry_delay interval;
 begin
   select * into e from ledger.email_deliveries x where x.email_delivery_id = p_email_delivery_id for update;
   if not found or e.attempts <> p_attempt or e.state <> 'pending' then
@@ -253,11 +259,14 @@ begin
   v_outcome := case when p_error is null then 'sent'
                     when now() - e.created_at >= v_settings.retry_for then 'failed'
                     else 'retry' end;
+  if v_outcome = 'retry' then
+    v_retry_delay := ledger._retry_delay(p_attempt);
+  end if;
   update ledger.email_deliveries x
      set state = case v_outcome when 'retry' then 'pending' else v_outcome end,
          lease_until = null, last_error = left(p_error, 500),
-         sent_at = case when v_outcome = 'sent' then now() end,
-         next_attempt_at = case when v_outcome = 'retry' then now() + ledger._retry_delay(p_attempt)
+         sent_at = case when v_outcome = 'sent' then v_now end,
+         next_attempt_at = case when v_outcome = 'retry' then v_now + v_retry_delay
                                 else x.next_attempt_at end
    where x.email_delivery_id = e.email_delivery_id;
   return v_outcome;

@@ -36,6 +36,8 @@ declare
                                     'invoice.finalized', 'usage.threshold_crossed'];
   v_problem text;
   v_unknown text;
+  v_events ledger.notification_event[];
+  v_actor text;
   v_row ledger.webhooks;
 begin
   if auth.role() not in ('admin', 'client', 'stepledger_owner') then
@@ -65,9 +67,12 @@ begin
   if description is not null and length(description) > 200 then
     raise exception 'description: at most 200 characters' using errcode = 'SL602';
   end if;
+  -- values, not a subquery or a record's field in VALUES: Citus refuses those in an INSERT
+  -- into its tables (ADR 0012)
+  v_events := (select array_agg(distinct e order by e) from unnest(events) e)::ledger.notification_event[];
+  v_actor := (ledger._actor()).actor;
   insert into ledger.webhooks (client_id, url, events, secret, description, created_by)
-  values (v_client, url, (select array_agg(distinct e order by e) from unnest(events) e)::ledger.notification_event[],
-          ledger._new_webhook_secret(), description, (ledger._actor()).actor)
+  values (v_client, url, v_events, ledger._new_webhook_secret(), description, v_actor)
   returning * into v_row;
   return jsonb_build_object('webhook_id', v_row.webhook_id, 'secret', v_row.secret,
                             'client_id', v_row.client_id, 'url', v_row.url,

@@ -50,6 +50,10 @@ declare
   v_where text;
   v_replay_id uuid := p_replay_id;
   v_code_version text := ledger.code_version();
+  -- now() as a value in the statements below: Citus sends a multi-shard query's now() to the
+  -- workers, where it is the start of the worker's own transaction, not of this one (the time
+  -- ingest stored in the replay rows' received_at).
+  v_now timestamptz := now();
   v_offset integer;
   v_clients text[];
   v_received timestamptz[];
@@ -154,10 +158,10 @@ begin
   with fresh as (
     select w.position - v_offset as i, w.vault_id, w.outcome, w.errors, w.event_id,
            jsonb_build_array(jsonb_build_object(
-             'replay_id', v_replay_id, 'replayed_at', now(), 'outcome', w.outcome,
+             'replay_id', v_replay_id, 'replayed_at', v_now, 'outcome', w.outcome,
              'errors', w.errors, 'vault_id', w.vault_id, 'code_version', v_code_version)) as entry
       from ledger.vault w
-     where w.received_at = now() and w.channel = 'replay' and w.token_id = v_replay_id
+     where w.received_at = v_now and w.channel = 'replay' and w.token_id = v_replay_id
        and w.position > v_offset and w.position <= v_offset + v_n
   ),
   recorded as (

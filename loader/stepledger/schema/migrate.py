@@ -212,6 +212,13 @@ def migrate(settings: Settings, reapply: bool = False) -> dict[str, object]:
             time.sleep(0.5 * attempt)
     # On a Citus coordinator: the part of the schema that is distributed (ADR 0012).
     distributed = citus.distribute(settings)
+    if distributed["reference"] or distributed["distributed"]:
+        # Citus has just created the views over those tables on the workers, without their
+        # grants (a client's read of api.pipeline_steps was refused there): grant again, now
+        # propagated to every node.
+        with psycopg.connect(settings.dsn("stepledger_owner")) as conn, conn.transaction():
+            for path in sql_files(settings.repo_root / "db" / "policies"):
+                _run_file(conn, path, one_statement_at_a_time=True)
     return {"applied": applied, "code_version": version, "definitions": definitions,
             "citus": distributed}
 
@@ -249,6 +256,9 @@ def _apply_idempotent(settings: Settings, version: str, reapply: bool) -> str:
                                   "order by applied_at desc limit 1").fetchone()
             apply = reapply or newest is None or newest[0] != digest
             if apply:
+                if on_citus:
+                    conn.execute("lock table " + ", ".join(citus.NOTIFICATION_WORKER_TABLES)
+                                 + " in access exclusive mode")
                 install_schema_functions(conn, settings.repo_root / "schemas")
                 if on_citus:
                     citus.drop_functions_over_shard_types(conn)

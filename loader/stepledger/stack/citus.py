@@ -163,17 +163,29 @@ QUERY_ROLES = ("anon", "client", "admin", "ingest")
 # client travels in stepledger.client_id (auth.caller_client_id()). There the function is the
 # index condition of the (client_id, ...) keys: once per shard scan.
 # Settings of functions on a coordinator only (the files keep the single node's):
-COORDINATOR_FUNCTION_SETTINGS = {
+COORDINATOR_FUNCTION_SETTINGS: dict[str, tuple[str, ...]] = {
     # planned once per connection on a single node (generic plans); Citus plans a statement
     # over its tables only with the parameters' values
+    # ... and ingest writes the outbox (job.* messages) after its writes to the shards: as below
     "ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb)":
-        "plan_cache_mode = force_custom_plan",
-    "ledger._fold_client_progress(text, ledger.events[])": "plan_cache_mode = force_custom_plan",
+        ("plan_cache_mode = force_custom_plan", "citus.multi_shard_modify_mode = 'sequential'"),
+    "ledger._fold_client_progress(text, ledger.events[])": ("plan_cache_mode = force_custom_plan",),
     # finalizing reads the client's shards in parallel, then writes the outbox, a Citus local
     # table with a foreign key to a reference table, which Citus allows only over the one
     # connection per node that a sequential transaction uses
-    "ledger._finalize_invoice(text, text)": "citus.multi_shard_modify_mode = 'sequential'",
+    "ledger._finalize_invoice(text, text)": ("citus.multi_shard_modify_mode = 'sequential'",),
+    # the same for the stall scan: it reads every client's jobs, then writes the outbox
+    "ledger.scan_stalled_jobs()": ("citus.multi_shard_modify_mode = 'sequential'",),
 }
+# The tables the notification worker writes, in the order its transactions take them. On a
+# coordinator the idempotent phase of a migrate locks them first: its DDL on them (policies,
+# triggers) is sent to Citus' metadata on every node and takes long enough that, locking them
+# one by one, it deadlocked with the worker's short transactions on every retry.
+NOTIFICATION_WORKER_TABLES = (
+    "ledger.notification_messages", "ledger.webhooks", "ledger.webhook_deliveries",
+    "ledger.email_subscriptions", "ledger.email_deliveries", "ledger.webhook_attempts",
+    "ledger.notification_settings",
+)
 SINGLE_NODE_POLICY_CLIENT = "(select auth.client_id())"
 CITUS_POLICY_CLIENT = "auth.caller_client_id()"
 
@@ -272,8 +284,9 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         conn.execute(sql.SQL("alter database {} set citus.enable_unsafe_triggers = on").format(
             sql.Identifier(settings.dbname)))
         conn.execute("set citus.enable_unsafe_triggers = on")
-        for function, setting in COORDINATOR_FUNCTION_SETTINGS.items():
-            conn.execute(f"alter function {function} set {setting}")
+        for function, settings_of_function in COORDINATOR_FUNCTION_SETTINGS.items():
+            for setting in settings_of_function:
+                conn.execute(f"alter function {function} set {setting}")
     with psycopg.connect(settings.dsn("postgres")) as conn, conn.transaction():
         conn.execute("set local citus.enable_unsafe_triggers = on")
         # One transaction, so that a distribution is all or nothing: Citus sends the copies of
