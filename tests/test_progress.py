@@ -158,6 +158,49 @@ def test_retry_keeps_every_attempt_and_the_latest_decides(sc: Scenario) -> None:
     assert sc.job("j1")["steps_done"] == 1
 
 
+def test_retries_and_retry_expected_follow_every_batch(sc: Scenario) -> None:
+    retryable = {"code": "E_NET", "message": "timeout", "retryable": True}
+    sc.send(sc.event("j1", "fetch", "failed", T0, error=retryable))
+    job = sc.job("j1")
+    assert (job["retries"], job["retry_expected"]) == (0, True)
+    sc.send(sc.event("j1", "fetch", "failed", T0 + timedelta(seconds=5), attempt=2,
+                     error={"code": "E_BAD", "message": "corrupt input"}))
+    job = sc.job("j1")
+    assert (job["retries"], job["retry_expected"]) == (1, False), "the latest failure decides"
+    sc.send(sc.event("j1", "fetch", "completed", T0 + timedelta(seconds=9), attempt=4),
+            sc.event("j1", "analyse", "started", T0 + timedelta(seconds=10), attempt=2),
+            sc.event("j1", "analyse", "failed", T0 + timedelta(seconds=12), attempt=2,
+                     error=retryable))
+    job = sc.job("j1")
+    assert (job["status"], job["last_error_step"]) == ("failed", "analyse")
+    assert (job["retries"], job["retry_expected"]) == (3 + 1, True)
+    # a late event of a lower attempt changes neither
+    sc.send(sc.event("j1", "fetch", "started", T0 + timedelta(seconds=1), attempt=3))
+    job = sc.job("j1")
+    assert (job["retries"], job["retry_expected"]) == (4, True)
+    sc.send(sc.event("j1", "analyse", "completed", T0 + timedelta(seconds=20), attempt=3))
+    job = sc.job("j1")
+    assert (job["status"], job["retries"], job["retry_expected"]) == ("running", 5, False)
+
+
+def test_a_page_of_jobs_reads_the_jobs_alone(db: psycopg.Connection) -> None:
+    """GET /jobs costs the same however many steps and attempts a client has: the page reads the
+    jobs (and the catalog), never the job steps or step runs (on a Citus cluster, one shard)."""
+    plan = db.execute("explain (format json) select * from api.jobs "
+                      "where client_id = 'st-mary' order by updated_at desc limit 50"
+                      ).fetchone()[0]
+    relations: set[str] = set()
+
+    def walk(node: dict[str, Any]) -> None:
+        if "Relation Name" in node:
+            relations.add(node["Relation Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+    walk(plan[0]["Plan"])
+    assert "jobs" in relations
+    assert not relations & {"job_steps", "step_runs"}, relations
+
+
 def test_a_failed_latest_attempt_fails_the_job(sc: Scenario) -> None:
     sc.send(sc.event("j1", "fetch", "started", T0),
             sc.event("j1", "fetch", "completed", T0 + timedelta(seconds=2)),

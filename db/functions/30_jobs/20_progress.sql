@@ -233,7 +233,8 @@ begin
   upserted as (
     insert into ledger.jobs as j (client_id, job_id, pipeline, pipeline_version, steps_total,
                                   steps_done, status, started_at, updated_at, finished_at,
-                                  last_error, last_error_step, last_received_at, events, changed_xid)
+                                  last_error, last_error_step, last_error_retryable, retries,
+                                  last_received_at, events, changed_xid)
     select b.client_id, b.job_id, b.pipeline, v.version, t.steps_total, a.done,
            case when a.done >= t.steps_total then 'completed'
                 when a.failed > 0 then 'failed'
@@ -241,7 +242,8 @@ begin
            least(o.started_at, b.first_at), greatest(o.updated_at, b.last_at),
            case when a.done >= t.steps_total then a.last_finished
                 when a.failed > 0 then a.last_failed end,
-           a.last_error, a.last_error_step, now(), coalesce(o.events, 0) + b.events, v_xid
+           a.last_error, a.last_error_step, a.last_error_retryable, a.retries, now(),
+           coalesce(o.events, 0) + b.events, v_xid
       from batch b
       join ledger.pipelines p on p.pipeline = b.pipeline
       left join lateral (
@@ -258,11 +260,14 @@ begin
               (array_agg(js.step order by js.latest_at desc) filter (where js.latest_status = 'failed'))[1]
                 as last_error_step,
               (array_agg(concat_ws(': ', r.error_code, r.error_message) order by js.latest_at desc)
-                 filter (where js.latest_status = 'failed'))[1] as last_error
+                 filter (where js.latest_status = 'failed'))[1] as last_error,
+              (array_agg(r.error_retryable order by js.latest_at desc)
+                 filter (where js.latest_status = 'failed'))[1] as last_error_retryable,
+              coalesce(sum(js.latest_attempt - 1), 0)::integer as retries
          from ledger.job_steps js
          left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
          left join lateral (
-           select r.error_code, r.error_message from ledger.step_runs r
+           select r.error_code, r.error_message, r.error_retryable from ledger.step_runs r
             where r.client_id = p_client_id and r.client_id = js.client_id and r.job_id = js.job_id
               and r.step = js.step and r.attempt = js.latest_attempt
             limit 1
@@ -288,7 +293,9 @@ begin
            steps_done = excluded.steps_done, status = excluded.status,
            started_at = excluded.started_at, updated_at = excluded.updated_at,
            finished_at = excluded.finished_at, last_error = excluded.last_error,
-           last_error_step = excluded.last_error_step, last_received_at = excluded.last_received_at,
+           last_error_step = excluded.last_error_step,
+           last_error_retryable = excluded.last_error_retryable, retries = excluded.retries,
+           last_received_at = excluded.last_received_at,
            events = excluded.events, changed_xid = excluded.changed_xid
     returning j.client_id, j.job_id, j.status, j.started_at, j.updated_at
   ),

@@ -19,26 +19,15 @@ select j.client_id,
        j.pipeline_version,
        case when j.status = 'running' then j.updated_at + p.stall_timeout end as stalls_at,
        -- failed, but the pipeline said the failing attempt may be retried (error.retryable)
-       (j.status = 'failed' and coalesce(j.last_error_step = any (s.retryable_steps), false))
-         as retry_expected,
+       (j.status = 'failed' and coalesce(j.last_error_retryable, false)) as retry_expected,
        -- until it ends, a job's duration grows with the clock: sorting by it puts the longest
        -- running ones first
        round(extract(epoch from coalesce(j.finished_at, now()) - j.started_at), 3) as duration_s,
-       coalesce(s.retries, 0) as retries
+       -- kept on the job by ingest: a page costs the same however many steps a client has, and
+       -- on a Citus cluster a client's read is a read of its jobs shard alone (ADR 0012)
+       j.retries
   from ledger.jobs j
-  join ledger.pipelines p on p.pipeline = j.pipeline
-  -- The steps' figures per job, joined on the whole key (not correlated subqueries): on a Citus
-  -- cluster a client's read then prunes every table to the client's shard, one worker (ADR 0012);
-  -- on a single node the client's filter reaches the grouped steps through the join.
-  left join (
-    select js.client_id, js.job_id, sum(js.latest_attempt - 1)::integer as retries,
-           array_agg(js.step) filter (where r.status = 'failed' and r.error_retryable)
-             as retryable_steps
-      from ledger.job_steps js
-      left join ledger.step_runs r
-        on r.client_id = js.client_id and r.job_id = js.job_id and r.step = js.step
-       and r.attempt = js.latest_attempt
-     group by js.client_id, js.job_id) s on s.client_id = j.client_id and s.job_id = j.job_id;
+  join ledger.pipelines p on p.pipeline = j.pipeline;
 
 comment on view api.jobs is 'One row per job: status (running, completed, failed, stalled), progress from 0 to 1 and the last error. A client sees only its own jobs.';
 comment on column api.jobs.status is 'completed when every step is done; failed when a step''s latest attempt failed; stalled when running with no event for longer than the pipeline''s stall timeout; else running.';
