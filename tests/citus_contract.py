@@ -34,7 +34,8 @@ START = datetime(2026, 10, 12, 8, 0, tzinfo=UTC)
 # whether the scheduler's refresh ran in between; the amounts are compared either way.
 VOLATILE = {"received_at", "updated_at", "last_received_at", "vault_id", "batch_id",
             "changed_xid", "generated_at", "issued_on", "due_on", "finalized_at",
-            "duration_s", "stalls_at", "source", "replay_id", "replayed_at", "timestamp"}
+            "duration_s", "stalls_at", "source", "replay_id", "replayed_at", "timestamp",
+            "refreshed_at"}
 # What the notification worker must deliver to the scenario's webhooks (a failed job of A, the
 # job of B left running in the past, so stalled at the first scan), and how long it may take.
 DELIVERED = {("job.failed", "A", "job-2"), ("job.stalled", "B", "job-3")}
@@ -218,6 +219,20 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
                                headers=headers)
             answers[f"{c} asks for {other}'s invoice"] = [refused.status_code,
                                                           refused.json().get("code")]
+        # Usage as client A reads it, once the refresh (the scheduler's, every 2 s) has seen
+        # every change; the freshness view counts what it has not seen.
+        def usage_current() -> bool:
+            fresh = api.get("/usage_freshness", headers=as_token(sessions[a]))
+            rows = fresh.json() if fresh.status_code == 200 else []
+            return bool(rows) and rows[0]["pending_changes"] == 0
+        with contextlib.suppress(AssertionError):  # on a timeout the answers below differ
+            wait_for(usage_current, 20, "the usage refresh", interval=0.5)
+        fresh = api.get("/usage_freshness", headers=as_token(sessions[a]))
+        body = fresh.json()  # rows, or an error
+        answers["usage freshness of A"] = [fresh.status_code, [r["pending_changes"] for r in body]
+                                           if isinstance(body, list) else body]
+        answers["usage of A"] = api.get("/usage", params={"order": "period,pipeline,step"},
+                                        headers=as_token(sessions[a])).json()
         headers = as_token(admin)
         answers["admin's jobs"] = api.get(
             "/jobs", params={"client_id": f"in.({a},{b})", "order": "client_id,job_id"},

@@ -221,6 +221,33 @@ $$;
 comment on function ledger._usage_fresh(text, date) is
   'Whether ledger.usage_lines_monthly is current for one client and period.';
 
+create or replace function ledger._usage_changes_pending() returns bigint
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+-- The change rows (as the caller sees them) that the last usage refresh could not see: what
+-- GET /usage_freshness counts. The refresh is read on its own, as in _usage_fresh: Citus plans
+-- no subquery over its tables that refers to a plain local table's row.
+declare
+  v_snapshot pg_snapshot;
+  v_pending bigint;
+begin
+  select r.snapshot into v_snapshot
+    from ledger.billing_refreshes r
+   order by r.refresh_id desc
+   limit 1;
+  if not found then
+    return null;
+  end if;
+  select count(*) into v_pending
+    from ledger.billing_changes ch
+   where not pg_visible_in_snapshot(ch.xid, v_snapshot);
+  return v_pending;
+end
+$$;
+comment on function ledger._usage_changes_pending() is
+  'How many changes of the caller''s clients the last usage refresh has not seen.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Change log: what the materialized view has not seen yet
 -- ---------------------------------------------------------------------------------------------

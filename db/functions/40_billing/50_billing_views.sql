@@ -46,9 +46,8 @@ select r.finished_at as refreshed_at,
        r.started_at as refresh_started_at,
        r.duration_ms as refresh_duration_ms,
        round(extract(epoch from now() - r.finished_at)::numeric, 1) as age_s,
-       (select count(*) from ledger.billing_changes ch
-         where not pg_visible_in_snapshot(ch.xid, r.snapshot)) as pending_changes
-  from (select b.started_at, b.finished_at, b.duration_ms, b.snapshot
+       ledger._usage_changes_pending() as pending_changes
+  from (select b.started_at, b.finished_at, b.duration_ms
           from ledger.billing_refreshes b order by b.refresh_id desc limit 1) r;
 
 comment on view api.usage_freshness is 'How fresh GET /usage is: last refresh of the usage materialized view and the number of changes (of the caller''s clients) since.';
