@@ -1,4 +1,4 @@
-"""GET /usage, the usage materialized view and its freshness, the reports, and the scheduler."""
+"""GET /usage, the usage lines and their freshness, the reports, and the scheduler."""
 
 from __future__ import annotations
 

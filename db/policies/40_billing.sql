@@ -1,4 +1,4 @@
--- Billing: row-level security, then grants (docs/billing.md). Re-applied on every migrate.
+-- Billing: row-level security, then grants (docs/billing.md).
 --
 -- Who may do what:
 --   client     reads its own usage, invoices, minimums, and the default prices plus its own;
@@ -7,8 +7,6 @@
 --              POST /rpc/refresh_usage
 --   bi_reader  the reporting views, under the same row-level security
 --   ingest, anon: nothing here
--- Nobody but the owner reads the usage materialized view itself (it has no row-level security):
--- everyone goes through ledger.usage_lines_visible.
 
 -- -- Row-level security (policies before grants) -----------------------------------------------
 do $$

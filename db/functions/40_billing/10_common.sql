@@ -1,5 +1,5 @@
 -- Billing by step (contract §5; docs/billing.md), in this folder: what every part uses (this
--- file), the price book (20), usage and its materialized view (30), invoices (40), CSV helpers
+-- file), the price book (20), usage and its refreshed lines (30), invoices (40), CSV helpers
 -- (45) and the HTTP views (50, 60).
 --
 -- A charge is the billed completion of one (client, job, step): ledger.job_steps.billed_units at

@@ -191,13 +191,13 @@ comment on function ledger._usage_lines(text, date, date) is
   'Live usage lines of one client (null: all) for periods [p_from, p_to); the query of ledger.usage_lines_monthly.';
 
 -- ---------------------------------------------------------------------------------------------
--- Freshness of the materialized view
+-- Freshness of the usage lines
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function ledger._usage_fresh(p_client_id text, p_period date) returns boolean
 language plpgsql stable
 as $$
--- True when the materialized view (as the caller sees it) holds every change to this client's
+-- True when the usage lines (as the caller sees them) hold every change to this client's
 -- usage in this period: no change row whose transaction the last refresh could not see.
 -- PL/pgSQL, not SQL, and the refresh read on its own: Citus plans no statement with a SQL
 -- function's parameters, nor one joining its tables with a plain local table (ADR 0012).
@@ -249,7 +249,7 @@ comment on function ledger._usage_changes_pending() is
   'How many changes of the caller''s clients the last usage refresh has not seen.';
 
 -- ---------------------------------------------------------------------------------------------
--- Change log: what the materialized view has not seen yet
+-- Change log: what the usage lines have not seen yet
 -- ---------------------------------------------------------------------------------------------
 
 -- Ingest writes the change log itself, in the statement that upserts ledger.job_steps
@@ -288,7 +288,7 @@ create or replace trigger log_billing_truncate
   for each statement execute function ledger.tg_job_steps__log_billing_delete();
 
 -- ---------------------------------------------------------------------------------------------
--- Refreshing the usage materialized view
+-- Refreshing the usage lines
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function ledger.refresh_usage(p_requested_by text default null,
@@ -305,7 +305,7 @@ as $$
 -- (ADR 0016): the work follows what changed, not history. Records the snapshot it started from;
 -- change-log rows that snapshot saw are absorbed. Readers keep the old lines of a month until the
 -- new ones commit, and ingest is never blocked (it only appends to the change log), so every
--- refresh is concurrent; p_concurrently is kept for callers of the materialized view's time. Only
+-- refresh is concurrent; p_concurrently is kept for the callers of earlier versions. Only
 -- one refresh runs at a time: a second caller returns at once with refreshed = false.
 declare
   v_started timestamptz := clock_timestamp();
@@ -397,4 +397,4 @@ begin
 end
 $$;
 comment on function api.refresh_usage() is
-  'Admins: refresh the usage materialized view now (GET /usage shows refreshed_at and stale). Returns refreshed = false when a refresh is already running.';
+  'Admins: refresh the usage lines now (GET /usage shows refreshed_at and stale). Returns refreshed = false when a refresh is already running.';

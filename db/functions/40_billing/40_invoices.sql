@@ -22,7 +22,7 @@ language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 -- What a client owes for each of the given periods as of now: its usage lines (from the
--- materialized view where that is current for the client and period, else computed live) and a
+-- refreshed lines where those are current for the client and period, else computed live) and a
 -- monthly-minimum top-up when usage is below the minimum in force. Runs with the caller's rights.
 -- The live query is planned and run only when some period is stale: planning it is not free,
 -- and the view path stays a cached plan.

@@ -32,13 +32,13 @@ select u.client_id,
   from ledger.usage_lines_visible u
  group by u.client_id, u.period, u.pipeline, u.step, u.currency;
 
-comment on view api.usage is 'Billed usage per client, month (UTC), pipeline and step: completed steps, units and amount (sum of the rounded invoice lines). Served from a materialized view: refreshed_at says when it was refreshed, stale whether changes arrived since.';
+comment on view api.usage is 'Billed usage per client, month (UTC), pipeline and step: completed steps, units and amount (sum of the rounded invoice lines). Served from the usage lines, refreshed seconds after each change: refreshed_at says when, stale whether changes arrived since.';
 comment on column api.usage.period is 'Calendar month in UTC of the billed completions, YYYY-MM.';
 comment on column api.usage.completed_steps is 'Billed (client, job, step) completions: one per step of a job, the latest completed attempt.';
 comment on column api.usage.units is 'Sum of the units of the billed completions.';
 comment on column api.usage.amount is 'Sum of the invoice lines of this step: units x unit price, rounded half away from zero per line.';
 comment on column api.usage.unpriced_steps is 'Completed steps with no price in force (billed at 0).';
-comment on column api.usage.refreshed_at is 'When the usage materialized view was last refreshed.';
+comment on column api.usage.refreshed_at is 'When the usage lines were last refreshed.';
 comment on column api.usage.stale is 'True when usage of this client and month changed after that refresh (POST /rpc/invoice is always current).';
 
 create or replace view api.usage_freshness with (security_invoker = true) as
@@ -50,7 +50,7 @@ select r.finished_at as refreshed_at,
   from (select b.started_at, b.finished_at, b.duration_ms
           from ledger.billing_refreshes b order by b.refresh_id desc limit 1) r;
 
-comment on view api.usage_freshness is 'How fresh GET /usage is: last refresh of the usage materialized view and the number of changes (of the caller''s clients) since.';
+comment on view api.usage_freshness is 'How fresh GET /usage is: last refresh of the usage lines and the number of changes (of the caller''s clients) since.';
 
 create or replace view api.prices with (security_invoker = true) as
 select p.pipeline,
@@ -166,7 +166,7 @@ select u.client_id,
   left join ledger.pipeline_steps s on s.pipeline = u.pipeline and s.step = u.step
  group by u.client_id, u.period, u.pipeline, u.step, s.step_index, u.currency;
 
-comment on view reporting.usage_by_step is 'Usage and amount per client, month, pipeline and step (from the usage materialized view).';
+comment on view reporting.usage_by_step is 'Usage and amount per client, month, pipeline and step (from the usage lines).';
 
 create or replace view reporting.revenue_by_client_month with (security_invoker = true) as
 select p.client_id,

@@ -29,4 +29,4 @@ select u.period,
 comment on view api.usage_export is 'GET /usage for spreadsheets (Accept: text/csv): the same rows with the client name, pipeline and step titles beside their keys, step_index for pipeline order (order=period.desc,client_id,pipeline,step_index), stale as true/false and refreshed_at in ISO 8601 UTC with Z.';
 comment on column api.usage_export.step_index is 'Position of the step in its pipeline: sort by it for pipeline order.';
 comment on column api.usage_export.stale is 'true when usage of this client and month changed after the last refresh, else false.';
-comment on column api.usage_export.refreshed_at is 'When the usage materialized view was last refreshed, ISO 8601 UTC (…Z).';
+comment on column api.usage_export.refreshed_at is 'When the usage lines were last refreshed, ISO 8601 UTC (…Z).';

@@ -1,6 +1,6 @@
 -- The HTTP read surface of error statistics and analytics freshness (contract §4: GET /error_stats),
 -- and the daily cells for BI in `reporting`. The functions behind them (db/functions/50_analytics/)
--- read the materialized views only through the caller-filtered barrier views.
+-- read the roll-up tables only through the caller's-rights views over them.
 
 create or replace view api.error_stats with (security_invoker = true) as
 select s.pipeline, s.step, s.failures, s.attempts, s.failure_rate, s.top_error_code,
