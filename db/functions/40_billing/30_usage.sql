@@ -194,6 +194,16 @@ comment on function ledger._usage_lines(text, date, date) is
 -- Freshness of the usage lines
 -- ---------------------------------------------------------------------------------------------
 
+create or replace function ledger._usage_refresh_snapshot() returns pg_snapshot
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  -- the snapshot the last usage refresh started from (null before the first)
+  select r.snapshot from ledger.billing_refreshes r order by r.refresh_id desc limit 1
+$$;
+comment on function ledger._usage_refresh_snapshot() is
+  'The snapshot of the last usage refresh: the changes it saw are in the usage lines.';
+
 create or replace function ledger._usage_fresh(p_client_id text, p_period date) returns boolean
 language plpgsql stable
 as $$
@@ -202,13 +212,9 @@ as $$
 -- PL/pgSQL, not SQL, and the refresh read on its own: Citus plans no statement with a SQL
 -- function's parameters, nor one joining its tables with a plain local table (ADR 0012).
 declare
-  v_snapshot pg_snapshot;
+  v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
 begin
-  select r.snapshot into v_snapshot
-    from ledger.billing_refreshes r
-   order by r.refresh_id desc
-   limit 1;
-  if not found then
+  if v_snapshot is null then
     return false;
   end if;
   return not exists (
@@ -229,14 +235,10 @@ as $$
 -- GET /usage_freshness counts. The refresh is read on its own, as in _usage_fresh: Citus plans
 -- no subquery over its tables that refers to a plain local table's row.
 declare
-  v_snapshot pg_snapshot;
+  v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
   v_pending bigint;
 begin
-  select r.snapshot into v_snapshot
-    from ledger.billing_refreshes r
-   order by r.refresh_id desc
-   limit 1;
-  if not found then
+  if v_snapshot is null then
     return null;
   end if;
   select count(*) into v_pending
