@@ -30,9 +30,7 @@ revoke all on schema watchdog from public;
 grant usage on schema watchdog to stepledger_owner;
 
 create or replace function watchdog.end_bi_sessions_past_limits() returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Cancels the statement of every BI session active for longer than its login's
 -- statement_timeout, and terminates the session when the statement still runs CANCEL_GRACE
 -- after that cancel: a backend blocked sending rows to a client that stopped reading ignores a

@@ -2,7 +2,8 @@
 -- Row-level policies are in 20_row_security.sql. The intended result, role by role, is written
 -- down in tests/access/*.yaml and checked against the catalog by tests/test_access_matrix.py.
 --
--- Every function is executable by PUBLIC by default: revoke that, then grant explicitly.
+-- Every function is executable by PUBLIC by default: revoke that here, once, for every schema of
+-- ours (and for functions created later), so the feature files below only grant, explicitly.
 
 alter default privileges for role stepledger_owner revoke execute on functions from public;
 revoke execute on all functions in schema api, ledger, auth, reporting from public;

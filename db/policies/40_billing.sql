@@ -79,25 +79,7 @@ grant select on reporting.usage_by_step, reporting.revenue_by_client_month,
                 reporting.unpriced_completed_steps, reporting.minimum_commitments
   to admin, bi_reader;
 
--- -- Functions: nothing for PUBLIC, then exactly what each role calls -----------------------------
-revoke execute on function
-  ledger._month(timestamptz), ledger._month_start(date), ledger._parse_period(text),
-  ledger._sees_all_clients(), ledger._actor(), ledger._months_between(date, date),
-  ledger._charges_from_events(text, date, date),
-  ledger._usage_lines_of(text, date, date, text), ledger._usage_lines(text, date, date),
-  ledger._usage_refresh_snapshot(), ledger._usage_fresh(text, date),
-  ledger._usage_changes_pending(), ledger._normalized_tiers(jsonb),
-  ledger._client_billing_currency(text, text),
-  ledger._period_lines(text, date[]), ledger._invoice_lines(text, date),
-  ledger._invoice_json(text, date), ledger._sum_amounts(jsonb, text),
-  ledger._invoice_for_caller(text, text), ledger._finalize_invoice(text, text),
-  ledger.refresh_usage(text, boolean),
-  ledger.tg_job_steps__log_billing_delete(), ledger.tg_prices__check(),
-  ledger.tg_client_minimums__check(), ledger.tg_billing__immutable(),
-  ledger.tg_clients__currency_change(),
-  api.invoice(text, text), api.finalize_invoice(text, text), api.refresh_usage()
-  from public;
-
+-- -- Functions: exactly what each role calls (nothing for PUBLIC: 00_privileges.sql) ------------
 -- Read paths run with the caller's rights (row-level security applies), so the caller needs
 -- the helpers they use. (_charges_from_events reads raw events, which only admins may.)
 grant execute on function
@@ -118,6 +100,5 @@ grant execute on function ledger._month(timestamptz), ledger._sees_all_clients()
 grant execute on function api.invoice(text, text) to client, admin;
 -- The PDF of a finalized invoice: runs with the caller's rights, so row-level security of
 -- ledger.invoice_documents keeps each client to its own.
-revoke execute on function api.invoice_pdf(text, text) from public;
 grant execute on function api.invoice_pdf(text, text) to client, admin;
 grant execute on function api.finalize_invoice(text, text), api.refresh_usage() to admin;

@@ -10,23 +10,6 @@ revoke all on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.ste
   from public, anon, client, admin, ingest, bi_reader;
 grant select on ledger.step_outcomes_daily, ledger.step_outcomes_total, ledger.step_timings_daily
   to client, admin, bi_reader;
-revoke execute on function
-  ledger._raise_not_found(text, text, text),
-  ledger._check_window(date, date), ledger._window(date, date, integer),
-  ledger.refresh_analytics(interval),
-  ledger._refresh_analytics_days(text, date, date), ledger._add_to_outcomes_total(text, jsonb),
-  ledger._analytics_refresh_costs(),
-  ledger._outcomes(date, date, text, text),
-  api.refresh_analytics(integer),
-  api.job_counts(text, timestamptz, timestamptz, text, text),
-  api.job_changes(text, integer),
-  api.job_timeline(text, text),
-  api.step_durations(date, date, text),
-  api.error_stats_window(date, date, text),
-  api.error_stats_by_day(date, date, text),
-  api.error_stats_by_source(date, date, text, text),
-  api.error_codes(date, date, text)
-  from public;
 
 -- Freshness is not client data: which view was refreshed when. How long it took and how many
 -- rows it holds count every client's activity: admins only (ledger._analytics_refresh_costs).
@@ -61,10 +44,6 @@ grant select on reporting.step_outcomes_daily to bi_reader, admin;
 
 -- Drill-downs and trends of the jobs list (db/functions/30_jobs/52_api_job_search.sql): caller's rights, so
 -- row-level security keeps a client to its own jobs.
-revoke execute on function
-  api.search_jobs(text, text, text, text, timestamptz, timestamptz, text, text),
-  api.jobs_by_day(date, date, text)
-  from public;
 grant execute on function
   api.search_jobs(text, text, text, text, timestamptz, timestamptz, text, text),
   api.jobs_by_day(date, date, text)

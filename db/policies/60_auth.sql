@@ -15,5 +15,4 @@ grant select on api.api_tokens to admin;
 grant execute on function api.login(text, text, text) to anon, client, admin;
 grant execute on function api.refresh_token(), api.logout_everywhere() to client, admin;
 grant execute on function api.create_api_token(text, text, text), api.revoke_api_token(uuid) to admin;
--- Their guard runs as the owner inside them (security definer): nobody else executes it.
-revoke execute on function auth._api_token_admin(text, text) from public;
+-- Their guard, auth._api_token_admin, runs as the owner inside them (security definer): it has no grant.

@@ -41,26 +41,7 @@ grant select on api.webhooks, api.webhook_messages, api.webhook_deliveries, api.
                 api.email_alerts
   to client, admin;
 
--- -- Functions: nothing for PUBLIC, then exactly what each role calls -----------------------------
-revoke execute on function
-  ledger._notification_settings(), ledger.webhook_address_blocked(inet),
-  ledger._webhook_url_problem(text, boolean), ledger._enqueue_notification(text, text, jsonb),
-  ledger._url_encode(text), ledger._job_notification_data(text, text, text),
-  ledger._enqueue_job_transitions(jsonb),
-  ledger.scan_stalled_jobs(), ledger._enqueue_invoice_finalized(text, date),
-  ledger._enqueue_usage_crossings(), ledger.dispatch_notifications(integer),
-  ledger.claim_webhook_deliveries(integer), ledger._retry_delay(integer),
-  ledger.record_webhook_attempt(uuid, integer, timestamptz, integer, numeric, text, text),
-  ledger.next_notification_due(), ledger.claim_email_deliveries(integer),
-  ledger.record_email_attempt(uuid, integer, text), ledger._caller_may_manage(text),
-  ledger._new_webhook_secret(), ledger._visible_webhook(uuid), ledger._sendable_webhook(uuid),
-  ledger._caller_user_id(),
-  ledger._caller_email_alerts(),
-  api.create_webhook(text, text[], text, text), api.delete_webhook(uuid),
-  api.rotate_webhook_secret(uuid), api.enable_webhook(uuid), api.test_webhook(uuid),
-  api.redeliver(uuid), api.set_usage_alert(text, numeric, text), api.set_email_alerts(text[])
-  from public;
-
+-- -- Functions: exactly what each role calls (nothing for PUBLIC: 00_privileges.sql) ------------
 grant execute on function ledger._caller_email_alerts() to client, admin;
 grant execute on function
   api.create_webhook(text, text[], text, text), api.delete_webhook(uuid),

@@ -2,12 +2,6 @@
 -- The vault stays append-only: API roles get no UPDATE or DELETE on it; only the owner (through
 -- api.replay, security definer) appends to a row's `replays`.
 
-revoke execute on function ledger._replay_filter(text),
-                           ledger._replay(text, timestamptz, timestamptz, text, uuid, integer, boolean),
-                           api.replay(text, timestamptz, timestamptz, text, uuid, integer, boolean),
-                           api.ingest_unreadable(jsonb)
-  from public;
-
 -- Replay runs are operator records, not client data: admins only.
 alter table ledger.replays enable row level security;
 drop policy if exists select_admin on ledger.replays;

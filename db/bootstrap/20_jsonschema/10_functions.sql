@@ -30,8 +30,7 @@ insert into public.jsonschema_registry_version (singleton, version) values (true
 on conflict (singleton) do nothing;
 
 create or replace function public.tg_jsonschema_registry__bump_version() returns trigger
-language plpgsql
-as $$
+language plpgsql as $$
 begin
     update public.jsonschema_registry_version set version = version + 1;
     return null;
@@ -48,9 +47,7 @@ create trigger jsonschema_registry__bump_version
 -- Validation runs as the calling role (e.g. inside a CHECK constraint during ingest): these two
 -- definer helpers let it read the registry without a grant on the tables.
 create or replace function public._jsonschema_registry_lookup(p_uri text) returns text
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select r.schema::text from public.jsonschema_registry r
     where r.uri = p_uri or r.uri = p_uri || '#' or r.uri || '#' = p_uri
     order by r.uri = p_uri desc
@@ -60,9 +57,7 @@ comment on function public._jsonschema_registry_lookup(text) is
     'Private: the registered schema for a $ref URI (exact, or differing by an empty fragment).';
 
 create or replace function public._jsonschema_registry_version() returns bigint
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select v.version from public.jsonschema_registry_version v
 $$;
 comment on function public._jsonschema_registry_version() is
@@ -71,8 +66,7 @@ comment on function public._jsonschema_registry_version() is
 -- The shared Python implementation, installed once per backend into GD. Every public function
 -- starts by fetching it from GD; this function runs only on a backend's first call.
 create or replace function public._jsonschema_boot() returns void
-language plpython3u
-as $py$
+language plpython3u as $py$
 # include: validator.py
 $py$;
 comment on function public._jsonschema_boot() is

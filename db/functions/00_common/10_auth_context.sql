@@ -11,9 +11,7 @@
 --   SL314  a function that writes was called with GET or HEAD (405; only POST may call it)
 
 create or replace function auth._session_claims() returns jsonb
-language plpgsql stable security definer parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable security definer parallel safe set search_path = pg_catalog, pg_temp as $$
 -- Claims of a session that did not come through PostgREST (whose login is authenticator):
 -- a BI login gets claims built from auth.bi_logins and can never choose its own; a superuser
 -- or the owner (operators, migrations, tests) may set request.jwt.claims itself, as they
@@ -39,8 +37,7 @@ comment on function auth._session_claims() is
   'Private: claims of a session outside PostgREST (BI login: from auth.bi_logins; superuser or owner: request.jwt.claims; else none).';
 
 create or replace function auth.claims() returns jsonb
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   -- PostgREST verified these claims before it switched role; only its login may pass them.
   select case when session_user = 'authenticator'
               then coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
@@ -49,22 +46,19 @@ $$;
 comment on function auth.claims() is 'The verified JWT claims of the current HTTP request, the claims of a BI login, or {} otherwise.';
 
 create or replace function auth.role() returns text
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   select coalesce(auth.claims()->>'role', current_user::text)
 $$;
 comment on function auth.role() is 'The API role of the caller: the JWT role claim, else the database role.';
 
 create or replace function auth.client_id() returns text
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   select nullif(auth.claims()->>'client_id', '')
 $$;
 comment on function auth.client_id() is 'The client the caller is bound to, or null when bound to none (admin, all-clients token or BI login).';
 
 create or replace function auth.token_id() returns uuid
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   select case when auth.claims()->>'jti' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
               then (auth.claims()->>'jti')::uuid end
 $$;
@@ -73,9 +67,7 @@ comment on function auth.token_id() is 'The id (jti) of the token that authentic
 create or replace function auth._http_error(p_status integer, p_code text, p_message text,
                                             p_hint text, p_headers json default '{}')
 returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Ends the request with an HTTP status, headers and a body in PostgREST's error shape carrying
 -- our own code: {"code", "message", "details": null, "hint"} (PostgREST turns SQLSTATE PGRST
 -- into the response its message and detail describe; PostgREST >= 11.2).
@@ -90,9 +82,7 @@ comment on function auth._http_error(integer, text, text, text, json) is 'Privat
 
 create or replace function auth._refuse(p_code text, p_message text, p_hint text default null)
 returns void
-language sql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile set search_path = pg_catalog, pg_temp as $$
   -- 401 with the challenge RFC 6750 asks for.
   select auth._http_error(401, p_code, p_message, p_hint,
                           json_build_object('WWW-Authenticate', 'Bearer error="invalid_token"'))
@@ -101,17 +91,14 @@ comment on function auth._refuse(text, text, text) is 'Private: refuses the HTTP
 
 create or replace function ledger._raise_not_found(p_code text, p_message text, p_hint text)
 returns void
-language sql immutable
-set search_path = pg_catalog, pg_temp
-as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select auth._http_error(404, p_code, p_message, p_hint)
 $$;
 comment on function ledger._raise_not_found(text, text, text) is
   'Raises a PostgREST 404 whose JSON body carries a stepledger error code.';
 
 create or replace function auth._as_uuid(p_text text) returns uuid
-language sql immutable strict parallel safe
-as $$
+language sql immutable strict parallel safe as $$
   -- A UUID in any spelling PostgreSQL itself would accept (upper case, braces, hyphens or none)
   -- as the uuid it stands for (braces and hyphens anywhere are ignored); null for anything
   -- else, never an error. Claims are compared as uuids, so that no spelling of a user id can
@@ -122,9 +109,7 @@ $$;
 comment on function auth._as_uuid(text) is 'Private: the uuid a text spells in any form PostgreSQL accepts, or null.';
 
 create or replace function auth._percent_decode(p_text text) returns text
-language plpgsql immutable strict parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
 -- Decodes %XX escapes, as PostgREST does with the path before it looks up a function; null when
 -- the result is not UTF-8. request.path holds the path as sent (/rpc/%6cogin calls login).
 begin
@@ -141,9 +126,7 @@ $$;
 comment on function auth._percent_decode(text) is 'Private: a URL path segment with its %XX escapes decoded, or null when that is not UTF-8.';
 
 create or replace function auth._refuse_method(p_function text) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Ends the request with 405 and Allow: POST. PostgREST runs GET and HEAD in a read-only
 -- transaction, where a function that writes would still do its work (a login its bcrypt) and
 -- then fail with an error that tells what it tried to write.
@@ -155,9 +138,7 @@ $$;
 comment on function auth._refuse_method(text) is 'Private: refuses a GET or HEAD of a function that writes with 405 (Allow: POST).';
 
 create or replace function auth.require_post(p_function text) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- First statement of every api function that writes: refuses to run in a read-only transaction
 -- (PostgREST's GET and HEAD), before any other work. auth.pre_request already refuses those
 -- requests by path; this guard holds whatever the path looked like.
@@ -170,9 +151,7 @@ $$;
 comment on function auth.require_post(text) is 'Refuses (405 SL314) a call of a function that writes in a read-only transaction, as PostgREST runs GET and HEAD.';
 
 create or replace function auth.pre_request() returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Runs before every PostgREST request (db-pre-request), after PostgREST verified the signature
 -- and expiry and switched to the token's role. Refuses tokens that are well signed but must not
 -- be honoured. Kept to primary-key lookups: it runs on every request.

@@ -7,8 +7,7 @@
 -- the role default of a login bound to a client. On a single node it is set all the same.
 
 create or replace function auth.start_request() returns void
-language plpgsql volatile
-as $$
+language plpgsql volatile as $$
 -- PostgREST's db-pre-request: auth.pre_request's checks, then the caller's client for the
 -- workers. Invoker's rights and no SET clause on purpose: a function with a SET clause (as
 -- security definer functions here have) would undo the SET LOCAL when it returns.
@@ -20,8 +19,7 @@ $$;
 comment on function auth.start_request() is 'PostgREST db-pre-request hook: auth.pre_request(), then SET LOCAL stepledger.client_id to the caller''s client, which Citus carries to the workers.';
 
 create or replace function auth.caller_client_id() returns text
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   -- stepledger.client_id, unless the role stores a binding (a login bound to one client: a
   -- placeholder role default, which only a superuser or a holder of SET on the parameter can
   -- write) that the session no longer carries: then null, so a policy shows nothing. Reads the

@@ -2,9 +2,7 @@
 
 create or replace function ledger.register_pipeline(p_definition jsonb)
 returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Registers a pipeline or a new version of it (schemas/pipeline.v1.json). Steps may be added and
 -- reordered; a step that already has events may not be removed, so history stays explainable.
 -- Jobs keep the step count they started with (ledger.jobs.steps_total).
@@ -112,9 +110,7 @@ comment on function ledger.register_pipeline(jsonb) is 'Registers a pipeline def
 create or replace function ledger._check_client_fields(p_client_id text, p_name text, p_currency text,
                                                        p_payment_terms_days integer)
 returns void
-language plpgsql immutable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 -- The checks shared by create_client, update_client and add_client (SL103), so each says what is
 -- wrong before a CHECK constraint would.
 begin
@@ -139,9 +135,7 @@ comment on function ledger._check_client_fields(text, text, text, integer) is 'V
 create or replace function ledger.create_client(p_client_id text, p_name text, p_currency text default 'EUR',
                                                 p_payment_terms_days integer default null)
 returns ledger.clients
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Adds a new client; an existing id is refused (SL104), never changed: `stepledger client add`.
 declare
   v_row ledger.clients;
@@ -172,9 +166,7 @@ create or replace function ledger.update_client(p_client_id text, p_name text de
                                                 p_currency text default null,
                                                 p_payment_terms_days integer default null)
 returns ledger.clients
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Changes an existing client's name, currency or payment terms (null: unchanged). A currency
 -- change is guarded by the trigger billing_currency_change (SL410), whatever the path.
 declare
@@ -199,9 +191,7 @@ comment on function ledger.update_client(text, text, text, integer) is 'Changes 
 
 create or replace function ledger.add_client(p_client_id text, p_name text, p_currency text default 'EUR')
 returns ledger.clients
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Idempotent set-up for scripts and demos: creates the client, or brings an existing one to this
 -- name and currency (a currency change is still guarded by billing_currency_change, SL410).
 -- Operators use create_client / update_client (`stepledger client add|update`).

@@ -4,9 +4,7 @@
 
 create or replace function api.step_keys(pipeline text)
 returns table (step text, step_index integer, title text)
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 -- GET /rpc/step_keys?pipeline=P: the registered steps of a pipeline, in order. The catalog is
 -- not client data; ingest tokens may read it too (they may not read api.pipeline_steps).
 begin

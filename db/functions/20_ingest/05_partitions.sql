@@ -2,9 +2,7 @@
 
 create or replace function ledger.ensure_partitions(p_months_ahead integer default 3)
 returns integer
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Creates the monthly partitions of the vault and the events, from last month to p_months_ahead
 -- months ahead. Rows never land in the default partitions while this runs often enough (migrate,
 -- `stepledger up` and the scheduler call it). Returns how many partitions it created.
@@ -38,8 +36,7 @@ $$;
 comment on function ledger.ensure_partitions(integer) is 'Creates the monthly vault, vault body and events partitions from last month to N months ahead.';
 
 create or replace function ledger.code_version() returns text
-language sql stable
-as $$
+language sql stable as $$
   select code_version from ledger.code_versions order by installed_at desc, code_version limit 1
 $$;
 comment on function ledger.code_version() is 'The version of the code now processing events, recorded by the migration runner.';

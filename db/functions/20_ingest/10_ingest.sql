@@ -7,8 +7,7 @@
 --   SL203  body is not an array or object   SL204  body is not JSON (an answer, not raised)
 
 create or replace function ledger._calendar_date_ok(p_ts text) returns boolean
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- The envelope's pattern admits 2026-02-30; this rejects days past the end of their month
   -- (and year 0000), so the timestamptz cast that follows can never fail. Integer arithmetic on
   -- the proleptic Gregorian calendar PostgreSQL uses (make_date and interval arithmetic cost
@@ -23,8 +22,7 @@ as $$
 $$;
 
 create or replace function ledger._occurred_at(p_ts text) returns timestamptz
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   -- An envelope timestamp (RFC 3339, offsets up to ±23:59) as timestamptz. PostgreSQL's input
   -- accepts offsets only up to ±15:59, so the local time is read as UTC and the offset is
   -- subtracted: "+16:00" is valid in an event and must not fail its batch.
@@ -38,8 +36,7 @@ $$;
 comment on function ledger._occurred_at(text) is 'An envelope occurred_at (RFC 3339, any offset up to ±23:59) as timestamptz.';
 
 create or replace function ledger._parse_json(p_text text, out payload jsonb, out error text)
-language plpgsql immutable parallel safe
-as $$
+language plpgsql immutable parallel safe as $$
 declare
   v_detail text;
   v_context text;
@@ -64,8 +61,7 @@ create or replace function ledger._ingest_batch(
   p_body bytea default null,
   p_body_problems jsonb default '[]'
 ) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 -- The big statement below plans in ~2 ms and runs in ~0.5 ms for one event: plan it once per
 -- connection, not on every call (a custom plan buys nothing here, the arrays are opaque).
 set plan_cache_mode = force_generic_plan
@@ -319,9 +315,7 @@ comment on function ledger._ingest_batch(text, integer[], jsonb[], text[], text[
 -- what was wrong with those bytes: not UTF-8, a NUL byte, a byte order mark, duplicate keys.
 
 create or replace function ledger._utf8_error_offset(p_body bytea) returns integer
-language plpgsql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
 -- The 0-based offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no
 -- overlong forms, no surrogates, nothing above U+10FFFF; NUL is well-formed), or null. Chunks of
 -- 64 kB are checked by convert_from; only the first failing one is walked by a regular expression
@@ -366,9 +360,7 @@ comment on function ledger._utf8_error_offset(bytea) is
   'The byte offset of the first byte that is not well-formed UTF-8, or null.';
 
 create or replace function ledger._decode_body(p_body bytea, out body_text text, out problems jsonb)
-language plpgsql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
 -- A request body as text, and what is wrong with its bytes ([{offset, message}], by offset).
 -- body_text is null when the bytes are not text PostgreSQL can hold: invalid UTF-8 or a NUL byte
 -- (JSON allows neither).
@@ -400,8 +392,7 @@ comment on function ledger._decode_body(bytea) is
   'A request body as text (null when not UTF-8 or holding a NUL byte) and what is wrong with its bytes.';
 
 create or replace function ledger._may_hold_duplicate_keys(p_text text, p_parsed jsonb) returns boolean
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- A cheap test run on every body; false means p_text surely has no duplicate key. When no key
   -- is followed by white space (no '"' is), every key of p_text ends in '":', and so does every key
   -- of p_parsed::text; '":' inside strings is written '\":' in both (unless p_text spells a quote
@@ -418,8 +409,7 @@ comment on function ledger._may_hold_duplicate_keys(text, jsonb) is
 
 create or replace function ledger._duplicate_keys(p_json json)
 returns table (path text, key text)
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- Every object (by JSON pointer) that holds a key more than once; the json type keeps them all.
   -- node identifies one value even when a duplicate key gives two values the same path. The walk
   -- stops 66 levels down (a batch, an event, and the 64 levels an event may nest): each level
@@ -452,15 +442,13 @@ comment on function ledger._duplicate_keys(json) is
   'The objects of a JSON text that hold a key twice: (JSON pointer of the object, key).';
 
 create or replace function ledger._duplicate_key_message(p_key text, p_path text) returns text
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   select format('duplicate key "%s" in %s: only its last value was read', p_key,
                 case when p_path = '' then 'the top-level object' else 'the object at ' || p_path end)
 $$;
 
 create or replace function ledger._duplicate_key_problems(p_text text, p_parsed jsonb) returns jsonb
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- [{path, key, message}] for each key given twice; only the last value of such a key is read.
   select coalesce(jsonb_agg(jsonb_build_object('path', d.path, 'key', d.key,
                                                'message', ledger._duplicate_key_message(d.key, d.path))
@@ -475,9 +463,7 @@ create or replace function ledger._refuse_body(
   p_channel text, p_body bytea, p_text text, p_problems jsonb, p_status text,
   p_code text, p_message text, p_hint text
 ) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- A body refused whole (not JSON, not a batch, too large) is still kept: its bytes in
 -- vault_bodies and one rejected vault row with its text (an escaped form when the bytes are not
 -- text), both attributed to the token's client. Answers p_status with the API's error shape.
@@ -514,9 +500,7 @@ drop function if exists ledger._vault_unparsable(text, text, text);
 drop function if exists ledger._refuse_oversized(text, text, integer);
 
 create or replace function ledger._ingest_body(p_channel text, p_body bytea) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- One ingest request, from its bytes: a JSON array of events or one event ('json'), or one event
 -- per line ('ndjson': blank lines skipped, a line that is not JSON rejected with its 1-based line
 -- number as index). The body is kept as received whatever happens next; a body that is not JSON,
@@ -634,27 +618,21 @@ comment on function ledger._ingest_body(text, bytea) is
 -- to PostgREST directly (the loader, the SDK); the jsonb variant those that send parsed JSON.
 
 create or replace function api.ingest(bytea) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select ledger._ingest_body('json', $1)
 $$;
 comment on function api.ingest(bytea) is
   'Ingest step events: a JSON array of events (or one event object). The body is kept as received and every element in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
 
 create or replace function api.ingest(text) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select ledger._ingest_body('json', convert_to($1, 'UTF8'))
 $$;
 comment on function api.ingest(text) is
   'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
 
 create or replace function api.ingest(jsonb) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   -- PostgREST parsed the body already: what is kept is its normalised text
   select ledger._ingest_body('json', convert_to($1::text, 'UTF8'))
 $$;
@@ -662,18 +640,14 @@ comment on function api.ingest(jsonb) is
   'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
 
 create or replace function api.ingest_ndjson(bytea) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select ledger._ingest_body('ndjson', $1)
 $$;
 comment on function api.ingest_ndjson(bytea) is
   'Ingest step events sent as NDJSON (one event per line). The body is kept as received; lines that are not JSON are kept raw in the vault and rejected with their line number as index.';
 
 create or replace function api.ingest_ndjson(text) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select ledger._ingest_body('ndjson', convert_to($1, 'UTF8'))
 $$;
 comment on function api.ingest_ndjson(text) is

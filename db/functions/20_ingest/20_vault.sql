@@ -3,9 +3,7 @@
 -- roles out; this also stops a superuser's or a BI tool's accidental UPDATE or DELETE.
 
 create or replace function ledger.tg_vault__append_only() returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   if current_user = 'stepledger_owner' then
     return case when tg_op = 'DELETE' then old else new end;

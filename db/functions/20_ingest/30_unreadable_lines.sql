@@ -6,9 +6,7 @@
 --   SL611  lines is not an array of {line, text, error} objects
 
 create or replace function api.ingest_unreadable(lines jsonb) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Each element {line, text, error} is a line (or a multi-line record) of a file that a loader
 -- could not read as an event: a legacy log line that breaks the format, a CSV row with the wrong
 -- number of fields, a broken element of a JSON array. It is kept raw in the vault (channel

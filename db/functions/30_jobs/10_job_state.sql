@@ -5,8 +5,7 @@
 create or replace function ledger.job_status(p_status text, p_updated_at timestamptz,
                                              p_stall_timeout interval)
 returns text
-language sql stable parallel safe
-as $$
+language sql stable parallel safe as $$
   -- stalled: running with no event for longer than the pipeline's stall timeout
   select case when p_status = 'running' and now() - p_updated_at > p_stall_timeout
               then 'stalled' else p_status end
@@ -16,8 +15,7 @@ comment on function ledger.job_status(text, timestamptz, interval) is
 
 create or replace function ledger.job_progress(p_steps_done integer, p_steps_total integer)
 returns numeric
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   select round(least(1, p_steps_done::numeric / nullif(p_steps_total, 0)), 4)
 $$;
 comment on function ledger.job_progress(integer, integer) is
@@ -34,9 +32,7 @@ comment on function ledger.job_progress(integer, integer) is
 --   SL501  not a cursor (or a max_jobs out of range)
 
 create or replace function ledger._job_cursor_key() returns bytea
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select public.hmac(convert_to('stepledger job_changes cursor', 'UTF8'),
                      convert_to(s.value, 'UTF8'), 'sha256')
     from auth.secrets s where s.name = 'jwt_secret'
@@ -44,9 +40,7 @@ $$;
 comment on function ledger._job_cursor_key() is 'Private: the key that seals job_changes cursors, derived from the JWT secret.';
 
 create or replace function ledger._seal_job_cursor(p_xid bigint) returns text
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- nonce (8 bytes) || xid xor HMAC(key, 'm' || nonce) (8 bytes) || HMAC(key, 't' || both)[1..16],
 -- in base64url: 43 characters.
 declare
@@ -65,9 +59,7 @@ $$;
 comment on function ledger._seal_job_cursor(bigint) is 'Private: a transaction id as an opaque, unforgeable job_changes cursor.';
 
 create or replace function ledger._open_job_cursor(p_cursor text) returns bigint
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The transaction id a cursor of ledger._seal_job_cursor stands for; SL501 for anything else.
 declare
   v_key bytea := ledger._job_cursor_key();
@@ -89,9 +81,7 @@ comment on function ledger._open_job_cursor(text) is 'Private: the transaction i
 drop function if exists api.job_changes(bigint, integer);
 create or replace function api.job_changes(since text default null, max_jobs integer default 500)
 returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Live updates by polling. Without `since`: only a cursor. With the cursor of the previous call:
 -- the jobs (as in GET /jobs) changed since then and the next cursor. The cursor stands for the

@@ -29,8 +29,7 @@ drop function if exists ledger.tg_events__apply_progress();
 
 create or replace function ledger._fold_client_progress(p_client_id text, p_events ledger.events[])
 returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 -- The statements below have one parameter, the batch: planned once per connection and kept
 -- (generic plans), with the table sizes of the call that planned them. Only one shape is right
 -- for every later call: probe step_runs, job_steps and jobs by key, one index lookup per key of
@@ -332,9 +331,7 @@ comment on function ledger._fold_client_progress(text, ledger.events[]) is
   'Folds one client''s accepted events of a batch into its step runs, job steps, jobs, billing change log and job notifications.';
 
 create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- One client at a time (a bound ingest token's batch is one client): every statement of
 -- ledger._fold_client_progress names the client of each table it reads, so on a Citus cluster
 -- it is a router query on the worker that holds that client (ADR 0012). Clients are taken in
@@ -350,5 +347,3 @@ end
 $$;
 comment on function ledger._fold_progress(ledger.events[]) is
   'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications, client by client (called by ingest).';
-revoke execute on function ledger._fold_progress(ledger.events[]) from public;
-revoke execute on function ledger._fold_client_progress(text, ledger.events[]) from public;

@@ -4,8 +4,7 @@
 -- it filters GET /step_runs.
 
 create or replace function api.step_runs(api.jobs) returns setof api.step_runs
-language sql stable
-as $$
+language sql stable as $$
   select r.* from api.step_runs r
    where r.client_id = $1.client_id and r.job_id = $1.job_id
    order by r.step_index, r.attempt

@@ -15,9 +15,7 @@ create or replace function api.search_jobs(
   billed_period text default null,
   billed_step text default null
 ) returns setof api.jobs
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_variable
 declare
   v_period date;
@@ -82,9 +80,7 @@ create or replace function api.jobs_by_day(
   until date default null,
   client text default null
 ) returns table (day date, started bigint, completed bigint, failed bigint, open bigint)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Default window: the last 30 UTC days. Every day of the window has a row, 0 when no job started.
 declare

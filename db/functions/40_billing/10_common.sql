@@ -20,25 +20,21 @@
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function ledger._month(p_at timestamptz) returns date
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- The billing period of an instant: its calendar month in UTC (contract §5).
   select date_trunc('month', p_at at time zone 'UTC')::date
 $$;
 comment on function ledger._month(timestamptz) is 'The billing period (first day of the UTC calendar month) of an instant.';
 
 create or replace function ledger._month_start(p_period date) returns timestamptz
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- The first instant of a period, in UTC.
   select p_period::timestamp at time zone 'UTC'
 $$;
 comment on function ledger._month_start(date) is 'The first instant (UTC) of the month that starts on the given date.';
 
 create or replace function ledger._parse_period(p_period text) returns date
-language plpgsql immutable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 -- 'YYYY-MM' to the first day of that month; anything else is SL405.
 begin
   if p_period is null or p_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' or left(p_period, 4) = '0000' then
@@ -51,8 +47,7 @@ $$;
 comment on function ledger._parse_period(text) is 'Parses a billing period written YYYY-MM (SL405 otherwise).';
 
 create or replace function ledger._sees_all_clients() returns boolean
-language sql stable
-as $$
+language sql stable as $$
   -- Admins (and the schema owner, and superusers) see every client's billing; everyone else sees
   -- at most the client of their token. The same rule as the all_admin row-level policies.
   select pg_has_role('admin', 'usage') or pg_has_role('stepledger_owner', 'usage')
@@ -60,8 +55,7 @@ $$;
 comment on function ledger._sees_all_clients() is 'Whether the caller sees every client (admin, owner), as the all_admin policies allow.';
 
 create or replace function ledger._actor(out actor text, out role text, out token uuid, out via text)
-language sql stable
-as $$
+language sql stable as $$
   -- Who is acting, for the recorded_* and finalized_* columns: the e-mail or subject of the
   -- token when there is one, else the database login.
   select coalesce(nullif(auth.claims()->>'email', ''), nullif(auth.claims()->>'sub', ''),

@@ -23,11 +23,9 @@ end
 $$;
 comment on function ledger._set_local_on_every_node(text, text) is
   'SET LOCAL of a stepledger.* setting in this transaction, on the coordinator and, on a Citus cluster, on every worker it writes to.';
-revoke execute on function ledger._set_local_on_every_node(text, text) from public;
 
 create or replace function ledger.share_transaction_id() returns xid8
-language plpgsql volatile
-as $$
+language plpgsql volatile as $$
 -- Before deleting or truncating ledger.job_steps by hand on a cluster (a rebuild): the triggers
 -- that log the months it changes run on the workers, and log this transaction's id. Harmless on
 -- a single node, where they see it anyway.
@@ -40,12 +38,9 @@ end
 $$;
 comment on function ledger.share_transaction_id() is
   'Tells the Citus workers this transaction''s id, which the billing change log records (run it before deleting job steps by hand on a cluster).';
-revoke execute on function ledger.share_transaction_id() from public;
 
 create or replace function ledger._change_log_xid() returns xid8
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- The id to log a billing change under: the one the coordinator shared, else this transaction's
 -- own, except on a Citus worker, where that would be the worker's (refused: SL413).
 declare
@@ -65,4 +60,3 @@ begin
 end
 $$;
 comment on function ledger._change_log_xid() is 'The transaction id a billing change is logged under (the coordinator''s on a Citus cluster).';
-revoke execute on function ledger._change_log_xid() from public;

@@ -5,9 +5,7 @@
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function ledger._normalized_tiers(p_tiers jsonb) returns jsonb
-language plpgsql immutable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 -- Checks graduated tiers, [{"from_units": N, "unit_price": P}, ...] with 0 < N strictly
 -- increasing and P >= 0, and returns them with plain numbers (SL402 otherwise).
 declare
@@ -53,9 +51,7 @@ comment on function ledger._normalized_tiers(jsonb) is 'Validates and normalizes
 
 create or replace function ledger._price_book_changed(p_client_id text, p_from date, p_reason text)
 returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- A price or minimum from p_from on changes usage from that month on: log it for the usage view,
 -- and wake the stack's scheduler (loader/stepledger/stack/scheduler.py) to refresh it soon after
 -- the commit.
@@ -67,13 +63,10 @@ end
 $$;
 comment on function ledger._price_book_changed(text, date, text) is
   'Logs a price book change for the usage view and asks the scheduler to refresh it.';
-revoke execute on function ledger._price_book_changed(text, date, text) from public;
 
 create or replace function ledger._client_billing_currency(p_client_id text, p_currency text)
 returns text
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- A client's own price or minimum is in the client's currency: the currency given (null: the
 -- client's), SL404 for an unknown client and SL403 for another currency.
 declare
@@ -94,9 +87,7 @@ comment on function ledger._client_billing_currency(text, text) is
   'The currency of a client''s own price or minimum: the client''s (SL404 unknown client, SL403 another currency).';
 
 create or replace function ledger.tg_prices__check() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Before a price row is stored: the step exists, the currency matches the client's, the numbers
 -- are sane; who recorded it is filled in; the usage view learns that prices changed.
 begin
@@ -134,9 +125,7 @@ create or replace trigger check_price
   for each row execute function ledger.tg_prices__check();
 
 create or replace function ledger.tg_client_minimums__check() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Before a monthly minimum is stored: client, currency and amount are checked, who recorded it
 -- is filled in, and the usage view learns about it.
 begin
@@ -163,9 +152,7 @@ create or replace trigger check_minimum
   for each row execute function ledger.tg_client_minimums__check();
 
 create or replace function ledger.tg_billing__immutable() returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 -- Price book rows, minimums and finalized invoices are never changed or removed.
 declare
   -- On a Citus worker the trigger fires on a shard (invoices_102008): name the table.
@@ -196,9 +183,7 @@ $$;
 
 create or replace function ledger._check_currency_change(p_client_id text, p_old text, p_new text)
 returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- A client's currency may change only before anything is billed in the old one: not once an
 -- invoice is finalized (its adjustments must stay in its currency), not while the client has
 -- its own prices or minimums in the old currency (the price book is append-only: they would be
@@ -240,13 +225,10 @@ begin
 end
 $$;
 comment on function ledger._check_currency_change(text, text, text) is 'Refuses (SL410) or logs a change of a client''s billing currency.';
-revoke execute on function ledger._check_currency_change(text, text, text) from public;
 
 create or replace function ledger._approve_currency_change(p_client_id text, p_currency text)
 returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Called by the functions that change a client before their UPDATE: checks a currency change
 -- here, once, and tells the trigger below that it was checked. On a Citus cluster the trigger
 -- runs on every copy of ledger.clients (a reference table), where the checks' reads of
@@ -263,12 +245,9 @@ begin
 end
 $$;
 comment on function ledger._approve_currency_change(text, text) is 'Checks a client''s currency change before the functions that change clients write it.';
-revoke execute on function ledger._approve_currency_change(text, text) from public;
 
 create or replace function ledger.tg_clients__currency_change() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Every path that changes a currency meets the rule (ledger._check_currency_change), once: a
 -- change that update_client or add_client checked already is marked so.
 begin

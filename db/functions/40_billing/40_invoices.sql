@@ -6,8 +6,7 @@
 
 
 create or replace function ledger._months_between(p_from date, p_to date) returns integer
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- Whole calendar months from one period to another (2026-01 to 2026-03: 2).
   select ((extract(year from p_to) * 12 + extract(month from p_to))
           - (extract(year from p_from) * 12 + extract(month from p_from)))::integer
@@ -18,9 +17,7 @@ create or replace function ledger._period_lines(p_client_id text, p_periods date
 returns table (period date, basis text, pipeline text, step text, unit_price numeric,
                priced boolean, units numeric, completed_steps bigint, amount numeric,
                description text, source text)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- What a client owes for each of the given periods as of now: its usage lines (from the
 -- refreshed lines where those are current for the client and period, else computed live) and a
 -- monthly-minimum top-up when usage is below the minimum in force. Runs with the caller's rights.
@@ -109,9 +106,7 @@ create or replace function ledger._invoice_lines(p_client_id text, p_period date
 returns table (line_no integer, kind text, basis text, for_period date, pipeline text,
                step text, unit_price numeric, priced boolean, units numeric,
                completed_steps bigint, amount numeric, description text, source text)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The lines of a client's open invoice for a period: the period's usage and minimum top-up, plus
 -- adjustment lines for every finalized period whose next open invoice this is (every month
 -- between it and this one is finalized). An adjustment is what is owed now for that period minus
@@ -181,9 +176,7 @@ comment on function ledger._invoice_lines(text, date) is
   'Lines of a client''s open invoice for a period: usage, minimum top-up and adjustments of finalized periods.';
 
 create or replace function ledger._invoice_json(p_client_id text, p_period date) returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The invoice document of the contract: the frozen invoice when the period is finalized, else
 -- the draft as of now.
 declare
@@ -251,8 +244,7 @@ $$;
 comment on function ledger._invoice_json(text, date) is 'The invoice document (contract §4) of a client and period: finalized or draft.';
 
 create or replace function ledger._sum_amounts(p_lines jsonb, p_kind text) returns numeric
-language sql immutable
-as $$
+language sql immutable as $$
   -- Sum of the (already rounded) line amounts of one kind, or of every line when p_kind is null.
   select coalesce(sum((l->>'amount')::numeric), 0)
     from jsonb_array_elements(p_lines) l
@@ -261,9 +253,7 @@ $$;
 comment on function ledger._sum_amounts(jsonb, text) is 'Sum of invoice line amounts, of one kind or all.';
 
 create or replace function ledger._invoice_for_caller(p_client_id text, p_period text) returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- POST /rpc/invoice: a client's users get their own client's invoices only; admins any client's.
 declare
   v_period date := ledger._parse_period(p_period);
@@ -281,8 +271,7 @@ $$;
 comment on function ledger._invoice_for_caller(text, text) is 'The invoice of a client and period, for a caller allowed to see it.';
 
 create or replace function api.invoice(client_id text, period text) returns jsonb
-language sql stable
-as $$
+language sql stable as $$
   select ledger._invoice_for_caller($1, $2)
 $$;
 comment on function api.invoice(text, text) is
@@ -299,9 +288,7 @@ end
 $$;
 
 create or replace function api.invoice_pdf(client_id text, period text) returns api."application/pdf"
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- GET /rpc/invoice_pdf?client_id=C&period=YYYY-MM with Accept: application/pdf. Runs with the
 -- caller's rights: another client's invoice is as absent as one that does not exist.
 declare
@@ -322,9 +309,7 @@ comment on function api.invoice_pdf(text, text) is
   'The PDF of a finalized invoice (send Accept: application/pdf): the same document as the HTML and CLI views. Clients get their own invoices only.';
 
 create or replace function ledger._finalize_invoice(p_client_id text, p_period text) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Freezes a client's invoice for a period that is over: the draft's lines as of now become an
 -- immutable invoice. Later changes for that period become adjustment lines of the next open
 -- invoice. Admins only.
@@ -392,9 +377,7 @@ $$;
 comment on function ledger._finalize_invoice(text, text) is 'Freezes a client''s invoice for a finished period (admins).';
 
 create or replace function api.finalize_invoice(client_id text, period text) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select ledger._finalize_invoice($1, $2)
 $$;
 comment on function api.finalize_invoice(text, text) is

@@ -11,9 +11,7 @@
 --   SL504  no such job (or not visible to the caller): HTTP 404
 
 create or replace function ledger._check_window(p_since date, p_until date) returns void
-language plpgsql immutable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 -- A window of UTC days is [since, until], both included; either end may be open (null).
 begin
   if p_since is not null and p_until is not null and p_since > p_until then
@@ -26,9 +24,7 @@ comment on function ledger._check_window(date, date) is 'Validates a window of U
 
 create or replace function ledger._window(p_since date, p_until date, p_days integer,
                                           out since date, out until date)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- A window of UTC days as the API's reports take it: until defaults to today (UTC), since to
 -- p_days days before until (both included); checked like ledger._check_window.
 begin

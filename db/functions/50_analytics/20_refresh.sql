@@ -4,8 +4,7 @@
 create or replace function ledger._refresh_analytics_days(p_client_id text, p_from date,
                                                           p_until date)
 returns bigint[]
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 -- Planned with the client and days: a router query per statement on a Citus cluster, index
 -- ranges on a single node.
 set plan_cache_mode = force_custom_plan
@@ -118,8 +117,7 @@ comment on function ledger._refresh_analytics_days(text, date, date) is
 
 create or replace function ledger._add_to_outcomes_total(p_client_id text, p_deltas jsonb)
 returns bigint[]
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- Carries rewritten daily cells into one client's all-time outcomes, key by key: the counts by
@@ -196,8 +194,7 @@ comment on function ledger._add_to_outcomes_total(text, jsonb) is
 
 create or replace function ledger.refresh_analytics(p_max_age interval default interval '0')
 returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- Rewrites the error statistics and step timings of the client-days named in
@@ -282,9 +279,7 @@ comment on function ledger.refresh_analytics(interval) is
 
 create or replace function ledger._analytics_refresh_costs()
 returns table (view_name text, duration_ms numeric, row_count bigint)
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   -- How long each refresh took and how many rows the view holds: figures of every client's
   -- activity together, so admins only (clients read null in api.analytics_freshness).
   select r.view_name, r.duration_ms, r.row_count
@@ -295,9 +290,7 @@ comment on function ledger._analytics_refresh_costs() is
   'Private: duration and row count of each analytics refresh, for admins only (they count every client''s activity).';
 
 create or replace function api.refresh_analytics(max_age_s integer default 0) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Admins: refresh error statistics and step timings now (or when older than max_age_s seconds).
 begin
   if max_age_s is null or max_age_s < 0 then

@@ -8,9 +8,7 @@ create or replace function api.job_counts(
   job_prefix text default null,
   client text default null
 ) returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Jobs per state (running, completed, failed, stalled) among the caller's visible jobs, with the
 -- same filters as the job list: pipeline, started in [since, until), job id prefix, client.
@@ -70,9 +68,7 @@ comment on function api.job_counts(text, timestamptz, timestamptz, text, text) i
 
 create or replace function api.job_timeline(job_id text, client_id text default null)
 returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- A Gantt-ready timeline of one job in one request: the job, then every step of its pipeline
 -- version in order (steps not reached yet are `pending`, or `not_run` once the job has failed or

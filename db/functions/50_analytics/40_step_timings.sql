@@ -10,9 +10,7 @@ create or replace function api.step_durations(
   queue_p50_s numeric, queue_p95_s numeric, queue_max_s numeric,
   window_start date, window_end date, refreshed_at timestamptz
 )
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Duration of completed attempts and queue time before attempts, per (pipeline, step), over the
 -- attempts that started in a window of UTC days (default: the last 7 days, today included).

@@ -5,9 +5,7 @@ create or replace function ledger._outcomes(p_since date, p_until date, p_pipeli
 returns table (client_id text, pipeline text, step text, source text, error_code text,
                completed bigint, failed bigint, skipped bigint, retryable bigint,
                first_at timestamptz, last_at timestamptz, sample_message text)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- Outcomes of finished attempts per client, pipeline, step, site and error code over a window of
 -- UTC days, for the caller's visible clients: from the all-time roll-up when the window is open
 -- at both ends, else summed from the daily cells.
@@ -48,9 +46,7 @@ create or replace function api.error_stats_window(
   top_error_code text, step_index integer, top_error_message text, top_error_failures bigint,
   retryable_failures bigint, skipped bigint, last_failure_at timestamptz, refreshed_at timestamptz
 )
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- GET /error_stats over a window of UTC days (both ends included, either may be open), for one
 -- pipeline or client if asked. Attempts are finished attempts (completed or failed).
@@ -104,9 +100,7 @@ create or replace function api.error_stats_by_day(
   day date, pipeline text, step text, failures bigint, attempts bigint, failure_rate numeric,
   top_error_code text, step_index integer
 )
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Failures and failure rate per UTC day and step (default: the last 30 days).
 declare
@@ -155,9 +149,7 @@ create or replace function api.error_stats_by_source(
   client_id text, source text, failures bigint, attempts bigint, failure_rate numeric,
   top_error_code text, top_error_step text, last_failure_at timestamptz
 )
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Failures per site (the events' `source`; '' when they named none), with the code and step that
 -- failed most there. A site belongs to its client.
@@ -201,9 +193,7 @@ create or replace function api.error_codes(
   retryable bigint, clients bigint, sources bigint, first_at timestamptz, last_at timestamptz,
   sample_message text
 )
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Every error code per pipeline and step, most frequent first, with its share of the step's
 -- failures, how many clients and sites saw it, and the latest message as a sample.

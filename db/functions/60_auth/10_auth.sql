@@ -18,17 +18,14 @@
 -- ---- signing -----------------------------------------------------------------------------------
 
 create or replace function auth._b64url(p_data bytea) returns text
-language sql immutable strict parallel safe
-as $$
+language sql immutable strict parallel safe as $$
   -- base64url without padding or line breaks (RFC 7515 §2)
   select translate(encode(p_data, 'base64'), E'+/=\n', '-_')
 $$;
 comment on function auth._b64url(bytea) is 'Private: base64url encoding without padding, as JWTs use it.';
 
 create or replace function auth.install_jwt_secret(p_secret text) returns void
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Stores the secret PostgREST verifies JWTs with; the migration runner calls it on every migrate.
 -- Owner only: nobody else may execute this or read auth.secrets.
 begin
@@ -43,9 +40,7 @@ $$;
 comment on function auth.install_jwt_secret(text) is 'Stores the JWT signing secret (called by stepledger migrate). Owner only.';
 
 create or replace function auth._sign_jwt(p_claims jsonb) returns text
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- An HS256 JWT of p_claims, signed with the secret PostgREST verifies with. Not executable by any
 -- API role: only the owner's security definer functions below call it.
 declare
@@ -67,9 +62,7 @@ comment on function auth._sign_jwt(jsonb) is 'Private: signs claims as an HS256 
 -- ---- users -------------------------------------------------------------------------------------
 
 create or replace function auth._hash_password(p_password text) returns text
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- bcrypt with cost 10 (about 60 ms here): slow enough to make guessing expensive, fast enough
 -- for login p50 under 100 ms (docs/benchmarks-auth.md).
 begin
@@ -88,9 +81,7 @@ comment on function auth._hash_password(text) is 'Private: checks a new password
 create or replace function auth.add_user(p_email text, p_password text, p_roles text[],
                                          p_client_id text default null)
 returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Adds a user, or updates an existing one (same email): sets the password, the client when one is
 -- given, adds the roles and enables it. Operator function (stepledger user add, the demo).
 -- Setting the password it already has keeps its hash, so that its sessions go on; a new password
@@ -145,9 +136,7 @@ $$;
 comment on function auth.add_user(text, text, text[], text) is 'Adds a user or updates one (password, client, more roles). Operator function.';
 
 create or replace function auth.set_user_disabled(p_email text, p_disabled boolean) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Disables (or enables) a user. A disabled user cannot log in, and disabling ends its sessions
 -- (auth.tg_users__end_sessions): the tokens it held are refused at once, and enabling the user
 -- again revives none of them.
@@ -169,9 +158,7 @@ comment on function auth.set_user_disabled(text, boolean) is 'Disables or enable
 -- ---- login -------------------------------------------------------------------------------------
 
 create or replace function auth._end_sessions(p_user_id uuid, p_reason text) returns integer
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Ends every live session of a user: auth.pre_request refuses their tokens from now on.
 -- PL/pgSQL, not SQL: Citus plans no statement with a SQL function's parameters (ADR 0012).
 declare
@@ -186,9 +173,7 @@ $$;
 comment on function auth._end_sessions(uuid, text) is 'Private: ends every live session of a user (the reason is kept), so that all its tokens are refused.';
 
 create or replace function auth.tg_users__end_sessions() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- A new password, disabling the user, taking a role from it or moving it to another client
 -- ends every session it has, whichever way the row was changed (stepledger user add / disable,
 -- or SQL): giving the role or the client back later revives none of them.
@@ -213,9 +198,7 @@ create or replace trigger end_sessions
   execute function auth.tg_users__end_sessions();
 
 create or replace function auth._session_token(p_session_id uuid) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- The login token of a session's newest token id (refresh_jti): 30 minutes, refreshable for
 -- 12 hours after the password was given (auth_time). Returns the contract's login response.
 declare
@@ -249,9 +232,7 @@ comment on function auth._session_token(uuid) is 'Private: signs a 30-minute log
 
 create or replace function api.login(email text, password text, role text default null)
 returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- POST /rpc/login. Answers without raising, so that a failure is recorded (the transaction
 -- commits) while the HTTP status says what happened:
 --   200  {token, role, client_id, expires_at}
@@ -329,9 +310,7 @@ comment on function api.login(text, text, text) is
   'Log in with email and password. Returns a signed token (30 minutes), its role, client_id and expires_at. Wrong email or password: 401; 5 failures in 15 minutes lock the email for 15 minutes (429). A user with several roles gets the client role unless role is given.';
 
 create or replace function auth._caller_session() returns auth.sessions
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The session of the caller's login token, or raises SL309 for any other token.
 -- auth.pre_request has already refused tokens whose session ended or whose user changed.
 declare
@@ -352,9 +331,7 @@ $$;
 comment on function auth._caller_session() is 'Private: the session of the caller''s login token (SL309 for other tokens).';
 
 create or replace function api.refresh_token() returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- POST /rpc/refresh_token: a fresh login token for the caller's own login token (same session,
 -- user, role and client), up to 12 hours after the password was given. Rotation: only the
 -- session's newest token may refresh, once. An older token presented again means two parties
@@ -394,9 +371,7 @@ comment on function api.refresh_token() is
   'A new 30-minute token for the caller''s login (same user, role and client), up to 12 hours after logging in with a password. Each token refreshes once; refreshing an already refreshed token ends the whole login (401 SL315).';
 
 create or replace function api.logout_everywhere() returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- POST /rpc/logout_everywhere: ends every session of the caller's user, this one included;
 -- every token of them is refused from the next request on.
 declare
@@ -415,9 +390,7 @@ comment on function api.logout_everywhere() is
 create or replace function auth.create_api_token(p_client_id text, p_name text, p_scope text,
                                                  p_created_by text)
 returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Issues an API token: a JWT with role ingest, client_id (omitted for every client), jti = the new
 -- token id, and no expiry. Only its SHA-256 is stored; the token is returned this once.
 declare
@@ -449,9 +422,7 @@ $$;
 comment on function auth.create_api_token(text, text, text, text) is 'Issues an ingest API token for one client or (null) every client. Operator function behind stepledger token create.';
 
 create or replace function auth.revoke_api_token(p_token_id uuid, p_revoked_by text) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Revokes an API token; revoking it again changes nothing. auth.pre_request refuses it from the
 -- next request on.
 declare
@@ -475,9 +446,7 @@ $$;
 comment on function auth.revoke_api_token(uuid, text) is 'Revokes an API token at once. Operator function behind stepledger token revoke.';
 
 create or replace function auth._api_token_admin(p_function text, p_verb text) returns text
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- The guard of POST /rpc/create_api_token and /rpc/revoke_api_token: POST only, admins only
 -- (SL309). Returns who acts, as auth.api_tokens records it: 'admin ' and the login's email.
 begin
@@ -492,9 +461,7 @@ comment on function auth._api_token_admin(text, text) is 'Private: refuses all b
 
 create or replace function api.create_api_token(client_id text, name text, scope text default 'ingest')
 returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- POST /rpc/create_api_token (admin).
 begin
   return auth.create_api_token(create_api_token.client_id, create_api_token.name, create_api_token.scope,
@@ -505,9 +472,7 @@ comment on function api.create_api_token(text, text, text) is
   'Admin: create an API token for pipelines (scope ingest) bound to one client, or to every client when client_id is null. The token is shown only in this answer; the database keeps its SHA-256.';
 
 create or replace function api.revoke_api_token(token_id uuid) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- POST /rpc/revoke_api_token (admin).
 begin
   return auth.revoke_api_token(revoke_api_token.token_id, auth._api_token_admin('revoke_api_token', 'revoke'));
@@ -519,9 +484,7 @@ comment on function api.revoke_api_token(uuid) is 'Admin: revoke an API token. I
 
 create or replace function auth.add_bi_login(p_name text, p_client_id text, p_password_verifier text)
 returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Creates a PostgreSQL login for a BI tool, or re-binds an existing BI login and sets its
 -- password. It joins bi_reader (bound to p_client_id) or bi_all_clients (p_client_id null) and
 -- reads the reporting schema under the same row-level security as the API. The password arrives
@@ -569,9 +532,7 @@ $$;
 comment on function auth.add_bi_login(text, text, text) is 'Creates or re-binds a BI database login (stepledger bi-user add). Owner only.';
 
 create or replace function auth.drop_bi_login(p_name text) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Drops a BI login created by auth.add_bi_login (never any other role).
 begin
   if not exists (select from auth.bi_logins b where b.rolname = p_name) then

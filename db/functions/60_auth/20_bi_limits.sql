@@ -4,9 +4,7 @@
 -- Errors: SL308 (invalid BI login, here: an unknown login or a limit out of range).
 
 create or replace function auth._apply_bi_limits(p_name text) returns boolean
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Writes a BI login's limits from auth.bi_logins into its role: statement_timeout and
 -- idle_in_transaction_session_timeout as defaults (a session may override those; the watchdog
 -- holds regardless), temp_file_limit (superuser-only: the login can neither raise nor reset it)
@@ -30,12 +28,9 @@ end
 $$;
 comment on function auth._apply_bi_limits(text) is
   'Applies a BI login''s limits (auth.bi_logins) to its role. Owner only.';
-revoke execute on function auth._apply_bi_limits(text) from public;
 
 create or replace function auth.bi_limits(p_name text) returns jsonb
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable set search_path = pg_catalog, pg_temp as $$
 -- A BI login's limits, as stepledger bi-user shows them; null for a name that is not a BI login.
 select jsonb_build_object(
          'name', b.rolname,
@@ -47,7 +42,6 @@ select jsonb_build_object(
  where b.rolname = p_name
 $$;
 comment on function auth.bi_limits(text) is 'A BI login''s limits (stepledger bi-user limits). Owner only.';
-revoke execute on function auth.bi_limits(text) from public;
 
 create or replace function auth.set_bi_limits(
   p_name text,
@@ -56,9 +50,7 @@ create or replace function auth.set_bi_limits(
   p_temp_file_limit text default null,
   p_connection_limit integer default null
 ) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Changes the limits of a BI login (stepledger bi-user limits, or bi-user add with limits); a
 -- null argument keeps the current value. Timeouts are intervals ('5min', '30s'), the temporary
 -- file limit a size ('1GB', '512MB'). Returns the login's limits as they now are.
@@ -115,4 +107,3 @@ end
 $$;
 comment on function auth.set_bi_limits(text, text, text, text, integer) is
   'Changes a BI login''s limits (stepledger bi-user limits). Owner only.';
-revoke execute on function auth.set_bi_limits(text, text, text, text, integer) from public;

@@ -20,9 +20,7 @@
 --   SL606  endpoint disabled (redeliver)
 
 create or replace function ledger._notification_settings() returns ledger.notification_settings
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable set search_path = pg_catalog, pg_temp as $$
   select s from ledger.notification_settings s where s.singleton
 $$;
 comment on function ledger._notification_settings() is 'The delivery settings row.';
@@ -30,9 +28,7 @@ comment on function ledger._notification_settings() is 'The delivery settings ro
 -- -- Targets (SSRF) -----------------------------------------------------------------------------
 
 create or replace function ledger.webhook_address_blocked(p_address inet) returns boolean
-language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
   -- Loopback, private, shared (CGNAT), link-local (cloud metadata at 169.254.169.254 and
   -- fd00:ec2::254 included), multicast, reserved and unspecified addresses, and IPv4 addresses
   -- embedded in IPv6 (mapped, NAT64) judged as IPv4. The one rule for creation and delivery.
@@ -55,9 +51,7 @@ comment on function ledger.webhook_address_blocked(inet) is
 
 create or replace function ledger._webhook_url_problem(p_url text, p_allow_private boolean)
 returns text
-language plpgsql immutable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 -- Why a URL may not be a webhook target, or null. Host names are resolved, and checked again, by
 -- the delivery worker before every attempt (DNS may change); here literal addresses and names
 -- that always mean this machine or the cloud's metadata service are refused.

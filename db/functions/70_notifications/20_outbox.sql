@@ -3,9 +3,7 @@
 create or replace function ledger._enqueue_notification(p_client_id text, p_event_type text,
                                                          p_data jsonb)
 returns bigint
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- One outbox row; the delivery worker is woken at commit (pg_notify is transactional).
 declare
   v_seq bigint;
@@ -23,9 +21,7 @@ $$;
 comment on function ledger._enqueue_notification(text, text, jsonb) is 'Writes one message to the notification outbox (in the caller''s transaction).';
 
 create or replace function ledger._url_encode(p_text text) returns text
-language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
   -- encodeURIComponent: every byte but A-Z a-z 0-9 - _ . ! ~ * ' ( ) as %XX. Most ids need no
   -- escaping: one match instead of a regular expression per character.
   select case when p_text ~ '^[A-Za-z0-9_.!~*''()-]*$' then p_text else (
@@ -40,9 +36,7 @@ comment on function ledger._url_encode(text) is 'Percent-encodes text as JavaScr
 create or replace function ledger._job_notification_data(p_client_id text, p_job_id text,
                                                          p_status text)
 returns jsonb
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- data of a job message: the failed step for a failure, else the step with the latest news.
 -- PL/pgSQL so that the query is planned once per session: planning it cost more than running it,
 -- once per message of a batch.
@@ -76,9 +70,7 @@ $$;
 comment on function ledger._job_notification_data(text, text, text) is 'The data of a job.* message (docs/notifications.md).';
 
 create or replace function ledger._enqueue_job_transitions(p_transitions jsonb) returns integer
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- p_transitions: [{"client_id", "job_id", "before": status or null, "after": status}], the jobs
 -- whose stored status changed. The messages of each transition:
 --   -> failed: job.failed;  failed -> running: job.recovered;
@@ -108,9 +100,7 @@ comment on function ledger._enqueue_job_transitions(jsonb) is 'Writes the job.* 
 drop function if exists ledger.tg_jobs__enqueue_transitions();
 
 create or replace function ledger.scan_stalled_jobs() returns integer
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- One job.stalled per stall: a running job whose last event is older than its pipeline's stall
 -- timeout (ledger.job_status), announced once per (job, last activity). The scheduler runs it.
 declare
@@ -140,9 +130,7 @@ comment on function ledger.scan_stalled_jobs() is 'Writes one job.stalled per ne
 
 create or replace function ledger._enqueue_invoice_finalized(p_client_id text, p_period date)
 returns bigint
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- The invoice is read first, the message written after: on a Citus cluster a statement over
 -- ledger.invoices runs on a worker, where the outbox (on the coordinator) cannot be written.
 declare
@@ -163,9 +151,7 @@ $$;
 comment on function ledger._enqueue_invoice_finalized(text, date) is 'Writes the invoice.finalized message of a finalized invoice.';
 
 create or replace function ledger._enqueue_usage_crossings() returns integer
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- After a usage refresh: each client whose amount for the current month (UTC), in the alert's
 -- currency, is at or above its threshold and was not announced for this month gets one message.
 declare

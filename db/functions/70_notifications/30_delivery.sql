@@ -1,9 +1,7 @@
 -- Delivery, by the worker as the owner: fan-out, leases, attempts, retries (the outbox's design and error codes: 10_targets.sql).
 
 create or replace function ledger.dispatch_notifications(p_limit integer default 500) returns integer
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Fans undispatched messages out to the enabled endpoints that subscribe to them (created before
 -- the message) and, when e-mail is configured, to the people who opted in. Idempotent.
 declare
@@ -48,9 +46,7 @@ create or replace function ledger.claim_webhook_deliveries(p_limit integer defau
 returns table (delivery_id uuid, attempt integer, webhook_id uuid, url text, secret text,
                message_id text, body text, timeout_s double precision,
                allow_private_targets boolean)
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Leases due deliveries to the calling worker: attempt + 1, leased for the request timeout plus
 -- a margin (a worker killed mid-delivery leaves a lease that runs out, and the delivery is due
 -- again: at least once). No endpoint gets more than per_endpoint_concurrency at a time, so a
@@ -105,9 +101,7 @@ $$;
 comment on function ledger.claim_webhook_deliveries(integer) is 'Delivery worker: leases due deliveries (attempt, URL, secret, message) within each endpoint''s concurrency.';
 
 create or replace function ledger._retry_delay(p_attempt integer) returns interval
-language sql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile set search_path = pg_catalog, pg_temp as $$
   -- Exponential backoff with jitter: retry_first * 2^(attempt - 1), at most retry_max, times a
   -- random factor in [0.8, 1.2) (so the gaps still grow while retries of many messages spread out).
   select least(s.retry_first * power(2, least(p_attempt - 1, 30)), s.retry_max) * (0.8 + random() * 0.4)
@@ -119,9 +113,7 @@ create or replace function ledger.record_webhook_attempt(
   p_delivery_id uuid, p_attempt integer, p_started_at timestamptz, p_status_code integer,
   p_latency_ms numeric, p_error text, p_response_excerpt text)
 returns text
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Delivery worker: the result of one attempt. 2xx: succeeded. 4xx other than 408 and 429: failed
 -- for good (the receiver refused this message). Otherwise (timeouts, connection errors, 5xx,
 -- 408, 429): a retry after _retry_delay(), until the message has been tried for retry_for; an
@@ -198,9 +190,7 @@ comment on function ledger.record_webhook_attempt(uuid, integer, timestamptz, in
   'Delivery worker: records an attempt and decides success, retry (backoff with jitter), final failure or disabling the endpoint.';
 
 create or replace function ledger.next_notification_due() returns double precision
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable set search_path = pg_catalog, pg_temp as $$
   -- Seconds until the worker has something to do (0: now), at most 60.
   select greatest(0, least(60,
            extract(epoch from least(
@@ -215,9 +205,7 @@ comment on function ledger.next_notification_due() is 'Delivery worker: seconds 
 
 create or replace function ledger.claim_email_deliveries(p_limit integer default 20)
 returns table (email_delivery_id uuid, attempt integer, recipient text, event_type text, body jsonb)
-language sql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile set search_path = pg_catalog, pg_temp as $$
   -- Leases due e-mails to the calling worker, as claim_webhook_deliveries does for webhooks.
   with picked as (
     select e.email_delivery_id
@@ -241,9 +229,7 @@ comment on function ledger.claim_email_deliveries(integer) is 'Delivery worker: 
 create or replace function ledger.record_email_attempt(p_email_delivery_id uuid, p_attempt integer,
                                                        p_error text)
 returns text
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Delivery worker: sent, or retried on the webhook schedule for retry_for, then failed.
 declare
   v_settings ledger.notification_settings := ledger._notification_settings();

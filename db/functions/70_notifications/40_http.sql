@@ -1,9 +1,7 @@
 -- The HTTP surface: endpoints, test-send, redelivery, thresholds, e-mail opt-in (the outbox's design and error codes: 10_targets.sql).
 
 create or replace function ledger._caller_may_manage(p_client_id text) returns boolean
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable set search_path = pg_catalog, pg_temp as $$
   -- Admins manage every endpoint; a client user those of its own client (never all-clients ones).
   select case auth.role() when 'admin' then true
                           when 'stepledger_owner' then true
@@ -13,9 +11,7 @@ $$;
 comment on function ledger._caller_may_manage(text) is 'Whether the caller may manage webhooks of this client (null: all clients).';
 
 create or replace function ledger._new_webhook_secret() returns text
-language sql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile set search_path = pg_catalog, pg_temp as $$
   select 'whsec_' || encode(public.gen_random_bytes(32), 'base64')
 $$;
 comment on function ledger._new_webhook_secret() is 'A new signing secret: whsec_ and 32 random bytes in base64.';
@@ -23,9 +19,7 @@ comment on function ledger._new_webhook_secret() is 'A new signing secret: whsec
 create or replace function api.create_webhook(url text, events text[], client_id text default null,
                                               description text default null)
 returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- A client user creates endpoints for its own client (client_id omitted or its own); admins for
 -- one client or for all (client_id null). The secret is returned here and never again.
 declare
@@ -83,9 +77,7 @@ comment on function api.create_webhook(text, text[], text, text) is
   'Creates a webhook endpoint: {"url": "https://…", "events": ["job.failed", …], "client_id": "…" | null} → {"webhook_id", "secret": "whsec_…"} (the secret is shown once). Admins for one client or all (client_id null); a client user for its own client only.';
 
 create or replace function ledger._visible_webhook(p_webhook_id uuid) returns ledger.webhooks
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The endpoint if the caller may manage it; else SL603 (the same answer whether it exists or not).
 declare
   w ledger.webhooks;
@@ -100,9 +92,7 @@ $$;
 comment on function ledger._visible_webhook(uuid) is 'The webhook the caller may manage, or error SL603.';
 
 create or replace function ledger._sendable_webhook(p_webhook_id uuid) returns ledger.webhooks
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The endpoint the caller may manage (ledger._visible_webhook) when it is enabled; SL606 while it
 -- is disabled, since nothing is sent to it then.
 declare
@@ -118,9 +108,7 @@ $$;
 comment on function ledger._sendable_webhook(uuid) is 'The enabled webhook the caller may manage, or error SL603 / SL606 (disabled).';
 
 create or replace function api.delete_webhook(webhook_id uuid) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
   w ledger.webhooks := ledger._visible_webhook(delete_webhook.webhook_id);
 begin
@@ -131,9 +119,7 @@ $$;
 comment on function api.delete_webhook(uuid) is 'Deletes a webhook endpoint and its delivery history: {"webhook_id"}.';
 
 create or replace function api.rotate_webhook_secret(webhook_id uuid) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
   w ledger.webhooks := ledger._visible_webhook(rotate_webhook_secret.webhook_id);
   v_secret text := ledger._new_webhook_secret();
@@ -146,9 +132,7 @@ $$;
 comment on function api.rotate_webhook_secret(uuid) is 'Replaces the signing secret of an endpoint: {"webhook_id"} → {"webhook_id", "secret"} (shown once). Messages not yet delivered are signed with the new one.';
 
 create or replace function api.enable_webhook(webhook_id uuid) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
   w ledger.webhooks := ledger._visible_webhook(enable_webhook.webhook_id);
 begin
@@ -160,9 +144,7 @@ $$;
 comment on function api.enable_webhook(uuid) is 'Enables an endpoint that was disabled after failing: {"webhook_id"}. Deliveries cancelled meanwhile can be sent again with POST /rpc/redeliver.';
 
 create or replace function api.test_webhook(webhook_id uuid) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Sends a webhook.test message to this endpoint only.
 declare
   w ledger.webhooks := ledger._sendable_webhook(test_webhook.webhook_id);
@@ -188,9 +170,7 @@ $$;
 comment on function api.test_webhook(uuid) is 'Sends a webhook.test message to one endpoint now: {"webhook_id"} → {"delivery_id", "message_id"}.';
 
 create or replace function api.redeliver(delivery_id uuid) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Sends a delivery again (same webhook-id), whatever its state; retries start over.
 declare
   d ledger.webhook_deliveries;
@@ -213,9 +193,7 @@ comment on function api.redeliver(uuid) is 'Sends a delivery again with the same
 
 create or replace function api.set_usage_alert(client_id text, amount numeric, currency text default null)
 returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Admins: the monthly usage threshold of a client (amount null removes it). A changed threshold
 -- may be crossed again in the same month.
 declare
@@ -254,9 +232,7 @@ comment on function api.set_usage_alert(text, numeric, text) is
   'Admins: the monthly usage threshold of a client: {"client_id", "amount", "currency"} (amount null removes it). usage.threshold_crossed is sent once per month when the month''s amount passes it.';
 
 create or replace function ledger._caller_user_id() returns uuid
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable set search_path = pg_catalog, pg_temp as $$
   -- The signed-in person (login tokens carry the user id as sub); null for API tokens.
   select case when auth.claims()->>'sub' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
               then (auth.claims()->>'sub')::uuid end
@@ -264,9 +240,7 @@ $$;
 comment on function ledger._caller_user_id() is 'The user id of a login token, or null.';
 
 create or replace function api.set_email_alerts(events text[]) returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- The caller's own e-mail opt-in: job.failed and/or job.stalled of its client (admins: of every
 -- client); an empty list opts out.
 declare
@@ -299,9 +273,7 @@ comment on function api.set_email_alerts(text[]) is 'The caller''s e-mail opt-in
 
 create or replace function ledger._caller_email_alerts()
 returns table (email text, events text[], email_enabled boolean)
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   -- The signed-in caller's own row only (people cannot read auth.users).
   select u.email, coalesce(s.events::text[], '{}'),
          (select st.email_enabled from ledger.notification_settings st)

@@ -12,8 +12,7 @@
 --   SL605  max_rows out of range
 
 create or replace function ledger._replay_filter(p_outcome text) returns text
-language sql immutable parallel safe
-as $$
+language sql immutable parallel safe as $$
   -- The WHERE clause fragment that selects vault rows by current outcome: the latest replay's
   -- outcome when the row was replayed, else the outcome on receipt. Spelled out for 'rejected'
   -- so that the partial index on rejected rows serves it.
@@ -36,9 +35,7 @@ create or replace function ledger._replay(
   p_max_rows integer,
   p_dry_run boolean
 ) returns jsonb
-language plpgsql volatile
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- Replays at most p_max_rows vault rows that match the filters and that this replay run has not
 -- replayed yet, oldest first. Call again with the returned replay_id while `more` is true: every
 -- call is its own transaction, so a long replay never holds locks or a statement for long.
@@ -211,9 +208,7 @@ create or replace function api.replay(
   max_rows integer default 1000,
   dry_run boolean default false
 ) returns jsonb
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
   select ledger._replay($1, $2, $3, $4, $5, $6, $7)
 $$;
 comment on function api.replay(text, timestamptz, timestamptz, text, uuid, integer, boolean) is

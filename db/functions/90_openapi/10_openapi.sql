@@ -21,9 +21,7 @@ end
 $$;
 
 create or replace function api.openapi() returns api."application/openapi+json"
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- The caller's OpenAPI document: what this role may call, with the bearer scheme.
 declare
   v_public text := nullif(current_setting('app.settings.public_api_url', true), '');

@@ -5,9 +5,7 @@
 
 create or replace function ledger.scheduled_tasks()
 returns table (task text, command text, every interval)
-language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
   values
     -- Usage figures (GET /usage and invoices; docs/billing.md) and error statistics and step
     -- timings (docs/api.md): each run rewrites only the client-months and client-days whose
@@ -29,7 +27,6 @@ as $$
 $$;
 comment on function ledger.scheduled_tasks() is
   'The periodic work of the database (task, SQL command, interval): what `stepledger scheduler` and pg_cron run.';
-revoke execute on function ledger.scheduled_tasks() from public;
 
 -- What changed before this migrate (a new database's first population, a rebuild a migration
 -- asked for) is computed now rather than at the scheduler's first run.
@@ -46,9 +43,7 @@ $$;
 
 create or replace function ledger._cron_schedule(p_every interval, p_seconds_supported boolean)
 returns text
-language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
+language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
   -- pg_cron's schedule for an interval: whole minutes or hours as cron expressions; below a
   -- minute "N seconds" where pg_cron has it (1.5 and later), else every minute (the closest).
   select case
@@ -62,7 +57,6 @@ as $$
 $$;
 comment on function ledger._cron_schedule(interval, boolean) is
   'The pg_cron schedule of an interval of ledger.scheduled_tasks() (seconds only where pg_cron supports them).';
-revoke execute on function ledger._cron_schedule(interval, boolean) from public;
 
 -- With pg_cron (shared_preload_libraries and the extension in this database), the database runs
 -- the same list itself; the local stack's scheduler does the same without it.
