@@ -26,6 +26,7 @@ grant select on ledger.clients, ledger.pipelines, ledger.pipeline_steps,
   to client, admin, bi_reader;
 grant select on ledger.vault, ledger.vault_bodies, ledger.events to admin;
 
+grant select on ledger.job_rows to client, admin, bi_reader;
 grant select on api.jobs, api.step_runs to client, admin;
 grant execute on function api.step_runs(api.jobs) to client, admin;
 grant select on reporting.jobs to bi_reader;
@@ -35,7 +36,7 @@ grant execute on function api.ingest(bytea), api.ingest(text), api.ingest(jsonb)
   to ingest, admin;
 grant execute on function auth.pre_request() to anon, client, admin, ingest;
 
--- The job-state rules read by api.jobs, reporting.jobs and the analytics counts, which run with
+-- The job-state rules read by ledger.job_rows (api.jobs, reporting.jobs) and the analytics counts, which run with
 -- the caller's rights (db/functions/30_jobs/10_job_state.sql).
 grant execute on function ledger.job_status(text, timestamptz, interval),
                           ledger.job_progress(integer, integer)

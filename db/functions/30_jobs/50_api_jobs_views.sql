@@ -1,7 +1,9 @@
 -- The HTTP read surface for jobs and step runs (contract §4, §6). security_invoker: the caller's
 -- row-level security applies, so a client sees only its own rows through these views.
 
-create or replace view api.jobs with (security_invoker = true) as
+-- A job as every reader shows it (status, progress, stall, retries): the rules once, for GET /jobs
+-- here and for BI logins (reporting.jobs).
+create or replace view ledger.job_rows with (security_invoker = true) as
 select j.client_id,
        j.job_id,
        j.pipeline,
@@ -28,6 +30,11 @@ select j.client_id,
        j.retries
   from ledger.jobs j
   join ledger.pipelines p on p.pipeline = j.pipeline;
+comment on view ledger.job_rows is
+  'Jobs with the state every reader shows: api.jobs (GET /jobs) and reporting.jobs read them.';
+
+create or replace view api.jobs with (security_invoker = true) as
+select * from ledger.job_rows;
 
 comment on view api.jobs is 'One row per job: status (running, completed, failed, stalled), progress from 0 to 1 and the last error. A client sees only its own jobs.';
 comment on column api.jobs.status is 'completed when every step is done; failed when a step''s latest attempt failed; stalled when running with no event for longer than the pipeline''s stall timeout; else running.';

@@ -84,13 +84,10 @@ language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Default window: the last 30 UTC days. Every day of the window has a row, 0 when no job started.
 declare
-  v_since date;
-  v_until date;
+  w record := ledger._window(jobs_by_day.since, jobs_by_day.until, 30);
 begin
-  select w.since, w.until into v_since, v_until
-    from ledger._window(jobs_by_day.since, jobs_by_day.until, 30) w;
-  if v_until - v_since > 366 then
-    raise exception 'window of % days; at most 367', v_until - v_since + 1
+  if w.until - w.since > 366 then
+    raise exception 'window of % days; at most 367', w.until - w.since + 1
       using errcode = 'SL501', hint = 'ask for a year at most';
   end if;
   return query
@@ -99,7 +96,7 @@ begin
          count(j.job_id) filter (where j.status = 'completed'),
          count(j.job_id) filter (where j.status = 'failed'),
          count(j.job_id) filter (where j.status in ('running', 'stalled'))
-    from generate_series(v_since::timestamp, v_until::timestamp, interval '1 day') d(day)
+    from generate_series(w.since::timestamp, w.until::timestamp, interval '1 day') d(day)
     left join api.jobs j
       on j.started_at >= d.day at time zone 'UTC'
      and j.started_at < (d.day + interval '1 day') at time zone 'UTC'

@@ -2,21 +2,9 @@
 -- same row-level security as the API, so one bound to a client sees only that client's rows.
 
 create or replace view reporting.jobs with (security_invoker = true) as
-select j.client_id,
-       j.job_id,
-       j.pipeline,
-       ledger.job_status(j.status, j.updated_at, p.stall_timeout) as status,
-       j.steps_total,
-       j.steps_done,
-       ledger.job_progress(j.steps_done, j.steps_total) as progress,
-       j.started_at,
-       j.updated_at,
-       j.finished_at,
-       j.last_error,
-       j.last_error_step,
-       j.events
-  from ledger.jobs j
-  join ledger.pipelines p on p.pipeline = j.pipeline;
+select client_id, job_id, pipeline, status, steps_total, steps_done, progress,
+       started_at, updated_at, finished_at, last_error, last_error_step, events
+  from ledger.job_rows;
 
 comment on view reporting.jobs is 'One row per job with status, progress and last error, as GET /jobs shows it. A BI login bound to a client sees only that client''s jobs.';
 comment on column reporting.jobs.status is 'running, completed, failed, or stalled (running with no event for longer than the pipeline''s stall timeout).';

@@ -16,16 +16,13 @@ language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 -- attempts that started in a window of UTC days (default: the last 7 days, today included).
 -- Exact percentiles (linear interpolation) over the caller's visible clients.
 declare
-  v_since date;
-  v_until date;
+  w record := ledger._window(step_durations.since, step_durations.until, 7);
 begin
-  select w.since, w.until into v_since, v_until
-    from ledger._window(step_durations.since, step_durations.until, 7) w;
   return query
   with cells as (
     select t.pipeline, t.step, t.attempts, t.completed, t.durations_s, t.queues_s
       from ledger.visible_step_timings_daily t
-     where t.day between v_since and v_until
+     where t.day between w.since and w.until
        and (step_durations.client is null or t.client_id = step_durations.client)
   ),
   counts as (
@@ -52,7 +49,7 @@ begin
          round(d.p50::numeric, 3), round(d.p95::numeric, 3), round(d.mx::numeric, 3),
          round(d.mean::numeric, 3),
          round(q.p50::numeric, 3), round(q.p95::numeric, 3), round(q.mx::numeric, 3),
-         v_since, v_until,
+         w.since, w.until,
          (select r.refreshed_at from ledger.analytics_refreshes r where r.view_name = 'step_timings_daily')
     from counts n
     left join durations d on d.pipeline = n.pipeline and d.step = n.step

@@ -104,18 +104,15 @@ language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 -- Failures and failure rate per UTC day and step (default: the last 30 days).
 declare
-  v_since date;
-  v_until date;
+  w record := ledger._window(error_stats_by_day.since, error_stats_by_day.until, 30);
 begin
-  select w.since, w.until into v_since, v_until
-    from ledger._window(error_stats_by_day.since, error_stats_by_day.until, 30) w;
   return query
   with cells as (
     select d.day, d.pipeline::text as pipeline, d.step::text as step, d.error_code,
            sum(d.completed)::bigint as completed, sum(d.failed)::bigint as failed,
            max(d.last_at) as last_at
       from ledger.visible_step_outcomes_daily d
-     where d.day between v_since and v_until
+     where d.day between w.since and w.until
        and (error_stats_by_day.client is null or d.client_id = error_stats_by_day.client)
      group by d.day, d.pipeline, d.step, d.error_code
   ),
