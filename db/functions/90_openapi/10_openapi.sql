@@ -30,6 +30,11 @@ declare
                           current_setting('request.headers', true)::json->>'host', 'localhost');
   v_base text := coalesce(nullif(substring(v_public from '^https?://[^/]+(/.*)$'), ''), '/');
   v_comment text := coalesce(obj_description('api'::regnamespace, 'pg_namespace'), 'stepledger API');
+  -- OpenAPI's type of a column or argument by its PostgreSQL type; arrays are 'array', any other
+  -- 'string'. json and jsonb hold any JSON: no type.
+  v_types constant jsonb := '{"smallint": "integer", "integer": "integer", "bigint": "integer",
+                              "numeric": "number", "real": "number", "double precision": "number",
+                              "boolean": "boolean", "json": null, "jsonb": null}';
   v_definitions jsonb;
   v_relations jsonb;
   v_functions jsonb;
@@ -58,11 +63,8 @@ begin
   ),
   cols as (
     select v.name as rel, a.attname::text as col, a.attnum,
-           case when a.atttypid::regtype in ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) then 'integer'
-                when a.atttypid::regtype in ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype) then 'number'
-                when a.atttypid::regtype = 'boolean'::regtype then 'boolean'
-                when a.atttypid::regtype in ('json'::regtype, 'jsonb'::regtype) then null
-                when format_type(a.atttypid::regtype, null) like '%[]' then 'array'
+           case when format_type(a.atttypid, null) like '%[]' then 'array'
+                when v_types ? format_type(a.atttypid, null) then v_types->>format_type(a.atttypid, null)
                 else 'string' end as type,
            format_type(a.atttypid, a.atttypmod) as format,
            col_description(v.oid, a.attnum) as description,
@@ -131,11 +133,8 @@ begin
   args as (
     -- Input arguments by position; names skip OUT and TABLE columns.
     select p.name, p.oid, coalesce(n.names[x.ord::integer], '') as arg, x.ord::integer as ord,
-           case when x.typ::regtype in ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) then 'integer'
-                when x.typ::regtype in ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype) then 'number'
-                when x.typ::regtype = 'boolean'::regtype then 'boolean'
-                when x.typ::regtype in ('json'::regtype, 'jsonb'::regtype) then null
-                when format_type(x.typ::regtype, null) like '%[]' then 'array'
+           case when format_type(x.typ, null) like '%[]' then 'array'
+                when v_types ? format_type(x.typ, null) then v_types->>format_type(x.typ, null)
                 else 'string' end as type,
            format_type(x.typ, null) as format,
            x.ord > pp.pronargs - pp.pronargdefaults as optional
