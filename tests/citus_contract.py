@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
+import notify_support
 from auth_support import PASSWORD, add_user, ingest, login
-from notify_support import Receiver, verify_signature, wait_for
+from notify_support import Receiver, SmtpServer, smtp_server, verify_signature, wait_for
 from stepledger.demo import simulate
-from stepledger.operator import notify
 from stepledger.settings import REPO_ROOT, Settings
 
 PERIOD = "2026-10"
@@ -88,27 +88,6 @@ def prepare(su_conn: psycopg.Connection, tag: str) -> tuple[str, str]:
     return a, b
 
 
-@contextlib.contextmanager
-def webhook_receiver(settings: Settings) -> Iterator[Receiver]:
-    """A real HTTP receiver on loopback, and the stack's notification worker restarted to allow
-    loopback targets (as tests/test_notifications.py does); the worker is restored after."""
-    saved = os.environ.get("STEPLEDGER_WEBHOOK_ALLOW_PRIVATE")
-    receiver = Receiver()
-    os.environ["STEPLEDGER_WEBHOOK_ALLOW_PRIVATE"] = "1"
-    notify.stop(settings)
-    notify.start(settings)
-    try:
-        yield receiver
-    finally:
-        receiver.close()
-        if saved is None:
-            os.environ.pop("STEPLEDGER_WEBHOOK_ALLOW_PRIVATE", None)
-        else:
-            os.environ["STEPLEDGER_WEBHOOK_ALLOW_PRIVATE"] = saved
-        notify.stop(settings)
-        notify.start(settings)
-
-
 def _refusal(su_conn: psycopg.Connection, *statements: tuple[str, list[Any]]) -> Any:
     """The last statement's first value, or [SQLSTATE, message] when one is refused; all in one
     transaction, rolled back."""
@@ -153,15 +132,18 @@ def _delivered(receiver: Receiver, names: dict[str, str]) -> list[Any]:
     return sorted(out, key=lambda m: json.dumps(m, sort_keys=True))
 
 
-def run(settings: Settings, su_conn: psycopg.Connection, tag: str) -> Scenario:
-    """Ingest, progress, usage and invoices, isolation, notifications, replay, a currency change
-    and the change log's transaction: every answer of the scenario."""
-    with webhook_receiver(settings) as receiver:
-        return _run(settings, su_conn, tag, receiver)
+def run(settings: Settings, su_conn: psycopg.Connection, tag: str, mail_dir: Path) -> Scenario:
+    """Ingest, progress, usage and invoices, isolation, notifications (webhooks to a real HTTP
+    receiver, e-mail to a real SMTP server), replay, a currency change and the change log's
+    transaction: every answer of the scenario."""
+    with contextlib.closing(Receiver()) as receiver, smtp_server(mail_dir) as smtp, \
+            notify_support.worker_environment(settings, STEPLEDGER_WEBHOOK_ALLOW_PRIVATE="1",
+                                              STEPLEDGER_SMTP_URL=smtp.url):
+        return _run(settings, su_conn, tag, receiver, smtp)
 
 
 def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
-         receiver: Receiver) -> Scenario:
+         receiver: Receiver, smtp: SmtpServer) -> Scenario:
     a, b = prepare(su_conn, tag)
     names = {a: "A", b: "B", tag: "T"}
     token = {c: su_conn.execute("select auth.create_api_token(%s, 'contract', 'ingest', 'tests')",
@@ -179,6 +161,10 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
                 "url": receiver.url, "events": ["job.failed", "job.stalled"], "client_id": c})
             assert made.status_code == 200, made.text
             secrets[c] = made.json()["secret"]
+        # A's staff also wants failed jobs by e-mail.
+        opted = api.post("/rpc/set_email_alerts", headers=as_token(login(
+            api, f"staff@{a}.example").json()["token"]), json={"events": ["job.failed"]})
+        answers["e-mail opt-in of A"] = [opted.status_code, opted.json()]
 
         # Ingest: two clients, a completed, a failed and a retried job each; a duplicate batch;
         # a bad event; and a bound token writing for the other client.
@@ -274,6 +260,24 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
         wait_for(delivered, DELIVERY_TIMEOUT_S, "job.failed and job.stalled at the receiver",
                  interval=0.5)
     answers["webhooks received"] = _delivered(receiver, names)
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: smtp.mails_to(f"staff@{a}.example"), DELIVERY_TIMEOUT_S,
+                 "the e-mail of job.failed", interval=0.5)
+    answers["e-mails received"] = [
+        # the job page's host is the stack's web port
+        _normal([m["To"], m["Subject"], re.sub(r"https?://[^/]+/", "WEB/", m.get_content())],
+                names)
+        for m in smtp.mails_to(f"staff@{a}.example")]
+    # and what the outbox recorded of them once the worker was done (says why, when one did not
+    # arrive)
+    def email_outcomes() -> list[Any]:
+        return su_conn.execute(
+            "select state, attempts, last_error from ledger.email_deliveries where recipient = %s",
+            [f"staff@{a}.example"]).fetchall()
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: all(state != "pending" for state, *_ in email_outcomes()),
+                 DELIVERY_TIMEOUT_S, "the e-mail's outcome recorded", interval=0.2)
+    answers["e-mail deliveries"] = email_outcomes()
     for request in receiver.requests:
         client = request.json().get("data", {}).get("client_id")
         if client in secrets:

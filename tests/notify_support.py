@@ -1,4 +1,5 @@
-"""Helpers of the notification tests: a real HTTP receiver on 127.0.0.1 and signature checks.
+"""Helpers of the notification tests: a real HTTP receiver and a real SMTP server on 127.0.0.1,
+the stack's worker restarted to reach them, and signature checks.
 
 The receiver records every request with the moment it arrived; what it answers is chosen per
 test (a status code, a slow answer, a request held until the test releases it, a redirect).
@@ -11,12 +12,24 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
+
+from stacks import free_ports
+from stepledger.operator import notify
+from stepledger.settings import Settings
 
 
 @dataclass
@@ -123,3 +136,61 @@ def verify_signature(secret: str, request: Received) -> None:
                   if s.startswith("v1,")]
     assert expected in signatures, (request.headers, expected)
     assert abs(int(timestamp) - time.time()) < 300, "webhook-timestamp is not the time of sending"
+
+
+@dataclass
+class SmtpServer:
+    port: int
+    mailbox: Path                               # a maildir: one file per message in new/
+
+    @property
+    def url(self) -> str:
+        """STEPLEDGER_SMTP_URL for this server."""
+        return f"smtp://127.0.0.1:{self.port}?from=alerts@stepledger.test"
+
+    def mails_to(self, recipient: str) -> list[EmailMessage]:
+        new = self.mailbox / "new"
+        messages = [cast(EmailMessage, message_from_bytes(path.read_bytes(), policy=email_policy))
+                    for path in (sorted(new.glob("*")) if new.exists() else [])]
+        return [m for m in messages if m["To"] == recipient]
+
+
+@contextlib.contextmanager
+def smtp_server(directory: Path) -> Iterator[SmtpServer]:
+    """A real SMTP server process (aiosmtpd) on loopback that writes each message to a maildir."""
+    (port,) = free_ports(1)
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+                             "-c", "aiosmtpd.handlers.Mailbox", str(directory / "box")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def accepting() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the SMTP server ended: {proc.stderr.read().decode()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        wait_for(accepting, 15, "the SMTP server accepts connections")
+        yield SmtpServer(port, directory / "box")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def worker_environment(settings: Settings, **variables: str) -> Iterator[Settings]:
+    """The stack's notification worker restarted with these environment variables (as `stepledger
+    up` would start it with them), and restarted as it was at the end."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    notify.stop(settings)
+    notify.start(settings)
+    try:
+        yield settings
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        notify.stop(settings)
+        notify.start(settings)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import jwt
@@ -446,16 +447,18 @@ def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
 def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
                                                   coordinator: psycopg.Connection,
                                                   stack: Settings,
-                                                  su_conn: psycopg.Connection) -> None:
+                                                  su_conn: psycopg.Connection,
+                                                  tmp_path: Path) -> None:
     """Ingest (duplicates, rejections, a token writing for another client), progress, usage and
-    invoices, isolation over HTTP, the vault's and invoices' guarantees: the same answers from
-    the 2-worker cluster as from the single node."""
-    single = citus_contract.run(stack, su_conn, unique("ct"))
-    clustered = citus_contract.run(cluster, coordinator, unique("ct"))
+    invoices, isolation over HTTP, webhooks and e-mail, the vault's and invoices' guarantees: the
+    same answers from the 2-worker cluster as from the single node."""
+    single = citus_contract.run(stack, su_conn, unique("ct"), tmp_path / "single")
+    clustered = citus_contract.run(cluster, coordinator, unique("ct"), tmp_path / "cluster")
     assert single.answers["jobs of A"] and single.answers["invoice of A"]["lines"]
     assert single.answers["A asks for B's jobs"] == []
     assert single.answers["vault update"][0] == "SL205"
     assert single.answers["invoice update"][0] == "SL409"
+    assert len(single.answers["e-mails received"]) == 1, single.answers["e-mails received"]
     differ = {name: {"single node": answer, "cluster": clustered.answers.get(name)}
               for name, answer in single.answers.items() if clustered.answers.get(name) != answer}
     assert not differ, json.dumps(differ, indent=1, default=str)

@@ -12,16 +12,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from email import message_from_bytes
-from email.policy import default as email_policy
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -32,8 +28,15 @@ import pytest
 
 from auth_support import add_user, login
 from billing_support import add_price, make_client, make_pipeline
-from conftest import free_ports
-from notify_support import Answer, Receiver, verify_signature, wait_for
+from notify_support import (
+    Answer,
+    Receiver,
+    SmtpServer,
+    smtp_server,
+    verify_signature,
+    wait_for,
+    worker_environment,
+)
 from stepledger.operator import notify
 from stepledger.settings import Settings
 
@@ -42,46 +45,17 @@ ALL_JOB_EVENTS = ["job.failed", "job.recovered", "job.stalled", "job.completed"]
 
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """A real SMTP server process (aiosmtpd) on loopback that writes each message to a maildir."""
-    maildir = tmp_path_factory.mktemp("maildir")
-    (port,) = free_ports(1)
-    proc = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-                             "-c", "aiosmtpd.handlers.Mailbox", str(maildir / "box")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        import socket
-
-        def accepting() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        wait_for(accepting, 15, "the SMTP server accepts connections")
-        yield port, maildir / "box"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    with smtp_server(tmp_path_factory.mktemp("maildir")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings, smtp_server: tuple[int, Path]) -> Iterator[Settings]:
+def worker(settings: Settings, smtp: SmtpServer) -> Iterator[Settings]:
     """The stack's worker, restarted with private targets allowed and e-mail configured."""
-    saved = {k: os.environ.get(k) for k in ("STEPLEDGER_WEBHOOK_ALLOW_PRIVATE",
-                                            "STEPLEDGER_SMTP_URL")}
-    os.environ["STEPLEDGER_WEBHOOK_ALLOW_PRIVATE"] = "1"
-    os.environ["STEPLEDGER_SMTP_URL"] = \
-        f"smtp://127.0.0.1:{smtp_server[0]}?from=alerts@stepledger.test"
-    notify.stop(settings)
-    notify.start(settings)
-    try:
+    with worker_environment(settings, STEPLEDGER_WEBHOOK_ALLOW_PRIVATE="1",
+                            STEPLEDGER_SMTP_URL=smtp.url):
         yield settings
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        notify.stop(settings)
-        notify.start(settings)
 
 
 @pytest.fixture(scope="module")
@@ -557,7 +531,7 @@ def test_secret_shown_once_rotation_test_send_redeliver_delete(
 # -- e-mail --------------------------------------------------------------------------------------
 def test_email_opt_in_sends_job_failed_through_a_real_smtp_server(
         worker: Settings, su_conn: psycopg.Connection, api: Callable[..., httpx.Client],
-        catalog: dict[str, str], tenant: Tenant, smtp_server: tuple[int, Path]) -> None:
+        catalog: dict[str, str], tenant: Tenant, smtp: SmtpServer) -> None:
     email = f"ops-{uuid.uuid4().hex[:8]}@{tenant.client_id}.example"
     add_user(su_conn, email, ["client"], tenant.client_id)
     token = login(api(), email).json()["token"]
@@ -570,15 +544,8 @@ def test_email_opt_in_sends_job_failed_through_a_real_smtp_server(
         .json()["code"] == "SL602"
     job = f"job-{uuid.uuid4().hex[:8]}"
     tenant.ingest([tenant.event(catalog["two"], job, "prepare", "failed")])
-
-    def mails() -> list[Any]:
-        found = []
-        for path in (smtp_server[1] / "new").glob("*") if (smtp_server[1] / "new").exists() else []:
-            message = message_from_bytes(path.read_bytes(), policy=email_policy)
-            if message["To"] == email:
-                found.append(message)
-        return found
-    (mail,) = wait_for(mails, 15, "the e-mail in the SMTP server's mailbox", interval=0.2)
+    (mail,) = wait_for(lambda: smtp.mails_to(email), 15, "the e-mail in the SMTP server's mailbox",
+                       interval=0.2)
     assert job in mail["Subject"] and "failed" in mail["Subject"]
     text = mail.get_content()
     assert "GPU_OOM" in text and f"/#/jobs/{tenant.client_id}/{job}" in text

@@ -205,8 +205,12 @@ comment on function ledger.next_notification_due() is 'Delivery worker: seconds 
 
 create or replace function ledger.claim_email_deliveries(p_limit integer default 20)
 returns table (email_delivery_id uuid, attempt integer, recipient text, event_type text, body jsonb)
-language sql volatile set search_path = pg_catalog, pg_temp as $$
-  -- Leases due e-mails to the calling worker, as claim_webhook_deliveries does for webhooks.
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+#variable_conflict use_column
+-- Leases due e-mails to the calling worker, as claim_webhook_deliveries does for webhooks. In
+-- PL/pgSQL: on a Citus coordinator a SQL function's parameters make the statement unplannable.
+begin
+  return query
   with picked as (
     select e.email_delivery_id
       from ledger.email_deliveries e
@@ -222,7 +226,8 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
     returning e.email_delivery_id, e.attempts, e.recipient, e.message_seq
   )
   select l.email_delivery_id, l.attempts, l.recipient, m.event_type::text, m.body
-    from leased l join ledger.notification_messages m on m.message_seq = l.message_seq
+    from leased l join ledger.notification_messages m on m.message_seq = l.message_seq;
+end
 $$;
 comment on function ledger.claim_email_deliveries(integer) is 'Delivery worker: leases due e-mails.';
 
@@ -235,8 +240,9 @@ declare
   v_settings ledger.notification_settings := ledger._notification_settings();
   e ledger.email_deliveries;
   v_outcome text;
-  v_now timestamptz := now();  -- a value in CASE (claim_webhook_deliveries says why)
-  v_retry_delay interval;
+  -- values in CASE (claim_webhook_deliveries says why; timestamptz + interval is not immutable)
+  v_now timestamptz := now();
+  v_retry_at timestamptz;
 begin
   select * into e from ledger.email_deliveries x where x.email_delivery_id = p_email_delivery_id for update;
   if not found or e.attempts <> p_attempt or e.state <> 'pending' then
@@ -246,13 +252,13 @@ begin
                     when now() - e.created_at >= v_settings.retry_for then 'failed'
                     else 'retry' end;
   if v_outcome = 'retry' then
-    v_retry_delay := ledger._retry_delay(p_attempt);
+    v_retry_at := v_now + ledger._retry_delay(p_attempt);
   end if;
   update ledger.email_deliveries x
      set state = case v_outcome when 'retry' then 'pending' else v_outcome end,
          lease_until = null, last_error = left(p_error, 500),
          sent_at = case when v_outcome = 'sent' then v_now end,
-         next_attempt_at = case when v_outcome = 'retry' then v_now + v_retry_delay
+         next_attempt_at = case when v_outcome = 'retry' then v_retry_at
                                 else x.next_attempt_at end
    where x.email_delivery_id = e.email_delivery_id;
   return v_outcome;

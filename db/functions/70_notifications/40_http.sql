@@ -246,6 +246,8 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
   v_user uuid := ledger._caller_user_id();
   v_bad text;
+  v_events ledger.notification_event[];
+  v_now timestamptz;
 begin
   if auth.role() not in ('admin', 'client') or v_user is null
      or not exists (select from auth.users u where u.user_id = v_user and u.disabled_at is null) then
@@ -260,9 +262,13 @@ begin
   if coalesce(cardinality(events), 0) = 0 then
     delete from ledger.email_subscriptions s where s.user_id = v_user;
   else
+    -- values computed apart: on a Citus cluster an INSERT takes no subquery, and its DO UPDATE
+    -- no now()
+    v_events := (select array_agg(distinct e order by e) from unnest(events) e);
+    v_now := now();
     insert into ledger.email_subscriptions as s (user_id, events)
-    values (v_user, (select array_agg(distinct e order by e) from unnest(events) e)::ledger.notification_event[])
-    on conflict (user_id) do update set events = excluded.events, updated_at = now();
+    values (v_user, v_events)
+    on conflict (user_id) do update set events = excluded.events, updated_at = v_now;
   end if;
   return jsonb_build_object('events', coalesce((select to_jsonb(s.events) from ledger.email_subscriptions s
                                                  where s.user_id = v_user), '[]'::jsonb),
