@@ -343,7 +343,8 @@ def test_the_demo_runs_on_the_cluster(cluster: Settings) -> None:
 def test_the_web_app_shows_a_client_its_jobs_from_the_workers(
         cluster: Settings, coordinator: psycopg.Connection) -> None:
     """Web smoke on the cluster: a client user signs in with the form in Chromium and sees its
-    own jobs, as many as GET /jobs answers it, and no other client's."""
+    own jobs, as many as GET /jobs answers it, and no other client's; the app's GET /jobs names
+    the client, which routes it to one worker (test_a_clients_jobs_are_read_from_one_worker)."""
     from playwright.sync_api import expect, sync_playwright
 
     client = "st-mary"
@@ -366,6 +367,9 @@ def test_the_web_app_shows_a_client_its_jobs_from_the_workers(
             refused: list[str] = []  # said in the failure, if any
             page.on("response", lambda r: refused.append(f"{r.status} {r.url}: {r.text()}")
                     if "/api/" in r.url and r.status >= 400 else None)
+            jobs_requests: list[str] = []
+            page.on("request", lambda r: jobs_requests.append(r.url)
+                    if "/api/jobs?" in r.url else None)
             page.goto(f"{cluster.web_url}/")
             page.get_by_label("Email").fill(email)
             page.get_by_label("Password").fill(PASSWORD)
@@ -381,6 +385,9 @@ def test_the_web_app_shows_a_client_its_jobs_from_the_workers(
         finally:
             browser.close()
     assert set(shown) == {client}
+    # the app names the client too, so the cluster reads one worker, not every shard
+    assert jobs_requests and all(f"client_id=eq.{client}" in url for url in jobs_requests), \
+        jobs_requests
 
 
 # -- the product's schema, distributed (ADR 0012, Decision 3) ------------------------------------

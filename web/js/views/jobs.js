@@ -157,9 +157,12 @@ export function render(main, ctx) {
         fillSelects();
       }
       const offset = (filters.page - 1) * PAGE_SIZE;
+      // Row-level security keeps a client to its own jobs; naming its client as well lets a
+      // Citus cluster read them from the one worker that holds them, not from every shard.
+      const scoped = ctx.isAdmin ? filters : { ...filters, client: ctx.session.client_id };
       const [page, counts] = await Promise.all([
-        listJobs(filters, { offset, limit: PAGE_SIZE }),
-        jobCounts(filters),
+        listJobs(scoped, { offset, limit: PAGE_SIZE }),
+        jobCounts(scoped),
       ]);
       if (seq !== loadSeq || ctx.signal.aborted) return;
       replace(monthNote, filters.month ? `Jobs started in ${fmt.period(filters.month)} (UTC).` : '');
