@@ -527,3 +527,50 @@ def test_migrate_runs_again_on_the_distributed_schema(cluster: Settings) -> None
     from stepledger.schema import migrate as migrate_mod
     result = migrate_mod.migrate(cluster)
     assert result["citus"]["reference"] == [] and result["citus"]["distributed"] == []
+
+
+# The forms of ALTER TABLE a migration may use on a cluster, and the verdict of the rule the
+# migration runner checks pending migrations with (citus.alter_table_refusals).
+ALTER_TABLE_FORMS = [
+    "alter table ledger.jobs add column probe_a integer",
+    "alter table ledger.jobs add column probe_a integer, add column probe_b integer",
+    "alter table ledger.jobs add column probe_a integer check (probe_a > 0)",
+    "alter table ledger.jobs add column probe_a integer references ledger.pipelines (pipeline)",
+    "alter table ledger.jobs add constraint probe_check check (steps_done >= 0)",
+    "alter table ledger.jobs alter column events set default 0, "
+    "add constraint probe_check check (events >= 0)",
+]
+
+
+@pytest.mark.parametrize("statement", ALTER_TABLE_FORMS)
+def test_the_alter_table_rule_is_what_the_coordinator_refuses(cluster: Settings,
+                                                               coordinator: psycopg.Connection,
+                                                               statement: str) -> None:
+    """The runner's rule says exactly which forms the coordinator refuses on a distributed table,
+    through the extended protocol (the runner's driver) or the simple one (psql, by hand), so a
+    migration is refused before anything is applied, never halfway (ADR 0012)."""
+    try:
+        with coordinator.transaction(force_rollback=True):
+            coordinator.execute("set local role stepledger_owner")
+            coordinator.execute(statement)
+        refused = ""
+    except psycopg.Error as exc:
+        refused = str(exc.diag.message_primary)
+    by_hand = subprocess.run(["psql", cluster.dsn("stepledger_owner"), "-X", "-q",
+                              "-v", "ON_ERROR_STOP=1",
+                              "-c", "begin", "-c", statement, "-c", "rollback"],
+                             capture_output=True, text=True, timeout=60)
+    refused += by_hand.stderr if by_hand.returncode else ""
+    assert bool(citus.alter_table_refusals(statement)) == bool(refused), refused
+
+
+def test_migrate_refuses_a_migration_the_cluster_would_refuse(cluster: Settings,
+                                                              tmp_path: Path) -> None:
+    from stepledger import StepledgerError
+    from stepledger.schema import migrate as migrate_mod
+    pending = tmp_path / "9999_probe.sql"
+    pending.write_text("alter table ledger.jobs add column probe integer check (probe > 0);\n")
+    with pytest.raises(StepledgerError) as refused:
+        migrate_mod._check_for_citus(cluster, [pending])
+    assert "9999_probe.sql: ALTER TABLE ledger.jobs add column probe" in str(refused.value)
+    assert "ADD CONSTRAINT name" in str(refused.value)

@@ -106,3 +106,14 @@ def test_monthly_partitions_exist_ahead(su_conn: psycopg.Connection) -> None:
     # last month, this month and three ahead, plus the default partition
     assert dict(rows) == {"vault": 6, "events": 6}
     assert su_conn.execute("select ledger.ensure_partitions()").fetchone() == (0,)
+
+
+def test_migrations_since_the_cluster_path_use_forms_a_coordinator_takes(
+        settings: Settings) -> None:
+    """A migration after 0090 (from which a database may be a distributed Citus cluster) runs on
+    distributed tables there: no ALTER TABLE form the coordinator refuses (ADR 0012)."""
+    from stepledger.stack import citus
+    since = sorted((settings.repo_root / "db" / "migrations").glob("*.sql"))
+    refused = {path.name: citus.alter_table_refusals(path.read_text()) for path in since
+               if int(path.name.split("_", 1)[0]) > 90}
+    assert len(refused) >= 3 and not any(refused.values()), refused

@@ -2,7 +2,10 @@
 -- (ledger._fold_client_progress) instead of summed from its steps on every read of GET /jobs: a
 -- read of one page then costs the same however many jobs and steps a client has, and on a Citus
 -- cluster it is a plain read of the jobs table, routed to the client's worker (ADR 0012).
-alter table ledger.jobs add column retries integer not null default 0 check (retries >= 0);
+-- One subcommand per statement and constraints by name: a Citus coordinator refuses the other
+-- forms on a distributed table (ADR 0012); the name is the one PostgreSQL gives an inline CHECK.
+alter table ledger.jobs add column retries integer not null default 0;
+alter table ledger.jobs add constraint jobs_retries_check check (retries >= 0);
 alter table ledger.jobs add column last_error_retryable boolean;
 comment on column ledger.jobs.retries is
   'Attempts beyond the first, over all steps of the job.';

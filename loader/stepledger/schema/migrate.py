@@ -3,7 +3,8 @@
 Order (docs/architecture.md):
 1. db/bootstrap/*.sql as the superuser: roles, extensions, the JSON Schema functions;
 2. the stack's passwords for its login roles;
-3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed;
+3. db/migrations/ through yoyo, as the owner: numbered, never edited once landed; on a Citus
+   cluster whose tables are distributed, checked first for the ALTER TABLE forms it refuses;
 4. immutable wrappers generated from schemas/*.json and the envelope compiled to SQL
    (`ledger.step_event_v1_valid`, ADR 0003), which ingest classifies with (the events table
    guards the envelope with CHECKs on its typed columns, migration 0080, ADR 0014);
@@ -133,8 +134,23 @@ def apply_migrations(settings: Settings) -> list[str]:
     migrations = read_migrations(str(settings.repo_root / "db" / "migrations"))
     with backend.lock():
         pending = backend.to_apply(migrations)
+        if pending:
+            _check_for_citus(settings, [Path(m.path) for m in pending])
         backend.apply_migrations(pending)
     return [m.id for m in pending]
+
+
+def _check_for_citus(settings: Settings, paths: list[Path]) -> None:
+    """On a cluster whose tables are distributed, refuse before applying anything the migrations
+    whose ALTER TABLE statements a coordinator would refuse (ADR 0012), saying what to write."""
+    with psycopg.connect(settings.dsn("stepledger_owner")) as conn:
+        if not citus.has_distributed_tables(conn):
+            return
+    refusals = [f"{path.name}: {refusal}" for path in paths
+                for refusal in citus.alter_table_refusals(path.read_text())]
+    if refusals:
+        raise StepledgerError("migrations a Citus coordinator would refuse; nothing applied:\n  "
+                              + "\n  ".join(refusals))
 
 
 def install_schema_functions(conn: psycopg.Connection, schemas_dir: Path) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import psycopg
+import sqlparse
 from psycopg import sql
 
 from stepledger import StepledgerError
@@ -221,6 +223,63 @@ def drop_functions_over_shard_types(conn: psycopg.Connection) -> list[str]:
 # Parameters the owner stores as BI logins' role defaults, which Citus propagates to the workers
 # (db/bootstrap grants them on the coordinator): the client binding and the temp file limit.
 OWNER_ROLE_PARAMETERS = ("stepledger.client_id", "temp_file_limit")
+
+
+# -- migrations on a distributed schema ----------------------------------------------------------
+# Once tables are distributed, a coordinator refuses some forms of ALTER TABLE that PostgreSQL
+# takes (Citus 13.2, commands/table.c): a constraint, a partition or a trigger switch together
+# with other subcommands ("cannot execute ADD CONSTRAINT command with other subcommands"), and a
+# column added with a constraint of its own, which Citus wants named ("cannot execute ADD COLUMN
+# command with PRIMARY KEY, UNIQUE, FOREIGN and CHECK constraints").
+_ALONE = re.compile(r"(add\s+(constraint|primary|unique|foreign|check|exclude)\b"
+                    r"|(attach|detach)\s+partition\b"
+                    r"|(enable|disable)\s+((always|replica)\s+)?trigger\b)", re.I)
+_ADD_COLUMN = re.compile(r"add\s+(?!(constraint|primary|unique|foreign|check|exclude)\b)", re.I)
+_COLUMN_CONSTRAINT = re.compile(r"\b(check\s*\(|unique\b|primary\s+key\b|references\b)", re.I)
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """The text split at its commas outside parentheses and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def alter_table_refusals(text: str) -> list[str]:
+    """The ALTER TABLE statements of a migration that a coordinator with distributed tables
+    refuses, each with what to write instead."""
+    refusals = []
+    for statement in sqlparse.split(sqlparse.format(text, strip_comments=True)):
+        words = " ".join(statement.split()).rstrip(";")
+        head = re.match(r"(?i)alter\s+table\s+(if\s+exists\s+)?(only\s+)?(\S+)\s+", words)
+        if not head:
+            continue
+        subcommands = [p.strip() for p in _top_level_parts(words[head.end():])]
+        alone = [sub.split()[0:2] for sub in subcommands if _ALONE.match(sub)]
+        if alone and len(subcommands) > 1:
+            refusals.append(f"ALTER TABLE {head.group(3)}: {' '.join(alone[0]).upper()} with "
+                            "other subcommands: write it in a statement of its own")
+        refusals += [f"ALTER TABLE {head.group(3)} {sub}: add the column, then its constraint "
+                     "by name (ADD CONSTRAINT name ...)" for sub in subcommands
+                     if _ADD_COLUMN.match(sub) and _COLUMN_CONSTRAINT.search(sub)]
+    return refusals
+
+
+def has_distributed_tables(conn: psycopg.Connection) -> bool:
+    """True on a coordinator whose tables were distributed (by an earlier migrate)."""
+    return is_coordinator(conn) and bool(conn.execute(
+        "select exists (select from pg_dist_partition)").fetchone()[0])
 
 
 def bootstrap_workers(conn: psycopg.Connection) -> None:
