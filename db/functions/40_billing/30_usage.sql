@@ -194,34 +194,73 @@ comment on function ledger._usage_lines(text, date, date) is
 -- Freshness of the usage lines
 -- ---------------------------------------------------------------------------------------------
 
+create or replace view ledger.usage_last_refresh with (security_invoker = true) as
+-- The last usage refresh (no row before the first): when it ran, and the snapshot it started
+-- from, whose changes are in the usage lines.
+select r.refresh_id, r.started_at, r.finished_at, r.duration_ms, r.snapshot
+  from ledger.billing_refreshes r
+ order by r.refresh_id desc
+ limit 1;
+comment on view ledger.usage_last_refresh is
+  'The last usage refresh: when it ran and the snapshot whose changes the usage lines hold.';
+
 create or replace function ledger._usage_refresh_snapshot() returns pg_snapshot
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
   -- the snapshot the last usage refresh started from (null before the first)
-  select r.snapshot from ledger.billing_refreshes r order by r.refresh_id desc limit 1
+  select r.snapshot from ledger.usage_last_refresh r
 $$;
 comment on function ledger._usage_refresh_snapshot() is
   'The snapshot of the last usage refresh: the changes it saw are in the usage lines.';
 
+create or replace view ledger.usage_unseen_months with (security_invoker = true) as
+-- Per client ('' is every client), the months whose usage changed in a transaction that the
+-- last refresh's snapshot could not see: their lines are stale. No row before the first refresh
+-- (every month is stale then, ledger.usage_lines_current). The change rows as the caller sees
+-- them. Set-based, so that a view reads it once per statement: on a Citus cluster the snapshot
+-- is read on the coordinator (a subquery over a plain local table, planned apart) and the
+-- change rows on the workers, where a function reading distributed tables cannot run (ADR 0012).
+select ch.client_id, range_agg(daterange(ch.period_from, ch.period_to, '[]')) as months
+  from ledger.billing_changes ch
+ where not pg_visible_in_snapshot(ch.xid, (select r.snapshot from ledger.usage_last_refresh r))
+ group by ch.client_id;
+comment on view ledger.usage_unseen_months is
+  'Months of each client ('''' = every client) with usage changes the last usage refresh has not seen.';
+
+create or replace function ledger._usage_month_stale(p_period date, p_refreshed_at timestamptz,
+                                                     p_client_unseen datemultirange,
+                                                     p_all_unseen datemultirange)
+returns boolean
+language sql immutable parallel safe
+as $$
+  -- The usage lines of a client's month are stale before the first refresh, and when the month
+  -- is among the client's or every client's unseen months (ledger.usage_unseen_months). Values
+  -- only, no table: a view applies it per line, also on a Citus worker.
+  select p_refreshed_at is null
+      or coalesce(p_client_unseen @> p_period, false)
+      or coalesce(p_all_unseen @> p_period, false)
+$$;
+comment on function ledger._usage_month_stale(date, timestamptz, datemultirange, datemultirange) is
+  'Whether the usage lines of a month are stale, given the last refresh and the unseen months.';
+
 create or replace function ledger._usage_fresh(p_client_id text, p_period date) returns boolean
 language plpgsql stable
 as $$
--- True when the usage lines (as the caller sees them) hold every change to this client's
--- usage in this period: no change row whose transaction the last refresh could not see.
--- PL/pgSQL, not SQL, and the refresh read on its own: Citus plans no statement with a SQL
--- function's parameters, nor one joining its tables with a plain local table (ADR 0012).
+-- True when the usage lines (as the caller sees them) hold every change to this client's usage
+-- in this period (ledger._usage_month_stale), for one client and month on the coordinator
+-- (invoices). Each read a statement of its own: on a Citus cluster each is planned apart (the
+-- client's months on its worker).
 declare
-  v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
+  v_refreshed_at timestamptz;
+  v_client_unseen datemultirange;
+  v_all_unseen datemultirange;
 begin
-  if v_snapshot is null then
-    return false;
-  end if;
-  return not exists (
-           select 1 from ledger.billing_changes ch
-            where ch.client_id in (p_client_id, '')
-              and ch.period_from <= p_period and p_period <= ch.period_to
-              and not pg_visible_in_snapshot(ch.xid, v_snapshot));
+  select r.finished_at into v_refreshed_at from ledger.usage_last_refresh r;
+  select u.months into v_client_unseen from ledger.usage_unseen_months u
+   where u.client_id = p_client_id;
+  select u.months into v_all_unseen from ledger.usage_unseen_months u where u.client_id = '';
+  return not ledger._usage_month_stale(p_period, v_refreshed_at, v_client_unseen, v_all_unseen);
 end
 $$;
 comment on function ledger._usage_fresh(text, date) is
@@ -232,8 +271,8 @@ language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 -- The change rows (as the caller sees them) that the last usage refresh could not see: what
--- GET /usage_freshness counts. The refresh is read on its own, as in _usage_fresh: Citus plans
--- no subquery over its tables that refers to a plain local table's row.
+-- GET /usage_freshness counts. The refresh is read on its own: Citus plans no subquery over its
+-- tables that refers to a plain local table's row.
 declare
   v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
   v_pending bigint;
