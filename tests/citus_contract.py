@@ -345,8 +345,11 @@ def _usage_while_unseen(settings: Settings, su_conn: psycopg.Connection, api: ht
                         a: str, b: str, headers: dict[str, dict[str, str]],
                         usage_current: Any) -> dict[str, Any]:
     """GET /usage, its freshness, the usage reports and A's draft invoice while a change of A's
-    month, then one of every client, is logged but unseen by the usage refresh (held off by its
-    lock), and once the refresh has seen them: each line's `stale` as the change log says."""
+    month, then one of every client, is logged but not absorbed by the usage refresh (held off by
+    its lock), and once it is: each line's `stale` as the change log says. A's change carries
+    the id of a transaction that the last refresh's snapshot saw, as a change does on a cluster
+    for an instant after a refresh committed on the coordinator and before it committed on the
+    worker that holds the client's lines: a row still in the log is unseen, whatever its id."""
     answers: dict[str, Any] = {}
     month = f"{PERIOD}-01"
 
@@ -366,18 +369,27 @@ def _usage_while_unseen(settings: Settings, su_conn: psycopg.Connection, api: ht
                     " where client_id = any(%s) group by 1, 2, 3 order by 1, 2, 3",
                     [[a, b]])]
 
-    def log_change(client_id: str) -> None:
+    def log_change(client_id: str, xid: str | None = None) -> None:
         # the transaction's id asked for in a statement of its own (the coordinator's)
         with su_conn.transaction():
-            (xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
+            if xid is None:
+                (xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
             su_conn.execute(
                 "insert into ledger.billing_changes (client_id, period_from, period_to, reason, "
                 "xid) values (%s, %s::date, %s::date, 'rebuild', %s::xid8)",
                 [client_id, month, month, xid])
 
+    # a transaction committed before the next refresh starts, so that its snapshot sees it
+    with su_conn.transaction():
+        (seen_xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
+    last = su_conn.execute("select max(refresh_id) from ledger.billing_refreshes").fetchone()[0]
+    with contextlib.suppress(AssertionError):  # on a timeout the answers below differ
+        wait_for(lambda: su_conn.execute(
+            "select max(refresh_id) > %s from ledger.billing_refreshes", [last]).fetchone()[0],
+            20, "a usage refresh", interval=0.2)
     with psycopg.connect(settings.dsn("postgres")) as holder:
         holder.execute("select pg_advisory_xact_lock(hashtext('stepledger.refresh_usage'))")
-        log_change(a)
+        log_change(a, seen_xid)
         read("while its month is unseen")
         log_change("")
         read("while every month is unseen")

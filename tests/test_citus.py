@@ -494,6 +494,14 @@ def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
     assert single.answers["A asks for B's jobs"] == []
     assert single.answers["vault update"][0] == "SL205"
     assert single.answers["invoice update"][0] == "SL409"
+    # usage is stale exactly where a change is not absorbed yet (a change of A, then of all)
+    stale = {name: {r["stale"] for r in single.answers[f"usage of {name}"]} for name in (
+        "A while its month is unseen", "B while its month is unseen",
+        "B while every month is unseen", "A once seen", "B once seen")}
+    assert stale == {"A while its month is unseen": {True}, "B while its month is unseen": {False},
+                     "B while every month is unseen": {True}, "A once seen": {False},
+                     "B once seen": {False}}, stale
+    assert single.answers["usage alert crossed"], "the refresh announced A's month"
     differ = {name: {"single node": answer, "cluster": clustered.answers.get(name)}
               for name, answer in single.answers.items() if clustered.answers.get(name) != answer}
     assert not differ, json.dumps(differ, indent=1, default=str)

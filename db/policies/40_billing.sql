@@ -87,7 +87,7 @@ revoke execute on function
   ledger._sees_all_clients(), ledger._actor(), ledger._months_between(date, date),
   ledger._charges_from_events(text, date, date),
   ledger._usage_lines_of(text, date, date, text), ledger._usage_lines(text, date, date),
-  ledger._usage_refresh_snapshot(), ledger._usage_fresh(text, date),
+  ledger._usage_fresh(text, date),
   ledger._usage_month_stale(date, timestamptz, datemultirange, datemultirange),
   ledger._usage_changes_pending(), ledger._normalized_tiers(jsonb),
   ledger._client_billing_currency(text, text),
@@ -108,14 +108,14 @@ grant execute on function
   ledger._sees_all_clients(), ledger._months_between(date, date),
   ledger._charges_from_events(text, date, date),
   ledger._usage_lines_of(text, date, date, text), ledger._usage_lines(text, date, date),
-  ledger._usage_refresh_snapshot(), ledger._usage_fresh(text, date),
+  ledger._usage_fresh(text, date),
   ledger._usage_month_stale(date, timestamptz, datemultirange, datemultirange),
   ledger._usage_changes_pending(), ledger._period_lines(text, date[]),
   ledger._invoice_lines(text, date), ledger._invoice_json(text, date),
   ledger._sum_amounts(jsonb, text), ledger._invoice_for_caller(text, text)
   to client, admin;
 grant execute on function ledger._month(timestamptz), ledger._sees_all_clients(),
-                          ledger._usage_refresh_snapshot(), ledger._usage_fresh(text, date),
+                          ledger._usage_fresh(text, date),
                           ledger._usage_month_stale(date, timestamptz, datemultirange,
                                                     datemultirange),
                           ledger._usage_changes_pending()

@@ -196,7 +196,7 @@ comment on function ledger._usage_lines(text, date, date) is
 
 create or replace view ledger.usage_last_refresh with (security_invoker = true) as
 -- The last usage refresh (no row before the first): when it ran, and the snapshot it started
--- from, whose changes are in the usage lines.
+-- from (the changes it saw are in the usage lines).
 select r.refresh_id, r.started_at, r.finished_at, r.duration_ms, r.snapshot
   from ledger.billing_refreshes r
  order by r.refresh_id desc
@@ -204,29 +204,25 @@ select r.refresh_id, r.started_at, r.finished_at, r.duration_ms, r.snapshot
 comment on view ledger.usage_last_refresh is
   'The last usage refresh: when it ran and the snapshot whose changes the usage lines hold.';
 
-create or replace function ledger._usage_refresh_snapshot() returns pg_snapshot
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-  -- the snapshot the last usage refresh started from (null before the first)
-  select r.snapshot from ledger.usage_last_refresh r
-$$;
-comment on function ledger._usage_refresh_snapshot() is
-  'The snapshot of the last usage refresh: the changes it saw are in the usage lines.';
+-- The freshness rule no longer compares the change log with the last refresh's snapshot
+-- (ledger.usage_unseen_months says why).
+drop function if exists ledger._usage_refresh_snapshot();
 
 create or replace view ledger.usage_unseen_months with (security_invoker = true) as
--- Per client ('' is every client), the months whose usage changed in a transaction that the
--- last refresh's snapshot could not see: their lines are stale. No row before the first refresh
--- (every month is stale then, ledger.usage_lines_current). The change rows as the caller sees
--- them. Set-based, so that a view reads it once per statement: on a Citus cluster the snapshot
--- is read on the coordinator (a subquery over a plain local table, planned apart) and the
--- change rows on the workers, where a function reading distributed tables cannot run (ADR 0012).
+-- Per client ('' is every client), the months of the change rows (as the caller sees them) that
+-- no refresh has absorbed yet: their lines are stale. A refresh deletes the rows its snapshot
+-- saw in the transaction that rewrites their lines, so a row still here is one the last refresh
+-- did not see. On a Citus cluster the rows of a client and its lines are on the same worker,
+-- deleted and rewritten in one transaction there, so a reader never sees the old lines of its
+-- client without their rows (the refresh commits on the coordinator before the workers: a rule
+-- comparing the rows with the coordinator's refresh snapshot would, for an instant). Set-based,
+-- so that a view reads it once per statement, and never in a function called per line (which
+-- could not read a distributed table on a shard, ADR 0012).
 select ch.client_id, range_agg(daterange(ch.period_from, ch.period_to, '[]')) as months
   from ledger.billing_changes ch
- where not pg_visible_in_snapshot(ch.xid, (select r.snapshot from ledger.usage_last_refresh r))
  group by ch.client_id;
 comment on view ledger.usage_unseen_months is
-  'Months of each client ('''' = every client) with usage changes the last usage refresh has not seen.';
+  'Months of each client ('''' = every client) with usage changes that no usage refresh has absorbed yet.';
 
 create or replace function ledger._usage_month_stale(p_period date, p_refreshed_at timestamptz,
                                                      p_client_unseen datemultirange,
@@ -270,20 +266,13 @@ create or replace function ledger._usage_changes_pending() returns bigint
 language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
--- The change rows (as the caller sees them) that the last usage refresh could not see: what
--- GET /usage_freshness counts. The refresh is read on its own: Citus plans no subquery over its
--- tables that refers to a plain local table's row.
-declare
-  v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
-  v_pending bigint;
+-- The change rows (as the caller sees them) that no usage refresh has absorbed yet (null before
+-- the first refresh): what GET /usage_freshness counts, the rows of ledger.usage_unseen_months.
 begin
-  if v_snapshot is null then
+  if not exists (select 1 from ledger.usage_last_refresh) then
     return null;
   end if;
-  select count(*) into v_pending
-    from ledger.billing_changes ch
-   where not pg_visible_in_snapshot(ch.xid, v_snapshot);
-  return v_pending;
+  return (select count(*) from ledger.billing_changes ch);
 end
 $$;
 comment on function ledger._usage_changes_pending() is
