@@ -455,9 +455,9 @@ def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
 def test_a_clients_usage_is_read_from_its_worker(cluster: Settings,
                                                 coordinator: psycopg.Connection) -> None:
     """The usage lines are distributed with the facts, and a client's GET /usage?client_id=eq.C
-    reads its lines and their staleness on the worker that holds C: the refresh's snapshot is
-    read apart on the coordinator (a plain local table), not by a function per line (which
-    could not run on a shard)."""
+    reads its lines and their staleness on the worker that holds C: the last refresh is read
+    apart on the coordinator (a plain local table), not by a function per line (which could not
+    run on a shard)."""
     client = "st-mary"
     assert citus.distribution(coordinator).get("ledger.usage_lines_monthly") == \
         "distributed by client_id"
