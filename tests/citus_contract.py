@@ -219,6 +219,9 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
                                            if isinstance(body, list) else body]
         answers["usage of A"] = api.get("/usage", params={"order": "period,pipeline,step"},
                                         headers=as_token(sessions[a])).json()
+        answers.update(_usage_while_unseen(settings, su_conn, api, a, b,
+                                           {c: as_token(sessions[c]) for c in (a, b)},
+                                           usage_current))
         headers = as_token(admin)
         answers["admin's jobs"] = api.get(
             "/jobs", params={"client_id": f"in.({a},{b})", "order": "client_id,job_id"},
@@ -242,6 +245,29 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
         answers["replay run"] = su_conn.execute(
             "select replayed, accepted, duplicates, rejected from ledger.replays "
             " where replay_id = %s", [replayed.json().get("replay_id")]).fetchall()
+
+        # A usage alert crossed by a job completed this month: the refresh that rewrote the
+        # lines writes usage.threshold_crossed (on a cluster after its writes to the shards).
+        api.headers.update(as_token(token[a]))
+        now = datetime.now(UTC)
+        plan = simulate.JobPlan(a, "job-now", max(now - timedelta(hours=2),
+                                                  now.replace(day=1, hour=0, minute=0, second=0,
+                                                              microsecond=0)), "completed")
+        su_conn.execute("insert into ledger.usage_alerts (client_id, amount, currency, set_by) "
+                        "values (%s, 0.01, 'EUR', 'contract')", [a])
+        answers["ingest this month"] = ingest(
+            api, list(simulate.job_events(plan, random.Random(6), now))).json()
+        api.headers.pop("Authorization")
+
+        def crossed() -> list[Any]:
+            return su_conn.execute(
+                "select m.event_type, m.body->'data'->>'threshold', m.body->'data'->>'currency',"
+                "       m.body->'data'->>'period' = to_char(now() at time zone 'UTC', 'YYYY-MM')"
+                "  from ledger.notification_messages m where m.client_id = %s "
+                "   and m.event_type = 'usage.threshold_crossed'", [a]).fetchall()
+        with contextlib.suppress(AssertionError):  # on a timeout the answer below differs
+            wait_for(crossed, 20, "usage.threshold_crossed of A", interval=0.5)
+        answers["usage alert crossed"] = crossed()
 
     # Notifications: the stall scan (the scheduler's task, run here at once) and the worker's
     # delivery of job.failed and job.stalled to the clients' webhooks, signed.
@@ -317,6 +343,65 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
         except psycopg.Error as exc:
             answers[name] = [exc.sqlstate, exc.diag.message_primary]
     return Scenario(tag, a, b, _normal(answers, names))
+
+
+def _usage_while_unseen(settings: Settings, su_conn: psycopg.Connection, api: httpx.Client,
+                        a: str, b: str, headers: dict[str, dict[str, str]],
+                        usage_current: Any) -> dict[str, Any]:
+    """GET /usage, its freshness, the usage reports and A's draft invoice while a change of A's
+    month, then one of every client, is logged but not absorbed by the usage refresh (held off by
+    its lock), and once it is: each line's `stale` as the change log says. A's change carries
+    the id of a transaction that the last refresh's snapshot saw, as a change does on a cluster
+    for an instant after a refresh committed on the coordinator and before it committed on the
+    worker that holds the client's lines: a row still in the log is unseen, whatever its id."""
+    answers: dict[str, Any] = {}
+    month = f"{PERIOD}-01"
+
+    def read(label: str) -> None:
+        for c in (a, b):
+            answers[f"usage of {c} {label}"] = api.get(
+                "/usage", params={"order": "period,pipeline,step"}, headers=headers[c]).json()
+        fresh = api.get("/usage_freshness", headers=headers[a]).json()
+        answers[f"usage freshness of {a} {label}"] = [r["pending_changes"] for r in fresh]
+        answers[f"invoice of {a} {label}"] = api.post(
+            "/rpc/invoice", json={"client_id": a, "period": PERIOD}, headers=headers[a]).json()
+        with su_conn.transaction(force_rollback=True):
+            su_conn.execute("set local role admin")
+            for report in ("usage_by_step", "revenue_by_client_month"):
+                answers[f"{report} {label}"] = [list(r) for r in su_conn.execute(
+                    f"select client_id, period, stale, sum(amount)::text from reporting.{report} "
+                    " where client_id = any(%s) group by 1, 2, 3 order by 1, 2, 3",
+                    [[a, b]])]
+
+    def log_change(client_id: str, xid: str | None = None) -> None:
+        # the transaction's id asked for in a statement of its own (the coordinator's)
+        with su_conn.transaction():
+            if xid is None:
+                (xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
+            su_conn.execute(
+                "insert into ledger.billing_changes (client_id, period_from, period_to, reason, "
+                "xid) values (%s, %s::date, %s::date, 'rebuild', %s::xid8)",
+                [client_id, month, month, xid])
+
+    # a transaction committed before the next refresh starts, so that its snapshot sees it
+    with su_conn.transaction():
+        (seen_xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
+    last = su_conn.execute("select max(refresh_id) from ledger.billing_refreshes").fetchone()[0]
+    with contextlib.suppress(AssertionError):  # on a timeout the answers below differ
+        wait_for(lambda: su_conn.execute(
+            "select max(refresh_id) > %s from ledger.billing_refreshes", [last]).fetchone()[0],
+            20, "a usage refresh", interval=0.2)
+    with psycopg.connect(settings.dsn("postgres")) as holder:
+        holder.execute("select pg_advisory_xact_lock(hashtext('stepledger.refresh_usage'))")
+        log_change(a, seen_xid)
+        read("while its month is unseen")
+        log_change("")
+        read("while every month is unseen")
+        holder.rollback()
+    with contextlib.suppress(AssertionError):  # on a timeout the answers below differ
+        wait_for(usage_current, 20, "the usage refresh", interval=0.5)
+    read("once seen")
+    return answers
 
 
 def as_json(scenario: Scenario) -> str:

@@ -31,6 +31,7 @@ from psycopg.conninfo import make_conninfo
 
 import citus_contract
 from auth_support import PASSWORD, add_user, ingest, login, unique
+from notify_support import wait_for
 from stacks import throwaway_stack
 from stepledger import stack as stack_mod
 from stepledger.settings import REPO_ROOT, Settings
@@ -424,6 +425,17 @@ def test_a_test_runs_shards_landed_on_both_workers(cluster: Settings,
     assert ports == {w.pg_port for w in cluster.workers}, ports
 
 
+@contextlib.contextmanager
+def _as_client(conn: psycopg.Connection, client_id: str) -> Iterator[None]:
+    """A transaction, rolled back, as the role client bound to one client, as an API request
+    runs: the client carried to the workers by a propagated SET LOCAL."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("set local citus.propagate_set_commands = 'local'")
+        conn.execute("set local role client")
+        conn.execute(f"set local stepledger.client_id = '{client_id}'")
+        yield
+
+
 @pytest.mark.parametrize("relation", ["ledger.jobs", "api.jobs"])
 def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
                                                  coordinator: psycopg.Connection,
@@ -437,10 +449,7 @@ def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
                                [client]).fetchone()[0]:
         test_the_demo_runs_on_the_cluster(cluster)
     owner = _worker_port(coordinator, "ledger.jobs", client)
-    with coordinator.transaction(force_rollback=True):
-        coordinator.execute("set local citus.propagate_set_commands = 'local'")
-        coordinator.execute("set local role client")
-        coordinator.execute(f"set local stepledger.client_id = '{client}'")
+    with _as_client(coordinator, client):
         plan = "\n".join(r[0] for r in coordinator.execute(
             f"explain (costs off) select * from {relation} where client_id = %s "
             "order by updated_at desc limit 50", [client]))
@@ -449,6 +458,35 @@ def test_a_clients_jobs_are_read_from_one_worker(cluster: Settings,
     assert "Task Count: 1" in plan, plan
     assert f"port={owner}" in plan, plan
     assert seen == [(client,)], "the client's policy still holds"
+
+
+def test_a_clients_usage_is_read_from_its_worker(cluster: Settings,
+                                                coordinator: psycopg.Connection) -> None:
+    """The usage lines are distributed with the facts, and a client's GET /usage?client_id=eq.C
+    reads its lines and their staleness on the worker that holds C: the last refresh is read
+    apart on the coordinator (a plain local table), not by a function per line (which could not
+    run on a shard)."""
+    client = "st-mary"
+    assert citus.distribution(coordinator).get("ledger.usage_lines_monthly") == \
+        "distributed by client_id"
+    if not coordinator.execute("select exists (select 1 from ledger.usage_lines_monthly "
+                               "where client_id = %s)", [client]).fetchone()[0]:
+        test_the_demo_runs_on_the_cluster(cluster)
+    wait_for(lambda: coordinator.execute("select ledger._usage_changes_pending()").fetchone()
+             == (0,), 20, "the usage refresh")
+    owner = _worker_port(coordinator, "ledger.usage_lines_monthly", client)
+    with _as_client(coordinator, client):
+        plan = "\n".join(r[0] for r in coordinator.execute(
+            "explain (costs off) select * from api.usage where client_id = %s", [client]))
+        rows = coordinator.execute("select distinct client_id, stale from api.usage "
+                                   "where client_id = any(%s)", [[client, "riverside"]]).fetchall()
+    # the statement's own tasks (after the subplans: the refresh read on the coordinator, every
+    # client's unseen months on the shard of '')
+    lines = plan.splitlines()
+    assert "  Task Count: 1" in lines, plan
+    main_task = "\n".join(lines[lines.index("  Task Count: 1"):])
+    assert f"port={owner}" in main_task and "usage_lines_monthly" in main_task, plan
+    assert rows == [(client, False)], "the client's policy holds, and the lines are current"
 
 
 def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
@@ -466,6 +504,14 @@ def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
     assert single.answers["vault update"][0] == "SL205"
     assert single.answers["invoice update"][0] == "SL409"
     assert len(single.answers["e-mails received"]) == 1, single.answers["e-mails received"]
+    # usage is stale exactly where a change is not absorbed yet (a change of A, then of all)
+    stale = {name: {r["stale"] for r in single.answers[f"usage of {name}"]} for name in (
+        "A while its month is unseen", "B while its month is unseen",
+        "B while every month is unseen", "A once seen", "B once seen")}
+    assert stale == {"A while its month is unseen": {True}, "B while its month is unseen": {False},
+                     "B while every month is unseen": {True}, "A once seen": {False},
+                     "B once seen": {False}}, stale
+    assert single.answers["usage alert crossed"], "the refresh announced A's month"
     differ = {name: {"single node": answer, "cluster": clustered.answers.get(name)}
               for name, answer in single.answers.items() if clustered.answers.get(name) != answer}
     assert not differ, json.dumps(differ, indent=1, default=str)

@@ -62,7 +62,9 @@ grant select (refresh_id, started_at, finished_at, snapshot, duration_ms, line_r
   on ledger.billing_refreshes to client, bi_reader;
 grant select on ledger.billing_refreshes to admin;
 
-grant select on ledger.usage_lines_visible to client, admin, bi_reader;
+grant select on ledger.usage_lines_visible, ledger.usage_lines_current, ledger.usage_last_refresh,
+                ledger.usage_unseen_months
+  to client, admin, bi_reader;
 
 -- -- HTTP surface -------------------------------------------------------------------------------
 grant select on api.usage, api.usage_freshness, api.prices, api.client_minimums, api.invoices,
@@ -87,13 +89,16 @@ grant execute on function
   ledger._sees_all_clients(), ledger._months_between(date, date),
   ledger._charges_from_events(text, date, date),
   ledger._usage_lines_of(text, date, date, text), ledger._usage_lines(text, date, date),
-  ledger._usage_refresh_snapshot(), ledger._usage_fresh(text, date),
+  ledger._usage_fresh(text, date),
+  ledger._usage_month_stale(date, timestamptz, datemultirange, datemultirange),
   ledger._usage_changes_pending(), ledger._period_lines(text, date[]),
   ledger._invoice_lines(text, date), ledger._invoice_json(text, date),
   ledger._sum_amounts(jsonb, text), ledger._invoice_for_caller(text, text)
   to client, admin;
 grant execute on function ledger._month(timestamptz), ledger._sees_all_clients(),
-                          ledger._usage_refresh_snapshot(), ledger._usage_fresh(text, date),
+                          ledger._usage_fresh(text, date),
+                          ledger._usage_month_stale(date, timestamptz, datemultirange,
+                                                    datemultirange),
                           ledger._usage_changes_pending()
   to bi_reader;
 

@@ -7,8 +7,7 @@
 create or replace function ledger._charges_from_events(p_client_id text, p_from date, p_to date)
 returns table (client_id text, job_id text, pipeline text, step text, units numeric,
                completed_at timestamptz)
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
+language plpgsql stable set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_custom_plan
 as $$
 -- The billed completions recomputed from the accepted raw events alone, as a log parser would:
@@ -180,8 +179,7 @@ create or replace function ledger._usage_lines(p_client_id text, p_from date, p_
 returns table (client_id text, period date, pipeline text, step text, unit_price numeric,
                priced boolean, currency text, completed_steps bigint, units numeric,
                amount numeric, first_completed_at timestamptz, last_completed_at timestamptz)
-language plpgsql stable
-as $$
+language plpgsql stable as $$
 -- The live usage lines: what ledger.usage_lines_monthly holds once refreshed.
 begin
   return query select * from ledger._usage_lines_of(p_client_id, p_from, p_to, 'job_steps');
@@ -194,57 +192,81 @@ comment on function ledger._usage_lines(text, date, date) is
 -- Freshness of the usage lines
 -- ---------------------------------------------------------------------------------------------
 
-create or replace function ledger._usage_refresh_snapshot() returns pg_snapshot
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-  -- the snapshot the last usage refresh started from (null before the first)
-  select r.snapshot from ledger.billing_refreshes r order by r.refresh_id desc limit 1
+create or replace view ledger.usage_last_refresh with (security_invoker = true) as
+-- The last usage refresh (no row before the first): when it ran, and the snapshot it started
+-- from (the changes it saw are in the usage lines).
+select r.refresh_id, r.started_at, r.finished_at, r.duration_ms, r.snapshot
+  from ledger.billing_refreshes r
+ order by r.refresh_id desc
+ limit 1;
+comment on view ledger.usage_last_refresh is
+  'The last usage refresh: when it ran and the snapshot whose changes the usage lines hold.';
+
+-- The freshness rule no longer compares the change log with the last refresh's snapshot
+-- (ledger.usage_unseen_months says why).
+drop function if exists ledger._usage_refresh_snapshot();
+
+create or replace view ledger.usage_unseen_months with (security_invoker = true) as
+-- Per client ('' is every client), the months of the change rows (as the caller sees them) that
+-- no refresh has absorbed yet: their lines are stale. A refresh deletes the rows its snapshot
+-- saw in the transaction that rewrites their lines, so a row still here is one the last refresh
+-- did not see. On a Citus cluster the rows of a client and its lines are on the same worker,
+-- deleted and rewritten in one transaction there, so a reader never sees the old lines of its
+-- client without their rows (the refresh commits on the coordinator before the workers: a rule
+-- comparing the rows with the coordinator's refresh snapshot would, for an instant). Set-based,
+-- so that a view reads it once per statement, and never in a function called per line (which
+-- could not read a distributed table on a shard, ADR 0012).
+select ch.client_id, range_agg(daterange(ch.period_from, ch.period_to, '[]')) as months
+  from ledger.billing_changes ch
+ group by ch.client_id;
+comment on view ledger.usage_unseen_months is
+  'Months of each client ('''' = every client) with usage changes that no usage refresh has absorbed yet.';
+
+create or replace function ledger._usage_month_stale(p_period date, p_refreshed_at timestamptz,
+                                                     p_client_unseen datemultirange,
+                                                     p_all_unseen datemultirange)
+returns boolean
+language sql immutable parallel safe as $$
+  -- The usage lines of a client's month are stale before the first refresh, and when the month
+  -- is among the client's or every client's unseen months (ledger.usage_unseen_months). Values
+  -- only, no table: a view applies it per line, also on a Citus worker.
+  select p_refreshed_at is null
+      or coalesce(p_client_unseen @> p_period, false)
+      or coalesce(p_all_unseen @> p_period, false)
 $$;
-comment on function ledger._usage_refresh_snapshot() is
-  'The snapshot of the last usage refresh: the changes it saw are in the usage lines.';
+comment on function ledger._usage_month_stale(date, timestamptz, datemultirange, datemultirange) is
+  'Whether the usage lines of a month are stale, given the last refresh and the unseen months.';
 
 create or replace function ledger._usage_fresh(p_client_id text, p_period date) returns boolean
-language plpgsql stable
-as $$
--- True when the usage lines (as the caller sees them) hold every change to this client's
--- usage in this period: no change row whose transaction the last refresh could not see.
--- PL/pgSQL, not SQL, and the refresh read on its own: Citus plans no statement with a SQL
--- function's parameters, nor one joining its tables with a plain local table (ADR 0012).
+language plpgsql stable as $$
+-- True when the usage lines (as the caller sees them) hold every change to this client's usage
+-- in this period (ledger._usage_month_stale), for one client and month on the coordinator
+-- (invoices). Each read a statement of its own: on a Citus cluster each is planned apart (the
+-- client's months on its worker).
 declare
-  v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
+  v_refreshed_at timestamptz;
+  v_client_unseen datemultirange;
+  v_all_unseen datemultirange;
 begin
-  if v_snapshot is null then
-    return false;
-  end if;
-  return not exists (
-           select 1 from ledger.billing_changes ch
-            where ch.client_id in (p_client_id, '')
-              and ch.period_from <= p_period and p_period <= ch.period_to
-              and not pg_visible_in_snapshot(ch.xid, v_snapshot));
+  select r.finished_at into v_refreshed_at from ledger.usage_last_refresh r;
+  select u.months into v_client_unseen from ledger.usage_unseen_months u
+   where u.client_id = p_client_id;
+  select u.months into v_all_unseen from ledger.usage_unseen_months u where u.client_id = '';
+  return not ledger._usage_month_stale(p_period, v_refreshed_at, v_client_unseen, v_all_unseen);
 end
 $$;
 comment on function ledger._usage_fresh(text, date) is
   'Whether ledger.usage_lines_monthly is current for one client and period.';
 
 create or replace function ledger._usage_changes_pending() returns bigint
-language plpgsql stable
-set search_path = pg_catalog, pg_temp
-as $$
--- The change rows (as the caller sees them) that the last usage refresh could not see: what
--- GET /usage_freshness counts. The refresh is read on its own, as in _usage_fresh: Citus plans
--- no subquery over its tables that refers to a plain local table's row.
-declare
-  v_snapshot pg_snapshot := ledger._usage_refresh_snapshot();
-  v_pending bigint;
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+-- The change rows (as the caller sees them) that no usage refresh has absorbed yet (null before
+-- the first refresh): what GET /usage_freshness counts, the rows of ledger.usage_unseen_months.
 begin
-  if v_snapshot is null then
+  if not exists (select 1 from ledger.usage_last_refresh) then
     return null;
   end if;
-  select count(*) into v_pending
-    from ledger.billing_changes ch
-   where not pg_visible_in_snapshot(ch.xid, v_snapshot);
-  return v_pending;
+  return (select count(*) from ledger.billing_changes ch);
 end
 $$;
 comment on function ledger._usage_changes_pending() is
@@ -262,9 +284,7 @@ drop function if exists ledger.tg_job_steps__log_billing_insert();
 drop function if exists ledger.tg_job_steps__log_billing_update();
 
 create or replace function ledger.tg_job_steps__log_billing_delete() returns trigger
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- A deleted step (a rebuild) leaves its month (a row trigger: it sees its own row only);
 -- TRUNCATE marks everything.
 begin
@@ -296,8 +316,7 @@ create or replace trigger log_billing_truncate
 create or replace function ledger.refresh_usage(p_requested_by text default null,
                                                 p_concurrently boolean default true)
 returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 set work_mem = '64MB'
 -- Planned with each client and range: on a Citus cluster every statement is then a router query
 -- on the client's worker, and on a single node the ranges reach the indexes.
@@ -387,9 +406,7 @@ comment on function ledger.refresh_usage(text, boolean) is
   'Rewrites the usage lines of the client-months in the billing change log and records the refresh; the scheduler (every few seconds), pg_cron and POST /rpc/refresh_usage call it.';
 
 create or replace function api.refresh_usage() returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 -- Admins: refresh the usage figures now instead of waiting for the schedule.
 begin
   if auth.role() not in ('admin', 'stepledger_owner') then

@@ -12,6 +12,22 @@ select m.client_id, m.period, m.pipeline, m.step, m.unit_price, m.priced, m.curr
 
 comment on view ledger.usage_lines_visible is 'The usage lines under their row-level security: own client only, admins everything.';
 
+-- The visible lines with the last refresh's time and whether their month is stale
+-- (ledger._usage_month_stale), joined with the unseen months once per statement (30_usage.sql).
+create or replace view ledger.usage_lines_current with (security_invoker = true) as
+select u.client_id, u.period, u.pipeline, u.step, u.unit_price, u.priced, u.currency,
+       u.completed_steps, u.units, u.amount, u.first_completed_at, u.last_completed_at,
+       r.finished_at as refreshed_at,
+       ledger._usage_month_stale(u.period, r.finished_at, own.months, every.months) as stale
+  from ledger.usage_lines_visible u
+  left join ledger.usage_last_refresh r on true
+  left join ledger.usage_unseen_months own on own.client_id = u.client_id
+  -- every client's unseen months filtered inside: on a cluster, a query of the one shard of ''
+  left join (select a.months from ledger.usage_unseen_months a where a.client_id = '') every
+         on true;
+
+comment on view ledger.usage_lines_current is 'The visible usage lines, with when the lines were last refreshed and whether their month changed since.';
+
 -- ---------------------------------------------------------------------------------------------
 -- HTTP surface
 -- ---------------------------------------------------------------------------------------------
@@ -26,10 +42,9 @@ select u.client_id,
        sum(u.amount) as amount,
        u.currency,
        coalesce(sum(u.completed_steps) filter (where not u.priced), 0)::bigint as unpriced_steps,
-       (select r.finished_at from ledger.billing_refreshes r order by r.refresh_id desc limit 1)
-         as refreshed_at,
-       not ledger._usage_fresh(u.client_id, u.period) as stale
-  from ledger.usage_lines_visible u
+       max(u.refreshed_at) as refreshed_at,
+       bool_or(u.stale) as stale
+  from ledger.usage_lines_current u
  group by u.client_id, u.period, u.pipeline, u.step, u.currency;
 
 comment on view api.usage is 'Billed usage per client, month (UTC), pipeline and step: completed steps, units and amount (sum of the rounded invoice lines). Served from the usage lines, refreshed seconds after each change: refreshed_at says when, stale whether changes arrived since.';
@@ -161,8 +176,8 @@ select u.client_id,
        u.currency,
        coalesce(sum(u.completed_steps) filter (where not u.priced), 0)::bigint as unpriced_steps,
        coalesce(sum(u.units) filter (where not u.priced), 0) as unpriced_units,
-       not ledger._usage_fresh(u.client_id, u.period) as stale
-  from ledger.usage_lines_visible u
+       bool_or(u.stale) as stale
+  from ledger.usage_lines_current u
   left join ledger.pipeline_steps s on s.pipeline = u.pipeline and s.step = u.step
  group by u.client_id, u.period, u.pipeline, u.step, s.step_index, u.currency;
 
@@ -184,7 +199,7 @@ select p.client_id,
        case when i.client_id is null then 'open' else 'finalized' end as invoice_status,
        i.invoice_no,
        i.total as invoiced_total,
-       not ledger._usage_fresh(p.client_id, p.period) as stale
+       ledger._usage_month_stale(p.period, lr.finished_at, own.months, every.months) as stale
   from (
     select v.client_id, v.period from ledger.usage_lines_visible v
     union
@@ -211,6 +226,10 @@ select p.client_id,
      order by cm.effective_from desc, cm.minimum_id desc
      limit 1) m on true
   left join ledger.invoices i on i.client_id = p.client_id and i.period = p.period
+  left join ledger.usage_last_refresh lr on true
+  left join ledger.usage_unseen_months own on own.client_id = p.client_id
+  left join (select a.months from ledger.usage_unseen_months a where a.client_id = '') every
+         on true
  where u.client_id is not null or i.client_id is not null or m.monthly_minimum > 0;
 
 comment on view reporting.revenue_by_client_month is 'Revenue per client and month: usage amount, monthly-minimum top-up, and the finalized invoice (whose total also carries adjustments of earlier months).';

@@ -149,10 +149,11 @@ DISTRIBUTED_TABLES = (
     "ledger.jobs", "ledger.job_steps", "ledger.step_runs", "ledger.event_ids", "ledger.events",
     "ledger.vault", "ledger.vault_bodies", "ledger.billing_changes", "ledger.invoices",
     "ledger.invoice_lines", "ledger.invoice_documents",
-    # error statistics and step timings, rewritten per client next to its step runs (ADR 0016;
-    # the usage lines stay on the coordinator beside the refresh log that GET /usage reads)
+    # derived data rewritten per client next to the facts it is computed from (ADR 0016): error
+    # statistics, step timings and the usage lines (whose staleness GET /usage computes in one
+    # join per statement, ledger.usage_unseen_months, not in a function per line)
     "ledger.analytics_changes", "ledger.step_outcomes_daily", "ledger.step_outcomes_total",
-    "ledger.step_timings_daily",
+    "ledger.step_timings_daily", "ledger.usage_lines_monthly",
 )
 DISTRIBUTION_COLUMN = "client_id"
 # Roles that queries run as: Citus opens its worker connections as the current role, so each
@@ -178,6 +179,9 @@ COORDINATOR_FUNCTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "ledger._finalize_invoice(text, text)": ("citus.multi_shard_modify_mode = 'sequential'",),
     # the same for the stall scan: it reads every client's jobs, then writes the outbox
     "ledger.scan_stalled_jobs()": ("citus.multi_shard_modify_mode = 'sequential'",),
+    # and for the usage refresh: it rewrites the distributed usage lines, then writes the
+    # usage.threshold_crossed messages
+    "ledger.refresh_usage(text, boolean)": ("citus.multi_shard_modify_mode = 'sequential'",),
 }
 # The tables the notification worker writes, in the order its transactions take them. On a
 # coordinator the idempotent phase of a migrate locks them first: its DDL on them (policies,
