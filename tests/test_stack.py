@@ -152,7 +152,7 @@ def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
     second = Settings.from_env(home=tmp_path)
     assert len(first.jwt_secret) >= 32
     assert first.jwt_secret == second.jwt_secret
-    assert first.superuser_password != first.authenticator_password
+    assert first.password_for("postgres") != first.password_for("authenticator")
     for name in ("jwt_secret", "superuser_password", "authenticator_password"):
         mode = stat.S_IMODE((tmp_path / "secrets" / name).stat().st_mode)
         assert mode == 0o600, name

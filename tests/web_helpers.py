@@ -26,6 +26,7 @@ import psycopg
 from ingest_support import IngestClient
 from stacks import register_catalog
 from stepledger.demo import simulate
+from stepledger.demo.pipeline import DEMO_PRICES
 from stepledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,13 +44,12 @@ CLIENTS = [
     ("harbourview", "Harbourview Imaging", "GBP"),
 ]
 # Default prices of the web fixture (per unit, from 2021 on, so they supersede any older default
-# another test put in the session's price book): images for the first steps, one per job for the
-# analysis steps.
-PRICES = {
-    "dicom-intake": "0.02", "deidentification": "0.01", "quality-control": "0.015",
-    "organ-segmentation": "4.50", "lesion-detection": "6.00", "lesion-segmentation": "3.20",
-    "malignancy-classification": "5.00", "radiologist-review": "25.00", "report": "1.50",
-}
+# another test put in the session's price book): the demo's, for the first image steps and the
+# analysis steps; the other steps are unpriced.
+PRICES = {step: DEMO_PRICES[step] for step in (
+    "dicom-intake", "deidentification", "quality-control", "organ-segmentation",
+    "lesion-detection", "lesion-segmentation", "malignancy-classification",
+    "radiologist-review", "report")}
 
 
 @dataclass

@@ -252,18 +252,6 @@ class Settings:
         return value
 
     @property
-    def superuser_password(self) -> str:
-        return self.secret("superuser_password")
-
-    @property
-    def owner_password(self) -> str:
-        return self.secret("owner_password")
-
-    @property
-    def authenticator_password(self) -> str:
-        return self.secret("authenticator_password")
-
-    @property
     def jwt_secret(self) -> str:
         return self.secret("jwt_secret")
 

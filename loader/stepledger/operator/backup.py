@@ -21,7 +21,8 @@ from stepledger.stack import postgres
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "PGPASSWORD": settings.superuser_password, "PGCONNECT_TIMEOUT": "10"}
+    return {**os.environ, "PGPASSWORD": settings.password_for("postgres"),
+            "PGCONNECT_TIMEOUT": "10"}
 
 
 def _conn_args(settings: Settings) -> list[str]:

@@ -32,7 +32,7 @@ def snapshot_path(settings: Settings) -> Path:
 
 
 def schema_dump(settings: Settings) -> str:
-    env = dict(os.environ, PGPASSWORD=settings.superuser_password)
+    env = dict(os.environ, PGPASSWORD=settings.password_for("postgres"))
     raw = subprocess.run(
         [str(settings.pg_bindir / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
          "--exclude-table=public._yoyo*", "--exclude-table=public.yoyo_lock",

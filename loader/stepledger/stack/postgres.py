@@ -134,7 +134,7 @@ def postgres_running(settings: Settings) -> bool:
 
 def _init_cluster(settings: Settings) -> None:
     pwfile = settings.run_dir / "initdb.pw"
-    pwfile.write_text(settings.superuser_password + "\n")
+    pwfile.write_text(settings.password_for("postgres") + "\n")
     try:
         if is_root():
             os.chown(pwfile, *service_ids(settings))
