@@ -36,7 +36,11 @@ $$;
 comment on function ledger.ensure_partitions(integer) is 'Creates the monthly vault, vault body and events partitions from last month to N months ahead.';
 
 create or replace function ledger.code_version() returns text
-language sql stable as $$
-  select code_version from ledger.code_versions order by installed_at desc, code_version limit 1
+language plpgsql stable as $$
+-- PL/pgSQL: ingest asks once per request, and a SQL function's query is planned on every call.
+begin
+  return (select v.code_version from ledger.code_versions v
+           order by v.installed_at desc, v.code_version limit 1);
+end
 $$;
 comment on function ledger.code_version() is 'The version of the code now processing events, recorded by the migration runner.';

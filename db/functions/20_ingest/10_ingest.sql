@@ -392,17 +392,20 @@ comment on function ledger._decode_body(bytea) is
   'A request body as text (null when not UTF-8 or holding a NUL byte) and what is wrong with its bytes.';
 
 create or replace function ledger._may_hold_duplicate_keys(p_text text, p_parsed jsonb) returns boolean
-language sql immutable parallel safe as $$
-  -- A cheap test run on every body; false means p_text surely has no duplicate key. When no key
-  -- is followed by white space (no '"' is), every key of p_text ends in '":', and so does every key
-  -- of p_parsed::text; '":' inside strings is written '\":' in both (unless p_text spells a quote
-  -- '\u0022'), and the text holds at least as many as the normalised form. So the same count
-  -- of '":' in both means that no key was dropped.
-  select strpos(p_text, '" ') > 0 or strpos(p_text, E'"\n') > 0 or strpos(p_text, E'"\r') > 0
+language plpgsql immutable parallel safe as $$
+-- A cheap test run on every body; false means p_text surely has no duplicate key. When no key
+-- is followed by white space (no '"' is), every key of p_text ends in '":', and so does every key
+-- of p_parsed::text; '":' inside strings is written '\":' in both (unless p_text spells a quote
+-- '\u0022'), and the text holds at least as many as the normalised form. So the same count
+-- of '":' in both means that no key was dropped. (PL/pgSQL: planned once per session.)
+declare
+  v_normalised text := p_parsed::text;
+begin
+  return strpos(p_text, '" ') > 0 or strpos(p_text, E'"\n') > 0 or strpos(p_text, E'"\r') > 0
       or strpos(p_text, E'"\t') > 0 or strpos(p_text, '\u0022') > 0
       or length(p_text) - length(replace(p_text, '":', ''))
-         <> length(n.normalised) - length(replace(n.normalised, '":', ''))
-    from (select p_parsed::text as normalised) n
+         <> length(v_normalised) - length(replace(v_normalised, '":', ''));
+end
 $$;
 comment on function ledger._may_hold_duplicate_keys(text, jsonb) is
   'Cheap pre-test: false when a JSON text surely holds no object with a key twice.';
@@ -448,13 +451,19 @@ language sql immutable parallel safe as $$
 $$;
 
 create or replace function ledger._duplicate_key_problems(p_text text, p_parsed jsonb) returns jsonb
-language sql immutable parallel safe as $$
-  -- [{path, key, message}] for each key given twice; only the last value of such a key is read.
-  select coalesce(jsonb_agg(jsonb_build_object('path', d.path, 'key', d.key,
-                                               'message', ledger._duplicate_key_message(d.key, d.path))
-                            order by d.path, d.key), '[]')
-    from ledger._duplicate_keys(p_text::json) d
-   where ledger._may_hold_duplicate_keys(p_text, p_parsed)
+language plpgsql immutable parallel safe as $$
+-- [{path, key, message}] for each key given twice; only the last value of such a key is read.
+-- PL/pgSQL, not SQL: ingest calls it once per request, and a SQL function's query would be
+-- planned again on every call (about 1 ms, most of it for a walk that the pre-test skips).
+begin
+  if not ledger._may_hold_duplicate_keys(p_text, p_parsed) then
+    return '[]';
+  end if;
+  return (select coalesce(jsonb_agg(jsonb_build_object('path', d.path, 'key', d.key,
+                                                       'message', ledger._duplicate_key_message(d.key, d.path))
+                                    order by d.path, d.key), '[]')
+            from ledger._duplicate_keys(p_text::json) d);
+end
 $$;
 comment on function ledger._duplicate_key_problems(text, jsonb) is
   'Problems [{path, key, message}] for keys a JSON text gives twice (jsonb keeps the last).';
