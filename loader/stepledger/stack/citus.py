@@ -276,7 +276,8 @@ def alter_table_refusals(text: str) -> list[str]:
                             "other subcommands: write it in a statement of its own")
         refusals += [f"ALTER TABLE {head.group(3)} {sub}: add the column, then its constraint "
                      "by name (ADD CONSTRAINT name ...)" for sub in subcommands
-                     if _ADD_COLUMN.match(sub) and _COLUMN_CONSTRAINT.search(sub)]
+                     if _ADD_COLUMN.match(sub)
+                     and _COLUMN_CONSTRAINT.search(re.sub(r"'(?:[^']|'')*'", "''", sub))]
     return refusals
 
 
