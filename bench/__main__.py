@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import pkgutil
 import sys
 
 import bench
+from bench.harness import argument_parser
 
 # Benchmarks with their own command line (`python -m bench.NAME --help`) run here at these sizes;
 # docs/benchmarks.md gives the full-size commands behind each recorded result.
@@ -29,7 +29,7 @@ def available() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argument_parser("bench", __doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)

@@ -18,7 +18,6 @@ Each read is reported next to a baseline measured in the same run: the smallest 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -320,8 +319,7 @@ def _median(timed: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.analytics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.analytics", __doc__)
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--samples", type=int, default=200, help="requests per read measurement")

@@ -15,7 +15,6 @@ BENCH_AUTH_REQUESTS (300; 100), BENCH_AUTH_LOGINS (40; 20).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -112,15 +111,10 @@ def bench_jobs_rls(settings: Settings, client_id: str, requests: int) -> dict[st
             pair = [client_request, admin_request]
             for request in pair if n % 2 == 0 else reversed(pair):
                 (client_times if request is client_request else admin_times).append(_timed(request))
-    client_p50, admin_p50 = statistics.median(client_times), statistics.median(admin_times)
-    return {
-        "requests_each": requests,
-        "client_rls_p50_ms": client_p50 * 1000,
-        "client_rls_p95_ms": harness.percentile(client_times, 0.95) * 1000,
-        "admin_filtered_p50_ms": admin_p50 * 1000,
-        "admin_filtered_p95_ms": harness.percentile(admin_times, 0.95) * 1000,
-        "p50_ratio": client_p50 / admin_p50,
-    }
+    client = harness.latency_ms("client_rls", client_times)
+    admin = harness.latency_ms("admin_filtered", admin_times)
+    return {"requests_each": requests, **client, **admin,
+            "p50_ratio": client["client_rls_p50_ms"] / admin["admin_filtered_p50_ms"]}
 
 
 def bench_login(settings: Settings, logins: int) -> dict[str, float]:
@@ -144,14 +138,10 @@ def bench_login(settings: Settings, logins: int) -> dict[str, float]:
             response.raise_for_status()
             login_times.append(elapsed)
             time.sleep(max(0.0, 0.25 - elapsed))  # stay under the gateway's 5 logins/s
-    login_p50, bcrypt_p50 = statistics.median(login_times), statistics.median(bcrypt_times)
-    return {
-        "logins": logins,
-        "login_p50_ms": login_p50 * 1000,
-        "login_p95_ms": harness.percentile(login_times, 0.95) * 1000,
-        "bcrypt_alone_p50_ms": bcrypt_p50 * 1000,
-        "login_over_bcrypt_p50_ratio": login_p50 / bcrypt_p50,
-    }
+    login = harness.latency_ms("login", login_times)
+    bcrypt_p50_ms = statistics.median(bcrypt_times) * 1000
+    return {"logins": logins, **login, "bcrypt_alone_p50_ms": bcrypt_p50_ms,
+            "login_over_bcrypt_p50_ratio": login["login_p50_ms"] / bcrypt_p50_ms}
 
 
 def measure(jobs: int, clients: int, requests: int, logins: int) -> dict[str, object]:
@@ -180,8 +170,7 @@ def run(quick: bool = False) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.auth",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = harness.argument_parser("bench.auth", __doc__)
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=300, help="timed requests per side")

@@ -24,7 +24,6 @@ the raw-event recomputation equals the job_steps path for sample clients, so the
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -381,8 +380,7 @@ def measure_refresh(settings: Settings, readers: list[str], period: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.billing", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.billing", __doc__)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--months", type=int, default=12)

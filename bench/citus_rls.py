@@ -12,13 +12,12 @@ same filter, and prints the p50 ratio of each topology (issue 13: at most 1.3).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import psycopg
 
-from bench.harness import throwaway_stack
+from bench.harness import argument_parser, throwaway_stack
 from stepledger.stack import citus
 
 QUERY = "select * from {table} where client_id = %s order by updated_at desc limit 50"
@@ -83,7 +82,7 @@ def measure(conn: psycopg.Connection, table: str, client_id: str, runs: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.citus_rls", description=__doc__)
+    parser = argument_parser("bench.citus_rls", __doc__)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rows", type=int, default=5000, help="rows per client")
     parser.add_argument("--runs", type=int, default=300)

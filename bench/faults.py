@@ -13,7 +13,6 @@ tests/test_reliability_faults.py runs the same scenario at ~3,000 events.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -337,8 +336,7 @@ def run(quick: bool = False, events: int | None = None, rate: float = 2500.0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.faults", __doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=2500.0, help="events emitted per second")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import random
@@ -94,6 +95,12 @@ def ingest_job_ms(http: httpx.Client, client: str, job_id: str, outcome: str,
     return elapsed
 
 
+def argument_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of `python -m <module>`: its docstring, as written, is the help."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -102,6 +109,12 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(values), "p95": percentile(values, 0.95),
             "mean": statistics.fmean(values)}
+
+
+def latency_ms(name: str, seconds: list[float]) -> dict[str, float]:
+    """{name_p50_ms, name_p95_ms} of timings in seconds: the keys the reports print."""
+    return {f"{name}_p50_ms": statistics.median(seconds) * 1000,
+            f"{name}_p95_ms": percentile(seconds, 0.95) * 1000}
 
 
 def rss_kib(pid: int) -> int:

@@ -20,7 +20,6 @@ ingest's index lookups: nothing is left behind in older partitions).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import time
@@ -151,8 +150,7 @@ def run(events: int, months: int, batches: int, singles: int) -> dict[str, objec
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.history", __doc__)
     parser.add_argument("--events", type=int, default=2_000_000,
                         help="stored events on the full stack")
     parser.add_argument("--months", type=int, default=6, help="months of history")

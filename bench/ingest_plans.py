@@ -21,7 +21,6 @@ it was made with (on a big table the next automatic ANALYZE is 10% of growth awa
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import uuid
@@ -145,8 +144,7 @@ def run_sql_batches(before: str, count: int, size: int = 10_000,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest_plans", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.ingest_plans", __doc__)
     parser.add_argument("--before", default="main", help="git revision of 'before'")
     parser.add_argument("--after", help="git revision of 'after' (default: this checkout)")
     parser.add_argument("--batches", type=int, default=100, help="batches of 1,000 per stack")

@@ -13,7 +13,6 @@ child alone).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -170,8 +169,7 @@ def run(quick: bool = False, events: int | None = None, workers: int = 2,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.load", __doc__)
     parser.add_argument("--events", type=int, default=1_000_000, help="events (default 1M)")
     parser.add_argument("--workers", type=int, default=2, help="loader requests in flight")
     parser.add_argument("--batch-size", type=int, default=1000, help="events per request")

@@ -11,7 +11,6 @@ same background load; the run checks at the end that every message was delivered
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.harness import admin_token, bench_stack, ingest_job_ms, percentile
+from bench.harness import admin_token, argument_parser, bench_stack, ingest_job_ms, percentile
 
 ENDPOINTS = 10
 EVENTS = ["job.failed", "job.recovered", "job.stalled", "job.completed"]
@@ -106,8 +105,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.notifications",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argument_parser("bench.notifications", __doc__)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--batches", type=int, default=15, help="batches per side and round")
     parser.add_argument("--json", type=Path, help="also write the results to this file")

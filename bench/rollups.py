@@ -23,7 +23,6 @@ GET /rpc/error_stats_window until each shows the ingest: seconds from the ingest
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import shutil
@@ -202,8 +201,7 @@ def freshness(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rollups", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("bench.rollups", __doc__)
     parser.add_argument("--small", type=int, default=200_000)
     parser.add_argument("--large", type=int, default=2_000_000)
     parser.add_argument("--clients", type=int, default=20)

@@ -18,7 +18,6 @@ Ratios reported: last window / first window for p99 and memory, soak rate / maxi
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import admin_token, bench_stack, percentile, postgrest_rss_kib
+from bench.harness import admin_token, argument_parser, bench_stack, percentile, postgrest_rss_kib
 from stepledger.api_client import ApiError, IngestClient
 from stepledger.demo import simulate
 from stepledger.settings import Settings
@@ -222,8 +221,7 @@ def run(quick: bool = False, seconds: float | None = None, max_seconds: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser("bench.soak", __doc__)
     parser.add_argument("--seconds", type=float, default=300.0, help="length of the soak")
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="length of the maximum-rate measurement")

@@ -19,7 +19,6 @@ On one machine the cluster gains nothing: the figures are the cost of the distri
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import secrets
@@ -32,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
-from bench.harness import percentile
+from bench.harness import argument_parser, percentile
 from stepledger.demo import simulate
 from stepledger.settings import Settings
 from stepledger.stack import citus
@@ -109,7 +108,7 @@ def ingest(api: httpx.Client, token: str, client_id: str, batches: int) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.topology", description=__doc__)
+    parser = argument_parser("bench.topology", __doc__)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--client", help="the client to read (default: the one with the most "

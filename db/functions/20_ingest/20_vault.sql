@@ -14,20 +14,6 @@ end
 $$;
 comment on function ledger.tg_vault__append_only() is 'Refuses UPDATE, DELETE and TRUNCATE of the vault for every role but the owner.';
 
--- Row triggers on the partitioned table are cloned onto every partition, present and future.
-create or replace trigger append_only
-  before update or delete on ledger.vault
-  for each row execute function ledger.tg_vault__append_only();
-
-create or replace trigger append_only_truncate
-  before truncate on ledger.vault
-  for each statement execute function ledger.tg_vault__append_only();
-
--- The request bodies as received (ledger.vault_bodies) are kept under the same rule.
-create or replace trigger append_only
-  before update or delete on ledger.vault_bodies
-  for each row execute function ledger.tg_vault__append_only();
-
-create or replace trigger append_only_truncate
-  before truncate on ledger.vault_bodies
-  for each statement execute function ledger.tg_vault__append_only();
+-- The vault rows and the request bodies as received (ledger.vault_bodies) keep the same rule.
+select ledger._refuse_changes(t, 'ledger.tg_vault__append_only', 'append_only', 'append_only_truncate')
+  from unnest(array['ledger.vault', 'ledger.vault_bodies']::regclass[]) t;

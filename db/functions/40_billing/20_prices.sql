@@ -167,19 +167,9 @@ end
 $$;
 comment on function ledger.tg_billing__immutable() is 'Refuses UPDATE, DELETE and TRUNCATE on append-only billing tables.';
 
-do $$
-declare
-  t text;
-begin
-  foreach t in array array['prices', 'client_minimums', 'invoices', 'invoice_lines',
-                            'invoice_documents'] loop
-    execute format('create or replace trigger immutable_rows before update or delete on ledger.%I
-                      for each row execute function ledger.tg_billing__immutable()', t);
-    execute format('create or replace trigger immutable_table before truncate on ledger.%I
-                      for each statement execute function ledger.tg_billing__immutable()', t);
-  end loop;
-end
-$$;
+select ledger._refuse_changes(t, 'ledger.tg_billing__immutable', 'immutable_rows', 'immutable_table')
+  from unnest(array['ledger.prices', 'ledger.client_minimums', 'ledger.invoices',
+                    'ledger.invoice_lines', 'ledger.invoice_documents']::regclass[]) t;
 
 create or replace function ledger._check_currency_change(p_client_id text, p_old text, p_new text)
 returns void

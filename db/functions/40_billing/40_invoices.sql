@@ -279,13 +279,7 @@ comment on function api.invoice(text, text) is
 
 -- PDFs are served with their own media type (a PostgREST 12 media type handler: a function
 -- returning a domain named after the type answers Accept: application/pdf with the raw bytes).
-do $$
-begin
-  if to_regtype('api."application/pdf"') is null then
-    create domain api."application/pdf" as bytea;
-  end if;
-end
-$$;
+select ledger._create_media_type('application/pdf', 'bytea');
 
 create or replace function api.invoice_pdf(client_id text, period text) returns api."application/pdf"
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$

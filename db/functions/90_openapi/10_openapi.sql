@@ -12,13 +12,7 @@
 
 -- The media type of the document (a PostgREST 12 media type handler): clients that ask for
 -- application/openapi+json get it, as from PostgREST's own document.
-do $$
-begin
-  if to_regtype('api."application/openapi+json"') is null then
-    create domain api."application/openapi+json" as json;
-  end if;
-end
-$$;
+select ledger._create_media_type('application/openapi+json', 'json');
 
 create or replace function api.openapi() returns api."application/openapi+json"
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
