@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import jwt
@@ -34,6 +34,17 @@ def _person(su_conn: psycopg.Connection, client_id: str,
             roles: tuple[str, ...] = ("client",)) -> tuple[str, str]:
     email = f"person-{unique('x')}@{client_id}.example"
     return email, add_user(su_conn, email, list(roles), client_id)
+
+
+class Person(NamedTuple):
+    email: str
+    user_id: str
+
+
+@pytest.fixture
+def person(su_conn: psycopg.Connection, client_id: str) -> Person:
+    """A new user of the module's client, with the client role."""
+    return Person(*_person(su_conn, client_id))
 
 
 def _token(pgrst: httpx.Client, email: str, password: str = PASSWORD,
@@ -114,8 +125,8 @@ def test_setting_the_same_password_again_keeps_the_tokens(
 
 def test_a_new_password_hash_written_in_sql_ends_the_sessions_too(
         pgrst: httpx.Client, api: Callable[..., httpx.Client], su_conn: psycopg.Connection,
-        client_id: str) -> None:
-    email, user_id = _person(su_conn, client_id)
+        person: Person) -> None:
+    email, user_id = person
     token = _token(pgrst, email)
     assert _status(api, token) == 200
     su_conn.execute("update auth.users set password_hash = crypt(%s, gen_salt('bf', 4)) "
@@ -127,9 +138,8 @@ def test_a_new_password_hash_written_in_sql_ends_the_sessions_too(
 
 def test_disable_then_enable_revives_no_token(pgrst: httpx.Client,
                                               api: Callable[..., httpx.Client],
-                                              settings: Settings, su_conn: psycopg.Connection,
-                                              client_id: str) -> None:
-    email, _ = _person(su_conn, client_id)
+                                              settings: Settings, person: Person) -> None:
+    email, _ = person
     token = _token(pgrst, email)
     refreshable = _token(pgrst, email)
     assert _status(api, token) == 200
@@ -163,9 +173,8 @@ def test_taking_a_role_away_and_back_revives_no_token(pgrst: httpx.Client,
 
 def test_each_token_refreshes_once_along_a_chain(pgrst: httpx.Client,
                                                  api: Callable[..., httpx.Client],
-                                                 settings: Settings, su_conn: psycopg.Connection,
-                                                 client_id: str) -> None:
-    email, user_id = _person(su_conn, client_id)
+                                                 settings: Settings, person: Person) -> None:
+    email, user_id = person
     first = _token(pgrst, email)
     chain = [first]
     for _ in range(3):
@@ -185,8 +194,8 @@ def test_each_token_refreshes_once_along_a_chain(pgrst: httpx.Client,
 def test_a_reused_refresh_token_ends_the_whole_session(pgrst: httpx.Client,
                                                        api: Callable[..., httpx.Client],
                                                        su_conn: psycopg.Connection,
-                                                       client_id: str) -> None:
-    email, _ = _person(su_conn, client_id)
+                                                       person: Person) -> None:
+    email, _ = person
     stolen = _token(pgrst, email)
     other_session = _token(pgrst, email)  # the same user in another browser
     legit = _refresh(pgrst, stolen)
@@ -209,10 +218,10 @@ def test_a_reused_refresh_token_ends_the_whole_session(pgrst: httpx.Client,
     assert row.fetchone() == ("refresh_reused",)
 
 
-def test_two_refreshes_of_one_token_at_once_never_both_succeed(
-        api: Callable[..., httpx.Client], settings: Settings, su_conn: psycopg.Connection,
-        client_id: str) -> None:
-    email, _ = _person(su_conn, client_id)
+def test_two_refreshes_of_one_token_at_once_never_both_succeed(api: Callable[..., httpx.Client],
+                                                               settings: Settings,
+                                                               person: Person) -> None:
+    email, _ = person
     with httpx.Client(base_url=settings.postgrest_url, timeout=30.0) as pgrst:
         token = _token(pgrst, email)
 
@@ -231,9 +240,9 @@ def test_two_refreshes_of_one_token_at_once_never_both_succeed(
 
 
 def test_refresh_is_bounded_by_the_password_time_not_by_the_token(
-        pgrst: httpx.Client, su_conn: psycopg.Connection, client_id: str,
-        jwt_for: Callable[..., str], settings: Settings) -> None:
-    email, _ = _person(su_conn, client_id)
+        pgrst: httpx.Client, su_conn: psycopg.Connection,
+        jwt_for: Callable[..., str], settings: Settings, person: Person) -> None:
+    email, _ = person
     token = _token(pgrst, email)
     sid = _claims(token, settings)["sid"]
     su_conn.execute("update auth.sessions set auth_time = now() - interval '13 hours' "
@@ -280,8 +289,8 @@ def test_logout_everywhere_needs_a_login_token(api: Callable[..., httpx.Client],
 
 def test_logout_everywhere_in_sql_ends_only_the_callers_sessions(
         db: psycopg.Connection, as_user: Callable[..., Any], pgrst: httpx.Client,
-        su_conn: psycopg.Connection, client_id: str, settings: Settings) -> None:
-    email, _ = _person(su_conn, client_id)
+        su_conn: psycopg.Connection, client_id: str, settings: Settings, person: Person) -> None:
+    email, _ = person
     other, _ = _person(su_conn, client_id)
     mine = _claims(_token(pgrst, email), settings)
     theirs = _claims(_token(pgrst, other), settings)
@@ -308,8 +317,8 @@ def test_logout_everywhere_in_sql_ends_only_the_callers_sessions(
 def test_a_user_id_in_another_spelling_gets_the_same_checks(
         api: Callable[..., httpx.Client], pgrst: httpx.Client, jwt_for: Callable[..., str],
         su_conn: psycopg.Connection, client_id: str, settings: Settings,
-        spelling: Callable[[str], str]) -> None:
-    email, user_id = _person(su_conn, client_id)
+        spelling: Callable[[str], str], person: Person) -> None:
+    email, user_id = person
     claims = _claims(_token(pgrst, email), settings)
     respelled = _sign(settings, {**claims, "sub": spelling(user_id)})
     assert _status(api, respelled) == 200  # the same user, live: accepted
