@@ -65,10 +65,9 @@ def coordinator(cluster: Settings) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-@contextlib.contextmanager
-def _worker(cluster: Settings, index: int) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(cluster.worker(index).dsn("postgres"), autocommit=True) as conn:
-        yield conn
+def _worker(cluster: Settings, index: int) -> psycopg.Connection:
+    """A superuser connection to a worker; as every psycopg connection, a context manager."""
+    return psycopg.connect(cluster.worker(index).dsn("postgres"), autocommit=True)
 
 
 def test_coordinator_and_workers_are_separate_clusters(cluster: Settings,

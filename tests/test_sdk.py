@@ -140,8 +140,7 @@ CRASHING_PIPELINE = textwrap.dedent("""
 """)
 
 
-def test_a_crashed_pipeline_loses_nothing(tmp_path: Path, api_url: str,
-                                          api_token: Callable[..., str],
+def test_a_crashed_pipeline_loses_nothing(tmp_path: Path, api_token: Callable[..., str],
                                           make_tracker: Callable[..., Tracker],
                                           su_conn: psycopg.Connection) -> None:
     job_id = f"{new_tag()}-crash"

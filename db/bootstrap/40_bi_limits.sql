@@ -14,15 +14,8 @@ grant pg_signal_backend, pg_read_all_stats to bi_watchdog;
 -- value. The owner may set it on BI logins (auth._apply_bi_limits) through this grant alone.
 grant set on parameter temp_file_limit to stepledger_owner;
 
--- TEMP is granted to PUBLIC by default: a BI login could fill the disk with temporary tables.
--- Nothing of the stack creates temporary tables (the API roles, ingest, the loader); the owner
--- keeps the right for operators' ad-hoc SQL.
-do $$
-begin
-  execute format('revoke temporary on database %I from public', current_database());
-  execute format('grant temporary on database %I to stepledger_owner', current_database());
-end
-$$;
+-- TEMP on the database is the owner's alone (10_extensions.sql): a BI login creates no temporary
+-- tables.
 
 create schema if not exists watchdog;
 comment on schema watchdog is 'The BI watchdog: ends BI statements and idle transactions past their limits.';
