@@ -331,12 +331,12 @@ as $$
 declare
   v_started timestamptz := clock_timestamp();
   v_snapshot pg_snapshot;
-  v_change record;
+  v_months record;
   v_lines ledger.usage_lines_monthly[];
   v_deleted bigint;
   v_removed bigint := 0;
   v_written bigint := 0;
-  v_months bigint := 0;
+  v_month_ranges bigint := 0;
   v_absorbed bigint;
   v_rows bigint;
   v_id bigint;
@@ -348,35 +348,28 @@ begin
   -- Taken before the statements below, whose own snapshots are at least as recent: every change
   -- visible here is in the lines written.
   v_snapshot := pg_current_snapshot();
-  -- The changed months of each client as disjoint ranges [period_from, period_until) ('' is every
-  -- client; an open end is every month before or after).
-  for v_change in
-    select m.client_id, lower(m.months) as period_from, upper(m.months) as period_until
-      from (select ch.client_id,
-                   unnest(range_agg(daterange(ch.period_from, ch.period_to, '[]'))) as months
-              from ledger.billing_changes ch
-             where pg_visible_in_snapshot(ch.xid, v_snapshot)
-             group by ch.client_id) m
-     order by m.client_id, lower(m.months)
+  for v_months in
+    select * from ledger._changed_ranges('ledger.billing_changes', 'period_from', 'period_to',
+                                         v_snapshot)
   loop
     delete from ledger.usage_lines_monthly u
-     where (v_change.client_id = '' or u.client_id = v_change.client_id)
-       and u.period >= v_change.period_from and u.period < v_change.period_until;
+     where (v_months.client_id = '' or u.client_id = v_months.client_id)
+       and u.period >= v_months.range_from and u.period < v_months.range_until;
     get diagnostics v_deleted = row_count;
     -- Computed first, then written: on a Citus cluster the lines' query runs on the client's
     -- worker and the insert routes each line to its shard.
     v_lines := array(
       select row(l.*)::ledger.usage_lines_monthly
-        from ledger._usage_lines(nullif(v_change.client_id, ''),
-                                 case when isfinite(v_change.period_from) then v_change.period_from end,
-                                 case when isfinite(v_change.period_until)
+        from ledger._usage_lines(nullif(v_months.client_id, ''),
+                                 case when isfinite(v_months.range_from) then v_months.range_from end,
+                                 case when isfinite(v_months.range_until)
                                       -- the month after the range's last month
-                                      then (v_change.period_until - 1 + interval '1 month')::date
+                                      then (v_months.range_until - 1 + interval '1 month')::date
                                  end) l);
     insert into ledger.usage_lines_monthly select * from unnest(v_lines);
     v_removed := v_removed + v_deleted;
     v_written := v_written + coalesce(cardinality(v_lines), 0);
-    v_months := v_months + 1;
+    v_month_ranges := v_month_ranges + 1;
   end loop;
   delete from ledger.billing_changes ch where pg_visible_in_snapshot(ch.xid, v_snapshot);
   get diagnostics v_absorbed = row_count;
@@ -398,7 +391,7 @@ begin
                             'finished_at', v_finished,
                             'duration_ms', round(extract(epoch from v_finished - v_started) * 1000, 1),
                             'line_rows', v_rows, 'changes_absorbed', v_absorbed,
-                            'month_ranges', v_months, 'lines_written', v_written,
+                            'month_ranges', v_month_ranges, 'lines_written', v_written,
                             'lines_removed', v_removed, 'concurrently', true);
 end
 $$;

@@ -207,7 +207,7 @@ as $$
 declare
   v_started timestamptz := clock_timestamp();
   v_snapshot pg_snapshot;
-  v_change record;
+  v_days record;
   v_client text;
   v_clients text[] := '{}';
   v_counts bigint[];
@@ -225,21 +225,15 @@ begin
   end if;
   -- Taken before the statements below, whose snapshots are at least as recent.
   v_snapshot := pg_current_snapshot();
-  for v_change in
-    -- The changed days of each client as disjoint ranges ('' is every client).
-    select m.client_id, lower(m.days) as day_from, upper(m.days) as day_until
-      from (select ch.client_id, unnest(range_agg(daterange(ch.day_from, ch.day_to, '[]'))) as days
-              from ledger.analytics_changes ch
-             where pg_visible_in_snapshot(ch.xid, v_snapshot)
-             group by ch.client_id) m
-     order by m.client_id, lower(m.days)
+  for v_days in
+    select * from ledger._changed_ranges('ledger.analytics_changes', 'day_from', 'day_to', v_snapshot)
   loop
     for v_client in
-      select v_change.client_id where v_change.client_id <> ''
+      select v_days.client_id where v_days.client_id <> ''
       union
-      select c.client_id::text from ledger.clients c where v_change.client_id = ''
+      select c.client_id::text from ledger.clients c where v_days.client_id = ''
     loop
-      v_counts := ledger._refresh_analytics_days(v_client, v_change.day_from, v_change.day_until);
+      v_counts := ledger._refresh_analytics_days(v_client, v_days.range_from, v_days.range_until);
       v_rows := array[v_rows[1] + v_counts[1], v_rows[2] + v_counts[2], v_rows[3] + v_counts[3],
                       v_rows[4] + v_counts[4], v_rows[5] + v_counts[5], v_rows[6] + v_counts[6]];
       if not v_client = any(v_clients) then
