@@ -15,6 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +305,7 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
         wait_for(lambda: all(state != "pending" for state, *_ in email_outcomes()),
                  DELIVERY_TIMEOUT_S, "the e-mail's outcome recorded", interval=0.2)
     answers["e-mail deliveries"] = email_outcomes()
+    answers.update(_email_retried(settings, su_conn, smtp, token[a], a))
     for request in receiver.requests:
         client = request.json().get("data", {}).get("client_id")
         if client in secrets:
@@ -343,6 +345,47 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
         except psycopg.Error as exc:
             answers[name] = [exc.sqlstate, exc.diag.message_primary]
     return Scenario(tag, a, b, _normal(answers, names))
+
+
+def _email_retried(settings: Settings, su_conn: psycopg.Connection, smtp: SmtpServer,
+                   ingest_token: str, client: str) -> dict[str, Any]:
+    """A failed job of the client while its mail relay is down: the e-mail's first attempt is
+    refused and scheduled again, not lost; once the relay is back, the retry sends it, once."""
+    recipient, job = f"staff@{client}.example", "job-relay-down"
+    answers: dict[str, Any] = {}
+
+    def delivery() -> tuple[Any, ...] | None:
+        return su_conn.execute(
+            "select d.state, d.attempts, d.last_error from ledger.email_deliveries d "
+            "  join ledger.notification_messages m on m.message_seq = d.message_seq "
+            " where d.recipient = %s and m.body -> 'data' ->> 'job_id' = %s",
+            [recipient, job]).fetchone()
+
+    def mails() -> list[EmailMessage]:
+        return [m for m in smtp.mails_to(recipient) if job in m["Subject"]]
+
+    # on a timeout the answers below differ from the single node's, and say how far it got
+    su_conn.execute("update ledger.notification_settings set retry_first = '3 seconds'")
+    try:
+        with smtp.down():
+            with httpx.Client(base_url=settings.api_url, timeout=60,
+                              headers={"Authorization": f"Bearer {ingest_token}"}) as api:
+                answers["ingest while the mail relay is down"] = ingest(
+                    api, _events(client, job, "failed", 8)).json()
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: (delivery() or ("", 0))[1] >= 1, DELIVERY_TIMEOUT_S,
+                         "the e-mail's first attempt", interval=0.2)
+            state, attempts, error = delivery() or (None, 0, None)
+            answers["e-mail while the relay is down"] = [
+                state, attempts >= 1, str(error).split(":")[0], len(mails())]
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: (delivery() or ("pending",))[0] != "pending", DELIVERY_TIMEOUT_S,
+                     "the e-mail's retry", interval=0.2)
+        state, attempts, error = delivery() or (None, 0, None)
+        answers["e-mail once the relay is back"] = [state, attempts >= 2, error, len(mails())]
+    finally:
+        su_conn.execute("update ledger.notification_settings set retry_first = default")
+    return answers
 
 
 def _usage_while_unseen(settings: Settings, su_conn: psycopg.Connection, api: httpx.Client,

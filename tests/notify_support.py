@@ -138,10 +138,15 @@ def verify_signature(secret: str, request: Received) -> None:
     assert abs(int(timestamp) - time.time()) < 300, "webhook-timestamp is not the time of sending"
 
 
-@dataclass
 class SmtpServer:
-    port: int
-    mailbox: Path                               # a maildir: one file per message in new/
+    """A real SMTP server process (aiosmtpd) on loopback that writes each message to a maildir;
+    it can be stopped and started again on the same port, as a mail relay that goes down."""
+
+    def __init__(self, directory: Path) -> None:
+        (self.port,) = free_ports(1)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mailbox = directory / "box"        # a maildir: one file per message in new/
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -154,26 +159,45 @@ class SmtpServer:
                     for path in (sorted(new.glob("*")) if new.exists() else [])]
         return [m for m in messages if m["To"] == recipient]
 
+    def start(self) -> None:
+        proc = self._proc = subprocess.Popen(
+            [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
+             "-c", "aiosmtpd.handlers.Mailbox", str(self.mailbox)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def accepting() -> bool:
+            if proc.poll() is not None:
+                assert proc.stderr is not None
+                raise AssertionError(f"the SMTP server ended: {proc.stderr.read().decode()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+        wait_for(accepting, 15, "the SMTP server accepts connections")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped (connections refused) inside the block, started again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
 
 @contextlib.contextmanager
 def smtp_server(directory: Path) -> Iterator[SmtpServer]:
-    """A real SMTP server process (aiosmtpd) on loopback that writes each message to a maildir."""
-    (port,) = free_ports(1)
-    directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-                             "-c", "aiosmtpd.handlers.Mailbox", str(directory / "box")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """A real SMTP server process on loopback, stopped at the end."""
+    server = SmtpServer(directory)
+    server.start()
     try:
-        def accepting() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"the SMTP server ended: {proc.stderr.read().decode()}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        wait_for(accepting, 15, "the SMTP server accepts connections")
-        yield SmtpServer(port, directory / "box")
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 @contextlib.contextmanager

@@ -503,6 +503,10 @@ def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
     assert single.answers["vault update"][0] == "SL205"
     assert single.answers["invoice update"][0] == "SL409"
     assert len(single.answers["e-mails received"]) == 1, single.answers["e-mails received"]
+    # while the mail relay was down the e-mail waited for a retry, then went out once
+    assert single.answers["e-mail while the relay is down"] == [
+        "pending", True, "ConnectionRefusedError", 0]
+    assert single.answers["e-mail once the relay is back"] == ["sent", True, None, 1]
     # usage is stale exactly where a change is not absorbed yet (a change of A, then of all)
     stale = {name: {r["stale"] for r in single.answers[f"usage of {name}"]} for name in (
         "A while its month is unseen", "B while its month is unseen",
