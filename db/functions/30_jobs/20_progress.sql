@@ -266,8 +266,10 @@ begin
          from ledger.job_steps js
          left join ledger.pipeline_steps ps on ps.pipeline = js.pipeline and ps.step = js.step
          left join lateral (
+           -- the error of a failed step, the only one the aggregates read: no probe for the others
            select r.error_code, r.error_message, r.error_retryable from ledger.step_runs r
-            where r.client_id = p_client_id and r.client_id = js.client_id and r.job_id = js.job_id
+            where js.latest_status = 'failed'
+              and r.client_id = p_client_id and r.client_id = js.client_id and r.job_id = js.job_id
               and r.step = js.step and r.attempt = js.latest_attempt
             limit 1
          ) r on true
