@@ -48,6 +48,7 @@ declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
   v_transitions jsonb;
   v_before jsonb;
+  v_jobs bigint;
 begin
   if coalesce(cardinality(p_events), 0) = 0 then
     return;
@@ -312,21 +313,21 @@ begin
   select jsonb_agg(jsonb_build_object('client_id', u.client_id, 'job_id', u.job_id,
                                       'before', v_before->>u.job_id, 'after', u.status)
                    order by u.client_id, u.job_id)
-    into v_transitions
-    from upserted u
-   -- a new job is news when it starts in a final state; a known one when its status changed
-   where u.status is distinct from coalesce(v_before->>u.job_id, 'running');
+            -- a new job is news when it starts in a final state; a known one when its status changed
+            filter (where u.status is distinct from coalesce(v_before->>u.job_id, 'running')),
+         count(*)
+    into v_transitions, v_jobs
+    from upserted u;
   if v_transitions is not null then
     perform ledger._enqueue_job_transitions(v_transitions);
   end if;
 
   -- 5. Tell listeners which clients have news (docs/api.md, live updates): one notification per
-  --    client and batch on channel stepledger_jobs, delivered at commit.
+  --    client and batch on channel stepledger_jobs, delivered at commit, with the number of its
+  --    jobs the batch changed (one upserted row each).
   perform pg_notify('stepledger_jobs',
-                    json_build_object('client_id', c.client_id, 'jobs', c.jobs,
-                                      'changed_xid', v_xid)::text)
-     from (select n.client_id, count(distinct n.job_id) as jobs
-             from unnest(p_events) n group by n.client_id) c;
+                    json_build_object('client_id', p_client_id, 'jobs', v_jobs,
+                                      'changed_xid', v_xid)::text);
 end
 $$;
 comment on function ledger._fold_client_progress(text, ledger.events[]) is
