@@ -51,6 +51,58 @@ end
 $$;
 comment on function ledger._parse_json(text) is 'Parses text as JSON, returning the parser''s message instead of raising.';
 
+create or replace function ledger._classification_errors(
+  p_may_write boolean, p_token_client text, p_client_id text, p_client_known boolean,
+  p_pipeline text, p_pipeline_known boolean, p_step text, p_step_known boolean,
+  p_job_id text, p_job_pipeline text, p_occurred_at text, p_data_schema jsonb, p_data jsonb
+) returns jsonb
+language plpgsql stable parallel safe as $$
+-- The errors of an element that passed the envelope, by path: the token may not write for its
+-- client, an unknown client, pipeline or step, a job of another pipeline, a date that does not
+-- exist, data that does not match the step's schema. Ingest calls it only for an element that
+-- fails its quick test (ledger._ingest_batch): a function of its own, so that the statement of
+-- every request does not set up this list's plan when no element needs it. (PL/pgSQL: its plan
+-- is kept for the session.)
+begin
+  return (
+    select coalesce(jsonb_agg(e order by e->>'path'), '[]'::jsonb)
+      from (
+        select jsonb_build_object('path', '/client_id', 'message',
+                 format('this token may only write events for client "%s"', p_token_client)) as e
+         where not p_may_write
+        union all
+        select jsonb_build_object('path', '/client_id', 'message',
+                 format('unknown client "%s"', p_client_id))
+         where p_may_write and not p_client_known
+        union all
+        select jsonb_build_object('path', '/pipeline', 'message',
+                 format('unknown pipeline "%s"', p_pipeline))
+         where not p_pipeline_known
+        union all
+        select jsonb_build_object('path', '/step', 'message',
+                 format('pipeline "%s" has no step "%s"', p_pipeline, p_step))
+         where p_pipeline_known and not p_step_known
+        union all
+        select jsonb_build_object('path', '/pipeline', 'message',
+                 format('job "%s" belongs to pipeline "%s"', p_job_id, p_job_pipeline))
+         where p_job_pipeline is not null and p_job_pipeline <> p_pipeline
+        union all
+        select jsonb_build_object('path', '/occurred_at', 'message',
+                 format('"%s" is not a date that exists', p_occurred_at))
+         where not ledger._calendar_date_ok(p_occurred_at)
+        union all
+        select d || jsonb_build_object('path', '/data' || (d->>'path'))
+          from jsonb_array_elements(
+                 case when p_data_schema is not null and p_data is not null
+                           and not public.jsonb_matches_schema(p_data_schema::json, p_data)
+                      then public.jsonschema_errors(p_data_schema::json, p_data)
+                      else '[]'::jsonb end) d
+      ) checks);
+end
+$$;
+comment on function ledger._classification_errors(boolean, text, text, boolean, text, boolean, text, boolean, text, text, text, jsonb, jsonb) is
+  'The errors of an element that passed the envelope: its client, pipeline, step, job, date and data checked against the catalog.';
+
 drop function if exists ledger._ingest_batch(text, integer[], jsonb[], text[], text[]);
 create or replace function ledger._ingest_batch(
   p_channel text,
@@ -89,9 +141,12 @@ declare
   -- evaluated on the worker, whose transaction started later than this one.
   v_received_at timestamptz := now();
 begin
-  if v_role not in ('ingest', 'admin') and v_role not in (select rolname from pg_roles where rolsuper) then
-    raise exception 'role "%" may not ingest events', v_role
-      using errcode = 'SL201', hint = 'use an ingest token (stepledger token create) or an admin login';
+  -- (two tests: the first, on every request, is a simple expression that runs no query)
+  if v_role not in ('ingest', 'admin') then
+    if v_role not in (select rolname from pg_roles where rolsuper) then
+      raise exception 'role "%" may not ingest events', v_role
+        using errcode = 'SL201', hint = 'use an ingest token (stepledger token create) or an admin login';
+    end if;
   end if;
   -- An ingest token is bound to its client unless created for all clients; admins write for any.
   v_bound := v_role = 'ingest' and v_token_client is not null;
@@ -155,41 +210,11 @@ begin
                        and not (s.data_schema is not null and v.data is not null
                                 and not public.jsonb_matches_schema(s.data_schema::json, v.data))
                   then '[]'::jsonb
-                  else (
-             select coalesce(jsonb_agg(e order by e->>'path'), '[]'::jsonb)
-               from (
-                 select jsonb_build_object('path', '/client_id', 'message',
-                          format('this token may only write events for client "%s"', v_token_client)) as e
-                  where not v.may_write
-                 union all
-                 select jsonb_build_object('path', '/client_id', 'message',
-                          format('unknown client "%s"', v.client_id))
-                  where v.may_write and c.client_id is null
-                 union all
-                 select jsonb_build_object('path', '/pipeline', 'message',
-                          format('unknown pipeline "%s"', v.pipeline))
-                  where p.pipeline is null
-                 union all
-                 select jsonb_build_object('path', '/step', 'message',
-                          format('pipeline "%s" has no step "%s"', p.pipeline, v.step))
-                  where p.pipeline is not null and s.step is null
-                 union all
-                 select jsonb_build_object('path', '/pipeline', 'message',
-                          format('job "%s" belongs to pipeline "%s"', j.job_id, j.pipeline))
-                  where j.pipeline is not null and j.pipeline <> v.pipeline
-                 union all
-                 select jsonb_build_object('path', '/occurred_at', 'message',
-                          format('"%s" is not a date that exists', v.occurred_at))
-                  where not ledger._calendar_date_ok(v.occurred_at)
-                 union all
-                 select d || jsonb_build_object('path', '/data' || (d->>'path'))
-                   from jsonb_array_elements(
-                          case when s.data_schema is not null and v.data is not null
-                                    and not public.jsonb_matches_schema(s.data_schema::json, v.data)
-                               then public.jsonschema_errors(s.data_schema::json, v.data)
-                               else '[]'::jsonb end) d
-               ) checks
-           ) end) as errors
+                  else ledger._classification_errors(v.may_write, v_token_client, v.client_id,
+                         c.client_id is not null, v.pipeline, p.pipeline is not null, v.step,
+                         s.step is not null, j.job_id, j.pipeline, v.occurred_at, s.data_schema,
+                         v.data)
+             end) as errors
       from validated v
       -- clients and jobs are read only for elements this caller may write (see may_write);
       -- the catalog (pipelines, steps, their schemas) is the same for every client
@@ -517,6 +542,7 @@ language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
   v_text text;
   v_problems jsonb;
+  v_decoded record;
   v_parsed record;
   v_elements jsonb;
   v_lines text[];
@@ -530,7 +556,9 @@ begin
     raise exception 'role "%" may not ingest events', auth.role()
       using errcode = 'SL201', hint = 'use an ingest token (stepledger token create) or an admin login';
   end if;
-  select d.body_text, d.problems into v_text, v_problems from ledger._decode_body(p_body) d;
+  v_decoded := ledger._decode_body(p_body);
+  v_text := v_decoded.body_text;
+  v_problems := v_decoded.problems;
   if v_text is null then
     return ledger._refuse_body(p_channel, p_body, null, v_problems, '400', 'SL204',
       'request body is not valid JSON: ' || (v_problems->0->>'message'),
@@ -562,11 +590,13 @@ begin
         format('batch of %s events is too large', v_n), 'send at most 10000 events per request');
     end if;
     v_problems := v_problems || ledger._duplicate_key_problems(v_text, v_parsed.payload);
-    return ledger._ingest_batch('json',
-      (select array_agg(i - 1 order by i) from generate_series(1, v_n) i),
-      (select array_agg(e order by i) from jsonb_array_elements(v_elements) with ordinality t(e, i)),
-      array_fill(null::text, array[v_n]), array_fill(null::text, array[v_n]),
-      p_body, v_problems);
+    -- One statement without a sublink: its plan is kept for the session (generate_series(1, n)
+    -- in a sublink made every call plan again, as a custom plan for its n).
+    select array_agg(t.i - 1 order by t.i), array_agg(t.e order by t.i)
+      into v_numbers, v_payloads
+      from jsonb_array_elements(v_elements) with ordinality t(e, i);
+    v_raw := array_fill(null::text, array[v_n]);
+    return ledger._ingest_batch('json', v_numbers, v_payloads, v_raw, v_raw, p_body, v_problems);
   end if;
 
   select coalesce(array_agg(rtrim(l, E'\r') order by n), '{}'), coalesce(array_agg(n::integer order by n), '{}')
@@ -625,39 +655,51 @@ comment on function ledger._ingest_body(text, bytea) is
 -- application/octet-stream, which PostgREST hands unchanged to the bytea variants (ADR 0002,
 -- 0004): every byte reaches the database. The text variants serve callers that send text/plain
 -- to PostgREST directly (the loader, the SDK); the jsonb variant those that send parsed JSON.
+-- PL/pgSQL, not SQL: a security definer SQL function is parsed and planned again on every
+-- request; PL/pgSQL keeps its plan for the session.
 
 create or replace function api.ingest(bytea) returns jsonb
-language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
-  select ledger._ingest_body('json', $1)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  return ledger._ingest_body('json', $1);
+end
 $$;
 comment on function api.ingest(bytea) is
   'Ingest step events: a JSON array of events (or one event object). The body is kept as received and every element in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
 
 create or replace function api.ingest(text) returns jsonb
-language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
-  select ledger._ingest_body('json', convert_to($1, 'UTF8'))
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  return ledger._ingest_body('json', convert_to($1, 'UTF8'));
+end
 $$;
 comment on function api.ingest(text) is
   'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
 
 create or replace function api.ingest(jsonb) returns jsonb
-language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
   -- PostgREST parsed the body already: what is kept is its normalised text
-  select ledger._ingest_body('json', convert_to($1::text, 'UTF8'))
+  return ledger._ingest_body('json', convert_to($1::text, 'UTF8'));
+end
 $$;
 comment on function api.ingest(jsonb) is
   'Ingest step events: a JSON array of events (or one event object). Every element is kept in the raw vault; the answer lists accepted, duplicate and rejected elements with the JSON path and reason of each error.';
 
 create or replace function api.ingest_ndjson(bytea) returns jsonb
-language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
-  select ledger._ingest_body('ndjson', $1)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  return ledger._ingest_body('ndjson', $1);
+end
 $$;
 comment on function api.ingest_ndjson(bytea) is
   'Ingest step events sent as NDJSON (one event per line). The body is kept as received; lines that are not JSON are kept raw in the vault and rejected with their line number as index.';
 
 create or replace function api.ingest_ndjson(text) returns jsonb
-language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
-  select ledger._ingest_body('ndjson', convert_to($1, 'UTF8'))
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  return ledger._ingest_body('ndjson', convert_to($1, 'UTF8'));
+end
 $$;
 comment on function api.ingest_ndjson(text) is
   'Ingest step events sent as NDJSON (one event per line). Lines that are not JSON are kept raw in the vault and rejected with their line number as index.';
