@@ -211,6 +211,20 @@ def test_over_sixteen_megabytes_is_413_in_the_api_shape(sender: httpx.Client, we
     assert via_web.status_code == 413 and via_web.json()["code"] == "SL801"
 
 
+def test_a_long_query_is_answered_and_a_too_long_one_is_414_in_the_api_shape(
+        web_url: str, api_url: str, jwt_for: Callable[..., str]) -> None:
+    # PostgREST repeats the path and query in Content-Location: the gateway must hold them
+    headers = {"Authorization": f"Bearer {jwt_for('admin')}"}
+    for base in (api_url, f"{web_url}/api"):
+        for length in (3_000, 6_000, 7_900):
+            query = "client_id=eq." + "x" * (length - len("/usage?client_id=eq."))
+            answer = httpx.get(f"{base}/usage?{query}", headers=headers, timeout=60)
+            assert (answer.status_code, answer.json()) == (200, []), (base, length, answer.text)
+        answer = httpx.get(f"{base}/usage?client_id=eq.{'x' * 9_000}", headers=headers,
+                           timeout=60)
+        assert answer.status_code == 414 and answer.json()["code"] == "SL802", answer.text
+
+
 @pytest.mark.parametrize("path,separator,content_type", [
     ("/rpc/ingest", ",", "application/json"),
     ("/rpc/ingest_ndjson", "\n", "application/x-ndjson")])
