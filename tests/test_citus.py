@@ -403,6 +403,10 @@ def test_tenant_tables_are_distributed_by_client_and_colocated(
     for table in citus.DISTRIBUTED_TABLES:
         assert kinds.get(table) == "distributed by client_id", (table, kinds.get(table))
     assert len({colocation[t] for t in citus.DISTRIBUTED_TABLES}) == 1, colocation
+    # the price book is a copy on every node, the monthly minimums live with the client's jobs
+    assert (kinds.get("ledger.prices"), kinds.get("ledger.client_minimums")) == \
+        ("reference", "distributed by client_id")
+    assert colocation["ledger.client_minimums"] == colocation["ledger.jobs"], colocation
     # every unique key of a distributed table includes client_id (Citus refuses any other)
     keys = coordinator.execute(
         "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
@@ -512,6 +516,22 @@ def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
                      "B while every month is unseen": {True}, "A once seen": {False},
                      "B once seen": {False}}, stale
     assert single.answers["usage alert crossed"], "the refresh announced A's month"
+    # an admin's price and minimum are checked, attributed and logged once (on a cluster by the
+    # coordinator, with the caller's claims), and hostile input is refused as before
+    assert single.answers["price book rows logged once"] == {
+        "price": [["pricing@A.example", "admin", "scheduled"], 1],
+        "minimum": [["pricing@A.example", 5], 1]}, single.answers["price book rows logged once"]
+    posted = single.answers["POST a price"]
+    assert posted[0] == 201 and [(r["recorded_by"], r["recorded_role"], r["currency"])
+                                 for r in posted[1]] == [("admin@T.example", "admin", "EUR")]
+    assert {name: single.answers[f"POST {name}"][1]["code"] for name in (
+        "a price of another currency", "a price of no step", "a price of bad tiers",
+        "a price of a bad slug", "a minimum mid-month", "a minimum of no client",
+        "a minimum of a bad slug", "a minimum without amount")} == {
+        "a price of another currency": "SL403", "a price of no step": "SL401",
+        "a price of bad tiers": "SL402", "a price of a bad slug": "23514",
+        "a minimum mid-month": "SL411", "a minimum of no client": "SL404",
+        "a minimum of a bad slug": "23514", "a minimum without amount": "SL411"}
     differ = {name: {"single node": answer, "cluster": clustered.answers.get(name)}
               for name, answer in single.answers.items() if clustered.answers.get(name) != answer}
     assert not differ, json.dumps(differ, indent=1, default=str)

@@ -102,6 +102,10 @@ comment on column api.prices.effective_from is 'In force from this instant until
 comment on column api.prices.state is 'in force (the row billing uses now for its pipeline, step, client and currency), scheduled (effective_from is in the future) or superseded (a later row is in force).';
 comment on column api.prices.tiers is 'Graduated tiers per client and month, e.g. [{"from_units": 1000, "unit_price": 0.03}]: unit_price applies below the first tier.';
 
+create or replace trigger add_price
+  instead of insert on api.prices
+  for each row execute function ledger.tg_api_prices__insert();
+
 create or replace view api.client_minimums with (security_invoker = true) as
 select m.client_id,
        m.monthly_minimum,
@@ -114,6 +118,10 @@ select m.client_id,
   from ledger.client_minimums m;
 
 comment on view api.client_minimums is 'Monthly minimum per client from a calendar month on (effective_from is a first day of month); 0 ends it. Admins add rows with POST /client_minimums.';
+
+create or replace trigger add_client_minimum
+  instead of insert on api.client_minimums
+  for each row execute function ledger.tg_api_client_minimums__insert();
 
 create or replace view api.invoices with (security_invoker = true) as
 select i.client_id,
