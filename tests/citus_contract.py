@@ -82,6 +82,8 @@ def prepare(su_conn: psycopg.Connection, tag: str) -> tuple[str, str]:
             su_conn.execute("select ledger.add_price('botimage', %s, %s, %s, 'EUR', '2026-01-01', "
                             "p_note => 'contract test')", [step, price, client])
         add_user(su_conn, f"staff@{client}.example", ["client"], client)
+    # B commits to a monthly minimum above its usage: its invoice and revenue get a top-up
+    su_conn.execute("select ledger.add_client_minimum(%s, 1000, '2026-01-01')", [b])
     add_user(su_conn, f"admin@{tag}.example", ["admin"])
     return a, b
 

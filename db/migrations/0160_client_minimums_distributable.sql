@@ -47,12 +47,11 @@ insert into ledger.client_minimums
          recorded_by, recorded_role, recorded_token, recorded_via
     from client_minimums_before;
 
--- New ids continue after the copied ones.
-select setval(pg_get_serial_sequence('ledger.client_minimums', 'minimum_id'),
-              coalesce((select max(minimum_id) from ledger.client_minimums), 0) + 1, false);
-
 do $$
 begin
+  -- new ids continue after the copied ones
+  perform setval(pg_get_serial_sequence('ledger.client_minimums', 'minimum_id'),
+                 coalesce((select max(minimum_id) from ledger.client_minimums), 0) + 1, false);
   if exists (select from pg_catalog.pg_extension where extname = 'citus') then
     if exists (select from pg_dist_partition where logicalrelid = 'ledger.jobs'::regclass) then
       set local citus.multi_shard_modify_mode = 'sequential';

@@ -227,12 +227,17 @@ select p.client_id,
       from ledger.usage_lines_visible v
      group by v.client_id, v.period
   ) u on u.client_id = p.client_id and u.period = p.period
-  left join lateral (
-    select cm.monthly_minimum
+  -- the minimum in force: the latest row from the period on (of two from the same month the
+  -- later recorded), in the client's currency. Each row as a range up to the next one rather
+  -- than a lateral subquery: on a cluster the minimums are distributed and Citus plans no lateral
+  -- outer join whose subquery reads the client's currency from ledger.clients (a reference table).
+  left join (
+    select cm.client_id, cm.currency, cm.monthly_minimum, cm.effective_from,
+           lead(cm.effective_from) over (partition by cm.client_id, cm.currency
+                                         order by cm.effective_from, cm.minimum_id) as until
       from ledger.client_minimums cm
-     where cm.client_id = p.client_id and cm.currency = c.currency and cm.effective_from <= p.period
-     order by cm.effective_from desc, cm.minimum_id desc
-     limit 1) m on true
+  ) m on m.client_id = p.client_id and m.currency = c.currency and m.effective_from <= p.period
+     and (m.until is null or p.period < m.until)
   left join ledger.invoices i on i.client_id = p.client_id and i.period = p.period
   left join ledger.usage_last_refresh lr on true
   left join ledger.usage_unseen_months own on own.client_id = p.client_id

@@ -365,12 +365,13 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         references = [t for t in REFERENCE_TABLES if done.get(t) != "reference"]
         pending = [t for t in DISTRIBUTED_TABLES
                    if done.get(t) != f"distributed by {DISTRIBUTION_COLUMN}"]
-        # Citus refuses a foreign key between a distributed and a local table, and a table with
-        # a key to a reference table becomes a Citus local table, which Citus no longer converts
-        # when it has an identity column (client_minimums). So the keys of the tables
-        # distributed now, to each other and to the reference tables made now, are set aside
-        # and added back once all are distributed.
-        keys = _foreign_keys_from(conn, pending, pending + references)
+        # Citus refuses a foreign key between a distributed and a local table, and turns a table
+        # with a key to a reference table into a Citus local table: a new table under its name,
+        # with the views over it created again (an INSTEAD OF trigger of api.prices was lost),
+        # which Citus converts no further when it has an identity column (client_minimums). So
+        # the keys among the tables made reference or distributed now are set aside and added
+        # back once all are done.
+        keys = _foreign_keys_from(conn, references + pending, references + pending)
         for table, name, _ in keys:
             conn.execute(sql.SQL("alter table {} drop constraint {}").format(
                 sql.SQL(table), sql.Identifier(name)))
