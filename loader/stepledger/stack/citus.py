@@ -331,6 +331,27 @@ def _foreign_keys_from(conn: psycopg.Connection, tables: list[str],
         "   and confrelid = any(%s::regclass[])", [tables, referenced]).fetchall()]
 
 
+def _to_convert(done: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The tables still to make reference tables and to distribute (a table may be a Citus
+    local table already: one with a key to a reference table)."""
+    return ([t for t in REFERENCE_TABLES if done.get(t) != "reference"],
+            [t for t in DISTRIBUTED_TABLES
+             if done.get(t) != f"distributed by {DISTRIBUTION_COLUMN}"])
+
+
+def _set_aside_keys(conn: psycopg.Connection, tables: list[str]) -> list[tuple[str, str, str]]:
+    """Drop the foreign keys among these tables, to add back once they are converted. Citus
+    refuses a key between a distributed and a local table, and turns a plain table with a key to
+    a reference table into a Citus local table: a new table under its name, with the views over
+    it created again (an INSTEAD OF trigger of api.prices was lost), which Citus converts no
+    further when it has an identity column (client_minimums)."""
+    keys = _foreign_keys_from(conn, tables, tables)
+    for table, name, _ in keys:
+        conn.execute(sql.SQL("alter table {} drop constraint {}").format(
+            sql.SQL(table), sql.Identifier(name)))
+    return keys
+
+
 def distribute(settings: Settings) -> dict[str, list[str]]:
     """On a coordinator: let the query roles reach the workers, propagate SET LOCAL from the
     API's requests, then make the catalog, the per-client settings and the auth lookups reference
@@ -360,21 +381,8 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         # One transaction, so that a distribution is all or nothing: Citus sends the copies of
         # the rows over the same connections, one after the other.
         conn.execute("set local citus.multi_shard_modify_mode = 'sequential'")
-        done = distribution(conn)
-        # (a table may be a Citus local table already: one with a key to a reference table)
-        references = [t for t in REFERENCE_TABLES if done.get(t) != "reference"]
-        pending = [t for t in DISTRIBUTED_TABLES
-                   if done.get(t) != f"distributed by {DISTRIBUTION_COLUMN}"]
-        # Citus refuses a foreign key between a distributed and a local table, and turns a table
-        # with a key to a reference table into a Citus local table: a new table under its name,
-        # with the views over it created again (an INSTEAD OF trigger of api.prices was lost),
-        # which Citus converts no further when it has an identity column (client_minimums). So
-        # the keys among the tables made reference or distributed now are set aside and added
-        # back once all are done.
-        keys = _foreign_keys_from(conn, references + pending, references + pending)
-        for table, name, _ in keys:
-            conn.execute(sql.SQL("alter table {} drop constraint {}").format(
-                sql.SQL(table), sql.Identifier(name)))
+        references, pending = _to_convert(distribution(conn))
+        keys = _set_aside_keys(conn, references + pending)
         for table in references:
             conn.execute("select create_reference_table(%s)", [table])
             changed["reference"].append(table)
@@ -401,6 +409,7 @@ def plan(settings: Settings) -> list[dict[str, str]]:
                 "(start the stack with STEPLEDGER_CITUS_WORKERS=N)")
         done = distribution(conn)
         with conn.transaction(force_rollback=True):
+            _set_aside_keys(conn, [t for tables in _to_convert(done) for t in tables])
             targets = [(t, "reference") for t in REFERENCE_TABLES] + \
                       [(t, f"distributed by {DISTRIBUTION_COLUMN}") for t in DISTRIBUTED_TABLES]
             colocate = "default"
