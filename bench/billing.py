@@ -135,12 +135,13 @@ def _price_book(conn: psycopg.Connection, clients: int) -> None:
                          '[{"from_units": 50000, "unit_price": 0.015}, '
                          '{"from_units": 100000, "unit_price": 0.01}]'))
     with conn.cursor() as cur:
-        cur.executemany("insert into ledger.prices (pipeline, step, client_id, currency, "
-                        "unit_price, effective_from, tiers) values ('botimage', %s, %s, %s, %s, "
-                        "%s, %s::jsonb)", rows)
+        cur.executemany("select ledger.add_price('botimage', %s, %s::numeric, p_client_id => %s, "
+                        "p_currency => %s, p_effective_from => %s, p_tiers => %s::jsonb)",
+                        [(step, price, client, currency, start, tiers)
+                         for step, client, currency, price, start, tiers in rows])
     for i in range(max(1, clients - 9), clients + 1):
-        conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
-                     "effective_from) values (%s, 5000, '2025-01-01')", [f"bench-{i:03d}"])
+        conn.execute("select ledger.add_client_minimum(%s, 5000, '2025-01-01')",
+                     [f"bench-{i:03d}"])
     conn.commit()
 
 

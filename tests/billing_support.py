@@ -85,9 +85,8 @@ def add_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: st
               effective_from: str, client_id: str | None = None, currency: str | None = None,
               tiers: Sequence[tuple[str | Decimal, str | Decimal]] = ()) -> int:
     row = conn.execute(
-        "insert into ledger.prices (pipeline, step, client_id, unit_price, currency, "
-        "effective_from, tiers) values (%s, %s, %s, %s, %s, %s, %s::jsonb) returning price_id",
-        [pipeline, step, client_id, Decimal(str(unit_price)), currency, effective_from,
+        "select ledger.add_price(%s, %s, %s, %s, %s, %s, %s::jsonb)",
+        [pipeline, step, Decimal(str(unit_price)), client_id, currency, effective_from,
          dumps([{"from_units": Decimal(str(f)), "unit_price": Decimal(str(p))} for f, p in tiers],
                indent=None)]).fetchone()
     assert row is not None
@@ -96,8 +95,8 @@ def add_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: st
 
 def set_minimum(conn: psycopg.Connection, client_id: str, monthly_minimum: str | int | Decimal,
                 effective_from: str | date) -> None:
-    conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, effective_from) "
-                 "values (%s, %s, %s)", [client_id, Decimal(str(monthly_minimum)), effective_from])
+    conn.execute("select ledger.add_client_minimum(%s, %s, %s)",
+                 [client_id, Decimal(str(monthly_minimum)), effective_from])
 
 
 def invoice(conn: psycopg.Connection, client_id: str, period: str) -> dict[str, Any]:

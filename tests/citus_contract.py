@@ -79,12 +79,12 @@ def prepare(su_conn: psycopg.Connection, tag: str) -> tuple[str, str]:
     for client, price in ((a, "0.05"), (b, "0.07")):
         su_conn.execute("select ledger.add_client(%s, %s, 'EUR')", [client, f"Clinic {client}"])
         # a price of its own for every step: default prices (other tests') do not reach it
-        su_conn.execute(
-            "with added as (insert into ledger.prices (pipeline, step, client_id, unit_price, "
-            "currency, effective_from, note) select 'botimage', s, %s, %s, 'EUR', '2026-01-01', "
-            "'contract test' from unnest(%s::text[]) s returning price_id) "
-            "select count(*) from added", [client, price, steps])
+        for step in steps:
+            su_conn.execute("select ledger.add_price('botimage', %s, %s, %s, 'EUR', '2026-01-01', "
+                            "p_note => 'contract test')", [step, price, client])
         add_user(su_conn, f"staff@{client}.example", ["client"], client)
+    # B commits to a monthly minimum above its usage: its invoice and revenue get a top-up
+    su_conn.execute("select ledger.add_client_minimum(%s, 1000, '2026-01-01')", [b])
     add_user(su_conn, f"admin@{tag}.example", ["admin"])
     return a, b
 
@@ -119,6 +119,91 @@ def _logged_in_own_transaction(su_conn: psycopg.Connection, client_id: str, reas
             ).fetchone()[0]
     except psycopg.Error as exc:
         return [exc.sqlstate, exc.diag.message_primary]
+
+
+# POST /prices and POST /client_minimums as an admin: rows for a month far ahead (they change no
+# answer above), and hostile input, answered as on a single node (ADR 0012: on a cluster the
+# checks run once on the coordinator, the rows land on the reference table and on A's shard).
+PRICE_BOOK_POSTS = (
+    ("a price", "/prices", {"pipeline": "botimage", "step": "dicom-intake", "client_id": "A",
+                            "unit_price": 0.0400, "effective_from": "2031-01-01T00:00:00Z",
+                            "tiers": [{"from_units": 100, "unit_price": 0.03}], "note": "n"}),
+    ("a default price", "/prices", {"pipeline": "botimage", "step": "dicom-intake",
+                                    "unit_price": 1, "currency": "CHF",
+                                    "effective_from": "2031-01-01T00:00:00Z"}),
+    ("a price of another currency", "/prices", {"pipeline": "botimage", "step": "dicom-intake",
+                                                "client_id": "A", "currency": "GBP",
+                                                "unit_price": 1}),
+    ("a price of no step", "/prices", {"pipeline": "botimage", "step": "no-such-step",
+                                       "unit_price": 1}),
+    ("a price of bad tiers", "/prices", {"pipeline": "botimage", "step": "dicom-intake",
+                                         "unit_price": 1, "tiers": [{"from_units": 0}]}),
+    ("a price of a bad slug", "/prices", {"pipeline": "botimage", "step": "Bad Step!",
+                                          "unit_price": 1}),
+    ("a minimum", "/client_minimums", {"client_id": "A", "monthly_minimum": 12.50,
+                                       "effective_from": "2031-01-01", "note": "n"}),
+    ("a minimum mid-month", "/client_minimums", {"client_id": "A", "monthly_minimum": 1,
+                                                 "effective_from": "2031-01-15"}),
+    ("a minimum of no client", "/client_minimums", {"client_id": "no-such-client",
+                                                    "monthly_minimum": 1,
+                                                    "effective_from": "2031-01-01"}),
+    ("a minimum of a bad slug", "/client_minimums", {"client_id": "Bad Client!",
+                                                     "monthly_minimum": 1,
+                                                     "effective_from": "2031-01-01"}),
+    ("a minimum without amount", "/client_minimums", {"client_id": "A",
+                                                      "effective_from": "2031-01-01"}),
+)
+
+
+def _price_book(api: httpx.Client, admin: dict[str, str], a: str) -> dict[str, Any]:
+    """The answers to PRICE_BOOK_POSTS (the row as POST returns it, or the error), and whether
+    each row was recorded as the admin's."""
+    answers: dict[str, Any] = {}
+    headers = {**admin, "Prefer": "return=representation"}
+    for name, path, body in PRICE_BOOK_POSTS:
+        body = {k: a if v == "A" else v for k, v in body.items()}
+        posted = api.post(path, json=body, headers=headers)
+        rows = posted.json()
+        answers[f"POST {name}"] = [posted.status_code, [
+            {k: v for k, v in row.items() if k not in ("price_id", "minimum_id", "recorded_at")}
+            for row in rows] if posted.status_code == 201 else rows]
+    return answers
+
+
+def _logged_once_through_the_view(su_conn: psycopg.Connection, client_id: str) -> Any:
+    """POST /prices and POST /client_minimums as PostgREST's session runs them (an admin's role
+    and claims), in a transaction rolled back: who each row was recorded by, and how many rows
+    of the billing change log each insert wrote in the transaction (read as the owner who wrote
+    them: on a cluster a transaction may not read placements another user modified in it)."""
+    claims = json.dumps({"role": "admin", "email": f"pricing@{client_id}.example"})
+    as_admin = ("select set_config('request.jwt.claims', %s, true), "
+                "set_config('role', 'admin', true)", [claims])
+    as_owner = [("reset role", []), ("set local role stepledger_owner", [])]
+    inserts = {
+        "price": ("insert into api.prices (pipeline, step, client_id, unit_price, effective_from)"
+                  " values ('botimage', 'dicom-intake', %s, 0.05, '2032-01-01') "
+                  "returning recorded_by, recorded_role, state", [client_id]),
+        "minimum": ("insert into api.client_minimums (client_id, monthly_minimum, effective_from)"
+                    " values (%s, 5, '2032-01-01') returning recorded_by, monthly_minimum",
+                    [client_id]),
+    }
+    logged: dict[str, Any] = {}
+    for reason, insert in inserts.items():
+        try:
+            with su_conn.transaction(force_rollback=True):
+                su_conn.execute(*as_admin)
+                recorded = su_conn.execute(*insert).fetchone()
+                for statement in as_owner:
+                    su_conn.execute(*statement)
+                (xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
+                (count,) = su_conn.execute(
+                    "select count(*) from ledger.billing_changes ch where ch.client_id = %s "
+                    "   and ch.reason = %s and ch.xid::text = %s", [client_id, reason, xid]
+                ).fetchone()
+                logged[reason] = [list(recorded), count]
+        except psycopg.Error as exc:
+            logged[reason] = [exc.sqlstate, exc.diag.message_primary]
+    return logged
 
 
 def _delivered(receiver: Receiver, names: dict[str, str]) -> list[Any]:
@@ -269,6 +354,7 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
         with contextlib.suppress(AssertionError):  # on a timeout the answer below differs
             wait_for(crossed, 20, "usage.threshold_crossed of A", interval=0.5)
         answers["usage alert crossed"] = crossed()
+        answers.update(_price_book(api, as_token(admin), a))
 
     # Notifications: the stall scan (the scheduler's task, run here at once) and the worker's
     # delivery of job.failed and job.stalled to the clients' webhooks, signed.
@@ -331,6 +417,8 @@ def _run(settings: Settings, su_conn: psycopg.Connection, tag: str,
     answers["deleted steps logged in their transaction"] = _logged_in_own_transaction(
         su_conn, a, "rebuild", owner, ("select ledger.share_transaction_id()", []),
         ("delete from ledger.job_steps where client_id = %s and job_id = 'job-1'", [a]))
+
+    answers["price book rows logged once"] = _logged_once_through_the_view(su_conn, a)
 
     # The vault guarantees: append-only vault, immutable finalized invoices, even for a superuser.
     for name, statement in (

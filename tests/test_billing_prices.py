@@ -100,6 +100,11 @@ def test_only_admins_write_prices(
     ({"tiers": {"from_units": 10}}, "SL402"),
     ({"client_id": "no-such-client"}, "SL404"),
     ({"client_id": "mine", "currency": "GBP"}, "SL403"),
+    ({"unit_price": None}, "SL402"),
+    ({"unit_price": "cheap"}, "22P02"),
+    ({"pipeline": "Bad Pipeline!"}, "23514"),
+    ({"note": "x" * 501}, "23514"),
+    ({"effective_from": "soon"}, "22007"),
 ])
 def test_bad_prices_are_refused_with_a_code(
         api: Callable[..., httpx.Client], jwt_for: Callable[..., str], book: dict[str, str],
@@ -143,3 +148,69 @@ def test_monthly_minimums_over_http(
         == []
     assert api(jwt_for("admin")).get("/client_minimums", params=params).json() == \
         [{"monthly_minimum": 250}]
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"client_id": "Bad Client!"}, "23514"),
+    ({"client_id": None}, "SL404"),
+    ({"client_id": "no-such-client"}, "SL404"),
+    ({"currency": "GBP"}, "SL403"),
+    ({"monthly_minimum": None}, "SL411"),
+    ({"monthly_minimum": "lots"}, "22P02"),
+    ({"effective_from": None}, "SL411"),
+    ({"effective_from": "2025-02-15"}, "SL411"),
+    ({"note": "x" * 501}, "23514"),
+])
+def test_bad_minimums_are_refused_with_a_code(
+        api: Callable[..., httpx.Client], jwt_for: Callable[..., str], book: dict[str, str],
+        change: dict[str, Any], code: str) -> None:
+    body: dict[str, Any] = {"client_id": book["mine"], "monthly_minimum": 1,
+                            "effective_from": "2025-02-01"}
+    body.update(change)
+    response = _post(api(jwt_for("admin")), "/client_minimums", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == code, response.text
+    if change.get("client_id") == "Bad Client!":
+        # the slug rule's own message, as when the column was the domain
+        assert response.json()["message"] == \
+            'value for domain ledger.slug violates check constraint "slug_format"'
+
+
+@pytest.mark.parametrize("role", ["admin", "client", "ingest", "bi_reader", "anon"])
+def test_the_price_book_is_written_by_the_owners_functions_alone(
+        db: psycopg.Connection, as_user: Callable[..., Any], book: dict[str, str],
+        role: str) -> None:
+    """No role inserts into the price book or the minimums, not even an admin (POST goes through
+    the views' triggers), and no role calls the owner's functions that write them."""
+    statements = [
+        ("insert into ledger.prices (pipeline, step, unit_price) values (%s, 'a', 0)",
+         [book["pipeline"]]),
+        ("insert into ledger.client_minimums (client_id, monthly_minimum, effective_from) "
+         "values (%s, 0, '2025-03-01')", [book["mine"]]),
+        ("select ledger.add_price(%s, 'a', 0)", [book["pipeline"]]),
+        ("select ledger.add_client_minimum(%s, 0, '2025-03-01')", [book["mine"]]),
+    ]
+    client = book["mine"] if role in ("client", "ingest") else None
+    for statement, params in statements:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), db.transaction(), \
+                as_user(db, role, client):
+            db.execute(statement, params)
+
+
+def test_a_posted_price_is_attributed_and_logged_once(
+        db: psycopg.Connection, as_user: Callable[..., Any], book: dict[str, str]) -> None:
+    """POST /prices as PostgREST runs it (the admin's role and claims): one row recorded as the
+    admin's, one change-log row in the transaction."""
+    with as_user(db, "admin", email="pricing@botimage.example"):
+        recorded = db.execute(
+            "insert into api.prices (pipeline, step, client_id, unit_price, effective_from) "
+            "values (%s, 'b', %s, 0.5, '2025-04-01') "
+            "returning price_id, recorded_by, recorded_role, currency, state",
+            [book["pipeline"], book["other"]]).fetchone()
+    assert recorded is not None and recorded[1:] == \
+        ("pricing@botimage.example", "admin", "GBP", "in force")
+    assert db.execute("select count(*) from ledger.prices where price_id = %s",
+                      [recorded[0]]).fetchone() == (1,)
+    assert db.execute(
+        "select count(*) from ledger.billing_changes where client_id = %s and reason = 'price' "
+        "   and xid = pg_current_xact_id()", [book["other"]]).fetchone() == (1,)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +33,14 @@ from psycopg.conninfo import make_conninfo
 import citus_contract
 from auth_support import PASSWORD, add_user, ingest, login, unique
 from notify_support import wait_for
-from stacks import throwaway_stack
+from stacks import (
+    BOTIMAGE_STEPS,
+    cli_env,
+    make_home,
+    make_settings,
+    register_catalog,
+    throwaway_stack,
+)
 from stepledger import stack as stack_mod
 from stepledger.settings import REPO_ROOT, Settings
 from stepledger.stack import citus
@@ -402,6 +410,10 @@ def test_tenant_tables_are_distributed_by_client_and_colocated(
     for table in citus.DISTRIBUTED_TABLES:
         assert kinds.get(table) == "distributed by client_id", (table, kinds.get(table))
     assert len({colocation[t] for t in citus.DISTRIBUTED_TABLES}) == 1, colocation
+    # the price book is a copy on every node, the monthly minimums live with the client's jobs
+    assert (kinds.get("ledger.prices"), kinds.get("ledger.client_minimums")) == \
+        ("reference", "distributed by client_id")
+    assert colocation["ledger.client_minimums"] == colocation["ledger.jobs"], colocation
     # every unique key of a distributed table includes client_id (Citus refuses any other)
     keys = coordinator.execute(
         "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
@@ -515,6 +527,22 @@ def test_the_contract_answers_as_on_a_single_node(cluster: Settings,
                      "B while every month is unseen": {True}, "A once seen": {False},
                      "B once seen": {False}}, stale
     assert single.answers["usage alert crossed"], "the refresh announced A's month"
+    # an admin's price and minimum are checked, attributed and logged once (on a cluster by the
+    # coordinator, with the caller's claims), and hostile input is refused as before
+    assert single.answers["price book rows logged once"] == {
+        "price": [["pricing@A.example", "admin", "scheduled"], 1],
+        "minimum": [["pricing@A.example", 5], 1]}, single.answers["price book rows logged once"]
+    posted = single.answers["POST a price"]
+    assert posted[0] == 201 and [(r["recorded_by"], r["recorded_role"], r["currency"])
+                                 for r in posted[1]] == [("admin@T.example", "admin", "EUR")]
+    assert {name: single.answers[f"POST {name}"][1]["code"] for name in (
+        "a price of another currency", "a price of no step", "a price of bad tiers",
+        "a price of a bad slug", "a minimum mid-month", "a minimum of no client",
+        "a minimum of a bad slug", "a minimum without amount")} == {
+        "a price of another currency": "SL403", "a price of no step": "SL401",
+        "a price of bad tiers": "SL402", "a price of a bad slug": "23514",
+        "a minimum mid-month": "SL411", "a minimum of no client": "SL404",
+        "a minimum of a bad slug": "23514", "a minimum without amount": "SL411"}
     differ = {name: {"single node": answer, "cluster": clustered.answers.get(name)}
               for name, answer in single.answers.items() if clustered.answers.get(name) != answer}
     assert not differ, json.dumps(differ, indent=1, default=str)
@@ -624,3 +652,91 @@ def test_migrate_refuses_a_migration_the_cluster_would_refuse(cluster: Settings,
         migrate_mod._check_for_citus(cluster, [pending])
     assert "9999_probe.sql: ALTER TABLE ledger.jobs add column probe" in str(refused.value)
     assert "ADD CONSTRAINT name" in str(refused.value)
+
+
+# -- a cluster distributed before migration 0160 ---------------------------------------------------
+MINIMUMS_REBUILT = "db/migrations/0160_client_minimums_distributable.sql"
+
+
+def _tree_before(path: str, into: Path) -> bool:
+    """The repository as it was before `path` was added, extracted into `into`; False when the
+    history is not in this clone (a shallow one)."""
+    added = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "--format=%H", "--diff-filter=A",
+                            "-1", "--", path], capture_output=True, text=True, check=False)
+    if added.returncode or not added.stdout.strip():
+        return False
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive",
+                              f"{added.stdout.strip()}^"], capture_output=True, check=False)
+    if archive.returncode:
+        return False
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return True
+
+
+def test_a_cluster_distributed_before_0160_upgrades(tmp_path: Path) -> None:
+    """A coordinator migrated by the code before migration 0160 (its tenant tables distributed,
+    the price book and the minimums Citus local tables with their check triggers) is upgraded by
+    `stepledger migrate`: the minimums distributed by client_id next to the jobs, with their rows
+    and ids and new ids after them; the price book a reference table; both written by the
+    owner's functions."""
+    old = tmp_path / "before-0160"
+    old.mkdir()
+    if not _tree_before(MINIMUMS_REBUILT, old):
+        pytest.skip("the history before migration 0160 is not in this clone")
+    home = make_home("stepledger-citus-upgrade-")
+    settings = make_settings(home, pg_port=citus.free_port_block(WORKERS + 1),
+                             citus_workers=WORKERS)
+    minimums = "select minimum_id, client_id, monthly_minimum, recorded_by " \
+               "from ledger.client_minimums order by minimum_id"
+    try:
+        stack_mod.start_databases(settings)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "stepledger", "migrate"], capture_output=True, text=True,
+            timeout=600, check=False,
+            env={**cli_env(settings), "PYTHONPATH": str(old / "loader"),
+                 "STEPLEDGER_REPO_ROOT": str(old), "STEPLEDGER_CITUS_WORKERS": str(WORKERS)})
+        assert migrated.returncode == 0, migrated.stderr
+        with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+            kinds = citus.distribution(conn)
+            assert (kinds["ledger.jobs"], kinds["ledger.client_minimums"],
+                    kinds["ledger.prices"]) == ("distributed by client_id", "citus local",
+                                                "citus local")
+            register_catalog(conn, ["up-a"])
+            conn.execute("insert into ledger.client_minimums (client_id, monthly_minimum, "
+                         "effective_from) values ('up-a', 100, '2026-01-01'), "
+                         "('up-a', 150, '2026-03-01')")
+            conn.execute("insert into ledger.prices (pipeline, step, client_id, unit_price, "
+                         "effective_from) values ('botimage', %s, 'up-a', 0.5, '2026-01-01')",
+                         [BOTIMAGE_STEPS[0]])
+            before = conn.execute(minimums).fetchall()
+
+        stack_mod.run_migrations(settings)
+        with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+            kinds = citus.distribution(conn)
+            assert (kinds["ledger.client_minimums"], kinds["ledger.prices"]) == \
+                ("distributed by client_id", "reference")
+            colocation = dict(conn.execute(
+                "select logicalrelid::regclass::text, colocationid from pg_dist_partition "
+                " where logicalrelid in ('ledger.jobs'::regclass, "
+                "                        'ledger.client_minimums'::regclass)").fetchall())
+            assert colocation["ledger.client_minimums"] == colocation["ledger.jobs"]
+            assert conn.execute(minimums).fetchall() == before
+            (added,) = conn.execute(
+                "select ledger.add_client_minimum('up-a', 200, '2026-05-01')").fetchone()
+            assert added > max(row[0] for row in before)
+            assert conn.execute("select ledger.add_price('botimage', %s, 0.6, 'up-a')",
+                                [BOTIMAGE_STEPS[0]]).fetchone()[0] > 1
+            triggers = conn.execute(
+                "select distinct tgname from pg_trigger where not tgisinternal and tgrelid in "
+                "('ledger.prices'::regclass, 'ledger.client_minimums'::regclass)").fetchall()
+            assert sorted(t for (t,) in triggers) == ["immutable_rows", "immutable_table"]
+            # POST reaches the owner's functions through the views' triggers
+            assert conn.execute(
+                "select array_agg(tgname::text order by tgname) from pg_trigger "
+                " where tgrelid in ('api.prices'::regclass, 'api.client_minimums'::regclass)"
+            ).fetchone()[0] == ["add_client_minimum", "add_price"]
+    finally:
+        try:
+            stack_mod.down(settings)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)

@@ -68,8 +68,7 @@ def test_currency_change_is_refused_while_the_client_has_its_own_prices(
         cli: Run, su_conn: psycopg.Connection) -> None:
     pipeline = make_pipeline(su_conn, ["a"])
     client = make_client(su_conn)
-    su_conn.execute("insert into ledger.prices (pipeline, step, client_id, unit_price) "
-                    "values (%s, 'a', %s, 2)", [pipeline, client])
+    su_conn.execute("select ledger.add_price(%s, 'a', 2, %s)", [pipeline, client])
     line = one_line_error(cli("client", "update", client, "--currency", "GBP"))
     assert f'cannot change the currency of client "{client}" from EUR to GBP' in line
     assert "its own prices in EUR" in line

@@ -60,8 +60,8 @@ def _seed(own: Settings) -> Fuzz:
     """BotImage, clients A and B with a few realistic jobs each, a price; tokens per role."""
     with psycopg.connect(own.dsn("stepledger_owner"), autocommit=True) as conn:
         register_catalog(conn, [CLIENT_A, CLIENT_B])
-        conn.execute("insert into ledger.prices (pipeline, step, unit_price, currency, "
-                     "effective_from) values ('botimage', 'report', 2.5, 'EUR', '2020-01-01')")
+        conn.execute("select ledger.add_price('botimage', 'report', 2.5, p_currency => 'EUR', "
+                     "p_effective_from => '2020-01-01')")
     events = []
     for event in simulate.history([CLIENT_A, CLIENT_B], 4, datetime.now(UTC), seed=9):
         if event["client_id"] == CLIENT_B:

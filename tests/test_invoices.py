@@ -32,8 +32,8 @@ def billed_client(su_conn: psycopg.Connection, api_url: str, admin: str, months:
                   terms: int | None = None) -> tuple[str, str]:
     pipeline = make_pipeline(su_conn, ["scan", "report"])
     client = make_client(su_conn)
-    su_conn.execute("insert into ledger.prices (pipeline, step, unit_price, effective_from) "
-                    "values (%s, 'scan', 0.5, '2020-01-01')", [pipeline])
+    su_conn.execute("select ledger.add_price(%s, 'scan', 0.5, p_effective_from => '2020-01-01')",
+                    [pipeline])
     if terms is not None:
         su_conn.execute("select ledger.update_client(%s, p_payment_terms_days => %s)",
                         [client, terms])

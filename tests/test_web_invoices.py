@@ -91,8 +91,8 @@ def finalize_and_download(browser: Browser, settings: Settings, su_conn: psycopg
     period = last_month()
     pipeline = make_pipeline(su_conn, ["scan"])
     client = make_client(su_conn)
-    su_conn.execute("insert into ledger.prices (pipeline, step, unit_price, effective_from) "
-                    "values (%s, 'scan', 1.25, '2020-01-01')", [pipeline])
+    su_conn.execute("select ledger.add_price(%s, 'scan', 1.25, p_effective_from => '2020-01-01')",
+                    [pipeline])
     admin = jwt_for("admin", sub="invoice-tests")
     ingest(api_url, admin, [event(client, uid("job"), pipeline, "scan", "completed",
                                   f"{period}-15T10:00:00Z", units=4)])

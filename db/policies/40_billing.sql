@@ -49,12 +49,9 @@ grant select on ledger.prices, ledger.client_minimums, ledger.invoices, ledger.i
 grant select on ledger.usage_lines_monthly to client, admin, bi_reader;
 -- Invoice PDFs: read by the invoice's client and admins; written only by the owner (the renderer).
 grant select on ledger.invoice_documents to client, admin;
--- Append-only: admins insert the listed columns (through api.prices / api.client_minimums);
--- ids, who and when are filled in by the database. No update, delete or truncate for anyone.
-grant insert (pipeline, step, client_id, unit_price, currency, effective_from, tiers, note)
-  on ledger.prices to admin;
-grant insert (client_id, monthly_minimum, currency, effective_from, note)
-  on ledger.client_minimums to admin;
+-- Append-only: rows are written only by the owner's functions ledger.add_price and
+-- ledger.add_client_minimum, which no role may call (admins reach them through POST /prices and
+-- POST /client_minimums, the views' triggers); no insert, update, delete or truncate for anyone.
 
 -- Refresh history: no client data, but requested_by names staff.
 grant select (refresh_id, started_at, finished_at, snapshot, duration_ms, line_rows,

@@ -56,8 +56,8 @@ language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- and wake the stack's scheduler (loader/stepledger/stack/scheduler.py) to refresh it soon after
 -- the commit.
 begin
-  insert into ledger.billing_changes (client_id, period_from, period_to, reason)
-  values (p_client_id, p_from, 'infinity', p_reason);
+  insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
+  values (p_client_id, p_from, 'infinity', p_reason, ledger._change_log_xid());
   perform pg_notify('stepledger_scheduler', 'refresh_usage');
 end
 $$;
@@ -86,70 +86,121 @@ $$;
 comment on function ledger._client_billing_currency(text, text) is
   'The currency of a client''s own price or minimum: the client''s (SL404 unknown client, SL403 another currency).';
 
-create or replace function ledger.tg_prices__check() returns trigger
+-- Every row of the price book and of the monthly minimums is written by the owner's function of
+-- its table: POST /prices and POST /client_minimums through the views' INSTEAD OF triggers
+-- (50_billing_views.sql), the CLI, the demo and scripts by calling it. The checks, who recorded
+-- the row (the caller's claims) and the change-log write run once, where it is called: on a
+-- Citus coordinator, not in a row trigger on every copy of the reference table ledger.prices or
+-- on the worker holding the shard of ledger.client_minimums (ADR 0012).
+
+create or replace function ledger.add_price(
+  p_pipeline ledger.slug, p_step ledger.slug, p_unit_price numeric,
+  p_client_id ledger.slug default null, p_currency text default null,
+  p_effective_from timestamptz default null, p_tiers jsonb default null, p_note text default null)
+returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
--- Before a price row is stored: the step exists, the currency matches the client's, the numbers
--- are sane; who recorded it is filled in; the usage view learns that prices changed.
+-- Stores a price row and returns its price_id: the step exists, the currency matches the
+-- client's, the numbers are sane; who recorded it is filled in; the usage lines learn that
+-- prices changed.
+declare
+  v_currency text;
+  v_actor record;
+  v_price_id bigint;
 begin
-  if not exists (select from ledger.pipeline_steps s where s.pipeline = new.pipeline and s.step = new.step) then
-    raise exception 'pipeline "%" has no step "%"', new.pipeline, new.step
+  if not exists (select from ledger.pipeline_steps s where s.pipeline = p_pipeline and s.step = p_step) then
+    raise exception 'pipeline "%" has no step "%"', p_pipeline, p_step
       using errcode = 'SL401', hint = 'register the pipeline first (stepledger pipeline add)';
   end if;
-  if new.client_id is not null then
-    new.currency := ledger._client_billing_currency(new.client_id, new.currency);
+  if p_client_id is not null then
+    v_currency := ledger._client_billing_currency(p_client_id, p_currency);
   else
-    new.currency := coalesce(new.currency, 'EUR');
+    v_currency := coalesce(p_currency, 'EUR');
   end if;
-  if new.currency !~ '^[A-Z]{3}$' then
-    raise exception 'invalid currency "%"', new.currency using errcode = 'SL402', hint = 'an ISO 4217 code such as EUR';
+  if v_currency !~ '^[A-Z]{3}$' then
+    raise exception 'invalid currency "%"', v_currency using errcode = 'SL402', hint = 'an ISO 4217 code such as EUR';
   end if;
-  if new.unit_price is null or new.unit_price < 0 then
-    raise exception 'unit_price must be a number >= 0, not %', coalesce(new.unit_price::text, 'null')
+  if p_unit_price is null or p_unit_price < 0 then
+    raise exception 'unit_price must be a number >= 0, not %', coalesce(p_unit_price::text, 'null')
       using errcode = 'SL402';
   end if;
-  new.unit_price := trim_scale(new.unit_price);
-  new.tiers := ledger._normalized_tiers(new.tiers);
-  new.effective_from := coalesce(new.effective_from, now());
-  select now(), a.actor, a.role, a.token, a.via
-    into new.recorded_at, new.recorded_by, new.recorded_role, new.recorded_token, new.recorded_via
-    from ledger._actor() a;
-  perform ledger._price_book_changed(coalesce(new.client_id, ''), ledger._month(new.effective_from),
-                                     'price');
-  return new;
+  select * into v_actor from ledger._actor();
+  insert into ledger.prices (pipeline, step, client_id, unit_price, currency, tiers,
+                             effective_from, note, recorded_at, recorded_by, recorded_role,
+                             recorded_token, recorded_via)
+  values (p_pipeline, p_step, p_client_id, trim_scale(p_unit_price), v_currency,
+          ledger._normalized_tiers(p_tiers), coalesce(p_effective_from, now()), p_note, now(),
+          v_actor.actor, v_actor.role, v_actor.token, v_actor.via)
+  returning price_id into v_price_id;
+  perform ledger._price_book_changed(coalesce(p_client_id, ''),
+                                     ledger._month(coalesce(p_effective_from, now())), 'price');
+  return v_price_id;
 end
 $$;
-comment on function ledger.tg_prices__check() is 'Validates and attributes a new price book row.';
+comment on function ledger.add_price(ledger.slug, ledger.slug, numeric, ledger.slug, text, timestamptz, jsonb, text) is
+  'Validates, attributes and stores a price book row (the only writer of ledger.prices); returns its price_id.';
 
-create or replace trigger check_price
-  before insert on ledger.prices
-  for each row execute function ledger.tg_prices__check();
-
-create or replace function ledger.tg_client_minimums__check() returns trigger
+create or replace function ledger.add_client_minimum(
+  p_client_id ledger.slug, p_monthly_minimum numeric, p_effective_from date,
+  p_currency text default null, p_note text default null)
+returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
--- Before a monthly minimum is stored: client, currency and amount are checked, who recorded it
--- is filled in, and the usage view learns about it.
+-- Stores a monthly minimum and returns its minimum_id: client, currency and amount are checked,
+-- who recorded it is filled in, and the usage lines learn about it.
+declare
+  v_currency text := ledger._client_billing_currency(p_client_id, p_currency);
+  v_actor record;
+  v_minimum_id bigint;
 begin
-  new.currency := ledger._client_billing_currency(new.client_id, new.currency);
-  if new.effective_from is null or extract(day from new.effective_from) <> 1 then
-    raise exception 'a monthly minimum starts on the first day of a month, not %', new.effective_from
+  if p_effective_from is null or extract(day from p_effective_from) <> 1 then
+    raise exception 'a monthly minimum starts on the first day of a month, not %', p_effective_from
       using errcode = 'SL411';
   end if;
-  if new.monthly_minimum is null or new.monthly_minimum < 0 then
+  if p_monthly_minimum is null or p_monthly_minimum < 0 then
     raise exception 'monthly_minimum must be a number >= 0' using errcode = 'SL411';
   end if;
-  new.monthly_minimum := trim_scale(new.monthly_minimum);
-  select now(), a.actor, a.role, a.token, a.via
-    into new.recorded_at, new.recorded_by, new.recorded_role, new.recorded_token, new.recorded_via
-    from ledger._actor() a;
-  perform ledger._price_book_changed(new.client_id, new.effective_from, 'minimum');
+  select * into v_actor from ledger._actor();
+  insert into ledger.client_minimums (client_id, monthly_minimum, currency, effective_from, note,
+                                      recorded_at, recorded_by, recorded_role, recorded_token,
+                                      recorded_via)
+  values (p_client_id, trim_scale(p_monthly_minimum), v_currency, p_effective_from, p_note, now(),
+          v_actor.actor, v_actor.role, v_actor.token, v_actor.via)
+  returning minimum_id into v_minimum_id;
+  perform ledger._price_book_changed(p_client_id, p_effective_from, 'minimum');
+  return v_minimum_id;
+end
+$$;
+comment on function ledger.add_client_minimum(ledger.slug, numeric, date, text, text) is
+  'Validates, attributes and stores a monthly minimum (the only writer of ledger.client_minimums); returns its minimum_id.';
+
+-- The views' triggers read the new row back as the owner, who wrote it: on a Citus cluster a
+-- transaction may not read placements that another user modified in it.
+create or replace function ledger.tg_api_prices__insert() returns trigger
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+-- POST /prices: ledger.add_price stores the row, answered as GET /prices shows it (Prefer:
+-- return=representation).
+declare
+  v_price_id bigint := ledger.add_price(new.pipeline, new.step, new.unit_price, new.client_id,
+                                        new.currency, new.effective_from, new.tiers, new.note);
+begin
+  select p.* into new from api.prices p where p.price_id = v_price_id;
   return new;
 end
 $$;
-comment on function ledger.tg_client_minimums__check() is 'Validates and attributes a new monthly minimum.';
+comment on function ledger.tg_api_prices__insert() is 'POST /prices: stores the row through ledger.add_price.';
 
-create or replace trigger check_minimum
-  before insert on ledger.client_minimums
-  for each row execute function ledger.tg_client_minimums__check();
+create or replace function ledger.tg_api_client_minimums__insert() returns trigger
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+-- POST /client_minimums: ledger.add_client_minimum stores the row, answered as GET shows it.
+declare
+  v_minimum_id bigint := ledger.add_client_minimum(new.client_id, new.monthly_minimum,
+                                                   new.effective_from, new.currency, new.note);
+begin
+  select m.* into new from api.client_minimums m
+   where m.client_id = new.client_id and m.minimum_id = v_minimum_id;
+  return new;
+end
+$$;
+comment on function ledger.tg_api_client_minimums__insert() is 'POST /client_minimums: stores the row through ledger.add_client_minimum.';
 
 create or replace function ledger.tg_billing__immutable() returns trigger
 language plpgsql set search_path = pg_catalog, pg_temp as $$

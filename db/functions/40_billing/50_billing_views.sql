@@ -102,6 +102,10 @@ comment on column api.prices.effective_from is 'In force from this instant until
 comment on column api.prices.state is 'in force (the row billing uses now for its pipeline, step, client and currency), scheduled (effective_from is in the future) or superseded (a later row is in force).';
 comment on column api.prices.tiers is 'Graduated tiers per client and month, e.g. [{"from_units": 1000, "unit_price": 0.03}]: unit_price applies below the first tier.';
 
+create or replace trigger add_price
+  instead of insert on api.prices
+  for each row execute function ledger.tg_api_prices__insert();
+
 create or replace view api.client_minimums with (security_invoker = true) as
 select m.client_id,
        m.monthly_minimum,
@@ -114,6 +118,10 @@ select m.client_id,
   from ledger.client_minimums m;
 
 comment on view api.client_minimums is 'Monthly minimum per client from a calendar month on (effective_from is a first day of month); 0 ends it. Admins add rows with POST /client_minimums.';
+
+create or replace trigger add_client_minimum
+  instead of insert on api.client_minimums
+  for each row execute function ledger.tg_api_client_minimums__insert();
 
 create or replace view api.invoices with (security_invoker = true) as
 select i.client_id,
@@ -219,12 +227,17 @@ select p.client_id,
       from ledger.usage_lines_visible v
      group by v.client_id, v.period
   ) u on u.client_id = p.client_id and u.period = p.period
-  left join lateral (
-    select cm.monthly_minimum
+  -- the minimum in force: the latest row from the period on (of two from the same month the
+  -- later recorded), in the client's currency. Each row as a range up to the next one rather
+  -- than a lateral subquery: on a cluster the minimums are distributed and Citus plans no lateral
+  -- outer join whose subquery reads the client's currency from ledger.clients (a reference table).
+  left join (
+    select cm.client_id, cm.currency, cm.monthly_minimum, cm.effective_from,
+           lead(cm.effective_from) over (partition by cm.client_id, cm.currency
+                                         order by cm.effective_from, cm.minimum_id) as until
       from ledger.client_minimums cm
-     where cm.client_id = p.client_id and cm.currency = c.currency and cm.effective_from <= p.period
-     order by cm.effective_from desc, cm.minimum_id desc
-     limit 1) m on true
+  ) m on m.client_id = p.client_id and m.currency = c.currency and m.effective_from <= p.period
+     and (m.until is null or p.period < m.until)
   left join ledger.invoices i on i.client_id = p.client_id and i.period = p.period
   left join ledger.usage_last_refresh lr on true
   left join ledger.usage_unseen_months own on own.client_id = p.client_id

@@ -143,12 +143,15 @@ def nodes(settings: Settings) -> list[dict[str, object]]:
 REFERENCE_TABLES = (
     "ledger.pipelines", "ledger.pipeline_steps", "ledger.code_versions",
     "ledger.clients",
+    # default prices have no client, and every client's usage reads them (rare writes: one
+    # two-phase commit to every node, by ledger.add_price)
+    "ledger.prices",
 )
 # ... and tenant tables hash-distributed by client_id, co-located with the first.
 DISTRIBUTED_TABLES = (
     "ledger.jobs", "ledger.job_steps", "ledger.step_runs", "ledger.event_ids", "ledger.events",
     "ledger.vault", "ledger.vault_bodies", "ledger.billing_changes", "ledger.invoices",
-    "ledger.invoice_lines", "ledger.invoice_documents",
+    "ledger.invoice_lines", "ledger.invoice_documents", "ledger.client_minimums",
     # derived data rewritten per client next to the facts it is computed from (ADR 0016): error
     # statistics, step timings and the usage lines (whose staleness GET /usage computes in one
     # join per statement, ledger.usage_unseen_months, not in a function per line)
@@ -317,14 +320,36 @@ def distribution(conn: psycopg.Connection) -> dict[str, str]:
     return kinds
 
 
-def _foreign_keys_among(conn: psycopg.Connection, tables: list[str]) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of the foreign keys between two of these tables."""
+def _foreign_keys_from(conn: psycopg.Connection, tables: list[str],
+                       referenced: list[str]) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of the foreign keys of these tables to the referenced ones."""
     if not tables:
         return []
     return [(r[0], r[1], r[2]) for r in conn.execute(
         "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
         " where contype = 'f' and conrelid = any(%s::regclass[]) "
-        "   and confrelid = any(%s::regclass[])", [tables, tables]).fetchall()]
+        "   and confrelid = any(%s::regclass[])", [tables, referenced]).fetchall()]
+
+
+def _to_convert(done: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The tables still to make reference tables and to distribute (a table may be a Citus
+    local table already: one with a key to a reference table)."""
+    return ([t for t in REFERENCE_TABLES if done.get(t) != "reference"],
+            [t for t in DISTRIBUTED_TABLES
+             if done.get(t) != f"distributed by {DISTRIBUTION_COLUMN}"])
+
+
+def _set_aside_keys(conn: psycopg.Connection, tables: list[str]) -> list[tuple[str, str, str]]:
+    """Drop the foreign keys among these tables, to add back once they are converted. Citus
+    refuses a key between a distributed and a local table, and turns a plain table with a key to
+    a reference table into a Citus local table: a new table under its name, with the views over
+    it created again (an INSTEAD OF trigger of api.prices was lost), which Citus converts no
+    further when it has an identity column (client_minimums)."""
+    keys = _foreign_keys_from(conn, tables, tables)
+    for table, name, _ in keys:
+        conn.execute(sql.SQL("alter table {} drop constraint {}").format(
+            sql.SQL(table), sql.Identifier(name)))
+    return keys
 
 
 def distribute(settings: Settings) -> dict[str, list[str]]:
@@ -356,18 +381,11 @@ def distribute(settings: Settings) -> dict[str, list[str]]:
         # One transaction, so that a distribution is all or nothing: Citus sends the copies of
         # the rows over the same connections, one after the other.
         conn.execute("set local citus.multi_shard_modify_mode = 'sequential'")
-        done = distribution(conn)
-        for table in REFERENCE_TABLES:
-            if table not in done:
-                conn.execute("select create_reference_table(%s)", [table])
-                changed["reference"].append(table)
-        pending = [t for t in DISTRIBUTED_TABLES if t not in done]
-        # Citus refuses a foreign key between a distributed and a local table, so the keys among
-        # the tables distributed now are set aside and added back once all are distributed.
-        keys = _foreign_keys_among(conn, pending)
-        for table, name, _ in keys:
-            conn.execute(sql.SQL("alter table {} drop constraint {}").format(
-                sql.SQL(table), sql.Identifier(name)))
+        references, pending = _to_convert(distribution(conn))
+        keys = _set_aside_keys(conn, references + pending)
+        for table in references:
+            conn.execute("select create_reference_table(%s)", [table])
+            changed["reference"].append(table)
         for table in pending:
             colocate = "none" if table == DISTRIBUTED_TABLES[0] else DISTRIBUTED_TABLES[0]
             conn.execute("select create_distributed_table(%s, %s, colocate_with => %s)",
@@ -391,6 +409,7 @@ def plan(settings: Settings) -> list[dict[str, str]]:
                 "(start the stack with STEPLEDGER_CITUS_WORKERS=N)")
         done = distribution(conn)
         with conn.transaction(force_rollback=True):
+            _set_aside_keys(conn, [t for tables in _to_convert(done) for t in tables])
             targets = [(t, "reference") for t in REFERENCE_TABLES] + \
                       [(t, f"distributed by {DISTRIBUTION_COLUMN}") for t in DISTRIBUTED_TABLES]
             colocate = "default"

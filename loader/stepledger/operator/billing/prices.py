@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from stepledger import StepledgerError
-from stepledger.db import call_json, dumps, error_line
+from stepledger.db import call, call_json, dumps, error_line
 
 INVALID_PERIOD = "SL405"  # ledger._parse_period: not a month written YYYY-MM
 
@@ -77,17 +77,11 @@ def set_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: De
               effective_from: datetime | None = None, tiers: Sequence[Tier] = (),
               note: str | None = None) -> dict[str, Any]:
     """Append a price row; the database validates it and records who and when."""
-    # The row is turned into JSON outside the RETURNING clause: Citus allows only immutable
-    # functions there (ADR 0012).
-    row = call_json(conn, """
-        with added as (
-          insert into ledger.prices (pipeline, step, client_id, unit_price, currency,
-                                     effective_from, tiers, note)
-          values (%s, %s, %s, %s, %s, coalesce(%s, now()), %s::jsonb, %s)
-          returning *)
-        select to_jsonb(added)::text from added""",
-        [pipeline, step, client_id, unit_price, currency, effective_from,
-         dumps([t.as_json() for t in tiers], indent=None), note])
+    price_id = call(conn, "select ledger.add_price(%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
+                    [pipeline, step, unit_price, client_id, currency, effective_from,
+                     dumps([t.as_json() for t in tiers], indent=None), note])
+    row = call_json(conn, "select to_jsonb(p)::text from ledger.prices p where p.price_id = %s",
+                    [price_id])
     assert isinstance(row, dict)
     return row
 
@@ -95,14 +89,10 @@ def set_price(conn: psycopg.Connection, pipeline: str, step: str, unit_price: De
 def set_minimum(conn: psycopg.Connection, client_id: str, amount: Decimal, month: date, *,
                 currency: str | None = None, note: str | None = None) -> dict[str, Any]:
     """Append a monthly minimum for a client from a month on (0 ends a minimum)."""
-    row = call_json(conn, """
-        with added as (
-          insert into ledger.client_minimums (client_id, monthly_minimum, currency,
-                                              effective_from, note)
-          values (%s, %s, %s, %s, %s)
-          returning *)
-        select to_jsonb(added)::text from added""",
-        [client_id, amount, currency, month, note])
+    minimum_id = call(conn, "select ledger.add_client_minimum(%s, %s, %s, %s, %s)",
+                      [client_id, amount, month, currency, note])
+    row = call_json(conn, "select to_jsonb(m)::text from ledger.client_minimums m "
+                          "where m.client_id = %s and m.minimum_id = %s", [client_id, minimum_id])
     assert isinstance(row, dict)
     return row
 
