@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -88,66 +89,93 @@ def test_usage_invoice_and_error_stats_follow_an_ingest_within_10_s(
 
 
 # -- exactness: what the refreshes kept equals a recomputation from all history -------------------
-# The definitions the materialized views had (migration 0030), for the clients of one test.
-OUTCOMES_FROM_HISTORY = """
-select r.client_id, (r.finished_at at time zone 'UTC')::date as day, r.pipeline, r.step,
-       coalesce(r.source, '') as source,
-       case when r.status = 'failed' then coalesce(r.error_code, '') else '' end as error_code,
-       count(*) filter (where r.status = 'completed') as completed,
-       count(*) filter (where r.status = 'failed') as failed,
-       count(*) filter (where r.status = 'skipped') as skipped,
-       count(*) filter (where r.status = 'failed' and r.error_retryable) as retryable,
-       min(r.finished_at) as first_at, max(r.finished_at) as last_at,
-       (array_agg(r.error_message order by r.finished_at desc, r.job_id desc)
-          filter (where r.status = 'failed'))[1] as sample_message
-  from ledger.step_runs r
- where r.status <> 'started' and r.finished_at is not null and r.client_id = any(%(clients)s)
- group by 1, 2, 3, 4, 5, 6
- order by 1, 2, 3, 4, 5, 6
+# The error statistics are recomputed here in Python from the step runs, apart from the SQL that
+# keeps them: the finished attempts of each client, UTC day of their end, pipeline, step, site and
+# error code ('' for attempts that did not fail), and then all time.
+RUNS = """
+select client_id, finished_at, pipeline, step, coalesce(source, ''), status, error_code,
+       error_retryable, error_message, job_id
+  from ledger.step_runs
+ where status <> 'started' and finished_at is not null and client_id = any(%(clients)s)
 """
 OUTCOMES_KEPT = """
 select client_id, day, pipeline, step, source, error_code, completed, failed, skipped, retryable,
        first_at, last_at, sample_message
-  from ledger.step_outcomes_daily where client_id = any(%(clients)s) order by 1, 2, 3, 4, 5, 6
-"""
-TOTALS_FROM_DAILY = """
-select d.client_id, d.pipeline, d.step, d.source, d.error_code, sum(d.completed)::bigint,
-       sum(d.failed)::bigint, sum(d.skipped)::bigint, sum(d.retryable)::bigint, min(d.first_at),
-       max(d.last_at),
-       (array_agg(d.sample_message order by d.last_at desc)
-          filter (where d.sample_message is not null))[1]
-  from (""" + OUTCOMES_FROM_HISTORY.replace("order by 1, 2, 3, 4, 5, 6", "") + """) d
- group by 1, 2, 3, 4, 5 order by 1, 2, 3, 4, 5
+  from ledger.step_outcomes_daily where client_id = any(%(clients)s)
 """
 TOTALS_KEPT = """
 select client_id, pipeline, step, source, error_code, completed, failed, skipped, retryable,
        first_at, last_at, sample_message
-  from ledger.step_outcomes_total where client_id = any(%(clients)s) order by 1, 2, 3, 4, 5
+  from ledger.step_outcomes_total where client_id = any(%(clients)s)
 """
-TIMINGS_FROM_HISTORY = """
-with ordered as (
-  select r.client_id, r.job_id, r.pipeline, r.step, r.status, r.started_at, r.finished_at,
-         max(r.finished_at) over (partition by r.client_id, r.job_id
-                                  order by r.started_at, r.step_index, r.attempt
-                                  rows between unbounded preceding and 1 preceding) as ready_at
-    from ledger.step_runs r
-   where r.started_at is not null and r.client_id = any(%(clients)s)
-)
-select o.client_id, (o.started_at at time zone 'UTC')::date, o.pipeline, o.step, count(*),
-       count(*) filter (where o.status = 'completed' and o.finished_at is not null),
-       coalesce(array_agg(extract(epoch from o.finished_at - o.started_at)::float8
-                          order by o.finished_at - o.started_at)
-                  filter (where o.status = 'completed' and o.finished_at is not null), '{}'),
-       coalesce(array_agg(greatest(0, extract(epoch from o.started_at - o.ready_at))::float8
-                          order by greatest(0, extract(epoch from o.started_at - o.ready_at)))
-                  filter (where o.ready_at is not null), '{}')
-  from ordered o
- group by 1, 2, 3, 4 order by 1, 2, 3, 4
-"""
+
+
+def _outcomes_from_history(conn: psycopg.Connection, clients: list[str]) -> list[tuple[Any, ...]]:
+    runs: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for client, finished, pipeline, step, source, status, code, retryable, message, job in \
+            conn.execute(RUNS, {"clients": clients}):
+        key = (client, finished.astimezone(UTC).date(), pipeline, step, source,
+               (code or "") if status == "failed" else "")
+        runs.setdefault(key, []).append((status, finished, retryable, message, job))
+    cells = []
+    for key, attempts in runs.items():
+        failed = sorted((a for a in attempts if a[0] == "failed"), key=lambda a: (a[1], a[4]))
+        cells.append((*key, sum(a[0] == "completed" for a in attempts), len(failed),
+                      sum(a[0] == "skipped" for a in attempts), sum(bool(a[2]) for a in failed),
+                      min(a[1] for a in attempts), max(a[1] for a in attempts),
+                      failed[-1][3] if failed else None))
+    return sorted(cells)
+
+
+def _totals_from_daily(daily: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    days: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for cell in daily:
+        days.setdefault((*cell[:1], *cell[2:6]), []).append(cell)
+    totals = []
+    for key, cells in days.items():
+        samples = sorted((c for c in cells if c[12] is not None), key=lambda c: c[11])
+        totals.append((*key, *(sum(c[i] for c in cells) for i in (6, 7, 8, 9)),
+                       min(c[10] for c in cells), max(c[11] for c in cells),
+                       samples[-1][12] if samples else None))
+    return sorted(totals)
+
+
 TIMINGS_KEPT = """
 select client_id, day, pipeline, step, attempts, completed, durations_s, queues_s
-  from ledger.step_timings_daily where client_id = any(%(clients)s) order by 1, 2, 3, 4
+  from ledger.step_timings_daily where client_id = any(%(clients)s)
 """
+ATTEMPTS = """
+select client_id, job_id, pipeline, step, status, started_at, finished_at, step_index, attempt
+  from ledger.step_runs where started_at is not null and client_id = any(%(clients)s)
+"""
+
+
+def _timings_from_history(conn: psycopg.Connection, clients: list[str]) -> list[tuple[Any, ...]]:
+    """Per client, UTC day of the start, pipeline and step: attempts, completed ones, the sorted
+    durations of completed attempts, and the sorted waits before each attempt since the job's
+    previous attempt ended (none before a job's first)."""
+    jobs: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in conn.execute(ATTEMPTS, {"clients": clients}):
+        jobs.setdefault((row[0], row[1]), []).append(row)
+    cells: dict[tuple[Any, ...], list[Any]] = {}
+    for attempts in jobs.values():
+        ready_at = None
+        for client, _, pipeline, step, status, started, finished, _, _ in sorted(
+                attempts, key=lambda a: (a[5], a[7], a[8])):
+            cell = cells.setdefault((client, started.astimezone(UTC).date(), pipeline, step),
+                                    [0, 0, [], []])
+            cell[0] += 1
+            if status == "completed" and finished is not None:
+                cell[1] += 1
+                cell[2].append((finished - started).total_seconds())
+            if ready_at is not None:
+                cell[3].append(max(0.0, (started - ready_at).total_seconds()))
+            if finished is not None:
+                ready_at = finished if ready_at is None else max(ready_at, finished)
+    return sorted((*key, attempts, completed, sorted(durations), sorted(waits))
+                  for key, (attempts, completed, durations, waits) in cells.items())
+
+
 USAGE_FROM_HISTORY = """
 select u.* from unnest(%(clients)s::text[]) c(client_id)
  cross join lateral ledger._usage_lines(c.client_id, null, null) u
@@ -163,11 +191,16 @@ def _assert_kept_equals_history(conn: psycopg.Connection, clients: list[str]) ->
     refresh(conn)
     conn.execute("select ledger.refresh_analytics()")  # waits for a running one, then refreshes
     args = {"clients": clients}
-    for kept, history in ((USAGE_KEPT, USAGE_FROM_HISTORY), (OUTCOMES_KEPT, OUTCOMES_FROM_HISTORY),
-                          (TOTALS_KEPT, TOTALS_FROM_DAILY), (TIMINGS_KEPT, TIMINGS_FROM_HISTORY)):
-        expected = conn.execute(history, args).fetchall()
+    daily = _outcomes_from_history(conn, clients)
+    for kept, expected in ((conn.execute(USAGE_KEPT, args).fetchall(),
+                            conn.execute(USAGE_FROM_HISTORY, args).fetchall()),
+                           (sorted(conn.execute(OUTCOMES_KEPT, args).fetchall()), daily),
+                           (sorted(conn.execute(TOTALS_KEPT, args).fetchall()),
+                            _totals_from_daily(daily)),
+                           (sorted(conn.execute(TIMINGS_KEPT, args).fetchall()),
+                            _timings_from_history(conn, clients))):
         assert expected, "the history has rows of this kind"
-        assert conn.execute(kept, args).fetchall() == expected
+        assert kept == expected
 
 
 def test_refreshes_rewrite_only_what_changed_and_stay_exact(
