@@ -42,6 +42,7 @@ from stacks import free_ports as free_ports  # for the tests that import it from
 from stacks import run_cli_process, throwaway_stack
 from stepledger.sdk import Tracker, TrackerError
 from stepledger.settings import Settings
+from stepledger.stack import scheduler
 from test_loader_support import register_catalog as register_loader_catalog
 
 
@@ -61,6 +62,17 @@ def settings(stack: Settings) -> Settings:
 def su_conn(stack: Settings) -> Iterator[psycopg.Connection]:
     with psycopg.connect(stack.dsn("postgres"), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def no_scheduler(stack: Settings) -> Iterator[None]:
+    """The stack's scheduler stopped for the test, so that no background refresh of usage or
+    error statistics comes between two of its reads; started again afterwards."""
+    scheduler.stop(stack)
+    try:
+        yield
+    finally:
+        scheduler.start(stack)
 
 
 @pytest.fixture

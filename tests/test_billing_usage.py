@@ -24,17 +24,6 @@ USAGE_CONTRACT = ["client_id", "period", "pipeline", "step", "completed_steps", 
 
 
 @pytest.fixture
-def no_scheduler(settings: Settings) -> Iterator[None]:
-    """The stack's scheduler stopped for the test, so that no background refresh makes stale
-    usage fresh between two assertions; started again afterwards."""
-    scheduler.stop(settings)
-    try:
-        yield
-    finally:
-        scheduler.start(settings)
-
-
-@pytest.fixture
 def two_clients(books: Books) -> dict[str, str]:
     """Clients x and y with January usage; x has a monthly minimum of 100."""
     pipeline = books.make_pipeline(["a", "b"])

@@ -204,17 +204,9 @@ def _assert_kept_equals_history(conn: psycopg.Connection, clients: list[str]) ->
 
 
 def test_refreshes_rewrite_only_what_changed_and_stay_exact(
-        su_conn: psycopg.Connection, admin_token: str, settings: Settings) -> None:
+        su_conn: psycopg.Connection, admin_token: str, settings: Settings,
+        no_scheduler: None) -> None:
     # Refreshed by the test alone, so that it can count what one refresh rewrites.
-    scheduler.stop(settings)
-    try:
-        _rewrite_only_what_changed(su_conn, admin_token, settings)
-    finally:
-        scheduler.start(settings)
-
-
-def _rewrite_only_what_changed(su_conn: psycopg.Connection, admin_token: str,
-                               settings: Settings) -> None:
     pipeline = make_pipeline(su_conn, ["a", "b", "c"])
     x, y = make_client(su_conn), make_client(su_conn)
     # graduated tiers on a: 1 per unit, 0.5 from the 4th unit; a default price on b that changes
