@@ -14,9 +14,6 @@ grant pg_signal_backend, pg_read_all_stats to bi_watchdog;
 -- value. The owner may set it on BI logins (auth._apply_bi_limits) through this grant alone.
 grant set on parameter temp_file_limit to stepledger_owner;
 
--- TEMP on the database is the owner's alone (10_extensions.sql): a BI login creates no temporary
--- tables.
-
 create schema if not exists watchdog;
 comment on schema watchdog is 'The BI watchdog: ends BI statements and idle transactions past their limits.';
 revoke all on schema watchdog from public;

@@ -202,8 +202,8 @@ begin
     returning js.client_id, js.job_id, js.step, js.completed_at, js.billed_units, js.pipeline
   )
   -- The transaction id is this one's, given as a value: on a Citus cluster a default would be
-  -- the worker's own transaction id, which the refresh's snapshot (the coordinator's) does not
-  -- describe (ledger._usage_fresh).
+  -- the worker's own transaction id, which the usage refresh's snapshot (the coordinator's) does
+  -- not describe (ledger._changed_ranges).
   insert into ledger.billing_changes (client_id, period_from, period_to, reason, xid)
   select distinct x.client_id, x.period, x.period, 'completion', v_xid::text::xid8
     from upserted u

@@ -103,6 +103,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 -- client's, the numbers are sane; who recorded it is filled in; the usage lines learn that
 -- prices changed.
 declare
+  v_effective_from timestamptz := coalesce(p_effective_from, now());
   v_currency text;
   v_actor record;
   v_price_id bigint;
@@ -128,11 +129,11 @@ begin
                              effective_from, note, recorded_at, recorded_by, recorded_role,
                              recorded_token, recorded_via)
   values (p_pipeline, p_step, p_client_id, trim_scale(p_unit_price), v_currency,
-          ledger._normalized_tiers(p_tiers), coalesce(p_effective_from, now()), p_note, now(),
+          ledger._normalized_tiers(p_tiers), v_effective_from, p_note, now(),
           v_actor.actor, v_actor.role, v_actor.token, v_actor.via)
   returning price_id into v_price_id;
-  perform ledger._price_book_changed(coalesce(p_client_id, ''),
-                                     ledger._month(coalesce(p_effective_from, now())), 'price');
+  perform ledger._price_book_changed(coalesce(p_client_id, ''), ledger._month(v_effective_from),
+                                     'price');
   return v_price_id;
 end
 $$;

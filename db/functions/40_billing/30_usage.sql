@@ -260,8 +260,8 @@ comment on function ledger._usage_fresh(text, date) is
 
 create or replace function ledger._usage_changes_pending() returns bigint
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
--- The change rows (as the caller sees them) that no usage refresh has absorbed yet (null before
--- the first refresh): what GET /usage_freshness counts, the rows of ledger.usage_unseen_months.
+-- The change rows of ledger.billing_changes (as the caller sees them) that no usage refresh has
+-- absorbed yet (null before the first refresh): what GET /usage_freshness counts.
 begin
   if not exists (select 1 from ledger.usage_last_refresh) then
     return null;

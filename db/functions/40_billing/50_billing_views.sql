@@ -62,8 +62,7 @@ select r.finished_at as refreshed_at,
        r.duration_ms as refresh_duration_ms,
        round(extract(epoch from now() - r.finished_at)::numeric, 1) as age_s,
        ledger._usage_changes_pending() as pending_changes
-  from (select b.started_at, b.finished_at, b.duration_ms
-          from ledger.billing_refreshes b order by b.refresh_id desc limit 1) r;
+  from ledger.usage_last_refresh r;
 
 comment on view api.usage_freshness is 'How fresh GET /usage is: last refresh of the usage lines and the number of changes (of the caller''s clients) since.';
 
