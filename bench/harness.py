@@ -113,8 +113,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def latency_ms(name: str, seconds: list[float]) -> dict[str, float]:
     """{name_p50_ms, name_p95_ms} of timings in seconds: the keys the reports print."""
-    return {f"{name}_p50_ms": statistics.median(seconds) * 1000,
-            f"{name}_p95_ms": percentile(seconds, 0.95) * 1000}
+    figures = summary(seconds)
+    return {f"{name}_{q}_ms": figures[q] * 1000 for q in ("p50", "p95")}
 
 
 def rss_kib(pid: int) -> int:

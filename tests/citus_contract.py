@@ -517,11 +517,11 @@ def _usage_while_unseen(settings: Settings, su_conn: psycopg.Connection, api: ht
     # a transaction committed before the next refresh starts, so that its snapshot sees it
     with su_conn.transaction():
         (seen_xid,) = su_conn.execute("select pg_current_xact_id()::text").fetchone()
-    last = su_conn.execute("select max(refresh_id) from ledger.billing_refreshes").fetchone()[0]
-    with contextlib.suppress(AssertionError):  # on a timeout the answers below differ
-        wait_for(lambda: su_conn.execute(
-            "select max(refresh_id) > %s from ledger.billing_refreshes", [last]).fetchone()[0],
-            20, "a usage refresh", interval=0.2)
+    # (not only a later refresh: one whose snapshot saw that transaction)
+    wait_for(lambda: su_conn.execute(
+        "select exists (select from ledger.usage_last_refresh r "
+        "                where pg_visible_in_snapshot(%s::xid8, r.snapshot))",
+        [seen_xid]).fetchone()[0], 20, "a usage refresh that saw the transaction", interval=0.2)
     with psycopg.connect(settings.dsn("postgres")) as holder:
         holder.execute("select pg_advisory_xact_lock(hashtext('stepledger.refresh_usage'))")
         log_change(a, seen_xid)

@@ -240,8 +240,8 @@ def test_two_refreshes_of_one_token_at_once_never_both_succeed(api: Callable[...
 
 
 def test_refresh_is_bounded_by_the_password_time_not_by_the_token(
-        pgrst: httpx.Client, su_conn: psycopg.Connection,
-        jwt_for: Callable[..., str], settings: Settings, person: Person) -> None:
+        pgrst: httpx.Client, su_conn: psycopg.Connection, settings: Settings,
+        person: Person) -> None:
     email, _ = person
     token = _token(pgrst, email)
     sid = _claims(token, settings)["sid"]

@@ -136,15 +136,20 @@ def planner_runs(conn: psycopg.Connection, statement: str, params: list[object])
     """How many times the planner ran for one execution of `statement` (prepared on the server,
     so its own plan is made once), nested statements included: log_planner_stats reports each."""
     reports: list[str] = []
-    conn.add_notice_handler(
-        lambda d: reports.append(d.message_primary) if d.message_primary == "PLANNER STATISTICS"
-        else None)
-    with conn.transaction():
-        conn.execute("set local role postgres")
-        conn.execute("set local log_planner_stats = on")
-        conn.execute("set local client_min_messages = log")
-        conn.execute("set local role admin")
-        conn.execute(statement, params, prepare=True)
+
+    def planner_report(notice: psycopg.errors.Diagnostic) -> None:
+        if notice.message_primary == "PLANNER STATISTICS":
+            reports.append(notice.message_primary)
+    conn.add_notice_handler(planner_report)
+    try:
+        with conn.transaction():
+            conn.execute("set local role postgres")
+            conn.execute("set local log_planner_stats = on")
+            conn.execute("set local client_min_messages = log")
+            conn.execute("set local role admin")
+            conn.execute(statement, params, prepare=True)
+    finally:
+        conn.remove_notice_handler(planner_report)
     return len(reports)
 
 
@@ -160,6 +165,9 @@ def test_one_event_per_request_plans_nothing_once_the_session_is_warm(
             conn.execute("select api.ingest(%s::bytea)", [json.dumps(event).encode()], prepare=True)
             if n == 0:
                 ingest(conn, events("warm-plans-batch", 0, 40))
+        # the count sees a plan where there is one: a statement this session never ran
+        assert planner_runs(conn, "select count(*) from ledger.jobs where job_id = %s",
+                            ["never-planned"]) > 0
         assert planner_runs(conn, "select api.ingest(%s::bytea)",
                             [json.dumps(run[-1]).encode()]) == 0
         # PostgREST's pre-request check of a login token (sub, role, expiry)

@@ -320,15 +320,15 @@ def distribution(conn: psycopg.Connection) -> dict[str, str]:
     return kinds
 
 
-def _foreign_keys_from(conn: psycopg.Connection, tables: list[str],
-                       referenced: list[str]) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of the foreign keys of these tables to the referenced ones."""
+def _foreign_keys_among(conn: psycopg.Connection,
+                        tables: list[str]) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of the foreign keys between these tables."""
     if not tables:
         return []
     return [(r[0], r[1], r[2]) for r in conn.execute(
         "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
         " where contype = 'f' and conrelid = any(%s::regclass[]) "
-        "   and confrelid = any(%s::regclass[])", [tables, referenced]).fetchall()]
+        "   and confrelid = any(%s::regclass[])", [tables, tables]).fetchall()]
 
 
 def _to_convert(done: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -345,7 +345,7 @@ def _set_aside_keys(conn: psycopg.Connection, tables: list[str]) -> list[tuple[s
     a reference table into a Citus local table: a new table under its name, with the views over
     it created again (an INSTEAD OF trigger of api.prices was lost), which Citus converts no
     further when it has an identity column (client_minimums)."""
-    keys = _foreign_keys_from(conn, tables, tables)
+    keys = _foreign_keys_among(conn, tables)
     for table, name, _ in keys:
         conn.execute(sql.SQL("alter table {} drop constraint {}").format(
             sql.SQL(table), sql.Identifier(name)))
