@@ -612,6 +612,9 @@ ALTER_TABLE_FORMS = [
     "alter table ledger.jobs add column probe_a integer",
     "alter table ledger.jobs add column probe_a integer, add column probe_b integer",
     "alter table ledger.jobs add column probe_a integer check (probe_a > 0)",
+    "alter table ledger.jobs add column probe_a integer constraint probe_a_positive "
+    "check (probe_a > 0)",
+    'alter table ledger.jobs add column "unique" integer',
     "alter table ledger.jobs add column probe_a text default 'check (unique)'",
     "alter table ledger.jobs add column probe_a integer references ledger.pipelines (pipeline)",
     "alter table ledger.jobs add constraint probe_check check (steps_done >= 0)",

@@ -236,13 +236,17 @@ OWNER_ROLE_PARAMETERS = ("stepledger.client_id", "temp_file_limit")
 # Once tables are distributed, a coordinator refuses some forms of ALTER TABLE that PostgreSQL
 # takes (Citus 13.2, commands/table.c): a constraint, a partition or a trigger switch together
 # with other subcommands ("cannot execute ADD CONSTRAINT command with other subcommands"), and a
-# column added with a constraint of its own, which Citus wants named ("cannot execute ADD COLUMN
-# command with PRIMARY KEY, UNIQUE, FOREIGN and CHECK constraints").
+# column added with an unnamed constraint of its own, which Citus wants named ("cannot execute ADD
+# COLUMN command with PRIMARY KEY, UNIQUE, FOREIGN and CHECK constraints").
 _ALONE = re.compile(r"(add\s+(constraint|primary|unique|foreign|check|exclude)\b"
                     r"|(attach|detach)\s+partition\b"
                     r"|(enable|disable)\s+((always|replica)\s+)?trigger\b)", re.I)
 _ADD_COLUMN = re.compile(r"add\s+(?!(constraint|primary|unique|foreign|check|exclude)\b)", re.I)
 _COLUMN_CONSTRAINT = re.compile(r"\b(check\s*\(|unique\b|primary\s+key\b|references\b)", re.I)
+# What the constraint test does not read: literals, quoted names and dollar-quoted text, and the
+# constraints a column names itself (`constraint c_positive check (...)`), which Citus takes.
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$(\w*)\$.*?\$\1\$", re.S)
+_NAMED = re.compile(r"\bconstraint\s+\S+\s+(?=check|unique|primary|references)", re.I)
 
 
 def _top_level_parts(text: str) -> list[str]:
@@ -280,7 +284,7 @@ def alter_table_refusals(text: str) -> list[str]:
         refusals += [f"ALTER TABLE {head.group(3)} {sub}: add the column, then its constraint "
                      "by name (ADD CONSTRAINT name ...)" for sub in subcommands
                      if _ADD_COLUMN.match(sub)
-                     and _COLUMN_CONSTRAINT.search(re.sub(r"'(?:[^']|'')*'", "''", sub))]
+                     and _COLUMN_CONSTRAINT.search(_NAMED.sub("named_", _QUOTED.sub("''", sub)))]
     return refusals
 
 
