@@ -28,6 +28,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
+from bench.harness import revision_tree
 from psycopg.conninfo import make_conninfo
 
 import citus_contract
@@ -661,31 +662,29 @@ def test_migrate_refuses_a_migration_the_cluster_would_refuse(cluster: Settings,
 MINIMUMS_REBUILT = "db/migrations/0160_client_minimums_distributable.sql"
 
 
-def _tree_before(path: str, into: Path) -> bool:
-    """The repository as it was before `path` was added, extracted into `into`; False when the
-    history is not in this clone (a shallow one)."""
+def _commit_adding(path: str) -> str | None:
+    """The commit that added `path`; None when the history is not in this clone (a shallow one)."""
     added = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "--format=%H", "--diff-filter=A",
                             "-1", "--", path], capture_output=True, text=True, check=False)
-    if added.returncode or not added.stdout.strip():
-        return False
-    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive",
-                              f"{added.stdout.strip()}^"], capture_output=True, check=False)
-    if archive.returncode:
-        return False
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return True
+    if added.returncode != 0 or not added.stdout.strip():
+        return None
+    return added.stdout.strip()
 
 
-def test_a_cluster_distributed_before_0160_upgrades(tmp_path: Path) -> None:
+def test_a_cluster_distributed_before_0160_upgrades() -> None:
     """A coordinator migrated by the code before migration 0160 (its tenant tables distributed,
     the price book and the minimums Citus local tables with their check triggers) is upgraded by
     `stepledger migrate`: the minimums distributed by client_id next to the jobs, with their rows
     and ids and new ids after them; the price book a reference table; both written by the
     owner's functions."""
-    old = tmp_path / "before-0160"
-    old.mkdir()
-    if not _tree_before(MINIMUMS_REBUILT, old):
+    added = _commit_adding(MINIMUMS_REBUILT)
+    if added is None:
         pytest.skip("the history before migration 0160 is not in this clone")
+    with revision_tree(f"{added}^") as old:
+        _upgrade_from(old)
+
+
+def _upgrade_from(old: Path) -> None:
     home = make_home("stepledger-citus-upgrade-")
     settings = make_settings(home, pg_port=citus.free_port_block(WORKERS + 1),
                              citus_workers=WORKERS)
