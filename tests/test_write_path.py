@@ -172,3 +172,31 @@ def test_progress_matches_a_recomputation_from_the_events(db: psycopg.Connection
         "select job_id, step, completed_at, units from ledger._charges_from_events(%s, null, null)"
         " order by 1, 2", [sc.client]).fetchall()
     assert live == reference and live
+
+
+def test_one_batch_of_two_clients_with_the_same_job_id(db: psycopg.Connection) -> None:
+    """A single node folds a batch of several clients at once: jobs, steps, statuses before the
+    batch and job messages stay each client's own, even when the clients use the same job id."""
+    a, b = Scenario(db, steps=["fetch", "report"]), Scenario(db, steps=["fetch", "report"])
+    a.send(a.event("shared", "fetch", "started", T0),
+           a.event("shared", "fetch", "failed", T0 + timedelta(seconds=3)),
+           b.event("shared", "fetch", "started", T0),
+           b.event("shared", "fetch", "completed", T0 + timedelta(seconds=3)),
+           b.event("shared", "report", "completed", T0 + timedelta(seconds=6)))
+    assert (a.job("shared")["status"], b.job("shared")["status"]) == ("failed", "completed")
+    assert _outbox(db, a.client) == [("job.failed", "shared")]
+    assert _outbox(db, b.client) == [("job.completed", "shared")]
+    # Each job's status before the next batch is its own client's: client a recovers, client b's
+    # completed job takes a late event and announces nothing.
+    later = T0 + timedelta(seconds=10)
+    a.send(a.event("shared", "fetch", "completed", later, attempt=2),
+           a.event("shared", "report", "completed", later + timedelta(seconds=2)),
+           b.event("shared", "report", "started", T0 + timedelta(seconds=4)))
+    assert (a.job("shared")["status"], b.job("shared")["status"]) == ("completed", "completed")
+    assert _outbox(db, a.client) == [("job.failed", "shared"), ("job.recovered", "shared"),
+                                     ("job.completed", "shared")]
+    assert _outbox(db, b.client) == [("job.completed", "shared")]
+    for sc, steps in ((a, 2), (b, 2)):
+        assert db.execute("select count(*) from ledger.job_steps where client_id = %s"
+                          " and job_id = 'shared' and completed_at is not null",
+                          [sc.client]).fetchone()[0] == steps

@@ -48,7 +48,7 @@ declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
   v_transitions jsonb;
   v_before jsonb;
-  v_jobs bigint;
+  v_news jsonb;
 begin
   if coalesce(cardinality(p_events), 0) = 0 then
     return;
@@ -138,7 +138,7 @@ begin
       from touched t
      cross join lateral (
        select o.* from ledger.job_steps o
-        where o.client_id = p_client_id and o.client_id = t.client_id and o.job_id = t.job_id
+        where (o.client_id = p_client_id or p_client_id is null) and o.client_id = t.client_id and o.job_id = t.job_id
           and o.step = t.step
         limit 1) o
   ),
@@ -175,7 +175,7 @@ begin
        -- are unchanged in this statement's snapshot) or touched and completed (t.billed_attempt)
        select x.attempt, x.units, x.finished_at
          from (select r.attempt, r.units, r.finished_at from ledger.step_runs r
-                where k.demoted and r.client_id = p_client_id and r.client_id = t.client_id
+                where k.demoted and (r.client_id = p_client_id or p_client_id is null) and r.client_id = t.client_id
                   and r.job_id = t.job_id
                   and r.step = t.step and r.status = 'completed'
                   and not (r.attempt = any(t.attempts))
@@ -220,10 +220,10 @@ begin
   --    for (70_notifications/20_outbox.sql). It is read in a statement of its own: on a Citus
   --    cluster a CTE of the upsert's statement read the jobs after the upsert (ADR 0012). The
   --    upsert logs the days of each job for the analytics refresh (50_analytics/20_refresh.sql).
-  select jsonb_object_agg(o.job_id, o.status) into v_before
+  select jsonb_object_agg(o.client_id || '/' || o.job_id, o.status) into v_before
     from ledger.jobs o
-   where o.client_id = p_client_id
-     and o.job_id = any (array(select n.job_id from unnest(p_events) n));
+   where (o.client_id = p_client_id or p_client_id is null)
+     and (o.client_id, o.job_id) in (select n.client_id, n.job_id from unnest(p_events) n);
   with batch as (
     select n.client_id, n.job_id, min(n.pipeline) as pipeline, min(n.occurred_at) as first_at,
            max(n.occurred_at) as last_at, count(*) as events
@@ -248,7 +248,7 @@ begin
       join ledger.pipelines p on p.pipeline = b.pipeline
       left join lateral (
         select o.* from ledger.jobs o
-         where o.client_id = p_client_id and o.client_id = b.client_id and o.job_id = b.job_id
+         where (o.client_id = p_client_id or p_client_id is null) and o.client_id = b.client_id and o.job_id = b.job_id
          limit 1
       ) o on true
      cross join lateral (
@@ -270,11 +270,11 @@ begin
            -- the error of a failed step, the only one the aggregates read: no probe for the others
            select r.error_code, r.error_message, r.error_retryable from ledger.step_runs r
             where js.latest_status = 'failed'
-              and r.client_id = p_client_id and r.client_id = js.client_id and r.job_id = js.job_id
+              and (r.client_id = p_client_id or p_client_id is null) and r.client_id = js.client_id and r.job_id = js.job_id
               and r.step = js.step and r.attempt = js.latest_attempt
             limit 1
          ) r on true
-        where js.client_id = p_client_id and js.client_id = b.client_id and js.job_id = b.job_id
+        where (js.client_id = p_client_id or p_client_id is null) and js.client_id = b.client_id and js.job_id = b.job_id
      ) a
      cross join lateral (
        -- A new job runs the current version; one that reports a step of a newer version moves to it.
@@ -311,12 +311,16 @@ begin
       from upserted u
   )
   select jsonb_agg(jsonb_build_object('client_id', u.client_id, 'job_id', u.job_id,
-                                      'before', v_before->>u.job_id, 'after', u.status)
+                                      'before', v_before->>(u.client_id || '/' || u.job_id),
+                                      'after', u.status)
                    order by u.client_id, u.job_id)
             -- a new job is news when it starts in a final state; a known one when its status changed
-            filter (where u.status is distinct from coalesce(v_before->>u.job_id, 'running')),
-         count(*)
-    into v_transitions, v_jobs
+            filter (where u.status is distinct from
+                           coalesce(v_before->>(u.client_id || '/' || u.job_id), 'running')),
+         (select jsonb_agg(json_build_object('client_id', c.client_id, 'jobs', c.jobs,
+                                             'changed_xid', v_xid)::text order by c.client_id)
+            from (select u.client_id, count(*) as jobs from upserted u group by u.client_id) c)
+    into v_transitions, v_news
     from upserted u;
   if v_transitions is not null then
     perform ledger._enqueue_job_transitions(v_transitions);
@@ -325,33 +329,34 @@ begin
   -- 5. Tell listeners which clients have news (docs/api.md, live updates): one notification per
   --    client and batch on channel stepledger_jobs, delivered at commit, with the number of its
   --    jobs the batch changed (one upserted row each).
-  perform pg_notify('stepledger_jobs',
-                    json_build_object('client_id', p_client_id, 'jobs', v_jobs,
-                                      'changed_xid', v_xid)::text);
+  perform pg_notify('stepledger_jobs', n.news) from jsonb_array_elements_text(v_news) n(news);
 end
 $$;
 comment on function ledger._fold_client_progress(text, ledger.events[]) is
-  'Folds one client''s accepted events of a batch into its step runs, job steps, jobs, billing change log and job notifications.';
+  'Folds accepted events of a batch (one client''s, or every client''s when p_client_id is null) into step runs, job steps, jobs, the billing change log and job notifications.';
 
 create or replace function ledger._fold_progress(p_events ledger.events[]) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
--- One client at a time (a bound ingest token's batch is one client): every statement of
--- ledger._fold_client_progress names the client of each table it reads, so on a Citus cluster
--- it is a router query on the worker that holds that client (ADR 0012). Clients are taken in
--- one order, and each one's jobs are locked in one order, so two batches cannot deadlock.
+-- On a single node the whole batch is folded at once. On a Citus cluster, one client at a time
+-- (a bound ingest token's batch is one client): each statement of ledger._fold_client_progress
+-- then names the client of every table it reads, a router query on the worker that holds that
+-- client (ADR 0012). Either way each call locks its jobs in one order, and clients are taken in
+-- one order, so two batches cannot deadlock.
 declare
-  v_client text;
+  v_batch record;
 begin
-  -- A batch of one event (one client) needs no split: two statements fewer per request.
   if cardinality(p_events) = 1 then
     perform ledger._fold_client_progress(p_events[1].client_id, p_events);
-    return;
+  elsif not exists (select from pg_extension where extname = 'citus') then
+    perform ledger._fold_client_progress(null, p_events);
+  else
+    -- (the batch split in one pass: a scan of the batch per client cost O(clients x events))
+    for v_batch in select n.client_id, array_agg(n) as events
+                     from unnest(p_events) n group by n.client_id order by n.client_id loop
+      perform ledger._fold_client_progress(v_batch.client_id, v_batch.events);
+    end loop;
   end if;
-  for v_client in select distinct n.client_id from unnest(p_events) n order by 1 loop
-    perform ledger._fold_client_progress(
-      v_client, array(select n from unnest(p_events) n where n.client_id = v_client));
-  end loop;
 end
 $$;
 comment on function ledger._fold_progress(ledger.events[]) is
-  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications, client by client (called by ingest).';
+  'Folds a batch of accepted events into step runs, job steps, jobs, the billing change log and job notifications: at once on a single node, client by client on a Citus cluster (called by ingest).';

@@ -1,5 +1,15 @@
 -- Writing messages into the outbox (the outbox's design and error codes: 10_targets.sql).
 
+create or replace function ledger._notification_body(p_event_type text, p_data jsonb)
+returns jsonb
+language sql stable parallel safe as $$
+  -- The body of an outbox message: its type, when it was written, and its data.
+  select jsonb_build_object('type', p_event_type,
+                            'timestamp', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                            'data', p_data)
+$$;
+comment on function ledger._notification_body(text, jsonb) is 'The body of an outbox message: {type, timestamp, data}.';
+
 create or replace function ledger._enqueue_notification(p_client_id text, p_event_type text,
                                                          p_data jsonb)
 returns bigint
@@ -9,10 +19,7 @@ declare
   v_seq bigint;
 begin
   insert into ledger.notification_messages (client_id, event_type, body)
-  values (p_client_id, p_event_type,
-          jsonb_build_object('type', p_event_type,
-                             'timestamp', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                             'data', p_data))
+  values (p_client_id, p_event_type, ledger._notification_body(p_event_type, p_data))
   returning message_seq into v_seq;
   perform pg_notify('stepledger_notifications', '');
   return v_seq;
@@ -21,74 +28,117 @@ $$;
 comment on function ledger._enqueue_notification(text, text, jsonb) is 'Writes one message to the notification outbox (in the caller''s transaction).';
 
 create or replace function ledger._url_encode(p_text text) returns text
-language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
-  -- encodeURIComponent: every byte but A-Z a-z 0-9 - _ . ! ~ * ' ( ) as %XX. Most ids need no
-  -- escaping: one match instead of a regular expression per character.
-  select case when p_text ~ '^[A-Za-z0-9_.!~*''()-]*$' then p_text else (
-  select coalesce(string_agg(case when b.ch ~ '^[A-Za-z0-9_.!~*''()-]$' then b.ch
-                                  else upper(regexp_replace(encode(convert_to(b.ch, 'UTF8'), 'hex'),
-                                                            '(..)', '%\1', 'g')) end,
-                             '' order by b.i), '')
-    from regexp_split_to_table(p_text, '') with ordinality as b(ch, i)) end
+language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
+-- encodeURIComponent: every byte but A-Z a-z 0-9 - _ . ! ~ * ' ( ) as %XX. Most ids need no
+-- escaping: one match instead of a regular expression per character. (PL/pgSQL: a SQL function
+-- with a subquery is not inlined, and was planned again for every statement that called it.)
+begin
+  if p_text ~ '^[A-Za-z0-9_.!~*''()-]*$' then
+    return p_text;
+  end if;
+  return (select coalesce(string_agg(case when b.ch ~ '^[A-Za-z0-9_.!~*''()-]$' then b.ch
+                                          else upper(regexp_replace(encode(convert_to(b.ch, 'UTF8'), 'hex'),
+                                                                    '(..)', '%\1', 'g')) end,
+                                     '' order by b.i), '')
+            from regexp_split_to_table(p_text, '') with ordinality as b(ch, i));
+end
 $$;
 comment on function ledger._url_encode(text) is 'Percent-encodes text as JavaScript''s encodeURIComponent does.';
 
-create or replace function ledger._job_notification_data(p_client_id text, p_job_id text,
-                                                         p_status text)
-returns jsonb
-language plpgsql stable set search_path = pg_catalog, pg_temp as $$
--- data of a job message: the failed step for a failure, else the step with the latest news.
--- PL/pgSQL so that the query is planned once per session: planning it cost more than running it,
--- once per message of a batch.
+drop function if exists ledger._job_notification_data(text, text, text);
+create or replace function ledger._job_notification_data(p_jobs jsonb)
+returns table (client_id text, job_id text, data jsonb)
+language plpgsql stable set search_path = pg_catalog, pg_temp
+-- One statement for every job of a batch, planned once per session (ingest's plans: see
+-- ledger._fold_client_progress, whose settings it shares).
+set plan_cache_mode = force_generic_plan
+as $$
+-- The data of a job.* message for each of p_jobs, [{client_id, job_id, status}]: the failed
+-- step for a failure, else the step with the latest news. The jobs are found by their keys as
+-- arrays, not by a join with p_jobs: the index probes them on a single node, and on a Citus
+-- cluster the clients' array, named for every table including the lateral one, routes the query
+-- to the workers that hold them (ADR 0012).
+declare
+  v_status jsonb;
+  v_clients text[];
+  v_jobs text[];
 begin
-  return (
-  select jsonb_build_object(
+  select jsonb_object_agg(x.client_id || '/' || x.job_id, x.status),
+         array_agg(distinct x.client_id), array_agg(distinct x.job_id)
+    into v_status, v_clients, v_jobs
+    from jsonb_to_recordset(p_jobs) as x(client_id text, job_id text, status text);
+  return query
+  select j.client_id, j.job_id, jsonb_build_object(
            'client_id', j.client_id, 'job_id', j.job_id, 'pipeline', j.pipeline,
-           'status', p_status, 'step', s.step, 'step_title', ps.title, 'attempt', s.latest_attempt,
+           'status', x.status, 'step', s.step, 'step_title', ps.title, 'attempt', s.latest_attempt,
            'error_code', r.error_code, 'error_message', r.error_message,
-           'occurred_at', case p_status when 'failed' then coalesce(s.latest_at, j.updated_at)
+           'occurred_at', case x.status when 'failed' then coalesce(s.latest_at, j.updated_at)
                                         when 'completed' then coalesce(j.finished_at, j.updated_at)
                                         else j.updated_at end,
            'steps_done', j.steps_done, 'steps_total', j.steps_total,
            'url', (select st.public_web_url from ledger.notification_settings st)
                   || '/#/jobs/' || ledger._url_encode(j.client_id) || '/' || ledger._url_encode(j.job_id))
     from ledger.jobs j
+   cross join lateral (select v_status->>(j.client_id || '/' || j.job_id) as status) x
     left join lateral (
       select js.step, js.latest_attempt, js.latest_at
         from ledger.job_steps js
-       where js.client_id = j.client_id and js.job_id = j.job_id
-         and (p_status <> 'failed' or js.latest_status = 'failed')
-       order by (js.step = j.last_error_step and p_status = 'failed') desc, js.latest_at desc,
+       where js.client_id = any(v_clients) and js.client_id = j.client_id and js.job_id = j.job_id
+         and (x.status <> 'failed' or js.latest_status = 'failed')
+       order by (js.step = j.last_error_step and x.status = 'failed') desc, js.latest_at desc,
                 js.step_index desc
        limit 1) s on true
     left join ledger.pipeline_steps ps on ps.pipeline = j.pipeline and ps.step = s.step
     left join ledger.step_runs r on r.client_id = j.client_id and r.job_id = j.job_id
                                 and r.step = s.step and r.attempt = s.latest_attempt
-   where j.client_id = p_client_id and j.job_id = p_job_id);
+   where j.client_id = any(v_clients) and j.job_id = any(v_jobs) and x.status is not null;
 end
 $$;
-comment on function ledger._job_notification_data(text, text, text) is 'The data of a job.* message (docs/notifications.md).';
+comment on function ledger._job_notification_data(jsonb) is
+  'The data of the job.* messages (docs/notifications.md) of jobs [{client_id, job_id, status}].';
 
-create or replace function ledger._enqueue_job_transitions(p_transitions jsonb) returns integer
+drop function if exists ledger._enqueue_job_transitions(jsonb);
+create or replace function ledger._enqueue_job_transitions(p_transitions jsonb)
+returns integer
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- p_transitions: [{"client_id", "job_id", "before": status or null, "after": status}], the jobs
 -- whose stored status changed. The messages of each transition:
 --   -> failed: job.failed;  failed -> running: job.recovered;
 --   failed -> completed: job.recovered and job.completed;  other -> completed: job.completed.
--- One statement for the whole batch: the message data's query is planned once, not per message.
+-- The messages' data are read in one statement, then written in one: on a Citus cluster the jobs
+-- are on the workers and the outbox on the coordinator.
 declare
+  v_messages jsonb;
   v_count integer;
 begin
-  select count(ledger._enqueue_notification(t.client_id, t.event_type,
-                 ledger._job_notification_data(t.client_id, t.job_id, t.after)))
-    into v_count
-    from (select x.client_id, x.job_id, e.event_type, x.after
-            from jsonb_to_recordset(p_transitions) as x(client_id text, job_id text, before text, after text)
-           cross join lateral (values (1, 'job.recovered', x.before = 'failed' and x.after in ('running', 'completed')),
-                                      (2, 'job.failed', x.after = 'failed'),
-                                      (3, 'job.completed', x.after = 'completed')) as e(ord, event_type, applies)
-           where e.applies and x.after is distinct from x.before
-           order by x.client_id, x.job_id, e.ord) t;
+  with transitions as (
+    select x.client_id, x.job_id, x.before, x.after
+      from jsonb_to_recordset(p_transitions) as x(client_id text, job_id text, before text, after text)
+     where x.after is distinct from x.before
+  )
+  select jsonb_agg(jsonb_build_object('client_id', t.client_id, 'event_type', e.event_type,
+                                      'data', d.data)
+                   order by t.client_id, t.job_id, e.ord)
+    into v_messages
+    from transitions t
+    join ledger._job_notification_data(
+           (select jsonb_agg(jsonb_build_object('client_id', t2.client_id, 'job_id', t2.job_id,
+                                                'status', t2.after))
+              from transitions t2)) d
+      on d.client_id = t.client_id and d.job_id = t.job_id
+   cross join lateral (values (1, 'job.recovered', t.before = 'failed' and t.after in ('running', 'completed')),
+                              (2, 'job.failed', t.after = 'failed'),
+                              (3, 'job.completed', t.after = 'completed')) as e(ord, event_type, applies)
+   where e.applies;
+  insert into ledger.notification_messages (client_id, event_type, body)
+  select m.message->>'client_id', m.message->>'event_type',
+         ledger._notification_body(m.message->>'event_type', m.message->'data')
+    from jsonb_array_elements(v_messages) with ordinality as m(message, n)
+   order by m.n;
+  get diagnostics v_count = row_count;
+  if v_count > 0 then
+    perform pg_notify('stepledger_notifications', '');
+  end if;
   return v_count;
 end
 $$;
@@ -119,8 +169,9 @@ begin
       returning client_id, job_id)
     select f.client_id, f.job_id from found f order by 1, 2
   loop
-    perform ledger._enqueue_notification(j.client_id, 'job.stalled',
-                                         ledger._job_notification_data(j.client_id, j.job_id, 'stalled'));
+    perform ledger._enqueue_notification(j.client_id, 'job.stalled', d.data)
+       from ledger._job_notification_data(jsonb_build_array(jsonb_build_object('client_id', j.client_id, 'job_id', j.job_id,
+                                                   'status', 'stalled'))) d;
     v_count := v_count + 1;
   end loop;
   return v_count;
