@@ -257,3 +257,25 @@ def test_bodies_are_read_by_admins_only_and_never_changed(
             db.execute(statement, [digest])  # as a superuser
         assert refused.value.sqlstate == "SL205"
         db.execute("rollback to savepoint s")
+
+
+# Bodies where counting '":' alone would miss a key given twice: a key followed by white space,
+# and a value that spells a quote as \u0022 next to a colon (the normalised text has one '":'
+# more there, which hides the key that was dropped). And bodies with no duplicate that look alike.
+SPELLINGS = {
+    '{"a":1,"a":2}': [("", "a")],
+    '{"a" : 1, "a": 2}': [("", "a")],
+    '{"a"\t:1,"a"\n:2}': [("", "a")],
+    '{"a":1,"a":"\\u0022:"}': [("", "a")],
+    '[{"x":{"k":1,"k":2}}]': [("/0/x", "k")],
+    '{"a":1,"b":"\\":"}': [],
+    '{"a" : 1, "b": "\\u0022:"}': [],
+}
+
+
+@pytest.mark.parametrize("text", list(SPELLINGS))
+def test_a_key_given_twice_is_found_however_the_body_is_spelled(su_conn: psycopg.Connection,
+                                                                 text: str) -> None:
+    problems = su_conn.execute("select ledger._duplicate_key_problems(%s, %s::jsonb)",
+                               [text, text]).fetchone()[0]
+    assert [(p["path"], p["key"]) for p in problems] == SPELLINGS[text]
