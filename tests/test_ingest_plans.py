@@ -91,6 +91,9 @@ def plans_after_growth(settings: Settings, first_batch: int) -> list[str]:
         plans.clear()
         ingest(planned_early, events("bulk", 10_000, 1)[0])
         ingest(planned_early, events("late", 0, 1))
+        # and one that fails a job: its job.failed message reads the job and its steps
+        ingest(planned_early, dict(events("late", 1, 1)[0], status="failed",
+                                   error={"code": "E_PLAN", "message": "failed"}))
     return plans
 
 
@@ -98,6 +101,7 @@ def assert_probed_by_key(plans: list[str]) -> None:
     text = "\n".join(plans)
     assert "insert into ledger.event_ids" in text and "insert into ledger.job_steps" in text, \
         "the nested statements of ingest were not explained"
+    assert "ledger.notification_settings" in text, "the job messages' data were not explained"
     for table in GROWING_TABLES:
         scans = scans_of(table, text)
         assert scans, f"no plan reads ledger.{table}"

@@ -323,7 +323,7 @@ begin
     into v_transitions, v_news
     from upserted u;
   if v_transitions is not null then
-    perform ledger._enqueue_job_transitions(v_transitions);
+    perform ledger._enqueue_job_transitions(p_client_id, v_transitions);
   end if;
 
   -- 5. Tell listeners which clients have news (docs/api.md, live updates): one notification per

@@ -46,7 +46,7 @@ $$;
 comment on function ledger._url_encode(text) is 'Percent-encodes text as JavaScript''s encodeURIComponent does.';
 
 drop function if exists ledger._job_notification_data(text, text, text);
-create or replace function ledger._job_notification_data(p_jobs jsonb)
+create or replace function ledger._job_notification_data(p_client_id text, p_jobs jsonb)
 returns table (client_id text, job_id text, data jsonb)
 language plpgsql stable set search_path = pg_catalog, pg_temp
 -- One statement for every job of a batch, planned once per session (ingest's plans: see
@@ -54,20 +54,17 @@ language plpgsql stable set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 -- The data of a job.* message for each of p_jobs, [{client_id, job_id, status}]: the failed
--- step for a failure, else the step with the latest news. The jobs are found by their keys as
--- arrays, not by a join with p_jobs: the index probes them on a single node, and on a Citus
--- cluster the clients' array, named for every table including the lateral one, routes the query
--- to the workers that hold them (ADR 0012).
-declare
-  v_status jsonb;
-  v_clients text[];
-  v_jobs text[];
+-- step for a failure, else the step with the latest news. p_client_id: the client of all of
+-- them, or null. Each job, its step and its step run are probed by key (LATERAL subqueries with
+-- a LIMIT, which are not flattened into a join: a nested loop, whatever the table sizes when the
+-- plan was made), and every one names p_client_id: on a Citus coordinator, where ingest folds
+-- one client at a time, that makes the statement a router query (ADR 0012), which Citus refuses
+-- for a LATERAL subquery joined to a table without it.
 begin
-  select jsonb_object_agg(x.client_id || '/' || x.job_id, x.status),
-         array_agg(distinct x.client_id), array_agg(distinct x.job_id)
-    into v_status, v_clients, v_jobs
-    from jsonb_to_recordset(p_jobs) as x(client_id text, job_id text, status text);
   return query
+  with x as materialized (
+    select * from jsonb_to_recordset(p_jobs) as x(client_id text, job_id text, status text)
+  )
   select j.client_id, j.job_id, jsonb_build_object(
            'client_id', j.client_id, 'job_id', j.job_id, 'pipeline', j.pipeline,
            'status', x.status, 'step', s.step, 'step_title', ps.title, 'attempt', s.latest_attempt,
@@ -78,31 +75,40 @@ begin
            'steps_done', j.steps_done, 'steps_total', j.steps_total,
            'url', (select st.public_web_url from ledger.notification_settings st)
                   || '/#/jobs/' || ledger._url_encode(j.client_id) || '/' || ledger._url_encode(j.job_id))
-    from ledger.jobs j
-   cross join lateral (select v_status->>(j.client_id || '/' || j.job_id) as status) x
+    from x
+   cross join lateral (
+      select j.* from ledger.jobs j
+       where (j.client_id = p_client_id or p_client_id is null)
+         and j.client_id = x.client_id and j.job_id = x.job_id
+       limit 1) j
     left join lateral (
       select js.step, js.latest_attempt, js.latest_at
         from ledger.job_steps js
-       where js.client_id = any(v_clients) and js.client_id = j.client_id and js.job_id = j.job_id
+       where (js.client_id = p_client_id or p_client_id is null)
+         and js.client_id = j.client_id and js.job_id = j.job_id
          and (x.status <> 'failed' or js.latest_status = 'failed')
        order by (js.step = j.last_error_step and x.status = 'failed') desc, js.latest_at desc,
                 js.step_index desc
        limit 1) s on true
     left join ledger.pipeline_steps ps on ps.pipeline = j.pipeline and ps.step = s.step
-    left join ledger.step_runs r on r.client_id = j.client_id and r.job_id = j.job_id
-                                and r.step = s.step and r.attempt = s.latest_attempt
-   where j.client_id = any(v_clients) and j.job_id = any(v_jobs) and x.status is not null;
+    left join lateral (
+      select r.error_code, r.error_message from ledger.step_runs r
+       where (r.client_id = p_client_id or p_client_id is null)
+         and r.client_id = j.client_id and r.job_id = j.job_id and r.step = s.step
+         and r.attempt = s.latest_attempt
+       limit 1) r on true;
 end
 $$;
-comment on function ledger._job_notification_data(jsonb) is
-  'The data of the job.* messages (docs/notifications.md) of jobs [{client_id, job_id, status}].';
+comment on function ledger._job_notification_data(text, jsonb) is
+  'The data of the job.* messages (docs/notifications.md) of jobs [{client_id, job_id, status}] of client p_client_id (or of any when it is null).';
 
 drop function if exists ledger._enqueue_job_transitions(jsonb);
-create or replace function ledger._enqueue_job_transitions(p_transitions jsonb)
+create or replace function ledger._enqueue_job_transitions(p_client_id text, p_transitions jsonb)
 returns integer
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 -- p_transitions: [{"client_id", "job_id", "before": status or null, "after": status}], the jobs
--- whose stored status changed. The messages of each transition:
+-- whose stored status changed, of client p_client_id (or of any when it is null). The messages of
+-- each transition:
 --   -> failed: job.failed;  failed -> running: job.recovered;
 --   failed -> completed: job.recovered and job.completed;  other -> completed: job.completed.
 -- The messages' data are read in one statement, then written in one: on a Citus cluster the jobs
@@ -121,7 +127,7 @@ begin
                    order by t.client_id, t.job_id, e.ord)
     into v_messages
     from transitions t
-    join ledger._job_notification_data(
+    join ledger._job_notification_data(p_client_id,
            (select jsonb_agg(jsonb_build_object('client_id', t2.client_id, 'job_id', t2.job_id,
                                                 'status', t2.after))
               from transitions t2)) d
@@ -142,7 +148,8 @@ begin
   return v_count;
 end
 $$;
-comment on function ledger._enqueue_job_transitions(jsonb) is 'Writes the job.* messages of job status transitions.';
+comment on function ledger._enqueue_job_transitions(text, jsonb) is
+  'Writes the job.* messages of job status transitions (of one client, or of any when p_client_id is null).';
 
 -- Ingest calls ledger._enqueue_job_transitions itself, from the statement that writes the jobs
 -- (ledger._fold_progress, 40_progress.sql). The statement triggers on ledger.jobs that did it
@@ -170,8 +177,8 @@ begin
     select f.client_id, f.job_id from found f order by 1, 2
   loop
     perform ledger._enqueue_notification(j.client_id, 'job.stalled', d.data)
-       from ledger._job_notification_data(jsonb_build_array(jsonb_build_object('client_id', j.client_id, 'job_id', j.job_id,
-                                                   'status', 'stalled'))) d;
+       from ledger._job_notification_data(j.client_id, jsonb_build_array(jsonb_build_object(
+              'client_id', j.client_id, 'job_id', j.job_id, 'status', 'stalled'))) d;
     v_count := v_count + 1;
   end loop;
   return v_count;

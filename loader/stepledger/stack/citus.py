@@ -176,7 +176,7 @@ COORDINATOR_FUNCTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "ledger._ingest_batch(text, integer[], jsonb[], text[], text[], bytea, jsonb)":
         ("plan_cache_mode = force_custom_plan", "citus.multi_shard_modify_mode = 'sequential'"),
     "ledger._fold_client_progress(text, ledger.events[])": ("plan_cache_mode = force_custom_plan",),
-    "ledger._job_notification_data(jsonb)": ("plan_cache_mode = force_custom_plan",),
+    "ledger._job_notification_data(text, jsonb)": ("plan_cache_mode = force_custom_plan",),
     # finalizing reads the client's shards in parallel, then writes the outbox, a Citus local
     # table with a foreign key to a reference table, which Citus allows only over the one
     # connection per node that a sequential transaction uses
