@@ -30,12 +30,12 @@ drop function if exists ledger.tg_events__apply_progress();
 create or replace function ledger._fold_client_progress(p_client_id text, p_events ledger.events[])
 returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp
--- The statements below have one parameter, the batch: planned once per connection and kept
--- (generic plans), with the table sizes of the call that planned them. Only one shape is right
--- for every later call: probe step_runs, job_steps and jobs by key, one index lookup per key of
--- the batch. So they are read in LATERAL subqueries (always a nested loop, one probe per key),
--- which probe by index even in a plan made on empty or freshly analyzed tables
--- (tests/test_ingest_plans.py; docs/benchmarks.md, "Ingest plans").
+-- The statements below have two parameters, the client and the batch: planned once per
+-- connection and kept (generic plans), with the table sizes of the call that planned them.
+-- Only one shape is right for every later call: probe step_runs, job_steps and jobs by key,
+-- one index lookup per key of the batch. So they are read in LATERAL subqueries (always a
+-- nested loop, one probe per key), which probe by index even in a plan made on empty or freshly
+-- analyzed tables (tests/test_ingest_plans.py; docs/benchmarks.md, "Ingest plans").
 set plan_cache_mode = force_generic_plan
 as $$
 -- Folds a batch of accepted events (rows just stored in ledger.events) into ledger.step_runs,
@@ -43,7 +43,10 @@ as $$
 -- ledger.billing_changes and the (client, days) of its jobs in ledger.analytics_changes; writes
 -- the job.* messages of the jobs whose status changed; and tells listeners which clients have
 -- news. Called by ingest with the events it stored, and by nothing
--- else: the events of the batch are all it reads besides the rows of their jobs.
+-- else: the events of the batch are all it reads besides the rows of their jobs. p_client_id:
+-- the one client of the events, or null when they may be of several (a single node's batch);
+-- given, every table read names it, which makes each statement a router query on a Citus
+-- coordinator (whose custom plans drop the "or p_client_id is null").
 declare
   v_xid bigint := pg_current_xact_id()::text::bigint;
   v_transitions jsonb;
@@ -138,8 +141,8 @@ begin
       from touched t
      cross join lateral (
        select o.* from ledger.job_steps o
-        where (o.client_id = p_client_id or p_client_id is null) and o.client_id = t.client_id and o.job_id = t.job_id
-          and o.step = t.step
+        where (o.client_id = p_client_id or p_client_id is null)
+          and o.client_id = t.client_id and o.job_id = t.job_id and o.step = t.step
         limit 1) o
   ),
   merged as (
@@ -175,8 +178,8 @@ begin
        -- are unchanged in this statement's snapshot) or touched and completed (t.billed_attempt)
        select x.attempt, x.units, x.finished_at
          from (select r.attempt, r.units, r.finished_at from ledger.step_runs r
-                where k.demoted and (r.client_id = p_client_id or p_client_id is null) and r.client_id = t.client_id
-                  and r.job_id = t.job_id
+                where k.demoted and (r.client_id = p_client_id or p_client_id is null)
+                  and r.client_id = t.client_id and r.job_id = t.job_id
                   and r.step = t.step and r.status = 'completed'
                   and not (r.attempt = any(t.attempts))
                union all
@@ -248,7 +251,8 @@ begin
       join ledger.pipelines p on p.pipeline = b.pipeline
       left join lateral (
         select o.* from ledger.jobs o
-         where (o.client_id = p_client_id or p_client_id is null) and o.client_id = b.client_id and o.job_id = b.job_id
+         where (o.client_id = p_client_id or p_client_id is null)
+           and o.client_id = b.client_id and o.job_id = b.job_id
          limit 1
       ) o on true
      cross join lateral (
@@ -270,11 +274,13 @@ begin
            -- the error of a failed step, the only one the aggregates read: no probe for the others
            select r.error_code, r.error_message, r.error_retryable from ledger.step_runs r
             where js.latest_status = 'failed'
-              and (r.client_id = p_client_id or p_client_id is null) and r.client_id = js.client_id and r.job_id = js.job_id
+              and (r.client_id = p_client_id or p_client_id is null)
+              and r.client_id = js.client_id and r.job_id = js.job_id
               and r.step = js.step and r.attempt = js.latest_attempt
             limit 1
          ) r on true
-        where (js.client_id = p_client_id or p_client_id is null) and js.client_id = b.client_id and js.job_id = b.job_id
+        where (js.client_id = p_client_id or p_client_id is null)
+          and js.client_id = b.client_id and js.job_id = b.job_id
      ) a
      cross join lateral (
        -- A new job runs the current version; one that reports a step of a newer version moves to it.
@@ -350,7 +356,7 @@ begin
   elsif not exists (select from pg_extension where extname = 'citus') then
     perform ledger._fold_client_progress(null, p_events);
   else
-    -- (the batch split in one pass: a scan of the batch per client cost O(clients x events))
+    -- (the batch split in one pass over it)
     for v_batch in select n.client_id, array_agg(n) as events
                      from unnest(p_events) n group by n.client_id order by n.client_id loop
       perform ledger._fold_client_progress(v_batch.client_id, v_batch.events);
